@@ -1,0 +1,40 @@
+"""curator_stages: Prefect-orchestrated, Ray Data-executed curation of language-model text.
+
+The public API is the stage model; backends, I/O and text stages live in their own subpackages
+(``curator_stages.backends.ray_data``, ``curator_stages.io``, ``curator_stages.text``,
+``curator_stages.orchestration``) so importing the core stays cheap.
+"""
+
+from curator_stages.pipeline import Pipeline
+from curator_stages.resources import Resources
+from curator_stages.stage import (
+    CompositeStage,
+    GlobalStage,
+    ProcessingStage,
+    RayStageSpecKeys,
+    StageInputError,
+    processing_stage,
+    record_drops,
+    record_metrics,
+)
+from curator_stages.tasks import DocumentBatch, EmptyTask, FileGroupTask, StagePerfStats, Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CompositeStage",
+    "DocumentBatch",
+    "EmptyTask",
+    "FileGroupTask",
+    "GlobalStage",
+    "Pipeline",
+    "ProcessingStage",
+    "RayStageSpecKeys",
+    "Resources",
+    "StageInputError",
+    "StagePerfStats",
+    "Task",
+    "processing_stage",
+    "record_drops",
+    "record_metrics",
+]

@@ -1,0 +1,1 @@
+"""Execution backends: how stages become work on a cluster."""

@@ -1,0 +1,168 @@
+"""The units of work that flow between stages.
+
+A task is what one stage call receives and emits. Tasks travel through Ray Data as pickled
+objects under the ``"item"`` column, so they stay small on top of their data: a pyarrow table
+for documents, a list of paths for files. Every stage call appends a :class:`StagePerfStats`
+so a task carries its own history (time, items in/out, drop reasons) to the run summary.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
+
+import pyarrow as pa
+
+T = TypeVar("T")
+
+#: Custom-metric key prefix for documents a stage removed; the rest of the key is the reason.
+DROPPED_PREFIX = "dropped."
+#: Custom-metric keys that reader and writer stages use for the accounting identity.
+DOCUMENTS_READ = "documents_read"
+DOCUMENTS_QUARANTINED = "documents_quarantined"
+DOCUMENTS_WRITTEN = "documents_written"
+
+
+@dataclass
+class StagePerfStats:
+    """What one stage call did to one task: the raw material of every report and of accounting."""
+
+    stage_name: str
+    process_time_s: float = 0.0
+    num_items_in: int = 0
+    num_items_out: int = 0
+    custom_metrics: dict[str, float] = field(default_factory=dict)
+
+    def dropped_by_reason(self) -> dict[str, int]:
+        return {
+            k[len(DROPPED_PREFIX) :]: int(v)
+            for k, v in self.custom_metrics.items()
+            if k.startswith(DROPPED_PREFIX)
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage_name": self.stage_name,
+            "process_time_s": self.process_time_s,
+            "num_items_in": self.num_items_in,
+            "num_items_out": self.num_items_out,
+            "custom_metrics": dict(self.custom_metrics),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StagePerfStats":
+        return cls(**d)
+
+
+def new_task_id(prefix: str = "task") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class Task(ABC, Generic[T]):
+    """A unit of work: an id, the dataset it belongs to, its data, and its history."""
+
+    task_id: str
+    dataset_name: str
+    data: T
+    _metadata: dict[str, Any] = field(default_factory=dict)
+    _stage_perf: list[StagePerfStats] = field(default_factory=list)
+
+    @property
+    @abstractmethod
+    def num_items(self) -> int:
+        """How many items (documents, files) this task holds; the unit of items in/out."""
+
+    @abstractmethod
+    def validate(self) -> bool:
+        """True when the data is well formed for this task type."""
+
+    def add_stage_perf(self, stats: StagePerfStats) -> None:
+        self._stage_perf.append(stats)
+
+    def derive(self, data: Any, task_id: str | None = None, **metadata: Any) -> "Task":
+        """A new task of the same type with new data that keeps this task's history.
+
+        History lists are copied so that fan-out children never share (and double count) one list.
+        """
+        return replace(
+            self,
+            task_id=task_id or self.task_id,
+            data=data,
+            _metadata={**self._metadata, **metadata},
+            _stage_perf=list(self._stage_perf),
+        )
+
+
+@dataclass
+class DocumentBatch(Task["pa.Table | Any"]):
+    """A batch of documents as a pyarrow table (a pandas DataFrame is accepted and converted)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, pa.Table):
+            self.data = _to_arrow(self.data)
+
+    @property
+    def num_items(self) -> int:
+        return self.data.num_rows
+
+    def validate(self) -> bool:
+        return isinstance(self.data, pa.Table)
+
+    def to_pyarrow(self) -> pa.Table:
+        return self.data
+
+    def to_pandas(self):  # -> pandas.DataFrame
+        return self.data.to_pandas()
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.data.column_names)
+
+
+def _to_arrow(data: Any) -> pa.Table:
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(data, pd.DataFrame):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if isinstance(data, dict):
+        return pa.table(data)
+    if isinstance(data, list):
+        return pa.Table.from_pylist(data)
+    raise TypeError(
+        f"DocumentBatch.data must be a pyarrow.Table or pandas.DataFrame, got {type(data).__name__}"
+    )
+
+
+@dataclass
+class FileGroupTask(Task[list[str]]):
+    """A group of files to read together, with the options the reader needs."""
+
+    reader_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.data)
+
+    def validate(self) -> bool:
+        return isinstance(self.data, list) and all(isinstance(p, str) for p in self.data)
+
+
+@dataclass
+class EmptyTask(Task[None]):
+    """The seed of a pipeline whose first stage creates the work (for example, lists files)."""
+
+    task_id: str = "empty"
+    dataset_name: str = "empty"
+    data: None = None
+
+    @property
+    def num_items(self) -> int:
+        return 0
+
+    def validate(self) -> bool:
+        return self.data is None
