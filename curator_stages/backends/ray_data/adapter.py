@@ -1,0 +1,358 @@
+"""Turn a stage into Ray Data work: a task function or an actor class, with resources and pool.
+
+Why each choice is made:
+
+- Tasks travel under the ``"item"`` column as pickled objects, both ways; output columns are
+  built with ``np.empty(n, dtype=object)`` and filled one by one so that a task object which
+  looks like a sequence is never split apart by numpy.
+- ``setup_on_node`` must run once per node per stage, whether or not the executor's per-node
+  pass ran first (the Prefect layer calls :func:`apply_stages` directly). A marker file in
+  Ray's per-session temp dir, taken under a file lock, makes it once per node and session.
+- Ray Data wraps our actor class in its own ``_MapWorker`` and never calls a
+  ``__ray_shutdown__`` of ours; on a normal finish it deletes our instance, so teardown hangs
+  off ``weakref.finalize``. On an aborted plan Ray kills the actor and nothing runs: teardown is
+  best effort, and runs at most once.
+- Ray Data waits forever on a request no node can satisfy, so the plan is checked against the
+  live cluster before ``map_batches`` is called (see :mod:`.planning`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import logging
+import os
+import time
+import uuid
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import numpy as np
+
+from curator_stages.backends.ray_data.cluster import ClusterResources
+from curator_stages.backends.ray_data.planning import (
+    StagePlan,
+    UnschedulableStageError,
+    effective_batch_size,
+    plan_stage,
+    validate_spec,
+)
+from curator_stages.stage import GlobalStage, ProcessingStage, overrides_setup
+from curator_stages.tasks import Task
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ray.data
+
+logger = logging.getLogger(__name__)
+
+#: Seconds to wait for busy resources (for example actors of a finished stage still shutting
+#: down) before a stage that fits the cluster's totals is declared unschedulable right now.
+DEFAULT_WAIT_FOR_RESOURCES_S = 10.0
+
+
+# --------------------------------------------------------------------------- helpers
+def stage_key(stage: ProcessingStage) -> str:
+    """A file-name-safe key for per-node setup markers: equal identities share node setup."""
+    try:
+        digest = stage.identity_hash()[:16]
+    except Exception:  # noqa: BLE001 - an identity that cannot be computed: never share
+        digest = uuid.uuid4().hex[:16]
+    safe_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in stage.stage_name)
+    return f"{safe_name}-{digest}"
+
+
+def to_object_column(tasks: Iterable[Any]) -> np.ndarray:
+    """A 1-D object array holding each task as one element (never split into its parts)."""
+    items = list(tasks)
+    column = np.empty(len(items), dtype=object)
+    for i, task in enumerate(items):
+        column[i] = task
+    return column
+
+
+def to_output_batch(tasks: Iterable[Any]) -> Any:
+    """The batch a worker returns: one ``"item"`` column of pickled task objects.
+
+    Built directly as Ray's pickled-object Arrow column, so Ray Data does not first try (and
+    fail, with a warning per worker) to convert task objects to native Arrow types. Falls back
+    to the plain object-array form if that internal type moves.
+    """
+    column = to_object_column(tasks)
+    try:
+        import pyarrow as pa
+        from ray.data._internal.object_extensions.arrow import ArrowPythonObjectArray
+    except ImportError:  # pragma: no cover - depends on Ray's internal layout
+        return {"item": column}
+    return pa.table({"item": ArrowPythonObjectArray.from_objects(column)})
+
+
+def worker_metadata(stage: ProcessingStage, mode: str) -> dict[str, Any]:
+    """What a worker tells ``setup``/``setup_on_node`` about itself."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    meta: dict[str, Any] = {
+        "stage_name": stage.stage_name,
+        "mode": mode,
+        "node_id": ctx.get_node_id(),
+        "worker_id": ctx.get_worker_id(),
+        "pid": os.getpid(),
+    }
+    try:
+        meta["gpu_ids"] = list(ray.get_gpu_ids())
+    except Exception:  # noqa: BLE001 - not inside a worker with accelerator info
+        meta["gpu_ids"] = []
+    return meta
+
+
+def node_info() -> dict[str, Any]:
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return {
+        "node_id": ctx.get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "hostname": os.uname().nodename,
+    }
+
+
+def ensure_setup_on_node(stage: ProcessingStage, key: str,
+                         metadata: dict[str, Any] | None = None) -> bool:
+    """Run ``stage.setup_on_node`` unless it already succeeded on this node in this Ray session.
+
+    Returns True when this call ran it. Workers of the same stage on one node serialise on a
+    file lock, so the second one waits for the first to finish instead of unpacking twice.
+    """
+    if type(stage).setup_on_node is ProcessingStage.setup_on_node:
+        return False
+    import ray
+
+    ctx = ray.get_runtime_context()
+    root = Path(ctx.get_temp_dir()) / "curator_stages_setup_on_node" / ctx.get_session_name()
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / f"{key}-{ctx.get_node_id()}.done"
+    if marker.exists():
+        return False
+    with open(root / f"{key}-{ctx.get_node_id()}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if marker.exists():
+                return False
+            stage.setup_on_node(node_info(), metadata or worker_metadata(stage, "node"))
+            marker.write_text(str(os.getpid()))
+            return True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _teardown_once(stage: ProcessingStage, guard: dict[str, bool]) -> None:
+    """Call ``stage.teardown()`` at most once; never raise (it runs from finalizers)."""
+    if guard.get("done"):
+        return
+    guard["done"] = True
+    try:
+        stage.teardown()
+    except Exception:  # noqa: BLE001 - best effort by contract
+        logger.exception("stage %r: teardown failed", stage.stage_name)
+
+
+# --------------------------------------------------------------------------- actor / task
+def create_actor_from_stage(stage: ProcessingStage) -> type:
+    """A callable class for ``map_batches``: one instance per actor, named ``<Stage>Actor``.
+
+    The constructor runs ``setup_on_node`` (once per node) and ``setup``; ``__call__`` runs
+    the stage on the batch's tasks; ``teardown`` runs when Ray Data releases the instance.
+    """
+    key = stage_key(stage)
+
+    class _StageActor:
+        def __init__(self) -> None:
+            self._stage = stage
+            meta = worker_metadata(stage, "actor")
+            ensure_setup_on_node(stage, key, meta)
+            stage.setup(meta)
+            self._teardown_guard: dict[str, bool] = {"done": False}
+            self._finalizer = weakref.finalize(self, _teardown_once, stage, self._teardown_guard)
+
+        def __call__(self, batch: dict[str, np.ndarray]) -> Any:
+            return to_output_batch(self._stage.run(list(batch["item"])))
+
+        def teardown(self) -> None:
+            """Release the stage's resources now (also runs when the instance is deleted)."""
+            self._finalizer()
+
+    name = f"{type(stage).__name__}Actor"
+    _StageActor.__name__ = name
+    _StageActor.__qualname__ = name
+    return _StageActor
+
+
+#: Per worker process: stages already set up for task mode, by stage key.
+_PROCESS_STAGES: dict[str, ProcessingStage] = {}
+
+
+def _task_mode_stage(stage: ProcessingStage, key: str) -> ProcessingStage:
+    """The set-up copy of ``stage`` in this worker process (setup once per process)."""
+    ready = _PROCESS_STAGES.get(key)
+    if ready is not None:
+        return ready
+    meta = worker_metadata(stage, "task")
+    ensure_setup_on_node(stage, key, meta)
+    if overrides_setup(stage):
+        stage.setup(meta)
+        atexit.register(_teardown_once, stage, {"done": False})
+    _PROCESS_STAGES[key] = stage
+    return stage
+
+
+def create_task_from_stage(stage: ProcessingStage) -> Callable[[dict[str, np.ndarray]], Any]:
+    """A function for ``map_batches`` named ``<Stage>Task``.
+
+    A task-mode stage that still overrides ``setup`` (the spec forced task mode) is set up
+    once per worker process and torn down at process exit.
+    """
+    key = stage_key(stage)
+
+    def run_stage(batch: dict[str, np.ndarray]) -> Any:
+        ready = _task_mode_stage(stage, key)
+        return to_output_batch(ready.run(list(batch["item"])))
+
+    name = f"{type(stage).__name__}Task"
+    run_stage.__name__ = name
+    run_stage.__qualname__ = name
+    return run_stage
+
+
+# --------------------------------------------------------------------------- adapter
+class RayDataStageAdapter:
+    """Runs one :class:`ProcessingStage` over a Ray Data dataset of tasks."""
+
+    def __init__(self, stage: ProcessingStage,
+                 wait_for_resources_s: float = DEFAULT_WAIT_FOR_RESOURCES_S) -> None:
+        if not isinstance(stage, ProcessingStage):
+            raise TypeError(
+                f"RayDataStageAdapter needs a ProcessingStage, got {type(stage).__name__} "
+                f"({stage!r}); GlobalStage and CompositeStage go through apply_stages()"
+            )
+        self.stage = stage
+        self.spec = validate_spec(stage)
+        self._batch_size = effective_batch_size(stage)  # warns once for a GPU stage
+        self.wait_for_resources_s = wait_for_resources_s
+        #: The plan chosen by the last :meth:`process_dataset` (for reports).
+        self.plan: StagePlan | None = None
+
+    @property
+    def batch_size(self) -> int | None:
+        return self._batch_size
+
+    def plan_for(self, cluster: ClusterResources, ignore_head_node: bool = False) -> StagePlan:
+        """The plan on a given (live or declared) cluster, without running anything."""
+        return plan_stage(self.stage, cluster, ignore_head_node, warn=False)
+
+    def plan_live(self, ignore_head_node: bool = False) -> StagePlan:
+        """The plan on the live cluster: impossible requests fail at once, busy ones wait a bit.
+
+        Totals decide whether a worker can ever fit; what is available now sizes the pool.
+        Resources still held by a stage that just finished are released within seconds, so a
+        stage that fits the totals waits up to ``wait_for_resources_s`` before failing.
+        """
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError(
+                f"stage {self.stage.stage_name!r}: Ray is not initialised; connect first "
+                "(ray.init(...), RAY_ADDRESS, or run through RayDataExecutor) so the stage is "
+                "planned against the cluster it will run on"
+            )
+        plan_stage(self.stage, ClusterResources.from_ray(available=False), ignore_head_node,
+                   warn=False)
+        deadline = time.monotonic() + self.wait_for_resources_s
+        while True:
+            available = ClusterResources.from_ray(available=True)
+            try:
+                return plan_stage(self.stage, available, ignore_head_node, warn=False)
+            except UnschedulableStageError as exc:
+                if time.monotonic() >= deadline:
+                    raise UnschedulableStageError(
+                        f"{exc} (resources are busy: waited {self.wait_for_resources_s:g}s for "
+                        "other work to release them)"
+                    ) from exc
+            time.sleep(0.2)
+
+    def process_dataset(self, dataset: "ray.data.Dataset",
+                        ignore_head_node: bool = False) -> "ray.data.Dataset":
+        """Add this stage to ``dataset``'s plan (lazy); fails now if it could never run."""
+        from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
+        plan = self.plan_live(ignore_head_node)
+        self.plan = plan
+        kwargs: dict[str, Any] = {
+            "batch_size": plan.batch_size,
+            "batch_format": "numpy",
+            "zero_copy_batch": True,
+            "num_cpus": plan.cpus,
+        }
+        if plan.gpus > 0:
+            kwargs["num_gpus"] = plan.gpus
+        if ignore_head_node:
+            selector = off_head_label_selector()
+            if selector:
+                kwargs["label_selector"] = selector
+        if plan.mode == "actor":
+            fn: Any = create_actor_from_stage(self.stage)
+            if plan.fixed_pool:
+                kwargs["compute"] = ActorPoolStrategy(size=plan.pool_max)
+            else:
+                kwargs["compute"] = ActorPoolStrategy(min_size=plan.pool_min,
+                                                      max_size=plan.pool_max)
+        else:
+            fn = create_task_from_stage(self.stage)
+            kwargs["compute"] = TaskPoolStrategy(size=plan.pool_max)
+            if plan.max_calls_per_worker:
+                kwargs["max_calls"] = plan.max_calls_per_worker
+        out = dataset.map_batches(fn, **kwargs)
+        if plan.is_fanout:
+            out = out.repartition(target_num_rows_per_block=plan.rows_per_block_after_fanout)
+        logger.info("stage plan: %s", plan.describe())
+        return out
+
+
+def off_head_label_selector() -> dict[str, str]:
+    """A label selector that keeps workers off the head node.
+
+    Ray schedules by resources and treats the head like any node; every node carries its id
+    as the built-in label ``ray.io/node-id``, so "not the head's id" keeps work elsewhere.
+    """
+    heads = [n.node_id for n in ClusterResources.from_ray(available=False).nodes if n.is_head]
+    return {"ray.io/node-id": f"!{heads[0]}"} if heads else {}
+
+
+def apply_stages(dataset: "ray.data.Dataset",
+                 stages: Iterable[ProcessingStage | GlobalStage | Any],
+                 ignore_head_node: bool = False,
+                 plans: list[StagePlan] | None = None) -> "ray.data.Dataset":
+    """Add a sequence of execution stages (composites decomposed) to ``dataset``'s plan.
+
+    A :class:`GlobalStage` cuts the stream: the upstream dataset is materialised, ``fit`` is
+    called once on it, and the per-task stage it returns is applied like any other. When
+    ``plans`` is given, each stage's :class:`StagePlan` is appended to it, in order.
+    """
+    from curator_stages.pipeline import decompose
+
+    ds = dataset
+    for stage in decompose(stages):
+        if isinstance(stage, GlobalStage):
+            ds = ds.materialize()
+            per_task = stage.fit(ds)
+            if not isinstance(per_task, ProcessingStage):
+                raise TypeError(
+                    f"global stage {stage.stage_name!r}: fit() must return a ProcessingStage, "
+                    f"got {type(per_task).__name__}"
+                )
+            stage = per_task
+        adapter = RayDataStageAdapter(stage)
+        ds = adapter.process_dataset(ds, ignore_head_node=ignore_head_node)
+        if plans is not None and adapter.plan is not None:
+            plans.append(adapter.plan)
+    return ds
