@@ -1,0 +1,30 @@
+"""Text stages: heuristic quality filters (:mod:`curator_stages.text.filters`) and modifiers
+(:mod:`curator_stages.text.modifiers`). Language id and dedup live in their own modules."""
+
+from curator_stages.text.filters import (
+    HeuristicFilter,
+    Rule,
+    c4_quality,
+    c4_quality_rules,
+    default_quality,
+    default_quality_rules,
+    gopher_quality,
+    gopher_quality_rules,
+    gopher_repetition,
+    gopher_repetition_rules,
+)
+from curator_stages.text.modifiers import (
+    C4BoilerplateLineRemover,
+    TextModifier,
+    TextNormalizer,
+    UnicodeRepair,
+    UrlRemover,
+    WhitespaceNormalizer,
+)
+
+__all__ = [
+    "C4BoilerplateLineRemover", "HeuristicFilter", "Rule", "TextModifier", "TextNormalizer",
+    "UnicodeRepair", "UrlRemover", "WhitespaceNormalizer", "c4_quality", "c4_quality_rules",
+    "default_quality", "default_quality_rules", "gopher_quality", "gopher_quality_rules",
+    "gopher_repetition", "gopher_repetition_rules",
+]

@@ -1,0 +1,58 @@
+"""Heuristic quality filters: Gopher quality and repetition rules, C4 document rules.
+
+Rules are frozen dataclasses (thresholds are fields); :class:`HeuristicFilter` runs a list of
+them on whole batches with shared intermediate features.
+"""
+
+from curator_stages.text.filters.features import TextFeatures
+from curator_stages.text.filters.filter_stage import (
+    DROP_REASON_COLUMN,
+    DROPPED_DOCUMENTS_KEY,
+    HeuristicFilter,
+    c4_quality,
+    c4_quality_rules,
+    default_quality,
+    default_quality_rules,
+    gopher_quality,
+    gopher_quality_rules,
+    gopher_repetition,
+    gopher_repetition_rules,
+)
+from curator_stages.text.filters.repetition import (
+    DuplicateLineCharFractionRule,
+    DuplicateLineFractionRule,
+    DuplicateNGramRule,
+    DuplicateParagraphCharFractionRule,
+    DuplicateParagraphFractionRule,
+    TopNGramRule,
+    duplicate_ngram_rules,
+    top_ngram_rules,
+)
+from curator_stages.text.filters.rules import (
+    GOPHER_STOP_WORDS,
+    AlphabeticWordsRule,
+    BulletLinesRule,
+    CurlyBracketRule,
+    EllipsisLinesRule,
+    LoremIpsumRule,
+    MeanWordLengthRule,
+    NonAlphaNumericRule,
+    Rule,
+    SentenceCountRule,
+    StopWordsRule,
+    SymbolWordRatioRule,
+    UrlRatioRule,
+    WordCountRule,
+)
+
+__all__ = [
+    "DROP_REASON_COLUMN", "DROPPED_DOCUMENTS_KEY", "GOPHER_STOP_WORDS",
+    "AlphabeticWordsRule", "BulletLinesRule", "CurlyBracketRule", "DuplicateLineCharFractionRule",
+    "DuplicateLineFractionRule", "DuplicateNGramRule", "DuplicateParagraphCharFractionRule",
+    "DuplicateParagraphFractionRule", "EllipsisLinesRule", "HeuristicFilter", "LoremIpsumRule",
+    "MeanWordLengthRule", "NonAlphaNumericRule", "Rule", "SentenceCountRule", "StopWordsRule",
+    "SymbolWordRatioRule", "TextFeatures", "TopNGramRule", "UrlRatioRule", "WordCountRule",
+    "c4_quality", "c4_quality_rules", "default_quality", "default_quality_rules",
+    "duplicate_ngram_rules", "gopher_quality", "gopher_quality_rules", "gopher_repetition",
+    "gopher_repetition_rules", "top_ngram_rules",
+]

@@ -1,0 +1,225 @@
+"""The heuristic filter stage: score a batch with many rules at once, drop what fails.
+
+One stage evaluates all its rules on one shared :class:`TextFeatures`, so the batch is split
+into words, lines and n-grams once, not once per rule; that sharing plus whole-batch Arrow/numpy
+kernels is where the speed over a per-document, per-rule loop comes from.
+
+Drop reasons: a failing document is attributed to the **first** failing rule in the stage's
+rule order (so counts by reason sum exactly to the documents dropped); in ``score``/``both``
+mode the score columns show every rule's value, so all failing rules can be recovered.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from curator_stages.stage import ProcessingStage, record_drops, record_metrics
+from curator_stages.tasks import DocumentBatch
+from curator_stages.text.filters.features import TextFeatures
+from curator_stages.text.filters.repetition import (
+    DuplicateLineCharFractionRule,
+    DuplicateLineFractionRule,
+    DuplicateParagraphCharFractionRule,
+    DuplicateParagraphFractionRule,
+    duplicate_ngram_rules,
+    top_ngram_rules,
+)
+from curator_stages.text.filters.rules import (
+    AlphabeticWordsRule,
+    BulletLinesRule,
+    CurlyBracketRule,
+    EllipsisLinesRule,
+    LoremIpsumRule,
+    MeanWordLengthRule,
+    NonAlphaNumericRule,
+    Rule,
+    SentenceCountRule,
+    StopWordsRule,
+    SymbolWordRatioRule,
+    UrlRatioRule,
+    WordCountRule,
+)
+
+FilterMode = Literal["filter", "score", "both"]
+_MODES = ("filter", "score", "both")
+#: Key of ``task._metadata`` that holds dropped rows (with ``drop_reason``) when keep_dropped.
+DROPPED_DOCUMENTS_KEY = "dropped_documents"
+DROP_REASON_COLUMN = "drop_reason"
+
+
+class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
+    """Score documents with ``rules`` and, depending on ``mode``, drop those that fail.
+
+    - ``mode="filter"``: drop failing documents, add no columns;
+    - ``mode="score"``: keep every document, add one float column per rule named
+      ``f"{score_prefix}{rule.name}"``;
+    - ``mode="both"``: drop failing documents and keep the score columns on the survivors.
+
+    Drops are recorded per rule (``dropped.<rule name>``) on the returned batch, first failing
+    rule wins. With ``keep_dropped=True`` the dropped rows, plus a ``drop_reason`` column, are
+    appended to ``task._metadata["dropped_documents"]`` (a pyarrow table) for a writer to save.
+    Rules are frozen dataclasses, so the stage's identity changes whenever a threshold does.
+    """
+
+    name = "heuristic_filter"
+    batch_size = 1
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        mode: FilterMode = "filter",
+        text_field: str = "text",
+        score_prefix: str = "",
+        keep_dropped: bool = False,
+        name: str | None = None,
+    ) -> None:
+        rules = list(rules)
+        if not rules:
+            raise ValueError("HeuristicFilter: rules is empty; pass at least one Rule "
+                             "(e.g. gopher_quality_rules())")
+        for rule in rules:
+            if not isinstance(rule, Rule):
+                raise TypeError(f"HeuristicFilter: rules must be Rule instances, got {rule!r}")
+        names = [r.name for r in rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"HeuristicFilter: rule names must be unique, repeated: {dupes}; "
+                             "each rule is a score column and a drop reason")
+        if mode not in _MODES:
+            raise ValueError(f"HeuristicFilter: mode must be one of {_MODES}, got {mode!r}")
+        self.rules = rules
+        self.mode = mode
+        self.text_field = text_field
+        self.score_prefix = score_prefix
+        self.keep_dropped = keep_dropped
+        if name:
+            self.name = name
+
+    def inputs(self) -> tuple[list[str], list[str]]:
+        return [], [self.text_field]
+
+    def outputs(self) -> tuple[list[str], list[str]]:
+        if self.mode == "filter":
+            return [], [self.text_field]
+        return [], [self.text_field, *self.score_columns]
+
+    @property
+    def score_columns(self) -> list[str]:
+        return [f"{self.score_prefix}{r.name}" for r in self.rules]
+
+    def score_table(self, texts: pa.Array | pa.ChunkedArray) -> dict[str, np.ndarray]:
+        """Every rule's score for ``texts``, by rule name (handy for analysis notebooks)."""
+        features = TextFeatures(texts)
+        return {r.name: r.score(features) for r in self.rules}
+
+    def process(self, task: DocumentBatch) -> DocumentBatch:
+        table = task.to_pyarrow()
+        n = table.num_rows
+        column = table.column(self.text_field)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+                or pa.types.is_null(column.type) or pa.types.is_dictionary(column.type)):
+            raise TypeError(f"stage {self.stage_name!r}: field {self.text_field!r} must hold "
+                            f"strings, got {column.type}; set text_field to the text column")
+        features = TextFeatures(column)
+        first_fail = np.full(n, -1, dtype=np.int64)
+        scores: list[np.ndarray] = []
+        for i, rule in enumerate(self.rules):
+            s = np.asarray(rule.score(features), dtype=np.float64)
+            failed = ~np.asarray(rule.keep(s), dtype=bool)
+            first_fail[failed & (first_fail < 0)] = i
+            scores.append(s)
+
+        out_table = table
+        if self.mode != "filter":
+            for column, s in zip(self.score_columns, scores):
+                col = pa.array(s, type=pa.float64())
+                idx = out_table.schema.get_field_index(column)
+                out_table = (out_table.set_column(idx, column, col) if idx >= 0
+                             else out_table.append_column(column, col))
+        if self.mode == "score":
+            out = task.derive(out_table)
+            flagged = {f"flagged.{r.name}": int(np.sum(first_fail == i))
+                       for i, r in enumerate(self.rules)}
+            record_metrics(out, **{k: v for k, v in flagged.items() if v})
+            return out
+
+        keep = first_fail < 0
+        metadata: dict[str, Any] = {}
+        if self.keep_dropped and not keep.all():
+            reasons = np.array([r.name for r in self.rules], dtype=object)[first_fail[~keep]]
+            dropped = out_table.filter(pa.array(~keep)).append_column(
+                DROP_REASON_COLUMN, pa.array(reasons.tolist(), type=pa.string()))
+            previous = task._metadata.get(DROPPED_DOCUMENTS_KEY)
+            if previous is not None:
+                dropped = pa.concat_tables([previous, dropped], promote_options="permissive")
+            metadata[DROPPED_DOCUMENTS_KEY] = dropped
+        out = task.derive(out_table.filter(pa.array(keep)), **metadata)
+        counts = np.bincount(first_fail[~keep], minlength=len(self.rules))
+        record_drops(out, {r.name: int(c) for r, c in zip(self.rules, counts)})
+        return out
+
+
+# ---------------------------------------------------------------------------- presets
+def gopher_quality_rules() -> list[Rule]:
+    """The seven Gopher quality rules with their published defaults."""
+    return [
+        WordCountRule(),
+        MeanWordLengthRule(),
+        SymbolWordRatioRule(),
+        BulletLinesRule(),
+        EllipsisLinesRule(),
+        AlphabeticWordsRule(),
+        StopWordsRule(),
+    ]
+
+
+def gopher_repetition_rules() -> list[Rule]:
+    """The Gopher repetition rules: lines, paragraphs, top 2-4-grams, duplicated 5-10-grams."""
+    return [
+        DuplicateLineFractionRule(),
+        DuplicateParagraphFractionRule(),
+        DuplicateLineCharFractionRule(),
+        DuplicateParagraphCharFractionRule(),
+        *top_ngram_rules(),
+        *duplicate_ngram_rules(),
+    ]
+
+
+def c4_quality_rules() -> list[Rule]:
+    """C4 document rules (lorem ipsum, ``{``, >= 3 sentences) plus the URL and non-alphanumeric
+    ratios. C4's line rules are a modifier: ``C4BoilerplateLineRemover``."""
+    return [
+        LoremIpsumRule(),
+        CurlyBracketRule(),
+        SentenceCountRule(),
+        UrlRatioRule(),
+        NonAlphaNumericRule(),
+    ]
+
+
+def default_quality_rules() -> list[Rule]:
+    """Gopher quality + Gopher repetition + C4 document rules, in that order of precedence."""
+    return [*gopher_quality_rules(), *gopher_repetition_rules(), *c4_quality_rules()]
+
+
+def gopher_quality(**kwargs: Any) -> HeuristicFilter:
+    """A :class:`HeuristicFilter` with the Gopher quality rules (kwargs go to the stage)."""
+    return HeuristicFilter(gopher_quality_rules(), **{"name": "gopher_quality", **kwargs})
+
+
+def gopher_repetition(**kwargs: Any) -> HeuristicFilter:
+    """A :class:`HeuristicFilter` with the Gopher repetition rules."""
+    return HeuristicFilter(gopher_repetition_rules(), **{"name": "gopher_repetition", **kwargs})
+
+
+def c4_quality(**kwargs: Any) -> HeuristicFilter:
+    """A :class:`HeuristicFilter` with the C4 document rules and URL/non-alphanumeric ratios."""
+    return HeuristicFilter(c4_quality_rules(), **{"name": "c4_quality", **kwargs})
+
+
+def default_quality(**kwargs: Any) -> HeuristicFilter:
+    """One stage running every rule of :func:`default_quality_rules` on shared features."""
+    return HeuristicFilter(default_quality_rules(), **{"name": "default_quality", **kwargs})
