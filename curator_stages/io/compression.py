@@ -1,0 +1,152 @@
+"""Compressed streams for JSONL: gzip and zstd, read line by line and written deterministically.
+
+Reading wraps the raw (fsspec) file in a decompressing reader and a ``BufferedReader`` so that
+``for line in f`` streams: memory is bounded by the longest line, not by the file. The
+decompressing raw stream is our own (see :class:`_DecompressingRawReader`): it hands over every
+line decoded before a damaged spot and raises :class:`CorruptCompressedStreamError` on a truncated
+file, so damage is reported instead of quietly losing the file's tail.
+
+Writing uses a fixed gzip mtime of 0 (no timestamp in the header) so that the same rows always
+give the same bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from typing import BinaryIO
+
+import zstandard
+
+#: Extensions -> codec name, longest first matters only for ``.zstd``/``.zst``.
+_EXTENSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+CODECS = ("gzip", "zstd")
+
+
+class CorruptCompressedStreamError(EOFError):
+    """A compressed stream ended early or holds bytes its codec cannot decode."""
+
+
+#: What a damaged compressed stream raises while being read (all caught by the readers).
+COMPRESSED_STREAM_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError,
+)
+
+
+def infer_codec(path: str, compression: str | None = "infer") -> str | None:
+    """The codec for ``path``: explicit ``"gzip"``/``"zstd"``, ``None`` for plain, or from the extension."""
+    if compression is None or compression == "none":
+        return None
+    if compression == "infer":
+        lower = path.lower()
+        for ext, codec in _EXTENSIONS.items():
+            if lower.endswith(ext):
+                return codec
+        return None
+    aliases = {"gz": "gzip", "gzip": "gzip", "zst": "zstd", "zstd": "zstd"}
+    if compression not in aliases:
+        raise ValueError(
+            f"unknown compression {compression!r}; use 'infer', None, 'gzip' or 'zstd'"
+        )
+    return aliases[compression]
+
+
+class _DecompressingRawReader(io.RawIOBase):
+    """Decompress a stream of gzip members or zstd frames chunk by chunk.
+
+    Returns decoded bytes as soon as it has any, so that a reader gets every line decoded before
+    a damaged spot; raises :class:`CorruptCompressedStreamError` when the input ends in the middle
+    of a member/frame (the standard library's ``GzipFile`` behind a large buffer would lose the
+    last buffer's worth of good lines, and ``zstandard``'s ``stream_reader`` does not raise at all).
+    """
+
+    def __init__(self, raw: BinaryIO, codec: str, chunk_size: int = 1 << 16) -> None:
+        self._raw = raw
+        self._codec = codec
+        self._chunk = chunk_size
+        self._obj = self._new()
+        self._pending = b""
+        self._in_member = False
+        self._eof = False
+
+    def _new(self):
+        if self._codec == "gzip":
+            return zlib.decompressobj(wbits=31)
+        return zstandard.ZstdDecompressor().decompressobj()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        while not self._pending and not self._eof:
+            data = self._raw.read(self._chunk)
+            if not data:
+                self._eof = True
+                if self._in_member:
+                    raise CorruptCompressedStreamError(
+                        f"{self._codec} stream ended in the middle of a "
+                        f"{'member' if self._codec == 'gzip' else 'frame'}")
+                break
+            self._feed(data)
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def _feed(self, data: bytes) -> None:
+        out = []
+        while data:
+            self._in_member = True
+            out.append(self._obj.decompress(data))
+            if self._obj.eof:
+                self._in_member = False
+                data = self._obj.unused_data
+                self._obj = self._new()
+                if self._codec == "gzip" and data and not data.strip(b"\x00"):
+                    data = b""  # zero padding after the last member, as gzip tolerates
+            else:
+                data = b""
+        self._pending += b"".join(out)
+
+
+def open_decompressed(raw: BinaryIO, codec: str | None, buffer_size: int = 1 << 20) -> BinaryIO:
+    """A buffered, line-iterable reader over ``raw`` decoded with ``codec``."""
+    if codec is None:
+        return raw
+    if codec in CODECS:
+        return io.BufferedReader(_DecompressingRawReader(raw, codec), buffer_size)
+    raise ValueError(f"unknown codec {codec!r}")
+
+
+class CompressedWriter:
+    """A context manager that writes compressed (or plain) bytes onto ``raw``, deterministically."""
+
+    def __init__(self, raw: BinaryIO, codec: str | None, level: int | None = None) -> None:
+        self._raw = raw
+        self._codec = codec
+        if codec is None:
+            self._stream: BinaryIO = raw
+        elif codec == "gzip":
+            self._stream = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="",
+                                         compresslevel=level if level is not None else 6)  # type: ignore[assignment]
+        elif codec == "zstd":
+            cctx = zstandard.ZstdCompressor(level=level if level is not None else 3)
+            self._stream = cctx.stream_writer(raw, closefd=False)  # type: ignore[assignment]
+        else:
+            raise ValueError(f"unknown codec {codec!r}; use None, 'gzip' or 'zstd'")
+
+    def write(self, data: bytes) -> int:
+        return self._stream.write(data)
+
+    def __enter__(self) -> "CompressedWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._codec is not None:  # closing ends the gzip member / zstd frame, not ``raw``
+            self._stream.close()
+
+
+def extension_for(codec: str | None) -> str:
+    return {None: "", "gzip": ".gz", "zstd": ".zst"}[codec]

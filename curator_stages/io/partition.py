@@ -1,0 +1,242 @@
+"""File partitioning: turn an input location into groups of files, the first fan-out of a pipeline.
+
+The partitioner is a fan-out stage: one :class:`~curator_stages.tasks.EmptyTask` in, one
+:class:`~curator_stages.tasks.FileGroupTask` per group of files out, so that the readers after it
+run in parallel. Listing is deterministic (sorted paths, stable task ids and group keys), which is
+what makes the file names of writers and the cache keys of the orchestration layer reproducible.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import hashlib
+import os
+import posixpath
+from typing import Any, Sequence
+
+from curator_stages.io.filesystem import display_path, is_local, resolve
+from curator_stages.stage import ProcessingStage
+from curator_stages.tasks import EmptyTask, FileGroupTask
+
+#: Metadata / reader-option key holding the directory that ids are made relative to.
+INPUT_ROOT = "input_root"
+#: Metadata key holding a stable hash of the group's relative paths (writers name files by it).
+FILE_GROUP_KEY = "file_group_key"
+
+
+class NoInputFilesError(FileNotFoundError):
+    """An input path does not exist, or a glob or directory matched no file to read.
+
+    An empty input is almost always a typo or a missing mount; failing at once (naming the stage
+    and the path) beats a run that "succeeds" with zero documents.
+    """
+
+    def __init__(self, message: str, *, stage_name: str, path: str) -> None:
+        super().__init__(message)
+        self.stage_name = stage_name
+        self.path = path
+
+
+def file_group_key(relative_paths: Sequence[str]) -> str:
+    """A short stable hash of a group's relative paths: same files -> same key on any machine."""
+    digest = hashlib.sha256("\n".join(relative_paths).encode("utf-8")).hexdigest()
+    return digest[:16]
+
+
+def relative_to_root(path: str, root: str | None) -> str:
+    """``path`` relative to ``root`` with forward slashes; the basename when no root applies."""
+    bare = _strip_protocol(path)
+    if root:
+        base = _strip_protocol(root)
+        try:
+            rel = posixpath.relpath(bare, base)
+        except ValueError:
+            rel = posixpath.basename(bare)
+        if not rel.startswith(".."):
+            return rel.replace(os.sep, "/")
+    return posixpath.basename(bare)
+
+
+def _strip_protocol(path: str) -> str:
+    return path.split("://", 1)[1] if "://" in path else path
+
+
+def _has_magic(path: str) -> bool:
+    return _glob.has_magic(path)
+
+
+def _hidden_below(path: str, root: str) -> bool:
+    """True for files that tools keep beside data: ``_SUCCESS``, ``_tmp.*``, ``.crc``, sidecars."""
+    rel = posixpath.relpath(path, root) if root else posixpath.basename(path)
+    return any(part.startswith(("_", ".")) for part in rel.split("/") if part not in ("", "..", "."))
+
+
+class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
+    """List input files and emit them in deterministic groups (a fan-out stage).
+
+    Args:
+        paths: a file, a directory (searched recursively), a glob (``data/**/*.jsonl.gz``), or a
+            list of those; any fsspec URL (``memory://``, ``file://``, ``s3://`` with s3fs).
+        file_extensions: keep only files ending with one of these (case-insensitive) when listing
+            directories and globs; files named explicitly are always kept. ``None`` keeps all.
+        files_per_group: at most this many files per group.
+        bytes_per_group: at most this many bytes per group (a larger file gets a group of its own).
+            With neither limit, each file is its own group.
+        storage_options: passed to fsspec (credentials, endpoints).
+        reader_options: copied into every emitted task's ``reader_options``.
+
+    Files and directories whose name starts with ``_`` or ``.`` below the listed directory are
+    skipped (``_SUCCESS``, writers' ``_tmp.*`` files, ``_ground_truth.jsonl`` sidecars).
+
+    Each task gets ``reader_options["input_root"]`` (and the same in ``_metadata``): the directory
+    readers make document ids relative to, so ids do not depend on where the data is mounted.
+    """
+
+    name = "file_partitioning"
+
+    def __init__(
+        self,
+        paths: str | Sequence[str],
+        file_extensions: Sequence[str] | None = None,
+        files_per_group: int | None = None,
+        bytes_per_group: int | None = None,
+        storage_options: dict[str, Any] | None = None,
+        reader_options: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [os.fspath(paths)]
+        self.paths = [os.fspath(p) for p in paths]
+        if not self.paths:
+            raise ValueError(f"stage {name or self.name!r}: paths is empty; give a file, directory or glob")
+        self.file_extensions = [e.lower() for e in file_extensions] if file_extensions else None
+        for label, value in (("files_per_group", files_per_group), ("bytes_per_group", bytes_per_group)):
+            if value is not None and value < 1:
+                raise ValueError(f"stage {name or self.name!r}: {label} must be >= 1, got {value}")
+        self.files_per_group = files_per_group
+        self.bytes_per_group = bytes_per_group
+        self.storage_options = dict(storage_options or {})
+        self.reader_options = dict(reader_options or {})
+        if name:
+            self.name = name
+
+    def ray_stage_spec(self) -> dict[str, Any]:
+        return {"is_fanout_stage": True, "is_actor_stage": False}
+
+    # ------------------------------------------------------------------ listing
+    def list_files(self) -> tuple[list[tuple[str, int]], str]:
+        """(sorted [(path, size)], input root). Raises :class:`NoInputFilesError` on an empty match."""
+        found: dict[str, int] = {}
+        roots: list[str] = []
+        for spec in self.paths:
+            fs, stripped = resolve(spec, self.storage_options)
+            if _has_magic(stripped):
+                root = _glob_root(stripped)
+                matches = fs.glob(stripped, detail=True)
+                files = {p: int(info.get("size") or 0) for p, info in matches.items()
+                         if info.get("type") != "directory"}
+                files = self._filtered(files, root)
+                if not files:
+                    raise NoInputFilesError(
+                        f"stage {self.stage_name!r}: glob {spec!r} matched no input files"
+                        + self._ext_hint() + "; check the pattern and that the data is where you expect",
+                        stage_name=self.stage_name, path=spec,
+                    )
+            elif fs.isdir(stripped):
+                root = stripped.rstrip("/") or "/"
+                listing = fs.find(stripped, detail=True)
+                files = {p: int(info.get("size") or 0) for p, info in listing.items()
+                         if info.get("type") != "directory"}
+                files = self._filtered(files, root)
+                if not files:
+                    raise NoInputFilesError(
+                        f"stage {self.stage_name!r}: directory {spec!r} holds no input files"
+                        + self._ext_hint() + "; point paths at the directory that holds the data",
+                        stage_name=self.stage_name, path=spec,
+                    )
+            elif fs.exists(stripped):
+                root = posixpath.dirname(stripped) if not is_local(fs) else os.path.dirname(stripped)
+                files = {stripped: int(fs.info(stripped).get("size") or 0)}
+            else:
+                raise NoInputFilesError(
+                    f"stage {self.stage_name!r}: input path {spec!r} does not exist; "
+                    "fix the path (or the storage_options that reach it)",
+                    stage_name=self.stage_name, path=spec,
+                )
+            roots.append(display_path(fs, root))
+            for path, size in files.items():
+                found[display_path(fs, path)] = size
+        root = roots[0] if len(set(roots)) == 1 else _common_root(roots)
+        return sorted(found.items()), root
+
+    def _filtered(self, files: dict[str, int], root: str) -> dict[str, int]:
+        out = {}
+        for path, size in files.items():
+            if _hidden_below(path, root):
+                continue
+            if self.file_extensions and not path.lower().endswith(tuple(self.file_extensions)):
+                continue
+            out[path] = size
+        return out
+
+    def _ext_hint(self) -> str:
+        return f" with extensions {self.file_extensions}" if self.file_extensions else ""
+
+    # ------------------------------------------------------------------ grouping
+    def group(self, files: list[tuple[str, int]]) -> list[list[str]]:
+        if self.files_per_group is None and self.bytes_per_group is None:
+            return [[p] for p, _ in files]
+        groups: list[list[str]] = []
+        current: list[str] = []
+        current_bytes = 0
+        for path, size in files:
+            full_count = self.files_per_group is not None and len(current) >= self.files_per_group
+            full_bytes = (self.bytes_per_group is not None and current
+                          and current_bytes + size > self.bytes_per_group)
+            if current and (full_count or full_bytes):
+                groups.append(current)
+                current, current_bytes = [], 0
+            current.append(path)
+            current_bytes += size
+        if current:
+            groups.append(current)
+        return groups
+
+    def process(self, task: EmptyTask) -> list[FileGroupTask]:
+        files, root = self.list_files()
+        groups = self.group(files)
+        out: list[FileGroupTask] = []
+        for index, group in enumerate(groups):
+            key = file_group_key([relative_to_root(p, root) for p in group])
+            meta = {**task._metadata, INPUT_ROOT: root, FILE_GROUP_KEY: key,
+                    "file_group_index": index, "num_file_groups": len(groups)}
+            out.append(FileGroupTask(
+                task_id=f"{task.dataset_name}-files-{index:06d}",
+                dataset_name=task.dataset_name,
+                data=list(group),
+                _metadata=meta,
+                _stage_perf=list(task._stage_perf),
+                reader_options={**self.reader_options, INPUT_ROOT: root},
+            ))
+        return out
+
+
+def _glob_root(pattern: str) -> str:
+    """The directory part of a glob before its first wildcard: ``/d/a/*/x.json`` -> ``/d/a``."""
+    parts = pattern.split("/")
+    fixed: list[str] = []
+    for part in parts[:-1]:
+        if _has_magic(part):
+            break
+        fixed.append(part)
+    root = "/".join(fixed)
+    return root or ("/" if pattern.startswith("/") else ".")
+
+
+def _common_root(roots: list[str]) -> str:
+    if any("://" in r for r in roots):
+        protocols = {r.split("://", 1)[0] for r in roots if "://" in r}
+        bare = [r.split("://", 1)[1] for r in roots]
+        prefix = posixpath.commonpath(bare) if bare else ""
+        return f"{protocols.pop()}://{prefix}" if len(protocols) == 1 else ""
+    return os.path.commonpath(roots)

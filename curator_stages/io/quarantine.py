@@ -1,0 +1,80 @@
+"""Quarantine: where records that cannot become documents go, so that none is silently lost.
+
+A quarantine record is a plain dict::
+
+    {"file": "/data/a.jsonl.gz", "line": 17, "reason": "invalid JSON: ...",
+     "raw": "<up to 4 KiB of the line, undecodable bytes as \\xNN>", "raw_size": 123,
+     "stage": "jsonl_read"}
+
+Where records go (the simple, robust choice): a reader given ``quarantine_dir`` writes each file
+group's records to ``<quarantine_dir>/quarantine-<file_group_key>.jsonl`` atomically (the name is
+deterministic, so a re-run replaces rather than duplicates it). Without ``quarantine_dir`` the
+records ride on the output task in ``_metadata["quarantine"]`` and a writer given
+``quarantine_output`` writes them. Either way the count is in the ``documents_quarantined`` metric.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from curator_stages.io.filesystem import atomic_write, join
+
+#: Default cap on the raw bytes kept per quarantined record.
+DEFAULT_RAW_CAP = 4096
+#: Task metadata key for in-memory quarantine records.
+QUARANTINE_KEY = "quarantine"
+#: Task metadata key listing quarantine files already written by a reader.
+QUARANTINE_FILES_KEY = "quarantine_files"
+
+REASON_TRUNCATED = "truncated/corrupt compressed stream"
+
+
+class MalformedRecordError(ValueError):
+    """A record could not be read and the reader runs with ``strict=True``."""
+
+
+def make_record(file: str, line: int, reason: str, raw: bytes | str | None, stage: str,
+                cap: int = DEFAULT_RAW_CAP) -> dict[str, Any]:
+    if raw is None:
+        raw_bytes = b""
+    elif isinstance(raw, str):
+        raw_bytes = raw.encode("utf-8", "surrogatepass")
+    else:
+        raw_bytes = bytes(raw).rstrip(b"\r\n")
+    return {
+        "file": file,
+        "line": int(line),
+        "reason": reason,
+        "raw": raw_bytes[:cap].decode("utf-8", "backslashreplace"),
+        "raw_size": len(raw_bytes),
+        "stage": stage,
+    }
+
+
+def quarantine_file_name(key: str) -> str:
+    return f"quarantine-{key}.jsonl"
+
+
+def encode_records(records: Iterable[dict[str, Any]]) -> bytes:
+    return b"".join(
+        json.dumps(r, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n" for r in records
+    )
+
+
+def write_quarantine(directory: str, key: str, records: list[dict[str, Any]], *, stage_name: str,
+                     storage_options: dict[str, Any] | None = None) -> str:
+    """Write ``records`` atomically to ``<directory>/quarantine-<key>.jsonl``; return the path."""
+    path = join(directory, quarantine_file_name(key))
+    payload = encode_records(records)
+    atomic_write(path, lambda f: f.write(payload), stage_name=stage_name,
+                 storage_options=storage_options)
+    return path
+
+
+def read_quarantine(path: str, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The records of one quarantine file (for tests, reports and re-processing)."""
+    import fsspec
+
+    with fsspec.open(path, "rb", **(storage_options or {})) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,206 @@
+"""Writers: JSONL and Parquet output with deterministic names, atomic files and explicit modes.
+
+File names come from the task, not from a counter or a clock: ``part-<key>.<ext>`` where ``key``
+hashes the reader's file-group key and the task id, both deterministic from the input listing.
+Re-running a pipeline therefore targets the same files, which is what makes the modes meaningful:
+
+* ``"error"`` (default): a target that already exists raises :class:`OutputExistsError` naming it;
+* ``"overwrite"``: the target is replaced atomically;
+* ``"ignore"``: an existing target is kept as is (counted as written: it holds this task's rows
+  from an earlier identical run) and the ``files_skipped_existing`` metric says so.
+
+Every file is written through :func:`~curator_stages.io.filesystem.atomic_write`, so a failure
+leaves no file that looks complete. An empty batch writes no file but still emits a task with its
+stats. Side outputs: a batch's ``_metadata["dropped_documents"]`` (a table with a ``drop_reason``
+column, put there by filters that keep what they drop) goes to ``dropped_output``, and
+``_metadata["quarantine"]`` records (from a reader without ``quarantine_dir``) go to
+``quarantine_output``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any, BinaryIO, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curator_stages.io.compression import CompressedWriter, extension_for, infer_codec
+from curator_stages.io.filesystem import OutputExistsError, atomic_write, join, resolve
+from curator_stages.io.partition import FILE_GROUP_KEY
+from curator_stages.io.quarantine import (
+    QUARANTINE_FILES_KEY,
+    QUARANTINE_KEY,
+    encode_records,
+    quarantine_file_name,
+)
+from curator_stages.resources import Resources
+from curator_stages.stage import ProcessingStage, record_metrics
+from curator_stages.tasks import DOCUMENTS_WRITTEN, DocumentBatch, FileGroupTask
+
+MODES = ("error", "overwrite", "ignore")
+#: Metadata key a filter may set to a table of the rows it dropped (with a ``drop_reason`` column).
+DROPPED_DOCUMENTS_KEY = "dropped_documents"
+DROP_REASON_COLUMN = "drop_reason"
+
+
+def output_key(task: DocumentBatch) -> str:
+    """The stable part of a task's output file names."""
+    basis = f"{task._metadata.get(FILE_GROUP_KEY, '')}|{task.task_id}"
+    return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:16]
+
+
+class _Writer(ProcessingStage[DocumentBatch, FileGroupTask]):
+    """Common writer logic; subclasses encode a table onto a binary stream."""
+
+    resources = Resources(cpus=1.0)
+    extension = ""
+
+    def __init__(self, path: str, mode: str = "error", compression: str | None = None,
+                 drop_columns: Sequence[str] | None = None, dropped_output: str | None = None,
+                 quarantine_output: str | None = None,
+                 storage_options: dict[str, Any] | None = None, name: str | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(
+                f"stage {name or self.stage_name!r}: mode must be one of {MODES}, got {mode!r}"
+            )
+        self.path = path
+        self.mode = mode
+        self.compression = compression
+        self.drop_columns = list(drop_columns or [])
+        self.dropped_output = dropped_output
+        self.quarantine_output = quarantine_output
+        self.storage_options = dict(storage_options or {})
+        if name:
+            self.name = name
+
+    def ray_stage_spec(self) -> dict[str, Any]:
+        return {"is_actor_stage": False}
+
+    # subclasses -------------------------------------------------------------
+    def file_name(self, key: str) -> str:
+        raise NotImplementedError
+
+    def encode(self, table: pa.Table, handle: BinaryIO) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------
+    def process(self, task: DocumentBatch) -> FileGroupTask:
+        key = output_key(task)
+        table = task.to_pyarrow()
+        drop = [c for c in self.drop_columns if c in table.column_names]
+        if drop:
+            table = table.drop_columns(drop)
+        written: list[str] = []
+        skipped = 0
+        if table.num_rows:
+            target = join(self.path, self.file_name(key))
+            skipped += self._write(target, lambda h, t=table: self.encode(t, h))
+            written.append(target)
+        meta = dict(task._metadata)
+        dropped = meta.pop(DROPPED_DOCUMENTS_KEY, None)
+        dropped_written = 0
+        if self.dropped_output and dropped is not None and dropped.num_rows:
+            if DROP_REASON_COLUMN not in dropped.column_names:
+                raise ValueError(
+                    f"stage {self.stage_name!r}: _metadata[{DROPPED_DOCUMENTS_KEY!r}] of task "
+                    f"{task.task_id!r} lacks a {DROP_REASON_COLUMN!r} column; the stage that "
+                    "dropped the rows must say why"
+                )
+            target = join(self.dropped_output, self.file_name(key))
+            skipped += self._write(target, lambda h, t=dropped: self.encode(t, h))
+            meta["dropped_files"] = [*meta.get("dropped_files", []), target]
+            dropped_written = dropped.num_rows
+        records = meta.pop(QUARANTINE_KEY, None) if self.quarantine_output else None
+        if records:
+            target = join(self.quarantine_output, quarantine_file_name(key))
+            payload = encode_records(records)
+            skipped += self._write(target, lambda h: h.write(payload))
+            meta[QUARANTINE_FILES_KEY] = [*meta.get(QUARANTINE_FILES_KEY, []), target]
+        out = FileGroupTask(task_id=task.task_id, dataset_name=task.dataset_name, data=written,
+                            _metadata=meta, _stage_perf=list(task._stage_perf))
+        metrics: dict[str, float] = {DOCUMENTS_WRITTEN: table.num_rows}
+        if dropped_written:
+            metrics["dropped_documents_written"] = dropped_written
+        if skipped:
+            metrics["files_skipped_existing"] = skipped
+        record_metrics(out, **metrics)
+        return out
+
+    def _write(self, target: str, encode) -> int:
+        """Write one file honouring the mode; 1 when skipped because it exists (mode ignore)."""
+        if self.mode != "overwrite":
+            fs, stripped = resolve(target, self.storage_options)
+            if fs.exists(stripped):
+                if self.mode == "ignore":
+                    return 1
+                raise OutputExistsError(
+                    f"stage {self.stage_name!r}: output file {target!r} already exists (mode "
+                    "'error'); use mode='overwrite' to replace it, mode='ignore' to keep it, "
+                    "or write to a new path"
+                )
+        atomic_write(target, encode, stage_name=self.stage_name,
+                     storage_options=self.storage_options)
+        return 0
+
+
+class JsonlWriter(_Writer):
+    """Write each batch to ``<path>/part-<key>.jsonl[.gz|.zst]``, one JSON object per line.
+
+    ``compression``: ``None`` (default), ``"gzip"`` or ``"zstd"``. Values JSON cannot express
+    (timestamps, bytes) are written as strings. Output bytes are deterministic for given rows.
+    """
+
+    name = "jsonl_writer"
+
+    def __init__(self, path: str, mode: str = "error", compression: str | None = None,
+                 drop_columns: Sequence[str] | None = None, dropped_output: str | None = None,
+                 quarantine_output: str | None = None,
+                 storage_options: dict[str, Any] | None = None, name: str | None = None) -> None:
+        super().__init__(path, mode, compression, drop_columns, dropped_output,
+                         quarantine_output, storage_options, name)
+        self._codec  # validate the compression name now, not at the first write
+
+    @property
+    def _codec(self) -> str | None:
+        return infer_codec("", self.compression) if self.compression not in (None, "infer") else None
+
+    def file_name(self, key: str) -> str:
+        return f"part-{key}.jsonl{extension_for(self._codec)}"
+
+    def encode(self, table: pa.Table, handle: BinaryIO) -> None:
+        dumps = json.dumps
+        with CompressedWriter(handle, self._codec) as out:
+            for batch in table.to_batches(max_chunksize=8192):
+                buf = io.StringIO()
+                for row in batch.to_pylist():
+                    buf.write(dumps(row, ensure_ascii=False, default=str))
+                    buf.write("\n")
+                out.write(buf.getvalue().encode("utf-8"))
+
+
+class ParquetWriter(_Writer):
+    """Write each batch to ``<path>/part-<key>.parquet`` (``compression`` defaults to zstd)."""
+
+    name = "parquet_writer"
+
+    def __init__(self, path: str, mode: str = "error", compression: str | None = "zstd",
+                 drop_columns: Sequence[str] | None = None, dropped_output: str | None = None,
+                 quarantine_output: str | None = None, row_group_size: int | None = None,
+                 storage_options: dict[str, Any] | None = None, name: str | None = None) -> None:
+        super().__init__(path, mode, compression, drop_columns, dropped_output,
+                         quarantine_output, storage_options, name)
+        self.row_group_size = row_group_size
+
+    def file_name(self, key: str) -> str:
+        return f"part-{key}.parquet"
+
+    def encode(self, table: pa.Table, handle: BinaryIO) -> None:
+        pq.write_table(table, handle, compression=self.compression or "none",
+                       row_group_size=self.row_group_size)
+
+
+__all__ = ["DROPPED_DOCUMENTS_KEY", "DROP_REASON_COLUMN", "JsonlWriter", "MODES",
+           "OutputExistsError", "ParquetWriter", "output_key"]
