@@ -1,0 +1,140 @@
+"""Exact deduplication across the whole dataset: same (normalised) text -> keep the smallest id.
+
+Plan (why it scales): a Ray Data ``map_batches`` turns every task into a compact Arrow table
+of (128-bit text hash as two uint64 columns, id) - 16 bytes plus the id per document, texts
+never leave the workers. A hash-partitioned reduce (see :mod:`.shuffle`) sorts each partition
+by (hash, id) and emits every id that is not the first of its hash. Only those ids come back
+to the driver, as an :class:`IdSet` inside the returned :class:`DuplicateIdFilter`.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from curator_stages.stage import GlobalStage, ProcessingStage
+from curator_stages.tasks import DocumentBatch
+from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet, ids_column
+from curator_stages.text.dedup.shuffle import choose_num_partitions, partition_reduce
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ray.data
+
+#: Drop reason recorded by the filter that :class:`ExactDuplicateRemover` returns.
+EXACT_DUPLICATE = "exact_duplicate"
+
+
+def normalize_for_exact(text: str, lowercase: bool = False) -> str:
+    """NFC, every whitespace run -> one space, ends stripped (optionally lowercased).
+
+    Case is kept by default: "exact" should not merge texts that differ in more than layout.
+    """
+    text = unicodedata.normalize("NFC", text)
+    if lowercase:
+        text = text.lower()
+    return " ".join(text.split())
+
+
+def _hash_texts(texts: list[str | None], normalize: bool, lowercase: bool) -> np.ndarray:
+    digest = xxhash.xxh3_128_digest
+    if normalize:
+        blob = b"".join(digest(normalize_for_exact(t or "", lowercase).encode("utf-8")) for t in texts)
+    else:
+        blob = b"".join(digest((t or "").encode("utf-8")) for t in texts)
+    return np.frombuffer(blob, dtype="<u8").reshape(-1, 2)
+
+
+def _exact_hash_batch(batch: dict[str, np.ndarray], text_field: str, id_field: str,
+                      normalize: bool, lowercase: bool, stage_name: str) -> pa.Table:
+    """One compact table (h0, h1, id) for a batch of tasks (Ray Data rows {"item": task})."""
+    h0, h1, ids = [], [], []
+    for task in batch["item"]:
+        table = task.to_pyarrow()
+        if table.num_rows == 0:
+            continue
+        if text_field not in table.column_names:
+            raise KeyError(
+                f"stage {stage_name!r}: documents lack the text field {text_field!r} (columns: "
+                f"{table.column_names}); set text_field= to the column holding the text"
+            )
+        hashes = _hash_texts(table.column(text_field).to_pylist(), normalize, lowercase)
+        h0.append(hashes[:, 0])
+        h1.append(hashes[:, 1])
+        ids.append(ids_column(table, id_field, stage_name))
+    if not ids:
+        return pa.table({"h0": pa.array([], pa.uint64()), "h1": pa.array([], pa.uint64()),
+                         "id": pa.array([], pa.string())})
+    return pa.table({
+        "h0": pa.array(np.concatenate(h0)),
+        "h1": pa.array(np.concatenate(h1)),
+        "id": pa.chunked_array([c for col in ids for c in col.chunks], pa.string()),
+    })
+
+
+def _exact_reduce(table: pa.Table | None) -> pa.Table:
+    """Within one hash partition: every id that is not the smallest of its hash."""
+    if table is None or table.num_rows == 0:
+        return pa.table({"id": pa.array([], pa.string())})
+    order = pc.sort_indices(table, sort_keys=[("h0", "ascending"), ("h1", "ascending"),
+                                              ("id", "ascending")])
+    t = table.take(order)
+    h0 = t.column("h0").to_numpy()
+    h1 = t.column("h1").to_numpy()
+    same_as_previous = np.zeros(t.num_rows, dtype=bool)
+    same_as_previous[1:] = (h0[1:] == h0[:-1]) & (h1[1:] == h1[:-1])
+    return pa.table({"id": t.column("id").filter(pa.array(same_as_previous))})
+
+
+class ExactDuplicateRemover(GlobalStage):
+    """Removes documents whose normalised text equals that of a document with a smaller id.
+
+    Parameters: ``text_field``/``id_field`` name the columns; ``normalize`` (NFC + whitespace
+    collapsed + stripped) and ``lowercase`` decide what "the same text" means. Empty texts are
+    duplicates of each other too (keep one). Dropped documents are recorded as
+    ``dropped.exact_duplicate``.
+    """
+
+    def __init__(self, text_field: str = "text", id_field: str = "id", normalize: bool = True,
+                 lowercase: bool = False, name: str = ""):
+        self.text_field = text_field
+        self.id_field = id_field
+        self.normalize = normalize
+        self.lowercase = lowercase
+        self.name = name
+
+    def find_duplicate_ids(self, dataset: "ray.data.Dataset") -> IdSet:
+        """The ids to remove: all but the smallest id of every group of equal texts."""
+        compact = dataset.map_batches(
+            _exact_hash_batch, batch_format="numpy", batch_size=None,
+            fn_kwargs={"text_field": self.text_field, "id_field": self.id_field,
+                       "normalize": self.normalize, "lowercase": self.lowercase,
+                       "stage_name": self.stage_name},
+        ).materialize()
+        total = compact.count()
+        refs = compact.to_arrow_refs()
+        outs = partition_reduce(refs, "h0", _exact_reduce,
+                                num_partitions=choose_num_partitions(total))
+        removed = [c for t in outs for c in t.column("id").chunks]
+        return IdSet(pa.chunked_array(removed, pa.string()) if removed else [])
+
+    # In-process fit (LocalExecutor / MultiprocessExecutor): the same hashing and the same
+    # smallest-id choice as fit(), without Ray.
+    def map_local(self, task: DocumentBatch) -> pa.Table:
+        return _exact_hash_batch({"item": [task]}, self.text_field, self.id_field,
+                                 self.normalize, self.lowercase, self.stage_name)
+
+    def reduce_local(self, parts: list[pa.Table]) -> ProcessingStage:
+        compact = pa.concat_tables(parts) if parts else None
+        remove = IdSet(_exact_reduce(compact).column("id"))
+        return DuplicateIdFilter(remove, EXACT_DUPLICATE, id_field=self.id_field,
+                                 name=f"{self.stage_name}_filter")
+
+    def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:
+        remove = self.find_duplicate_ids(dataset)
+        return DuplicateIdFilter(remove, EXACT_DUPLICATE, id_field=self.id_field,
+                                 name=f"{self.stage_name}_filter")

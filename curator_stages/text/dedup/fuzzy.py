@@ -1,0 +1,267 @@
+"""Fuzzy (near-duplicate) deduplication: MinHash + LSH + verification + connected components.
+
+Plan, and why it scales with the number of documents rather than with their text:
+1. ``map_batches`` over the tasks computes per document a MinHash signature (``num_perm``
+   uint32) and its LSH band keys; only (id, signature, band keys) rows are materialised.
+2. A hash-partitioned reduce (:mod:`.shuffle`) explodes rows into (band, key, id) inside the
+   split tasks, groups each partition's buckets by sorting, and emits candidate pairs (all pairs
+   of small buckets; star + chain for large ones). Pairs come back to the driver: their number
+   follows the number of duplicates, not the corpus size.
+3. Verification of candidates:
+   - ``"signature"`` (default): fetch the signatures of the documents in candidate pairs only
+     (a filtered pass over the materialised signatures) and keep pairs whose estimated Jaccard
+     (share of equal signature positions) is >= threshold. Bounded by num_perm*4 bytes per
+     candidate document; no text is reread.
+   - ``"jaccard"``: reread the texts of candidate documents only and compute the exact Jaccard
+     of their shingle-hash sets. Exact, but holds candidate documents' shingles on the driver.
+   - ``"none"``: every LSH candidate is a duplicate (fastest, most false positives).
+4. Connected components (scipy) over verified pairs; every member of a component except the
+   smallest id is removed, recorded as ``dropped.fuzzy_duplicate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from curator_stages.stage import GlobalStage, ProcessingStage
+from curator_stages.text.dedup.components import duplicate_components, ids_to_remove
+from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet, ids_column
+from curator_stages.text.dedup.lsh import band_keys, bucket_pairs, explode_bands, optimal_bands
+from curator_stages.text.dedup.minhash import (
+    minhash_signatures,
+    normalize_for_shingles,
+    permutations,
+    shingle_hashes,
+)
+from curator_stages.text.dedup.shuffle import choose_num_partitions, map_blocks, partition_reduce
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ray.data
+
+#: Drop reason recorded by the filter that :class:`FuzzyDuplicateRemover` returns.
+FUZZY_DUPLICATE = "fuzzy_duplicate"
+Verify = Literal["signature", "jaccard", "none"]
+
+
+@dataclass
+class FuzzyDedupResult:
+    """What a fuzzy fit found: for inspection, tests and reports (``fit`` keeps only ``remove``)."""
+
+    bands: int
+    rows: int
+    num_documents: int
+    candidate_pairs: int
+    pairs: pa.Table          # verified pairs: a, b (a < b), similarity
+    ids: pa.Array            # ids that are in at least one verified pair (sorted)
+    labels: np.ndarray       # component label of each of ``ids``
+    remove: pa.Array         # ids to remove: all but the smallest of each component
+
+    def components(self) -> list[list[str]]:
+        """Duplicate clusters (size >= 2), each sorted by id."""
+        out: dict[int, list[str]] = {}
+        for doc_id, label in zip(self.ids.to_pylist(), self.labels.tolist()):
+            out.setdefault(label, []).append(doc_id)
+        return sorted(out.values())
+
+
+#: Characters shingled at once: the token and n-gram arrays cost ~16 bytes per character.
+MAX_CHARS_PER_CHUNK = 4_000_000
+
+
+def _chunks_by_chars(texts: list[str], max_chars: int) -> list[list[str]]:
+    """Consecutive slices of ``texts`` of at most ``max_chars`` characters (or one long text)."""
+    out: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for t in texts:
+        if current and size + len(t) > max_chars:
+            out.append(current)
+            current, size = [], 0
+        current.append(t)
+        size += len(t)
+    if current:
+        out.append(current)
+    return out
+
+
+def _signature_batch(batch: dict[str, np.ndarray], *, text_field: str, id_field: str,
+                     ngram_size: int, word_ngrams: bool, a: np.ndarray, b: np.ndarray,
+                     bands: int, rows: int, stage_name: str) -> pa.Table:
+    ids_parts, sigs, keys, has = [], [], [], []
+    for task in batch["item"]:
+        table = task.to_pyarrow()
+        if table.num_rows == 0:
+            continue
+        if text_field not in table.column_names:
+            raise KeyError(
+                f"stage {stage_name!r}: documents lack the text field {text_field!r} (columns: "
+                f"{table.column_names}); set text_field= to the column holding the text"
+            )
+        texts = [normalize_for_shingles(t) for t in table.column(text_field).to_pylist()]
+        ids_parts.append(ids_column(table, id_field, stage_name))
+        for chunk in _chunks_by_chars(texts, MAX_CHARS_PER_CHUNK):
+            hashes, counts = shingle_hashes(chunk, ngram_size, word_ngrams)
+            sig = minhash_signatures(hashes, counts, a, b)
+            sigs.append(sig)
+            keys.append(band_keys(sig, bands, rows))
+            has.append(counts > 0)
+    k = a.size
+    if not sigs:
+        sig_all = np.zeros((0, k), np.uint32)
+        key_all = np.zeros((0, bands), np.uint64)
+        has_all = np.zeros(0, bool)
+        ids = pa.chunked_array([], pa.string())
+    else:
+        sig_all, key_all, has_all = np.concatenate(sigs), np.concatenate(keys), np.concatenate(has)
+        ids = pa.chunked_array([c for col in ids_parts for c in col.chunks], pa.string())
+    return pa.table({
+        "id": ids,
+        "signature": pa.FixedSizeListArray.from_arrays(pa.array(sig_all.ravel()), k),
+        "band_keys": pa.FixedSizeListArray.from_arrays(pa.array(key_all.ravel()), bands),
+        "has_signature": pa.array(has_all),
+    })
+
+
+def _select_signatures(table: pa.Table, wanted: pa.Array) -> pa.Table:
+    return table.select(["id", "signature"]).filter(pc.is_in(table.column("id"), value_set=wanted))
+
+
+def _shingle_sets_batch(batch: dict[str, np.ndarray], *, text_field: str, id_field: str,
+                        ngram_size: int, word_ngrams: bool, wanted: pa.Array,
+                        stage_name: str) -> pa.Table:
+    out_ids: list[str] = []
+    out_sets: list[np.ndarray] = []
+    for task in batch["item"]:
+        table = task.to_pyarrow()
+        if table.num_rows == 0:
+            continue
+        mask = pc.is_in(ids_column(table, id_field, stage_name), value_set=wanted)
+        sub = table.filter(mask)
+        if sub.num_rows == 0:
+            continue
+        texts = [normalize_for_shingles(t) for t in sub.column(text_field).to_pylist()]
+        hashes, counts = shingle_hashes(texts, ngram_size, word_ngrams)
+        ends = np.cumsum(counts)
+        out_ids += ids_column(sub, id_field, stage_name).to_pylist()
+        out_sets += [np.unique(hashes[e - c:e]) for e, c in zip(ends, counts)]
+    return pa.table({"id": pa.array(out_ids, pa.string()),
+                     "shingles": pa.array(out_sets, pa.list_(pa.uint64()))})
+
+
+class FuzzyDuplicateRemover(GlobalStage):
+    """Removes near-duplicate documents (estimated Jaccard of shingle sets >= ``threshold``),
+    keeping the smallest id of each cluster.
+
+    Parameters: ``ngram_size`` shingle length (characters, or words with ``word_ngrams=True``);
+    ``num_perm`` MinHash permutations; ``threshold`` Jaccard similarity; ``bands``/``rows``
+    (None: chosen by :func:`optimal_bands` minimising ``false_positive_weight`` x FP area +
+    ``false_negative_weight`` x FN area; FN weighted higher by default because verification
+    removes false positives but nothing recovers a missed pair); ``seed`` of the permutations;
+    ``verify`` ("signature" | "jaccard" | "none"). Texts are NFC-normalised, lowercased and
+    whitespace-collapsed before shingling.
+    """
+
+    def __init__(self, text_field: str = "text", id_field: str = "id", ngram_size: int = 5,
+                 word_ngrams: bool = False, num_perm: int = 256, threshold: float = 0.8,
+                 bands: int | None = None, rows: int | None = None,
+                 false_positive_weight: float = 0.2, false_negative_weight: float = 0.8,
+                 seed: int = 42, verify: Verify = "signature", name: str = ""):
+        if verify not in ("signature", "jaccard", "none"):
+            raise ValueError(f"FuzzyDuplicateRemover: verify must be 'signature', 'jaccard' or "
+                             f"'none', got {verify!r}")
+        if ngram_size < 1 or num_perm < 1:
+            raise ValueError("FuzzyDuplicateRemover: ngram_size and num_perm must be >= 1")
+        if (bands is None) != (rows is None):
+            raise ValueError("FuzzyDuplicateRemover: give both bands and rows, or neither")
+        if bands is not None and bands * rows > num_perm:
+            raise ValueError(f"FuzzyDuplicateRemover: bands*rows={bands * rows} exceeds "
+                             f"num_perm={num_perm}; lower them or raise num_perm")
+        optimal_bands(threshold, num_perm)  # validates threshold early
+        self.text_field = text_field
+        self.id_field = id_field
+        self.ngram_size = ngram_size
+        self.word_ngrams = word_ngrams
+        self.num_perm = num_perm
+        self.threshold = threshold
+        self.bands = bands
+        self.rows = rows
+        self.false_positive_weight = false_positive_weight
+        self.false_negative_weight = false_negative_weight
+        self.seed = seed
+        self.verify = verify
+        self.name = name
+
+    def banding(self) -> tuple[int, int]:
+        if self.bands is not None and self.rows is not None:
+            return self.bands, self.rows
+        return optimal_bands(self.threshold, self.num_perm, self.false_positive_weight,
+                             self.false_negative_weight)
+
+    def find_duplicates(self, dataset: "ray.data.Dataset") -> FuzzyDedupResult:
+        """Run the whole analysis and return clusters and ids to remove (nothing is removed)."""
+        bands, rows = self.banding()
+        a, b = permutations(self.num_perm, self.seed)
+        sigs = dataset.map_batches(
+            _signature_batch, batch_format="numpy", batch_size=None,
+            fn_kwargs={"text_field": self.text_field, "id_field": self.id_field,
+                       "ngram_size": self.ngram_size, "word_ngrams": self.word_ngrams,
+                       "a": a, "b": b, "bands": bands, "rows": rows,
+                       "stage_name": self.stage_name},
+        ).materialize()
+        num_docs = sigs.count()
+        refs = sigs.to_arrow_refs()
+        parts = partition_reduce(refs, "key", bucket_pairs, explode=explode_bands,
+                                 num_partitions=choose_num_partitions(num_docs * bands))
+        parts = [p for p in parts if p.num_rows]
+        if parts:
+            cand = pa.concat_tables(parts).group_by(["a", "b"]).aggregate([])
+        else:
+            cand = pa.table({"a": pa.array([], pa.string()), "b": pa.array([], pa.string())})
+        pairs = self._verify(cand, dataset, refs)
+        ids, labels = duplicate_components(pairs.column("a"), pairs.column("b"))
+        return FuzzyDedupResult(bands, rows, num_docs, cand.num_rows, pairs, ids, labels,
+                                ids_to_remove(ids, labels))
+
+    def _verify(self, cand: pa.Table, dataset: "ray.data.Dataset", refs: list) -> pa.Table:
+        n = cand.num_rows
+        if n == 0 or self.verify == "none":
+            return cand.append_column("similarity", pa.array(np.full(n, np.nan)))
+        wanted = pc.unique(pa.chunked_array([cand.column("a"), cand.column("b")]).combine_chunks())
+        if self.verify == "signature":
+            got = pa.concat_tables(map_blocks(refs, _select_signatures, wanted=wanted))
+            got = got.take(pc.sort_indices(got, sort_keys=[("id", "ascending")]))
+            matrix = got.column("signature").combine_chunks().values.to_numpy().reshape(-1, self.num_perm)
+            ia = pc.index_in(cand.column("a"), value_set=got.column("id")).to_numpy()
+            ib = pc.index_in(cand.column("b"), value_set=got.column("id")).to_numpy()
+            sim = np.empty(n)
+            step = max(1, 4_000_000 // self.num_perm)
+            for i in range(0, n, step):
+                sim[i:i + step] = (matrix[ia[i:i + step]] == matrix[ib[i:i + step]]).mean(axis=1)
+        else:
+            sets_ds = dataset.map_batches(
+                _shingle_sets_batch, batch_format="numpy", batch_size=None,
+                fn_kwargs={"text_field": self.text_field, "id_field": self.id_field,
+                           "ngram_size": self.ngram_size, "word_ngrams": self.word_ngrams,
+                           "wanted": wanted, "stage_name": self.stage_name})
+            table = pa.concat_tables(ray.get(sets_ds.to_arrow_refs()))
+            shingles = dict(zip(table.column("id").to_pylist(),
+                                (np.asarray(s, dtype=np.uint64) for s in table.column("shingles").to_pylist())))
+            sim = np.empty(n)
+            for i, (x, y) in enumerate(zip(cand.column("a").to_pylist(), cand.column("b").to_pylist())):
+                sx, sy = shingles[x], shingles[y]
+                inter = np.intersect1d(sx, sy, assume_unique=True).size
+                union = sx.size + sy.size - inter
+                sim[i] = inter / union if union else 1.0
+        keep = sim >= self.threshold
+        return cand.append_column("similarity", pa.array(sim)).filter(pa.array(keep))
+
+    def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:
+        result = self.find_duplicates(dataset)
+        return DuplicateIdFilter(IdSet(result.remove), FUZZY_DUPLICATE, id_field=self.id_field,
+                                 name=f"{self.stage_name}_filter")
