@@ -48,6 +48,19 @@ class Pipeline:
                 lines.append(f"{i}. {_describe_one(stage)}")
         return "\n".join(lines)
 
+    def plan(self, cluster: Any = None, ignore_head_node: bool = False,
+             stage_task_groups: list[list[str]] | None = None) -> Any:
+        """How this pipeline will run (modes, pools, fusion, barriers, checkpoints), without data.
+
+        ``cluster``: None (live Ray, else this machine), a ClusterResources, or a text such as
+        ``"2 nodes x 16 cpus, 1 node x 8 cpus 2 gpus"``. Returns a
+        :class:`curator_stages.plan.PipelinePlan`; see that module.
+        """
+        from curator_stages.plan import plan_pipeline
+
+        return plan_pipeline(self, cluster=cluster, ignore_head_node=ignore_head_node,
+                             stage_task_groups=stage_task_groups)
+
     def __iter__(self):
         return iter(self.stages)
 

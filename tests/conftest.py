@@ -35,6 +35,7 @@ def ray_cluster():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # never join a cluster another process left recorded in /tmp/ray
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=True,

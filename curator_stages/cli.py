@@ -1,0 +1,237 @@
+"""The ``curator-stages`` command: plan a flow's pipeline, rebuild a run report.
+
+    curator-stages plan flows/text_curation.py [--cluster "2 nodes x 16 cpus"] [--ignore-head-node]
+    curator-stages plan my_package.flows:build_pipeline --param input_path=data/ --format markdown
+    curator-stages report <output dir>
+
+Flow convention: a flow module exposes either ``build_pipeline(params) -> Pipeline`` (with
+``stage_task_groups(params) -> list[list[str]]`` when it groups stages into stage tasks) or
+``build_stage_groups(params) -> list[list[stage]]`` (the groups themselves); the pydantic model
+of its parameters is the annotation of that argument. ``plan`` never processes data and never
+starts Ray for a declared cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def load_target(target: str) -> tuple[Any, Any]:
+    """(module, object) for ``path/to/flow.py[:attr]`` or ``package.module[:attr]``.
+
+    The default attribute is ``build_pipeline``.
+    """
+    where, _, attr = target.partition(":")
+    if where.endswith(".py") or Path(where).is_file():
+        path = Path(where).resolve()
+        if not path.is_file():
+            raise SystemExit(f"curator-stages: no such flow file {where!r}")
+        name = f"_curator_flow_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    else:
+        module = importlib.import_module(where)
+    if not attr:
+        attr = next((a for a in ("build_pipeline", "build_stage_groups") if hasattr(module, a)),
+                    "build_pipeline")
+    if not hasattr(module, attr):
+        raise SystemExit(
+            f"curator-stages: {where!r} has no {attr!r}; a flow module exposes "
+            "build_pipeline(params) -> Pipeline (or name the attribute: file.py:attr)")
+    return module, getattr(module, attr)
+
+
+def _params_model(fn: Any) -> Any:
+    """The pydantic model annotated on ``fn``'s first parameter, if any."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    params = list(sig.parameters.values())
+    if not params:
+        return None
+    hints = getattr(fn, "__annotations__", {})
+    ann = hints.get(params[0].name)
+    if isinstance(ann, str):
+        ann = getattr(sys.modules.get(fn.__module__), ann, None)
+    return ann if hasattr(ann, "model_validate") else None
+
+
+def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"curator-stages: --param takes key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def build_from_target(target: str, params: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(pipeline, params object or None, module) for a target and parameter overrides."""
+    module, obj = load_target(target)
+    return (*_build(module, obj, params, target), module)
+
+
+def _build(module: Any, obj: Any, params: Any, target: str) -> tuple[Any, Any]:
+    from curator_stages.pipeline import Pipeline
+
+    if isinstance(obj, Pipeline):
+        return obj, None
+    model = _params_model(obj)
+    if model is not None:
+        from pydantic import ValidationError
+
+        try:
+            p = params if isinstance(params, model) else model.model_validate(params)
+        except ValidationError as exc:
+            missing = [".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] == "missing"]
+            hint = (f"; pass them with --param, e.g. --param {missing[0]}=..." if missing else "")
+            raise SystemExit(f"curator-stages: invalid flow parameters{hint}\n{exc}") from None
+        pipeline = obj(p)
+    elif params or inspect.signature(obj).parameters:
+        pipeline = obj(params) if inspect.signature(obj).parameters else obj()
+        p = params
+    else:
+        pipeline, p = obj(), None
+    if _is_groups(pipeline):  # build_stage_groups: the flow's stage tasks, as stage lists
+        name = getattr(module, "FLOW_NAME", None) or Path(target.split(":")[0]).stem
+        return (Pipeline(name, [s for g in pipeline for s in g]), p)
+    if not isinstance(pipeline, Pipeline):
+        raise SystemExit(f"curator-stages: {target!r} returned {type(pipeline).__name__}, "
+                         "not a Pipeline")
+    return pipeline, p
+
+
+def _is_groups(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(g, (list, tuple)) for g in value)
+
+
+def _plan_for(module: Any, obj: Any, params: Any, target: str, cluster: str | None,
+              ignore_head_node: bool) -> Any:
+    from curator_stages.plan import plan_pipeline
+
+    pipeline, p = _build(module, obj, params, target)
+    groups = None
+    grouping = getattr(module, "stage_task_groups", None)
+    if callable(grouping):
+        groups = grouping(p) if inspect.signature(grouping).parameters else grouping()
+    elif callable(getattr(module, "build_stage_groups", None)) and p is not None:
+        groups = [[s.stage_name for s in g] for g in module.build_stage_groups(p)]
+    return plan_pipeline(pipeline, cluster=cluster, ignore_head_node=ignore_head_node,
+                         stage_task_groups=groups)
+
+
+def flow_plan_main(module: Any, argv: Sequence[str]) -> int:
+    """``python flows/x.py --plan [--cluster ...] [flow parameters]``: print the plan, run nothing.
+
+    A flow's ``main`` hands over here when it sees ``--plan``; the remaining arguments are the
+    flow's own parameters, parsed by its parameter model like a normal run.
+    """
+    from curator_stages.plan import UnschedulableStageError
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plan", action="store_true")
+    pre.add_argument("--cluster", default=None)
+    pre.add_argument("--plan-format", choices=("text", "markdown", "json"), default="text")
+    known, rest = pre.parse_known_args(list(argv))
+    _, obj = _module_builder(module)
+    model = _params_model(obj)
+    params: Any = {}
+    if model is not None:
+        from curator_stages.orchestration.params import parse_params
+
+        params = parse_params(model, rest, prog=f"{Path(module.__file__).name} --plan")
+    try:
+        plan = _plan_for(module, obj, params, module.__file__, known.cluster,
+                         bool(getattr(params, "ignore_head_node", False)))
+    except UnschedulableStageError as exc:
+        print(f"plan: {exc}", file=sys.stderr)
+        return 2
+    _emit(plan, known.plan_format)
+    return 0
+
+
+def _module_builder(module: Any) -> tuple[Any, Any]:
+    for attr in ("build_pipeline", "build_stage_groups"):
+        if callable(getattr(module, attr, None)):
+            return module, getattr(module, attr)
+    raise SystemExit(f"{module.__name__}: exposes neither build_pipeline nor build_stage_groups")
+
+
+def _emit(plan: Any, fmt: str) -> None:
+    if fmt == "markdown":
+        print(plan.to_markdown())
+    elif fmt == "json":
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        plan.print()
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from curator_stages.plan import UnschedulableStageError
+
+    module, obj = load_target(args.target)
+    try:
+        plan = _plan_for(module, obj, _parse_params(args.param), args.target, args.cluster,
+                         args.ignore_head_node)
+    except UnschedulableStageError as exc:
+        print(f"curator-stages: {exc}", file=sys.stderr)
+        return 2
+    _emit(plan, args.format)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from curator_stages.reporting import load_run_summary, write_run_report
+
+    try:
+        summary = load_run_summary(args.output_dir)
+    except FileNotFoundError as exc:
+        print(f"curator-stages: {exc}", file=sys.stderr)
+        return 2
+    path = write_run_report(args.output_dir, summary, publish_artifact=False)
+    print(f"wrote {path} and {Path(args.output_dir) / 'funnel.png'}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curator-stages", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan", help="show how a flow's pipeline will run, without running it")
+    p.add_argument("target", help="flow file (flows/x.py[:attr]) or module[:attr]; "
+                                  "attr defaults to build_pipeline")
+    p.add_argument("--cluster", default=None,
+                   help='declared cluster, e.g. "2 nodes x 16 cpus, 1 node x 8 cpus 2 gpus" '
+                        "(default: the live Ray cluster, else this machine)")
+    p.add_argument("--ignore-head-node", action="store_true",
+                   help="plan with no work on the head node")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="flow parameter (JSON values allowed); repeatable")
+    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    p.set_defaults(func=cmd_plan)
+    r = sub.add_parser("report", help="(re)build report.md and funnel.png from run_summary.json")
+    r.add_argument("output_dir", help="output directory of a finished flow run")
+    r.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Run reports: ``report.md`` and ``funnel.png`` beside a run's output, and a Prefect artifact.
+
+A flow calls :func:`write_run_report` at its end with the run summary it wrote; the same report
+can be rebuilt later from ``run_summary.json`` alone with ``curator-stages report <output dir>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from curator_stages.reporting.data import RunReportData, build_report_data
+from curator_stages.reporting.funnel import render_funnel_png
+from curator_stages.reporting.markdown import render_report_markdown
+
+#: File names a report writes into the output directory.
+REPORT_FILE = "report.md"
+FUNNEL_FILE = "funnel.png"
+SUMMARY_FILE = "run_summary.json"
+
+__all__ = [
+    "FUNNEL_FILE",
+    "REPORT_FILE",
+    "RunReportData",
+    "SUMMARY_FILE",
+    "build_report_data",
+    "load_run_summary",
+    "publish_report_artifact",
+    "render_funnel_png",
+    "render_report_markdown",
+    "write_run_report",
+]
+
+
+def load_run_summary(output_dir: str | Path) -> dict[str, Any]:
+    """The ``run_summary.json`` of a finished run, with a clear error when it is missing."""
+    path = Path(output_dir) / SUMMARY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {SUMMARY_FILE} in {str(output_dir)!r}: point at the output directory of a "
+            "finished flow run (the flow writes the summary there at its end)"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_run_report(output_dir: str | Path, summary: dict[str, Any] | None = None, *,
+                     dropped_dirs: Iterable[str | Path] = (),
+                     quarantine_dirs: Iterable[str | Path] = (),
+                     plan: Any = None, title: str | None = None,
+                     publish_artifact: bool = True) -> Path:
+    """Write ``report.md`` and ``funnel.png`` into ``output_dir``; return the report's path.
+
+    ``summary`` defaults to the directory's ``run_summary.json``. Quarantine and dropped-document
+    directories default to ``<output_dir>/quarantine`` and ``<output_dir>/dropped`` when present.
+    ``plan`` (a :class:`~curator_stages.plan.PipelinePlan`) adds each stage's mode to the timing
+    table. Inside a Prefect flow run the same markdown is published as an artifact (the image is
+    referenced by file name, so it shows where the markdown sits next to it).
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if summary is None:
+        summary = load_run_summary(out)
+    data = build_report_data(summary, out, dropped_dirs=dropped_dirs,
+                             quarantine_dirs=quarantine_dirs)
+    if title:
+        data.title = title
+    elif plan is not None:
+        data.title = plan.pipeline
+    if plan is not None:
+        modes = {s.name: s.mode for s in plan.stages}
+        data.timings = [t if t.mode else dataclasses.replace(t, mode=modes.get(t.stage))
+                        for t in data.timings]
+    render_funnel_png(data, out / FUNNEL_FILE)
+    markdown = render_report_markdown(data, funnel_image=FUNNEL_FILE)
+    report = out / REPORT_FILE
+    tmp = report.with_suffix(".md.tmp")
+    tmp.write_text(markdown, encoding="utf-8")
+    tmp.replace(report)
+    if publish_artifact:
+        publish_report_artifact(markdown, data.title)
+    return report
+
+
+def publish_report_artifact(markdown: str, title: str) -> str | None:
+    """Publish the report as a markdown artifact of the current flow run (None outside one)."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        return None
+    from prefect.artifacts import create_markdown_artifact
+
+    from curator_stages.plan import _artifact_key
+
+    result = create_markdown_artifact(markdown=markdown, key=_artifact_key(f"report-{title}"),
+                                      description=f"Run report of {title}")
+    return str(getattr(result, "id", result)) if result is not None else None

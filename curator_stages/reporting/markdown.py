@@ -1,0 +1,113 @@
+"""The run report as markdown: what a person reads to judge a run and its thresholds."""
+
+from __future__ import annotations
+
+from curator_stages.reporting.data import RunReportData
+
+
+def _fmt_int(value: int | float | None) -> str:
+    return "-" if value is None else f"{int(value):,}"
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "-"
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+
+
+def _table(headers: list[str], rows: list[list[object]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return out + [""]
+
+
+def render_report_markdown(data: RunReportData, funnel_image: str | None = "funnel.png") -> str:
+    """The whole report: totals and accounting, funnel, drops, quarantine, languages,
+    duplicates, per-stage speed and examples of dropped documents."""
+    lines: list[str] = [f"# Run report: {data.title}", ""]
+    if data.run_info:
+        lines += [f"- {k}: {v}" for k, v in data.run_info.items()] + [""]
+
+    lines += ["## Totals", ""]
+    read = data.documents_read
+    lines += _table(["documents", "count", "share of read"], [
+        ["read", _fmt_int(read), _pct(read, read)],
+        ["written", _fmt_int(data.documents_written), _pct(data.documents_written, read)],
+        ["dropped", _fmt_int(data.documents_dropped), _pct(data.documents_dropped, read)],
+        ["quarantined", _fmt_int(data.documents_quarantined),
+         _pct(data.documents_quarantined, read)],
+    ])
+    balance = data.documents_written + data.documents_dropped + data.documents_quarantined
+    verdict = "holds" if balance == read else f"does NOT hold (difference {read - balance:+,})"
+    lines += [f"Accounting: read = written + dropped + quarantined "
+              f"({read:,} = {data.documents_written:,} + {data.documents_dropped:,} + "
+              f"{data.documents_quarantined:,}) {verdict}.", ""]
+
+    lines += ["## Funnel", ""]
+    if funnel_image:
+        lines += [f"![funnel]({funnel_image})", ""]
+    lines += _table(
+        ["stage", "documents in", "documents out", "removed", "kept"],
+        [[r.stage, _fmt_int(r.documents_in), _fmt_int(r.documents_out), _fmt_int(r.removed),
+          _pct(r.documents_out or 0, r.documents_in or 0) if r.documents_in else "-"]
+         for r in data.funnel],
+    )
+
+    lines += ["## Drops by rule", ""]
+    if data.drops_by_rule:
+        lines += _table(["stage", "rule", "documents", "share of read"],
+                        [[stage, rule, _fmt_int(n), _pct(n, read)]
+                         for (stage, rule), n in data.drops_by_rule.items()])
+    else:
+        lines += ["No document was dropped.", ""]
+
+    lines += ["## Quarantined records by reason", ""]
+    if data.quarantine_by_reason:
+        lines += _table(["reason", "records"],
+                        [[reason, _fmt_int(n)] for reason, n in data.quarantine_by_reason.items()])
+        if data.quarantine_examples:
+            lines += ["Examples:", ""]
+            lines += [f"- `{_cell(e)}`" for e in data.quarantine_examples] + [""]
+    else:
+        lines += ["No record was quarantined.", ""]
+
+    lines += ["## Language mix", ""]
+    if data.language_mix:
+        total = sum(data.language_mix.values())
+        lines += _table(["language", "documents", "share"],
+                        [[lang, _fmt_int(n), _pct(n, total)]
+                         for lang, n in data.language_mix.items()])
+    else:
+        lines += ["No language column in the output (no language-id stage in this run).", ""]
+
+    lines += ["## Duplicates", ""]
+    if data.duplicates:
+        lines += _table(["measure", "value"], [[k, _fmt_int(v)] for k, v in data.duplicates.items()])
+    else:
+        lines += ["No deduplication stage reported duplicate clusters in this run.", ""]
+
+    lines += ["## Time per stage", "",
+              "Busy time is the stages' own processing time summed over all workers; "
+              "documents/s is per worker (multiply by the pool size for the stage's rate).", ""]
+    lines += _table(
+        ["stage", "mode", "busy time (s)", "documents in", "documents/s per worker"],
+        [[t.stage, t.mode or "-", f"{t.time_s:.3f}", _fmt_int(t.documents_in),
+          f"{t.documents_per_s:,.0f}" if t.documents_per_s is not None else "-"]
+         for t in data.timings],
+    )
+    if data.wall_time_s is not None:
+        lines += [f"Flow wall time: {data.wall_time_s:.2f} s"
+                  + (f" ({data.documents_read / data.wall_time_s:,.0f} documents read per second)"
+                     if data.wall_time_s > 0 and data.documents_read else ""), ""]
+
+    lines += ["## Examples of dropped documents", ""]
+    if data.dropped_examples:
+        for rule, examples in data.dropped_examples.items():
+            lines += [f"### {rule}", ""]
+            lines += [f"- `{_cell(doc_id)}`: {_cell(text)}" for doc_id, text in examples] + [""]
+    else:
+        lines += ["No dropped documents were kept for this run (a filter keeps them when the "
+                  "writer is given `dropped_output`).", ""]
+    return "\n".join(lines).rstrip() + "\n"
