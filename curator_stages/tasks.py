@@ -34,6 +34,9 @@ class StagePerfStats:
     num_items_in: int = 0
     num_items_out: int = 0
     custom_metrics: dict[str, float] = field(default_factory=dict)
+    #: Unique id of this record. Fan-out children copy their parent's history, so one record can
+    #: reach the end of a run on many tasks; summaries count each id once (never in equality).
+    stats_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16], compare=False)
 
     def dropped_by_reason(self) -> dict[str, int]:
         return {
@@ -49,6 +52,7 @@ class StagePerfStats:
             "num_items_in": self.num_items_in,
             "num_items_out": self.num_items_out,
             "custom_metrics": dict(self.custom_metrics),
+            "stats_id": self.stats_id,
         }
 
     @classmethod

@@ -1,0 +1,282 @@
+"""Checkpoints: a stage task's output on disk, complete or absent, never half-written.
+
+Layout: ``<work_dir>/<fingerprint[:16]>-<stage names>/`` holding one file per output task and a
+``manifest.json`` written last. A ``DocumentBatch`` becomes a Parquet file whose schema metadata
+carries the task's id, dataset name, metadata and stage history (JSON), so the file is readable
+by any Parquet tool and still round-trips to the same task; any other task type is pickled.
+
+Atomicity: files go to a sibling temporary directory; the manifest is written there last
+(temp file + rename) and then the directory is renamed into place. A directory without a
+manifest (a crashed attempt on a store without atomic rename) is incomplete: it is ignored and
+removed before the next attempt. So a retried or resumed stage never sees partial output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import time
+import uuid
+from typing import Any, Iterable, Sequence
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curator_stages.tasks import DocumentBatch, StagePerfStats, Task
+
+MANIFEST = "manifest.json"
+TASK_METADATA_KEY = b"curator_stages.task"
+CHECKPOINT_FORMAT = 1
+
+
+# ----------------------------------------------------------------------------- paths
+def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, _, (p,) = fsspec.get_fs_token_paths(path)
+    return fs, p
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def checkpoint_path(work_dir: str, fingerprint: str, stage_names: Sequence[str]) -> str:
+    """``<work_dir>/<fingerprint[:16]>-<stage names>``: the fingerprint makes it unique, the
+    names make it readable when a user looks at the work directory."""
+    names = "+".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", n) for n in stage_names) or "stages"
+    if len(names) > 80:
+        names = names[:77] + "..."
+    if "://" not in work_dir:
+        work_dir = os.path.abspath(os.path.expanduser(work_dir))
+    return join(work_dir, f"{fingerprint[:16]}-{names}")
+
+
+def read_manifest(path: str | None) -> dict[str, Any] | None:
+    """The manifest of a complete checkpoint, or None when there is none (or it is unreadable)."""
+    if not path:
+        return None
+    fs, p = _fs(join(path, MANIFEST))
+    try:
+        with fs.open(p, "rb") as f:
+            manifest = json.loads(f.read())
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+    return manifest if manifest.get("format") == CHECKPOINT_FORMAT else None
+
+
+def is_complete(path: str | None) -> bool:
+    return read_manifest(path) is not None
+
+
+def remove(path: str) -> None:
+    fs, p = _fs(path)
+    if fs.exists(p):
+        fs.rm(p, recursive=True)
+
+
+# ----------------------------------------------------------------------------- task files
+def _task_header(task: Task) -> dict[str, Any]:
+    return {
+        "task_type": f"{type(task).__module__}.{type(task).__qualname__}",
+        "task_id": task.task_id,
+        "dataset_name": task.dataset_name,
+        "_metadata": task._metadata,
+        "_stage_perf": [s.to_dict() for s in task._stage_perf],
+    }
+
+
+def write_task(task: Task, path_without_ext: str) -> str:
+    """Write one task; returns the file name written (Parquet for documents, else pickle)."""
+    if isinstance(task, DocumentBatch) and type(task) is DocumentBatch:
+        try:
+            header = json.dumps(_task_header(task)).encode()
+            table = task.to_pyarrow()
+            table = table.replace_schema_metadata(
+                {**(table.schema.metadata or {}), TASK_METADATA_KEY: header})
+            path = path_without_ext + ".parquet"
+            fs, p = _fs(path)
+            with fs.open(p, "wb") as f:
+                pq.write_table(table, f, compression="zstd")
+            return path.rsplit("/", 1)[-1]
+        except (TypeError, ValueError, pa.ArrowException):
+            pass  # metadata not JSON-able or a table Parquet cannot hold: keep it exact instead
+    path = path_without_ext + ".pkl"
+    fs, p = _fs(path)
+    with fs.open(p, "wb") as f:
+        pickle.dump(task, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return path.rsplit("/", 1)[-1]
+
+
+def read_task(path: str) -> Task:
+    """Load one task file written by :func:`write_task`."""
+    fs, p = _fs(path)
+    if p.endswith(".pkl"):
+        with fs.open(p, "rb") as f:
+            return pickle.load(f)
+    with fs.open(p, "rb") as f:
+        table = pq.read_table(f)
+    meta = dict(table.schema.metadata or {})
+    header = json.loads(meta.pop(TASK_METADATA_KEY))
+    table = table.replace_schema_metadata(meta or None)
+    return DocumentBatch(
+        task_id=header["task_id"],
+        dataset_name=header["dataset_name"],
+        data=table,
+        _metadata=header.get("_metadata") or {},
+        _stage_perf=[StagePerfStats.from_dict(s) for s in header.get("_stage_perf", [])],
+    )
+
+
+# ----------------------------------------------------------------------------- writing
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (disk full, quota, permissions); names the checkpoint."""
+
+
+def _write_error(final_path: str, exc: OSError) -> CheckpointWriteError:
+    err = CheckpointWriteError(
+        f"checkpoint {final_path!r}: cannot write: {exc.strerror or exc} (errno {exc.errno}); "
+        "free space or choose another work_dir. The incomplete checkpoint is removed; a re-run "
+        "recomputes this stage task and reuses the checkpoints before it")
+    err.errno = exc.errno
+    return err
+
+
+class CheckpointWriter:
+    """Writes tasks into a temporary sibling directory; :meth:`commit` makes it the checkpoint.
+
+    Use as a context manager: leaving the block with an exception (or without ``commit``)
+    removes the temporary directory, so a failed attempt leaves nothing behind.
+    """
+
+    def __init__(self, final_path: str):
+        self.final_path = final_path.rstrip("/")
+        self.tmp_path = f"{self.final_path}.tmp-{uuid.uuid4().hex[:8]}"
+        self.fs, _ = _fs(self.final_path)
+        self.files: list[dict[str, Any]] = []
+        self.num_documents = 0
+        self._committed = False
+
+    def __enter__(self) -> "CheckpointWriter":
+        _, p = _fs(self.tmp_path)
+        self.fs.makedirs(p, exist_ok=True)
+        return self
+
+    def write(self, task: Task) -> None:
+        try:
+            name = write_task(task, join(self.tmp_path, f"part-{len(self.files):06d}"))
+        except CheckpointWriteError:
+            raise
+        except OSError as exc:
+            raise _write_error(self.final_path, exc) from exc
+        num_items = int(task.num_items)
+        self.files.append({"file": name, "task_type": type(task).__name__, "num_items": num_items})
+        if isinstance(task, DocumentBatch):
+            self.num_documents += num_items
+
+    def commit(self, **extra: Any) -> dict[str, Any]:
+        """Write the manifest last, then move the directory into place; returns the manifest."""
+        manifest = {
+            "format": CHECKPOINT_FORMAT,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "num_tasks": len(self.files),
+            "num_documents": self.num_documents,
+            "files": self.files,
+            **extra,
+        }
+        _, tmp_manifest = _fs(join(self.tmp_path, MANIFEST + ".tmp"))
+        _, manifest_path = _fs(join(self.tmp_path, MANIFEST))
+        try:
+            with self.fs.open(tmp_manifest, "w") as f:
+                f.write(json.dumps(manifest, indent=1, default=repr))
+            self.fs.mv(tmp_manifest, manifest_path)
+        except OSError as exc:
+            raise _write_error(self.final_path, exc) from exc
+        _, final = _fs(self.final_path)
+        _, tmp = _fs(self.tmp_path)
+        if self.fs.exists(final):
+            if read_manifest(self.final_path) is not None:
+                # Someone else completed the same fingerprint: equal by construction; keep theirs.
+                self.fs.rm(tmp, recursive=True)
+                self._committed = True
+                return read_manifest(self.final_path) or manifest
+            self.fs.rm(final, recursive=True)  # an incomplete leftover
+        if _is_local(self.fs):
+            os.replace(tmp, final)
+        else:  # object stores have no directory rename; the manifest-last rule keeps it safe
+            self.fs.mv(tmp, final, recursive=True)
+        self._committed = True
+        return manifest
+
+    def abort(self) -> None:
+        _, tmp = _fs(self.tmp_path)
+        if self.fs.exists(tmp):
+            self.fs.rm(tmp, recursive=True)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._committed:
+            self.abort()
+
+
+def remove_stale_temporaries(final_path: str, older_than_s: float = 0.0) -> None:
+    """Remove ``<checkpoint>.tmp-*`` siblings left by crashed attempts of the same stage."""
+    fs, p = _fs(final_path.rstrip("/"))
+    parent = p.rsplit("/", 1)[0]
+    if not fs.exists(parent):
+        return
+    prefix = p.rsplit("/", 1)[-1] + ".tmp-"
+    for entry in fs.ls(parent, detail=False):
+        if entry.rstrip("/").rsplit("/", 1)[-1].startswith(prefix):
+            shutil.rmtree(entry, ignore_errors=True) if _is_local(fs) else fs.rm(entry, recursive=True)
+
+
+# ----------------------------------------------------------------------------- loading
+def checkpoint_files(path: str, manifest: dict[str, Any] | None = None) -> list[str]:
+    manifest = manifest or read_manifest(path)
+    if manifest is None:
+        raise FileNotFoundError(
+            f"checkpoint {path!r} is incomplete (no {MANIFEST}); rerun the stage that writes it")
+    return [join(path, f["file"]) for f in manifest["files"]]
+
+
+def _load_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    paths = batch["item"]
+    out = np.empty(len(paths), dtype=object)
+    for i, path in enumerate(paths):
+        out[i] = read_task(str(path))
+    return {"item": out}
+
+
+def load_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None):
+    """A lazy Ray Dataset of the tasks of a checkpoint (tasks under ``"item"``).
+
+    The file list is the dataset; each file is loaded by a Ray task, in parallel and streaming,
+    so the next stage starts before the whole checkpoint is read. ``path=None`` gives the seed
+    tasks instead (the start of a pipeline).
+    """
+    import ray.data
+
+    if path is None:
+        tasks = list(seed_tasks or [])
+        items = np.empty(len(tasks), dtype=object)
+        for i, t in enumerate(tasks):
+            items[i] = t
+        return ray.data.from_items([{"item": t} for t in tasks])
+    files = checkpoint_files(path)
+    if not files:
+        return ray.data.from_items([{"item": None}]).filter(lambda row: False)
+    ds = ray.data.from_items(files, override_num_blocks=min(len(files), 256))
+    return ds.map_batches(_load_batch, batch_size=1, batch_format="numpy", num_cpus=0.5)
+
+
+def read_tasks(path: str) -> list[Task]:
+    """All tasks of a checkpoint, in file order (for tests and small outputs)."""
+    return [read_task(f) for f in checkpoint_files(path)]

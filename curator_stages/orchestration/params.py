@@ -1,0 +1,109 @@
+"""Flow parameters on the command line: an argparse CLI generated from a pydantic model.
+
+The model stays the single source of truth (types, bounds, descriptions) for the Prefect UI
+form, for deployments and for ``python flows/<name>.py --help``. A bad value exits with code 2
+and a message that names the field, before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+import typing
+from typing import Any, Literal, Sequence, TypeVar, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser(model: type[BaseModel], prog: str | None = None,
+                 description: str | None = None) -> argparse.ArgumentParser:
+    """One option per field: ``--field-name``; booleans get ``--x/--no-x``; lists take several
+    values (or one comma-separated value); ``Literal`` fields list their choices."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description or (model.__doc__ or "").strip(),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for name, field in model.model_fields.items():
+        annotation, optional = _unwrap_optional(field.annotation)
+        help_text = (field.description or "").replace("%", "%%")
+        bounds = [f"{k} {getattr(m, k)}" for m in field.metadata
+                  for k in ("ge", "gt", "le", "lt") if getattr(m, k, None) is not None]
+        if bounds:
+            help_text += f" [{', '.join(bounds)}]"
+        kwargs: dict[str, Any] = {"dest": name, "help": help_text,
+                                  "default": argparse.SUPPRESS}
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif get_origin(annotation) is Literal:
+            kwargs["choices"] = [str(c) for c in get_args(annotation)]
+        elif get_origin(annotation) in (list, tuple, typing.Sequence):
+            kwargs["nargs"] = "+"
+            kwargs["metavar"] = name.upper()
+        else:
+            kwargs["metavar"] = getattr(annotation, "__name__", "VALUE").upper()
+        default = field.get_default(call_default_factory=True)
+        if default is not None and not isinstance(default, BaseModel):
+            kwargs["help"] += f" (default: {default})"
+        parser.add_argument(_flag(name), **kwargs)
+    return parser
+
+
+def _coerce(model: type[BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        annotation, optional = _unwrap_optional(model.model_fields[name].annotation)
+        if isinstance(value, str) and optional and value.lower() in ("none", "null", ""):
+            out[name] = None
+        elif isinstance(value, list):
+            items = [v for part in value for v in str(part).split(",") if v != ""]
+            out[name] = None if optional and items in ([], ["none"]) else items
+        else:
+            out[name] = value
+    return out
+
+
+def format_validation_error(model: type[BaseModel], exc: ValidationError) -> str:
+    """``--field-name: message`` lines (what a CLI user types to fix it)."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
+        field = loc[0] if loc else ""
+        where = (f"{_flag(field)} ({field})" if field in model.model_fields
+                 else field or model.__name__)
+        lines.append(f"{where}: {err.get('msg')}")
+    return "; ".join(lines)
+
+
+def parse_params(model: type[M], argv: Sequence[str] | None = None,
+                 prog: str | None = None) -> M:
+    """Parse ``argv`` into a validated ``model``; exits 2 naming the field on a bad value."""
+    parser = build_parser(model, prog=prog)
+    args = vars(parser.parse_args(argv))
+    try:
+        return model.model_validate(_coerce(model, args))
+    except ValidationError as exc:
+        parser.error(f"invalid parameter {format_validation_error(model, exc)}")
+    raise AssertionError("unreachable")  # parser.error exits
+
+
+def params_json(params: BaseModel) -> str:
+    return json.dumps(params.model_dump(mode="json"), indent=2)
+
+
+__all__ = ["build_parser", "format_validation_error", "parse_params", "params_json"]

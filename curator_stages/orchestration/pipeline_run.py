@@ -1,0 +1,113 @@
+"""Driving a pipeline from inside a flow: one stage task per group, in order, then the summary.
+
+A flow decides *which* stages run and how they are grouped (one cheap chain fused into one stage
+task, or one task per stage); this module submits the groups to the flow's task runner with the
+right cache/refresh decision and remote options, moves the progress artifact, and turns the
+final reference into the run summary (``run_summary.json`` + artifacts), failing the run when
+the accounting identity does not hold.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from prefect.logging import get_run_logger
+
+from curator_stages.orchestration import checkpoint as ckpt
+from curator_stages.orchestration.artifacts import Progress, publish_run_summary
+from curator_stages.orchestration.dataset_ref import DatasetRef
+from curator_stages.orchestration.ray_session import worker_api_settings
+from curator_stages.orchestration.run_summary import RunSummary, summarise
+from curator_stages.orchestration.stage_task import output_location, stage_names, stage_task
+
+
+@dataclass(frozen=True)
+class StageTaskOptions:
+    """Prefect options of stage tasks (per flow, or per group)."""
+
+    retries: int = 0
+    retry_delay_seconds: float = 0.0
+    retry_jitter_factor: float | None = None
+    timeout_seconds: float | None = None
+    tags: tuple[str, ...] = ()
+    #: CPUs the Ray task that drives a stage task holds. 0: the stage's own Ray Data work
+    #: gets every CPU (the driver mostly waits and writes the checkpoint).
+    driver_num_cpus: float = 0.0
+
+
+@dataclass
+class GroupsResult:
+    refs: list[DatasetRef]
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final(self) -> DatasetRef:
+        return self.refs[-1]
+
+
+def run_stage_groups(groups: Sequence[Sequence[Any]], seed: DatasetRef, work_dir: str,
+                     options: StageTaskOptions = StageTaskOptions(),
+                     group_options: dict[int, StageTaskOptions] | None = None,
+                     refresh: bool = False, ignore_head_node: bool = False,
+                     progress_key: str | None = None) -> GroupsResult:
+    """Run each group of stages as one stage task on the previous group's output.
+
+    A group whose checkpoint is complete is served from Prefect's cache (state ``Cached``) and
+    does not run; the first group without one runs, and so does everything after it.
+    """
+    from prefect_ray.context import remote_options
+
+    logger = get_run_logger()
+    progress = Progress(progress_key or "stage-progress", len(groups),
+                        description=f"{len(groups)} stage task(s)")
+    refs: list[DatasetRef] = []
+    records: list[dict[str, Any]] = []
+    ref = seed
+    with worker_api_settings():
+        for i, group in enumerate(groups):
+            opts = (group_options or {}).get(i, options)
+            names = stage_names(group)
+            _, path = output_location(ref, group, work_dir)
+            complete = ckpt.is_complete(path)
+            task_fn = stage_task(
+                group, retries=opts.retries, retry_delay_seconds=opts.retry_delay_seconds,
+                retry_jitter_factor=opts.retry_jitter_factor,
+                timeout_seconds=opts.timeout_seconds, tags=opts.tags,
+                # No complete checkpoint: nothing to reuse, and the new result must be recorded.
+                refresh=refresh or not complete, work_dir=work_dir,
+            )
+            started = time.perf_counter()
+            with remote_options(num_cpus=opts.driver_num_cpus):
+                future = task_fn.submit(input_ref=ref, stages=list(group), work_dir=work_dir,
+                                        ignore_head_node=ignore_head_node, refresh=refresh)
+            ref = future.result()
+            state = future.state
+            status = state.name if state is not None else "Completed"
+            elapsed = time.perf_counter() - started
+            refs.append(ref)
+            records.append({"stages": "+".join(names), "status": status,
+                            "tasks_out": ref.num_tasks, "documents_out": ref.num_documents,
+                            "wall_time_s": round(elapsed, 3), "checkpoint": ref.path})
+            pct = progress.advance()
+            logger.info("[%d/%d] %s: %s, %d documents in %d tasks (%.1fs, %.0f%% done)",
+                        i + 1, len(groups), "+".join(names), status, ref.num_documents,
+                        ref.num_tasks, elapsed, pct)
+    return GroupsResult(refs=refs, records=records)
+
+
+def finish_run(result: GroupsResult, output: str, title: str, artifact_key: str,
+               started: float | None = None) -> RunSummary:
+    """Write ``run_summary.json`` into ``output``, publish the summary artifacts, then fail the
+    run (``AccountingError``) if read != written + dropped + quarantined."""
+    final = result.final
+    summary = summarise(final.stats, final_documents=final.num_documents, output=output)
+    summary.stage_tasks = result.records
+    if started is not None:
+        summary.wall_time_s = round(time.perf_counter() - started, 3)
+    summary.write(output)
+    publish_run_summary(summary, artifact_key, title)
+    get_run_logger().info("accounting: %s", summary.identity_text())
+    summary.check()
+    return summary

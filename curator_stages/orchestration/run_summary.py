@@ -1,0 +1,195 @@
+"""Accounting: per-stage counts from the stage history carried on tasks, and the run identity.
+
+Every stage call appends a :class:`StagePerfStats` to the tasks it emits, and fan-out children
+copy their parent's history, so one record can reach the end of a run on many tasks. Records are
+therefore counted once per ``stats_id``. The identity every run must satisfy:
+
+    documents read = documents written + documents dropped (all reasons) + documents quarantined
+
+A run whose counts break it has lost (or invented) documents somewhere, and fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+import fsspec
+
+from curator_stages.tasks import (
+    DOCUMENTS_QUARANTINED,
+    DOCUMENTS_READ,
+    DOCUMENTS_WRITTEN,
+    DROPPED_PREFIX,
+    StagePerfStats,
+    Task,
+)
+
+RUN_SUMMARY_FILE = "run_summary.json"
+
+
+class AccountingError(RuntimeError):
+    """The run's counts do not add up: documents were lost or invented by some stage."""
+
+
+@dataclass
+class StageCounts:
+    """What one stage did over a whole run (all its calls, each record counted once)."""
+
+    stage: str
+    tasks_out: int = 0
+    items_in: int = 0
+    items_out: int = 0
+    process_time_s: float = 0.0
+    dropped: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stats: StagePerfStats) -> None:
+        self.tasks_out += 1
+        self.items_in += int(stats.num_items_in)
+        self.items_out += int(stats.num_items_out)
+        self.process_time_s += float(stats.process_time_s)
+        for key, value in stats.custom_metrics.items():
+            if key.startswith(DROPPED_PREFIX):
+                reason = key[len(DROPPED_PREFIX):]
+                self.dropped[reason] = self.dropped.get(reason, 0) + int(value)
+            else:
+                self.metrics[key] = self.metrics.get(key, 0) + value
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StageCounts":
+        return cls(**d)
+
+
+class HistoryAggregator:
+    """Folds the stage histories of many tasks into per-stage counts (stage order kept)."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, StageCounts] = {}
+        self._seen: set[str] = set()
+        self.num_tasks = 0
+        self.num_items = 0
+
+    def add_task(self, task: Task) -> None:
+        self.num_tasks += 1
+        self.num_items += int(task.num_items)
+        for stats in task._stage_perf:
+            sid = getattr(stats, "stats_id", "")
+            if sid:
+                if sid in self._seen:
+                    continue
+                self._seen.add(sid)
+            self.stages.setdefault(stats.stage_name, StageCounts(stats.stage_name)).add(stats)
+
+    def add_tasks(self, tasks: Iterable[Task]) -> "HistoryAggregator":
+        for task in tasks:
+            self.add_task(task)
+        return self
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: asdict(c) for name, c in self.stages.items()}
+
+
+@dataclass
+class RunSummary:
+    """The counts of a run and whether they add up."""
+
+    stages: list[StageCounts]
+    documents_read: int
+    documents_written: int
+    documents_dropped: int
+    documents_quarantined: int
+    dropped_by_reason: dict[str, int]
+    output: str | None = None
+    written_source: str = DOCUMENTS_WRITTEN
+    stage_tasks: list[dict[str, Any]] = field(default_factory=list)
+    wall_time_s: float | None = None
+
+    @property
+    def identity_holds(self) -> bool:
+        return self.documents_read == (
+            self.documents_written + self.documents_dropped + self.documents_quarantined)
+
+    def identity_text(self) -> str:
+        sign = "=" if self.identity_holds else "!="
+        return (f"read {self.documents_read} {sign} written {self.documents_written} + dropped "
+                f"{self.documents_dropped} + quarantined {self.documents_quarantined}")
+
+    def check(self) -> None:
+        """Raise :class:`AccountingError` when documents were lost or invented."""
+        if not self.identity_holds:
+            diff = self.documents_read - (self.documents_written + self.documents_dropped
+                                          + self.documents_quarantined)
+            raise AccountingError(
+                f"accounting identity broken: {self.identity_text()} "
+                f"({abs(diff)} document(s) {'unaccounted for' if diff > 0 else 'too many'}); "
+                f"per stage: {[(s.stage, s.items_in, s.items_out, s.dropped) for s in self.stages]}. "
+                "Fix the stage that changes row counts without record_drops()/record_metrics()."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "documents_read": self.documents_read,
+            "documents_written": self.documents_written,
+            "documents_dropped": self.documents_dropped,
+            "documents_quarantined": self.documents_quarantined,
+            "dropped_by_reason": self.dropped_by_reason,
+            "identity": {
+                "holds": self.identity_holds,
+                "text": self.identity_text(),
+                "formula": "documents_read = documents_written + documents_dropped "
+                           "+ documents_quarantined",
+                "written_source": self.written_source,
+            },
+            "stages": [asdict(s) for s in self.stages],
+            "stage_tasks": self.stage_tasks,
+            "output": self.output,
+            "wall_time_s": self.wall_time_s,
+        }
+
+    def write(self, directory: str) -> str:
+        """Write ``run_summary.json`` into ``directory`` (atomic: temp then rename)."""
+        if "://" not in directory:
+            directory = os.path.abspath(directory)
+        fs, _, (d,) = fsspec.get_fs_token_paths(directory)
+        fs.makedirs(d, exist_ok=True)
+        path, tmp = f"{d}/{RUN_SUMMARY_FILE}", f"{d}/.{RUN_SUMMARY_FILE}.tmp"
+        with fs.open(tmp, "w") as f:
+            f.write(json.dumps(self.to_dict(), indent=2, default=repr))
+        fs.mv(tmp, path)
+        return f"{directory.rstrip('/')}/{RUN_SUMMARY_FILE}"
+
+
+def summarise(stage_counts: dict[str, dict[str, Any]] | dict[str, StageCounts],
+              final_documents: int | None = None, output: str | None = None) -> RunSummary:
+    """Build the run summary from per-stage counts (cumulative history of the final output).
+
+    Written documents are the writers' ``documents_written``; a pipeline without a writer
+    counts the documents in its final output instead (and says so in ``written_source``).
+    """
+    stages = [c if isinstance(c, StageCounts) else StageCounts.from_dict(c)
+              for c in stage_counts.values()]
+    read = sum(int(s.metrics.get(DOCUMENTS_READ, 0)) for s in stages)
+    quarantined = sum(int(s.metrics.get(DOCUMENTS_QUARANTINED, 0)) for s in stages)
+    has_writer = any(DOCUMENTS_WRITTEN in s.metrics for s in stages)
+    written = sum(int(s.metrics.get(DOCUMENTS_WRITTEN, 0)) for s in stages)
+    source = DOCUMENTS_WRITTEN
+    if not has_writer and final_documents is not None:
+        written, source = int(final_documents), "documents in the final output (no writer stage)"
+    by_reason: dict[str, int] = {}
+    for s in stages:
+        for reason, n in s.dropped.items():
+            key = reason if reason not in by_reason else f"{s.stage}.{reason}"
+            by_reason[key] = by_reason.get(key, 0) + n
+    return RunSummary(
+        stages=stages, documents_read=read, documents_written=written,
+        documents_dropped=sum(s.dropped_total for s in stages),
+        documents_quarantined=quarantined, dropped_by_reason=by_reason, output=output,
+        written_source=source,
+    )

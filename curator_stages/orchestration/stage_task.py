@@ -1,0 +1,185 @@
+"""The stage task: one Prefect task per stage (or fused run of cheap stages).
+
+It reads a :class:`DatasetRef`, streams the tasks through the Ray Data adapter
+(:func:`curator_stages.backends.ray_data.apply_stages`), writes every output task into a
+checkpoint (atomic, manifest last) and returns the new reference. Prefect adds retries, timeouts,
+tags and caching around it:
+
+* the cache key is derived from the output fingerprint (input fingerprint + stage identities)
+  and the checkpoint path, and is only offered while the checkpoint's manifest exists, so a
+  deleted checkpoint is recomputed and never served as a dangling cache hit;
+* the task body also returns early when the manifest exists (a run without Prefect's result
+  record, for example after the work directory moved), and ``refresh`` recomputes;
+* every attempt starts again from the input reference and writes into its own temporary
+  directory, so a retried stage leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from prefect import task
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+from prefect.logging import get_run_logger
+
+from curator_stages.orchestration import checkpoint as ckpt
+from curator_stages.orchestration.artifacts import publish_stage_table, stage_rows
+from curator_stages.orchestration.dataset_ref import DatasetRef
+from curator_stages.orchestration.fingerprint import stages_fingerprint
+from curator_stages.orchestration.run_summary import HistoryAggregator, StageCounts
+from curator_stages.tasks import EmptyTask
+
+
+def stage_names(stages: Sequence[Any]) -> list[str]:
+    return [getattr(s, "stage_name", type(s).__name__) for s in stages]
+
+
+def output_location(input_ref: DatasetRef, stages: Sequence[Any], work_dir: str) -> tuple[str, str]:
+    """(fingerprint, checkpoint path) of the output of ``stages`` on ``input_ref``."""
+    fp = stages_fingerprint(input_ref.fingerprint, list(stages))
+    return fp, ckpt.checkpoint_path(work_dir, fp, stage_names(stages))
+
+
+def ref_from_manifest(path: str, manifest: dict[str, Any]) -> DatasetRef:
+    import json
+
+    return DatasetRef(
+        path=path, fingerprint=manifest["fingerprint"], num_tasks=int(manifest["num_tasks"]),
+        num_documents=int(manifest["num_documents"]), stages=tuple(manifest.get("stages", ())),
+        stats_json=json.dumps(manifest.get("history", {})),
+    )
+
+
+@dataclass
+class CheckpointCachePolicy(CachePolicy):
+    """Cache key = hash(output fingerprint, checkpoint path), offered only while the checkpoint
+    is complete. With ``refresh_cache`` the key is offered anyway so the new result replaces
+    the old record; without a checkpoint and without refresh there is no key (no stale hit)."""
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
+                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        input_ref = inputs.get("input_ref")
+        stages = inputs.get("stages")
+        work_dir = inputs.get("work_dir")
+        if input_ref is None or stages is None or work_dir is None:
+            return None
+        fp, path = output_location(input_ref, stages, work_dir)
+        refreshing = bool(getattr(task_ctx.task, "refresh_cache", False)) if task_ctx else False
+        if not refreshing and not ckpt.is_complete(path):
+            return None
+        return "curator-" + hashlib.sha256(f"{fp}|{path}".encode()).hexdigest()[:40]
+
+
+CHECKPOINT_CACHE = CheckpointCachePolicy()
+
+
+@task(name="run-stages", persist_result=True, cache_policy=CHECKPOINT_CACHE,
+      result_serializer="pickle", log_prints=False)
+def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
+               ignore_head_node: bool = False, refresh: bool = False) -> DatasetRef:
+    """Run ``stages`` (one, or a fused chain) on ``input_ref``; write and return the output.
+
+    Runs inside a Ray worker under :class:`SessionRayTaskRunner` (or in-process); the Ray Data
+    plan it builds streams through the cluster, and only the output tasks come back here to be
+    written. Returns immediately when the output checkpoint already exists (unless ``refresh``).
+    """
+    from curator_stages.backends.ray_data import apply_stages, surfaced_stage_errors
+    from curator_stages.orchestration.ray_session import quiet_ray_data
+
+    logger = get_run_logger()
+    names = stage_names(stages)
+    fp, path = output_location(input_ref, stages, work_dir)
+    manifest = ckpt.read_manifest(path)
+    if manifest is not None and not refresh:
+        logger.info("stages %s: complete checkpoint %s found; skipping", names, path)
+        return ref_from_manifest(path, manifest)
+    if ckpt.is_complete(path) or _exists(path):
+        ckpt.remove(path)  # refresh, or an incomplete leftover without manifest
+    ckpt.remove_stale_temporaries(path)
+
+    quiet_ray_data()
+    start = time.perf_counter()
+    dataset = ckpt.load_dataset(input_ref.path, seed_tasks=[EmptyTask()])
+    plans: list[Any] = []
+    output = apply_stages(dataset, stages, ignore_head_node=ignore_head_node, plans=plans)
+    history = HistoryAggregator()
+    with ckpt.CheckpointWriter(path) as writer, surfaced_stage_errors():
+        for batch in output.iter_batches(batch_size=None, batch_format="numpy"):
+            for out_task in batch["item"]:
+                writer.write(out_task)
+                history.add_task(out_task)
+        wall = time.perf_counter() - start
+        manifest = writer.commit(
+            fingerprint=fp, stages=names, input=input_ref.path,
+            input_fingerprint=input_ref.fingerprint,
+            identities=[s.identity() if hasattr(s, "identity") else repr(s) for s in stages],
+            plans=[p.to_dict() for p in plans if hasattr(p, "to_dict")],
+            history=history.to_dict(), wall_time_s=wall,
+        )
+    ref = ref_from_manifest(path, manifest)
+
+    input_counts = _counts(input_ref.stats)
+    new_counts = {k: v for k, v in history.stages.items()
+                  if k not in input_counts or k in names}
+    rows = stage_rows(names, plans, new_counts, wall, input_ref.num_tasks,
+                      input_ref.num_documents, ref.num_tasks, ref.num_documents)
+    publish_stage_table(f"stage-{'-'.join(names)}", rows,
+                        f"stages {' -> '.join(names)}: {ref.num_documents} documents in "
+                        f"{ref.num_tasks} tasks, {wall:.2f}s")
+    drops = {r: n for c in new_counts.values() for r, n in c.dropped.items()}
+    logger.info("stages %s: %d -> %d documents (%d -> %d tasks) in %.2fs; dropped %s; -> %s",
+                names, input_ref.num_documents, ref.num_documents, input_ref.num_tasks,
+                ref.num_tasks, wall, drops or "none", path)
+    return ref
+
+
+def _exists(path: str) -> bool:
+    fs, p = ckpt._fs(path)
+    return fs.exists(p)
+
+
+def _counts(stats: dict[str, Any]) -> dict[str, StageCounts]:
+    return {k: StageCounts.from_dict(v) for k, v in (stats or {}).items()}
+
+
+def stage_task(
+    stages: Sequence[Any],
+    *,
+    retries: int = 0,
+    retry_delay_seconds: float | Sequence[float] = 0,
+    retry_jitter_factor: float | None = None,
+    timeout_seconds: float | None = None,
+    tags: Sequence[str] = (),
+    refresh: bool = False,
+    work_dir: str | None = None,
+    name: str | None = None,
+):
+    """:func:`run_stages` configured for one call: retries (delay, jitter), timeout, tags,
+    a readable run name, refresh, and cache records stored next to the checkpoints.
+
+    ``refresh=True`` skips Prefect's cache lookup (``refresh_cache``); pass ``refresh=True`` to
+    the call too so the task ignores the existing checkpoint.
+    """
+    names = stage_names(stages)
+    label = name or "+".join(names)
+    policy = CHECKPOINT_CACHE
+    if work_dir is not None and "://" not in work_dir:
+        import os
+
+        policy = CHECKPOINT_CACHE.configure(
+            key_storage=os.path.join(os.path.abspath(work_dir), "_prefect_results"))
+    return run_stages.with_options(
+        name=f"stages:{label}"[:120],
+        task_run_name=f"stages:{label}"[:120],
+        retries=retries,
+        retry_delay_seconds=retry_delay_seconds,
+        retry_jitter_factor=retry_jitter_factor,
+        timeout_seconds=timeout_seconds,
+        tags={*tags, "curator-stages", *(f"stage:{n}" for n in names)},
+        refresh_cache=refresh or None,
+        cache_policy=policy,
+    )

@@ -1,0 +1,187 @@
+"""Convert and shard a JSONL corpus (plain, .gz, .zst) to Parquet with stable document ids.
+
+What a data engineer runs before anything else: one pass that turns a pile of JSONL files into
+Parquet shards with an ``id`` per document that stays the same on every run (from the file's
+path relative to the input root and its line number, or an ``id_field`` the input already has),
+broken lines quarantined with file, line and reason instead of failing the job, a run summary
+whose accounting must hold (read = written + quarantined), a report and a funnel chart.
+
+Run it locally (no server needed)::
+
+    python flows/convert_to_parquet.py --input-path data/raw --output-path data/parquet
+    python flows/convert_to_parquet.py --input-path data/raw --output-path out --plan
+
+Layout of the output directory: ``data/part-<key>.parquet`` (one shard per file group),
+``quarantine/quarantine-<key>.jsonl``, ``run_summary.json``, ``report.md``, ``funnel.png``;
+checkpoints go to ``<output>/.checkpoints`` unless ``work_dir`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field
+
+if __package__ in (None, ""):  # `python flows/convert_to_parquet.py` from anywhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from curator_stages import Pipeline  # noqa: E402
+from curator_stages.io import JsonlReader, ParquetWriter  # noqa: E402
+from curator_stages.orchestration import (  # noqa: E402
+    DatasetRef,
+    RaySession,
+    SessionRayTaskRunner,
+    StageTaskOptions,
+    finish_run,
+    input_fingerprint,
+    resolve_input_files,
+    run_stage_groups,
+)
+from curator_stages.plan import plan_pipeline, publish_plan_artifact  # noqa: E402
+from curator_stages.reporting import write_run_report  # noqa: E402
+
+FLOW_NAME = "convert-to-parquet"
+
+if __name__ != "__main__" and __name__ in sys.modules:
+    # Prefect loads a deployment's entrypoint file under a generated module name that Ray
+    # workers cannot import; the flow context it ships to them would then fail to unpickle.
+    # Pickling this module by value makes the flow runnable however it was loaded.
+    import cloudpickle
+    import ray.cloudpickle  # Ray's own (vendored) pickler ships task arguments
+
+    for _pickler in (cloudpickle, ray.cloudpickle):
+        _pickler.register_pickle_by_value(sys.modules[__name__])
+
+
+class ConvertParams(BaseModel):
+    """Parameters of the conversion; validated before any work starts (the UI shows a form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_path: str = Field(..., min_length=1, description="JSONL file, directory or glob "
+                            "(local path or fsspec URL); .jsonl, .jsonl.gz and .jsonl.zst")
+    output_path: str = Field(..., min_length=1, description="Output directory: Parquet shards "
+                             "in data/, quarantine/, run_summary.json, report.md, funnel.png")
+    text_field: str = Field("text", min_length=1, description="Input field holding the text")
+    id_field: str | None = Field(None, description="Input field holding an id to keep; when "
+                                 "unset, ids come from the relative file path and line number")
+    fields: list[str] | None = Field(None, description="Extra input fields to keep as columns")
+    files_per_group: int = Field(1, ge=1, le=100_000,
+                                 description="Input files per output shard")
+    compression: Literal["zstd", "snappy", "gzip", "none"] = Field(
+        "zstd", description="Parquet compression codec")
+    row_group_size: int | None = Field(None, ge=1, description="Rows per Parquet row group")
+    mode: Literal["error", "overwrite", "ignore"] = Field(
+        "overwrite", description="What to do when a shard already exists")
+    strict: bool = Field(False, description="Fail on the first malformed line instead of "
+                         "quarantining it")
+    work_dir: str | None = Field(None, description="Checkpoint directory "
+                                 "(default: <output_path>/.checkpoints)")
+    ray_address: str | None = Field(None, description="Ray cluster to join (default: "
+                                    "RAY_ADDRESS, else an embedded local Ray)")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of an embedded local Ray")
+    retries: int = Field(1, ge=0, le=10, description="Retries per stage task")
+    refresh: bool = Field(False, description="Recompute even when checkpoints exist")
+    ignore_head_node: bool = Field(False, description="Keep work off the Ray head node")
+
+
+def build_pipeline(params: ConvertParams) -> Pipeline:
+    """The stages: list and group the files (fan-out), read JSONL, write Parquet shards."""
+    out = params.output_path.rstrip("/")
+    return Pipeline("convert_to_parquet", [
+        JsonlReader(params.input_path, text_field=params.text_field, id_field=params.id_field,
+                    fields=params.fields, strict=params.strict,
+                    quarantine_dir=f"{out}/quarantine", files_per_group=params.files_per_group),
+        ParquetWriter(f"{out}/data", mode=params.mode,
+                      compression=None if params.compression == "none" else params.compression,
+                      row_group_size=params.row_group_size),
+    ], description="JSONL -> Parquet shards with stable ids")
+
+
+def stage_task_groups(params: ConvertParams) -> list[list[str]]:
+    """How the flow groups execution stages into Prefect stage tasks (one checkpoint each).
+
+    Reading and writing are one cheap streaming chain, so they run as a single stage task: a
+    checkpoint of the read documents would cost a full extra copy of the corpus.
+    """
+    return [[s.stage_name for s in build_pipeline(params).execution_stages()]]
+
+
+def _groups(pipeline: Pipeline, names: list[list[str]]) -> list[list[Any]]:
+    by_name = {s.stage_name: s for s in pipeline.execution_stages()}
+    return [[by_name[n] for n in group] for group in names]
+
+
+@flow(name=FLOW_NAME, task_runner=SessionRayTaskRunner(), log_prints=True)
+def convert_to_parquet(params: ConvertParams) -> dict[str, Any]:
+    """Convert ``params.input_path`` to Parquet shards in ``params.output_path``."""
+    started = time.perf_counter()
+    output = params.output_path.rstrip("/")
+    work_dir = params.work_dir or f"{output}/.checkpoints"
+    files = resolve_input_files(params.input_path)  # fails early, naming the path, when empty
+    pipeline = build_pipeline(params)
+    names = stage_task_groups(params)
+    with RaySession(params.ray_address, num_cpus=params.num_cpus):
+        plan = plan_pipeline(pipeline, ignore_head_node=params.ignore_head_node,
+                             stage_task_groups=names)
+        publish_plan_artifact(plan)  # the run's first artifact
+        seed = DatasetRef.seed(input_fingerprint(files, extra={"flow": FLOW_NAME}))
+        result = run_stage_groups(
+            _groups(pipeline, names), seed, work_dir,
+            options=StageTaskOptions(retries=params.retries, retry_delay_seconds=2,
+                                     tags=(FLOW_NAME,)),
+            refresh=params.refresh, ignore_head_node=params.ignore_head_node,
+            progress_key=f"{FLOW_NAME}-progress",
+        )
+        summary = finish_run(result, output, title="Convert to Parquet",
+                             artifact_key=f"{FLOW_NAME}-summary", started=started)
+    summary_dict = summary.to_dict()
+    write_run_report(output, summary_dict, plan=plan, title="convert_to_parquet")
+    return summary_dict
+
+
+# ---------------------------------------------------------------------------- command line
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for name, field in ConvertParams.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            parser.add_argument(flag, action="store_true", help=field.description)
+        elif name == "fields":
+            parser.add_argument(flag, nargs="+", default=None, help=field.description)
+        else:
+            parser.add_argument(flag, default=None, help=field.description)
+    parser.add_argument("--plan", action="store_true",
+                        help="Print the execution plan and exit without processing data")
+    parser.add_argument("--cluster", default=None,
+                        help='With --plan: a declared cluster, e.g. "2 nodes x 16 cpus"')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(_parser().parse_args(argv))
+    show_plan, cluster = args.pop("plan"), args.pop("cluster")
+    params = ConvertParams(**{k: v for k, v in args.items() if v not in (None, False)})
+    if show_plan:
+        plan = plan_pipeline(build_pipeline(params), cluster=cluster,
+                             ignore_head_node=params.ignore_head_node,
+                             stage_task_groups=stage_task_groups(params))
+        print(plan.to_text())
+        return 0
+    summary = convert_to_parquet(params)
+    print(json.dumps({k: summary[k] for k in ("documents_read", "documents_written",
+                                              "documents_quarantined")}, indent=2))
+    print(f"report: {os.path.join(params.output_path, 'report.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

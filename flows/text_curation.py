@@ -1,0 +1,368 @@
+"""Reference text curation flow: JSONL in, curated Parquet/JSONL out, every document accounted for.
+
+    read JSONL (quarantine bad lines) -> repair + normalise text -> heuristic quality filters
+    -> language id -> exact dedup -> fuzzy dedup -> write Parquet or JSONL
+
+Run it locally, with an embedded Ray and no Prefect server:
+
+    python flows/text_curation.py                    # the sample shards in data/sample/
+    python flows/text_curation.py --help             # every parameter
+    python flows/text_curation.py --input 'corpus/*.jsonl.zst' --output out/ --no-fuzzy-dedup
+
+Each group of stages is one Prefect stage task whose output is a checkpoint in ``work_dir``;
+re-running after a failure resumes at the first stage without one. Deployments: prefect.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+# Quiet defaults for a local run; explicit settings in the environment win.
+for _key, _value in {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    "PREFECT_LOGGING_INTERNAL_LEVEL": "ERROR",
+    # The temporary API of a local run migrates a fresh database on first use; on a busy
+    # machine that takes longer than Prefect's default 20 s.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    "RAY_DEDUP_LOGS": "0",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+from prefect import flow, get_run_logger  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator  # noqa: E402
+
+from curator_stages.orchestration import (  # noqa: E402
+    DatasetRef,
+    RaySession,
+    SessionRayTaskRunner,
+    StageTaskOptions,
+    finish_run,
+    input_fingerprint,
+    resolve_input_files,
+    run_stage_groups,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FLOW_NAME = "text-curation"
+
+
+def _resolve_local(path: str) -> str:
+    """A relative path is relative to the working directory, else to the repository (so the
+    defaults work from anywhere); URLs are left alone."""
+    if "://" in path or os.path.isabs(path):
+        return path
+    here = os.path.abspath(path)
+    if resolve_input_files(here) or os.path.exists(here):
+        return here
+    repo = str(REPO_ROOT / path)
+    return repo if resolve_input_files(repo) else here
+
+
+class TextCurationParams(BaseModel):
+    """Parameters of the text curation flow (the Prefect UI shows them as a form)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    input: str = Field("data/sample", description="JSONL input: a file, a directory or a glob "
+                       "(plain, .gz or .zst; local path or fsspec URL)", min_length=1)
+    output: str = Field("output/text_curation", description="Output directory: data/ holds the "
+                        "curated documents, quarantine/ the bad input lines, run_summary.json "
+                        "the counts", min_length=1)
+    work_dir: str = Field(".curator_work", description="Checkpoint directory (one complete "
+                          "checkpoint per stage task; makes re-runs resume)", min_length=1)
+    output_format: Literal["parquet", "jsonl"] = Field("parquet", description="Output file format")
+    text_field: str = Field("text", description="Name of the text field in the input records")
+    id_field: str | None = Field(None, description="Input field holding a unique document id "
+                                 "(default: ids derived from file path and line number)")
+    files_per_group: int | None = Field(None, ge=1, le=100_000, description="Input files per read "
+                                        "task (default: the reader's choice)")
+    # --- heuristic quality filters (Gopher defaults)
+    min_words: int = Field(50, ge=0, le=1_000_000, description="Drop documents with fewer words")
+    max_words: int = Field(100_000, ge=1, le=10_000_000, description="Drop documents with more words")
+    min_mean_word_length: float = Field(3.0, ge=0, le=100, description="Minimum mean word length")
+    max_mean_word_length: float = Field(10.0, gt=0, le=1000, description="Maximum mean word length")
+    max_symbol_word_ratio: float = Field(0.1, ge=0, le=10, description="Maximum (# and ellipsis) per word")
+    min_alpha_word_ratio: float = Field(0.8, ge=0, le=1, description="Minimum share of words with a letter")
+    min_stop_words: int = Field(2, ge=0, le=1000, description="Minimum English stop words "
+                                "(0 disables the rule; it penalises non-English text)")
+    repetition_filters: bool = Field(True, description="Gopher repetition rules (lines, "
+                                     "paragraphs, n-grams)")
+    c4_filters: bool = Field(True, description="C4 document rules (lorem ipsum, curly bracket, "
+                             "sentences, URL ratio, non-alphanumeric ratio)")
+    # --- language id
+    language_id: bool = Field(True, description="Label languages with fastText lid.176")
+    languages: list[str] | None = Field(None, description="Language codes to keep (e.g. en de); "
+                                        "none keeps every language")
+    min_language_score: float = Field(0.0, ge=0, le=1, description="Minimum language score to keep")
+    # --- dedup
+    exact_dedup: bool = Field(True, description="Remove exact duplicates (keep the smallest id)")
+    fuzzy_dedup: bool = Field(True, description="Remove near duplicates (MinHash + LSH)")
+    fuzzy_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity for near duplicates")
+    fuzzy_num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations")
+    # --- execution
+    ray_address: str | None = Field(None, description="Ray cluster to join (default: RAY_ADDRESS, "
+                                    "else an embedded local Ray)")
+    num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs of an embedded local Ray "
+                                 "(default: all)")
+    fuse_cheap_stages: bool = Field(True, description="One stage task for read+normalise+filters "
+                                    "(fewer checkpoints) instead of one per stage")
+    refresh: bool = Field(False, description="Recompute every stage, ignoring checkpoints and cache")
+    retries: int = Field(1, ge=0, le=10, description="Retries of a failed stage task")
+    retry_delay_seconds: float = Field(2.0, ge=0, le=3600, description="Delay before a retry")
+    timeout_seconds: float | None = Field(None, gt=0, description="Timeout of one stage task")
+    ignore_head_node: bool = Field(False, description="Keep stage workers off the Ray head node")
+    log_to_driver: bool = Field(False, description="Show Ray worker logs on this console")
+
+    @field_validator("input")
+    @classmethod
+    def _input_exists(cls, value: str) -> str:
+        resolved = _resolve_local(value)
+        if not resolved_files(resolved):
+            raise ValueError(f"no input files match {value!r} (resolved to {resolved!r}); give an "
+                             "existing JSONL file, directory or glob")
+        return resolved
+
+    @field_validator("output", "work_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return value if "://" in value else os.path.abspath(os.path.expanduser(value))
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "TextCurationParams":
+        if self.max_words < self.min_words:
+            raise ValueError(f"max_words ({self.max_words}) must be >= min_words ({self.min_words})")
+        if self.max_mean_word_length < self.min_mean_word_length:
+            raise ValueError("max_mean_word_length must be >= min_mean_word_length")
+        if os.path.abspath(self.work_dir) == os.path.abspath(self.output):
+            raise ValueError("work_dir must differ from output")
+        return self
+
+
+def resolved_files(path: str) -> list[str]:
+    from curator_stages.io import JSONL_EXTENSIONS
+
+    files = resolve_input_files(path)
+    return [f for f in files if f.endswith(tuple(JSONL_EXTENSIONS))] or (
+        files if not os.path.isdir(path) else [])
+
+
+# ----------------------------------------------------------------------------- the pipeline
+def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
+    """The execution stages, grouped into stage tasks (a group = one checkpoint)."""
+    from curator_stages.io import JsonlReader, JsonlWriter, ParquetWriter
+    from curator_stages.text import HeuristicFilter, TextNormalizer, c4_quality_rules
+    from curator_stages.text import gopher_repetition_rules
+    from curator_stages.text.filters import (
+        AlphabeticWordsRule, BulletLinesRule, EllipsisLinesRule, MeanWordLengthRule,
+        StopWordsRule, SymbolWordRatioRule, WordCountRule,
+    )
+
+    reader = JsonlReader(p.input, text_field=p.text_field, id_field=p.id_field,
+                         files_per_group=p.files_per_group)
+    rules = [
+        WordCountRule(min_words=p.min_words, max_words=p.max_words),
+        MeanWordLengthRule(min_length=p.min_mean_word_length, max_length=p.max_mean_word_length),
+        SymbolWordRatioRule(max_ratio=p.max_symbol_word_ratio),
+        BulletLinesRule(), EllipsisLinesRule(),
+        AlphabeticWordsRule(min_ratio=p.min_alpha_word_ratio),
+    ]
+    if p.min_stop_words > 0:
+        rules.append(StopWordsRule(min_count=p.min_stop_words))
+    if p.repetition_filters:
+        rules += gopher_repetition_rules()
+    if p.c4_filters:
+        rules += c4_quality_rules()
+    cheap = [*reader.decompose(), TextNormalizer(text_field=p.text_field),
+             HeuristicFilter(rules, text_field=p.text_field, name="quality_filter")]
+    groups: list[list[Any]] = ([cheap] if p.fuse_cheap_stages else [[s] for s in cheap])
+    if p.language_id:
+        from curator_stages.text.language import LanguageIdentifier
+
+        groups.append([LanguageIdentifier(languages=p.languages, min_score=p.min_language_score,
+                                          text_field=p.text_field)])
+    if p.exact_dedup:
+        from curator_stages.text.dedup import ExactDuplicateRemover
+
+        groups.append([ExactDuplicateRemover(text_field=p.text_field, name="exact_dedup")])
+    if p.fuzzy_dedup:
+        from curator_stages.text.dedup import FuzzyDuplicateRemover
+
+        groups.append([FuzzyDuplicateRemover(text_field=p.text_field, threshold=p.fuzzy_threshold,
+                                             num_perm=p.fuzzy_num_perm, name="fuzzy_dedup")])
+    data_dir = f"{p.output.rstrip('/')}/data"
+    quarantine = f"{p.output.rstrip('/')}/quarantine"
+    writer_cls = ParquetWriter if p.output_format == "parquet" else JsonlWriter
+    groups.append([writer_cls(data_dir, mode="overwrite", quarantine_output=quarantine)])
+    return groups
+
+
+def _missing_outputs(final: DatasetRef) -> list[str]:
+    from curator_stages.orchestration.checkpoint import read_tasks
+
+    paths = [p for t in read_tasks(final.path) if isinstance(t.data, list) for p in t.data]
+    return [p for p in paths if "://" not in p and not os.path.exists(p)]
+
+
+def prune_stale_outputs(final: DatasetRef, output: str) -> int:
+    """Remove files under ``output``/data and /quarantine that this run's writer did not produce
+    (left by an earlier run with other parameters), so the output is exactly this run's."""
+    from curator_stages.orchestration.checkpoint import read_tasks
+
+    keep: set[str] = set()
+    for task in read_tasks(final.path):
+        data = task.data if isinstance(task.data, list) else []
+        keep.update(os.path.abspath(p) for p in data if isinstance(p, str))
+        keep.update(os.path.abspath(p) for p in task._metadata.get("quarantine_files", []))
+    removed = 0
+    if "://" in output:
+        return 0
+    for sub in ("data", "quarantine"):
+        root = Path(output, sub)
+        if root.is_dir():
+            for f in root.rglob("*"):
+                if f.is_file() and str(f.resolve()) not in keep:
+                    f.unlink()
+                    removed += 1
+    return removed
+
+
+# ----------------------------------------------------------------------------- the flow
+def ray_session(params: TextCurationParams) -> RaySession:
+    """The flow's Ray: the cluster named by ``ray_address``/``RAY_ADDRESS``, else embedded."""
+    return RaySession(params.ray_address, num_cpus=params.num_cpus,
+                      log_to_driver=params.log_to_driver,
+                      runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
+
+
+@flow(name=FLOW_NAME, task_runner=SessionRayTaskRunner(),
+      description="Read JSONL, normalise, quality-filter, language-id, dedup, write; resumable.")
+def text_curation(params: TextCurationParams = TextCurationParams.model_construct()) -> dict:
+    """Curate a JSONL corpus; returns the run summary (also written to output/run_summary.json)."""
+    # Prefect validated the fields it was given; validating again covers the defaults too, still
+    # before Ray starts or any file is touched.
+    params = TextCurationParams.model_validate(params.model_dump())
+    logger = get_run_logger()
+    started = time.perf_counter()
+    files = resolved_files(params.input)
+    seed = DatasetRef.seed(input_fingerprint(files))
+    groups = build_stage_groups(params)
+    logger.info("input: %d file(s) under %s; %d stage task(s): %s", len(files), params.input,
+                len(groups), " | ".join("+".join(s.stage_name for s in g) for g in groups))
+    options = StageTaskOptions(retries=params.retries,
+                               retry_delay_seconds=params.retry_delay_seconds,
+                               retry_jitter_factor=0.2 if params.retry_delay_seconds else None,
+                               timeout_seconds=params.timeout_seconds,
+                               tags=("text-curation",))
+    with ray_session(params):
+        _publish_plan(groups, params)
+        result = run_stage_groups(groups, seed, params.work_dir, options=options,
+                                  refresh=params.refresh, ignore_head_node=params.ignore_head_node,
+                                  progress_key="text-curation-progress")
+        if _missing_outputs(result.final):
+            # The writer's checkpoint says "done" but its files were deleted: write them again.
+            logger.warning("output files under %s are missing; rewriting them", params.output)
+            again = run_stage_groups(groups[-1:], result.refs[-2], params.work_dir,
+                                     options=options, refresh=True,
+                                     ignore_head_node=params.ignore_head_node)
+            result.refs[-1] = again.final
+            result.records[-1] = again.records[-1]
+    removed = prune_stale_outputs(result.final, params.output)
+    if removed:
+        logger.info("removed %d stale file(s) of an earlier run from %s", removed, params.output)
+    summary = finish_run(result, params.output, "Text curation", "text-curation-summary",
+                         started=started)
+    return summary.to_dict()
+
+
+def _publish_plan(groups: list[list[Any]], params: TextCurationParams) -> None:
+    """The execution plan as the run's first artifact (best effort: a report, not a gate)."""
+    try:
+        from curator_stages.plan import plan_pipeline, publish_plan_artifact
+
+        stages = [s for g in groups for s in g]
+        plan = plan_pipeline(stages, ignore_head_node=params.ignore_head_node,
+                             stage_task_groups=[[s.stage_name for s in g] for g in groups],
+                             name=FLOW_NAME)
+        publish_plan_artifact(plan, key="text-curation-plan")
+    except Exception as exc:  # noqa: BLE001
+        get_run_logger().warning("could not publish the plan artifact: %s", exc)
+
+
+# Flow functions travel to Ray workers inside Prefect's serialised context. Under a deployment
+# this file is loaded as a module the workers cannot import, so send it by value.
+if __name__ != "flows.text_curation":
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+# ----------------------------------------------------------------------------- local entry
+def print_summary(summary: dict, output: str, wall_s: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="text curation", show_lines=False)
+    for col in ("stage", "items in", "items out", "dropped (reason=n)"):
+        table.add_column(col, justify="left" if col.startswith(("stage", "dropped")) else "right")
+    for s in summary["stages"]:
+        dropped = ", ".join(f"{k}={v}" for k, v in sorted(s["dropped"].items())) or ""
+        table.add_row(s["stage"], str(s["items_in"]), str(s["items_out"]), dropped)
+    console.print(table)
+    ident = summary["identity"]
+    console.print(f"accounting: {ident['text']} -> "
+                  f"{'[green]holds[/green]' if ident['holds'] else '[red]BROKEN[/red]'}")
+    console.print("stage tasks: " + ", ".join(f"{t['status']}" for t in summary["stage_tasks"]))
+    console.print(f"output: {output}/data  summary: {output}/run_summary.json  "
+                  f"({wall_s:.1f}s)")
+
+
+def _start_ephemeral_api_in_background():
+    import threading
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    # Prefect's client reuses this process-wide instance (same key: no port given).
+    thread = threading.Thread(target=SubprocessASGIServer().start, daemon=True)
+    thread.start()
+    return thread
+
+
+def main(argv: list[str] | None = None) -> int:
+    from curator_stages.orchestration.params import parse_params
+
+    if "--plan" in (sys.argv[1:] if argv is None else argv):  # print the plan, process nothing
+        from curator_stages.cli import flow_plan_main
+
+        return flow_plan_main(sys.modules[__name__], sys.argv[1:] if argv is None else argv)
+    params = parse_params(TextCurationParams, argv, prog="python flows/text_curation.py")
+    start = time.perf_counter()
+    # Without PREFECT_API_URL the flow runs on a temporary local API server. Start it while Ray
+    # starts (both take seconds); the flow then finds both running and reuses them.
+    server = _start_ephemeral_api_in_background()
+    with ray_session(params):
+        if server is not None:
+            server.join()
+        state = text_curation(params, return_state=True)
+    if not state.is_completed():
+        print(f"text curation failed: {state.message}", file=sys.stderr)
+        return 1
+    print_summary(state.result(), params.output, time.perf_counter() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The reference flow flows/text_curation.py: under the Prefect harness, its parameters and
+CLI, and a local run with no Prefect server (temporary API) as `python flows/x.py` does it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flows.text_curation import TextCurationParams, text_curation
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+FLOW_SCRIPT = REPO / "flows" / "text_curation.py"
+FAST = {"fuzzy_num_perm": 32, "retries": 0}
+
+
+def read_output(output: Path) -> pa.Table:
+    files = sorted((output / "data").glob("*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files]).sort_by("id")
+
+
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    """A subprocess environment with no Prefect API and its own PREFECT_HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(REPO),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return env
+
+
+def test_flow_on_sample_data_under_the_harness(ray_cluster, prefect_harness, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    out = tmp_path / "out"
+    params = TextCurationParams(output=str(out), work_dir=str(tmp_path / "work"), **FAST)
+    state = text_curation(params, return_state=True)
+    assert state.is_completed(), state.message
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["identity"]["holds"], summary["identity"]
+    manifest = json.loads((SAMPLE / "_manifest.json").read_text())
+    assert summary["documents_quarantined"] == len(manifest["malformed_lines"])
+    assert summary["documents_read"] == manifest["documents"] + len(manifest["malformed_lines"])
+    table = read_output(out)
+    assert table.num_rows == summary["documents_written"] > 0
+    assert len(set(table.column("id").to_pylist())) == table.num_rows
+    assert len(set(table.column("text").to_pylist())) == table.num_rows  # exact dups are gone
+    assert {"language", "language_score"} <= set(table.column_names)
+    assert summary["dropped_by_reason"]["exact_duplicate"] > 0
+    assert summary["dropped_by_reason"]["fuzzy_duplicate"] > 0
+    assert len(list((out / "quarantine").iterdir())) > 0
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    keys = {a.key for a in arts}
+    assert {"text-curation-summary", "text-curation-progress", "text-curation-plan"} <= keys
+    assert len([k for k in keys if k and k.startswith("stage-")]) == 5
+
+
+def test_unfused_flow_gives_the_same_output(ray_cluster, prefect_harness, tmp_path):
+    one = str(SAMPLE / "shard-00002.jsonl.gz")
+    common = dict(input=one, **FAST)
+    fused = text_curation(TextCurationParams(output=str(tmp_path / "a"),
+                                             work_dir=str(tmp_path / "w"), **common))
+    split = text_curation(TextCurationParams(output=str(tmp_path / "b"),
+                                             work_dir=str(tmp_path / "w"),
+                                             fuse_cheap_stages=False, **common))
+    assert len(split["stage_tasks"]) == len(fused["stage_tasks"]) + 3
+    assert read_output(tmp_path / "a").equals(read_output(tmp_path / "b"))
+    assert fused["documents_written"] == split["documents_written"]
+    # Deleted output files are written again although every stage task is cached.
+    for f in (tmp_path / "a" / "data").iterdir():
+        f.unlink()
+    again = text_curation(TextCurationParams(output=str(tmp_path / "a"),
+                                             work_dir=str(tmp_path / "w"), **common))
+    assert [t["status"] for t in again["stage_tasks"]][:-1] == ["Cached"] * 4
+    assert read_output(tmp_path / "a").equals(read_output(tmp_path / "b"))
+
+
+def test_invalid_parameter_fails_the_flow_naming_the_field(prefect_harness, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    state = text_curation(params={"min_words": -3, "output": str(tmp_path / "o")},
+                          return_state=True)
+    assert state.is_failed()
+    assert "min_words" in state.message
+    state = text_curation(params={"input": str(tmp_path / "nothing-here/*.jsonl")},
+                          return_state=True)
+    assert state.is_failed() and "input" in state.message
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    assert runs == []  # rejected before any stage task (and before Ray) started
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_help_and_bad_values_exit_2_before_ray(tmp_path):
+    env = clean_env(tmp_path)
+    res = subprocess.run([sys.executable, str(FLOW_SCRIPT), "--help"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0
+    for flag in ("--input", "--output", "--work-dir", "--min-words", "--fuse-cheap-stages",
+                 "--no-fuzzy-dedup", "--ray-address", "--output-format", "--languages"):
+        assert flag in res.stdout
+    for args, field in ((["--min-words", "-5"], "--min-words"),
+                        (["--input", str(tmp_path / "missing")], "--input"),
+                        (["--fuzzy-threshold", "1.5"], "--fuzzy-threshold"),
+                        (["--output-format", "csv"], "--output-format")):
+        res = subprocess.run([sys.executable, str(FLOW_SCRIPT), *args], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, res.stderr
+        assert field in res.stderr
+        assert "Traceback" not in res.stderr and "Ray" not in res.stderr + res.stdout
+
+
+def test_local_run_without_prefect_server(tmp_path):
+    """`python flows/text_curation.py` on a temporary API: stage tasks run in Ray workers and
+    report to the flow's API (no per-worker servers), and the console stays clean."""
+    env = clean_env(tmp_path)
+    out = tmp_path / "out"
+    start = time.perf_counter()
+    res = subprocess.run(
+        [sys.executable, str(FLOW_SCRIPT), "--input", str(SAMPLE / "shard-00003.jsonl.zst"),
+         "--output", str(out), "--work-dir", str(tmp_path / "work"), "--num-cpus", "2",
+         "--fuzzy-num-perm", "32"],
+        env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    wall = time.perf_counter() - start
+    text = res.stdout + res.stderr
+    assert res.returncode == 0, text[-3000:]
+    assert "Traceback" not in text and "sqlite" not in text.lower()
+    assert text.count("Starting temporary server") <= 1  # workers did not start their own
+    assert "accounting: read" in res.stdout and "holds" in res.stdout
+    assert str(out) in res.stdout
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["identity"]["holds"]
+    assert [t["status"] for t in summary["stage_tasks"]] == ["Completed"] * 5
+    print(f"local run wall time: {wall:.1f}s")
