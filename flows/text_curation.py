@@ -1,7 +1,8 @@
 """Reference text curation flow: JSONL in, curated Parquet/JSONL out, every document accounted for.
 
-    read JSONL (quarantine bad lines) -> repair + normalise text -> heuristic quality filters
-    -> language id -> exact dedup -> fuzzy dedup -> write Parquet or JSONL
+    read JSONL (quarantine bad lines) -> repair + normalise text -> language id
+    -> heuristic quality filters (judged in each document's language) -> exact dedup
+    -> fuzzy dedup -> write Parquet or JSONL
 
 Run it locally, with an embedded Ray and no Prefect server:
 
@@ -40,6 +41,7 @@ for _key, _value in {
 from prefect import flow, get_run_logger  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator  # noqa: E402
 
+from curator_stages.reporting import write_run_report  # noqa: E402
 from curator_stages.orchestration import (  # noqa: E402
     DatasetRef,
     RaySession,
@@ -92,8 +94,10 @@ class TextCurationParams(BaseModel):
     max_mean_word_length: float = Field(10.0, gt=0, le=1000, description="Maximum mean word length")
     max_symbol_word_ratio: float = Field(0.1, ge=0, le=10, description="Maximum (# and ellipsis) per word")
     min_alpha_word_ratio: float = Field(0.8, ge=0, le=1, description="Minimum share of words with a letter")
-    min_stop_words: int = Field(2, ge=0, le=1000, description="Minimum English stop words "
-                                "(0 disables the rule; it penalises non-English text)")
+    min_stop_words: int = Field(2, ge=0, le=1000, description="Minimum stop words in the "
+                                "document's language (lists for en de fr es it pt nl ru zh ja; "
+                                "other languages pass; English only without language id; "
+                                "0 disables the rule)")
     repetition_filters: bool = Field(True, description="Gopher repetition rules (lines, "
                                      "paragraphs, n-grams)")
     c4_filters: bool = Field(True, description="C4 document rules (lorem ipsum, curly bracket, "
@@ -113,8 +117,8 @@ class TextCurationParams(BaseModel):
                                     "else an embedded local Ray)")
     num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs of an embedded local Ray "
                                  "(default: all)")
-    fuse_cheap_stages: bool = Field(True, description="One stage task for read+normalise+filters "
-                                    "(fewer checkpoints) instead of one per stage")
+    fuse_cheap_stages: bool = Field(True, description="One stage task for read+normalise+"
+                                    "language id (fewer checkpoints) instead of one per stage")
     refresh: bool = Field(False, description="Recompute every stage, ignoring checkpoints and cache")
     retries: int = Field(1, ge=0, le=10, description="Retries of a failed stage task")
     retry_delay_seconds: float = Field(2.0, ge=0, le=3600, description="Delay before a retry")
@@ -181,14 +185,22 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
         rules += gopher_repetition_rules()
     if p.c4_filters:
         rules += c4_quality_rules()
-    cheap = [*reader.decompose(), TextNormalizer(text_field=p.text_field),
-             HeuristicFilter(rules, text_field=p.text_field, name="quality_filter")]
-    groups: list[list[Any]] = ([cheap] if p.fuse_cheap_stages else [[s] for s in cheap])
+    # Language id runs before the quality filter, so the filter judges each document by its
+    # language (its `language` column). Fused: [read+normalise+langid] [filter]. The filter gets
+    # its own checkpoint so re-tuning a threshold reuses the language-id output, the costly part.
+    front = [*reader.decompose(), TextNormalizer(text_field=p.text_field)]
     if p.language_id:
         from curator_stages.text.language import LanguageIdentifier
 
-        groups.append([LanguageIdentifier(languages=p.languages, min_score=p.min_language_score,
-                                          text_field=p.text_field)])
+        front.append(LanguageIdentifier(languages=p.languages, min_score=p.min_language_score,
+                                        text_field=p.text_field))
+    quality = HeuristicFilter(rules, text_field=p.text_field, name="quality_filter")
+    if not p.fuse_cheap_stages:
+        groups: list[list[Any]] = [[s] for s in [*front, quality]]
+    elif p.language_id:
+        groups = [front, [quality]]
+    else:
+        groups = [[*front, quality]]
     if p.exact_dedup:
         from curator_stages.text.dedup import ExactDuplicateRemover
 
@@ -244,7 +256,7 @@ def ray_session(params: TextCurationParams) -> RaySession:
 
 
 @flow(name=FLOW_NAME, task_runner=SessionRayTaskRunner(),
-      description="Read JSONL, normalise, quality-filter, language-id, dedup, write; resumable.")
+      description="Read JSONL, normalise, language-id, quality-filter, dedup, write; resumable.")
 def text_curation(params: TextCurationParams = TextCurationParams.model_construct()) -> dict:
     """Curate a JSONL corpus; returns the run summary (also written to output/run_summary.json)."""
     # Prefect validated the fields it was given; validating again covers the defaults too, still
@@ -263,7 +275,7 @@ def text_curation(params: TextCurationParams = TextCurationParams.model_construc
                                timeout_seconds=params.timeout_seconds,
                                tags=("text-curation",))
     with ray_session(params):
-        _publish_plan(groups, params)
+        plan = _publish_plan(groups, params)
         result = run_stage_groups(groups, seed, params.work_dir, options=options,
                                   refresh=params.refresh, ignore_head_node=params.ignore_head_node,
                                   progress_key="text-curation-progress")
@@ -280,10 +292,12 @@ def text_curation(params: TextCurationParams = TextCurationParams.model_construc
         logger.info("removed %d stale file(s) of an earlier run from %s", removed, params.output)
     summary = finish_run(result, params.output, "Text curation", "text-curation-summary",
                          started=started)
+    report = write_run_report(params.output, summary.to_dict(), plan=plan, title="Text curation")
+    logger.info("report: %s", report)
     return summary.to_dict()
 
 
-def _publish_plan(groups: list[list[Any]], params: TextCurationParams) -> None:
+def _publish_plan(groups: list[list[Any]], params: TextCurationParams) -> Any:
     """The execution plan as the run's first artifact (best effort: a report, not a gate)."""
     try:
         from curator_stages.plan import plan_pipeline, publish_plan_artifact
@@ -293,8 +307,10 @@ def _publish_plan(groups: list[list[Any]], params: TextCurationParams) -> None:
                              stage_task_groups=[[s.stage_name for s in g] for g in groups],
                              name=FLOW_NAME)
         publish_plan_artifact(plan, key="text-curation-plan")
+        return plan
     except Exception as exc:  # noqa: BLE001
         get_run_logger().warning("could not publish the plan artifact: %s", exc)
+        return None
 
 
 # Flow functions travel to Ray workers inside Prefect's serialised context. Under a deployment
@@ -323,7 +339,7 @@ def print_summary(summary: dict, output: str, wall_s: float) -> None:
                   f"{'[green]holds[/green]' if ident['holds'] else '[red]BROKEN[/red]'}")
     console.print("stage tasks: " + ", ".join(f"{t['status']}" for t in summary["stage_tasks"]))
     console.print(f"output: {output}/data  summary: {output}/run_summary.json  "
-                  f"({wall_s:.1f}s)")
+                  f"report: {output}/report.md  ({wall_s:.1f}s)")
 
 
 def _start_ephemeral_api_in_background():

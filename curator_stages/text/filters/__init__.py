@@ -30,6 +30,8 @@ from curator_stages.text.filters.repetition import (
 )
 from curator_stages.text.filters.rules import (
     GOPHER_STOP_WORDS,
+    STOP_WORDS,
+    UNSEGMENTED_LANGUAGES,
     AlphabeticWordsRule,
     BulletLinesRule,
     CurlyBracketRule,
@@ -46,7 +48,8 @@ from curator_stages.text.filters.rules import (
 )
 
 __all__ = [
-    "DROP_REASON_COLUMN", "DROPPED_DOCUMENTS_KEY", "GOPHER_STOP_WORDS",
+    "DROP_REASON_COLUMN", "DROPPED_DOCUMENTS_KEY", "GOPHER_STOP_WORDS", "STOP_WORDS",
+    "UNSEGMENTED_LANGUAGES",
     "AlphabeticWordsRule", "BulletLinesRule", "CurlyBracketRule", "DuplicateLineCharFractionRule",
     "DuplicateLineFractionRule", "DuplicateNGramRule", "DuplicateParagraphCharFractionRule",
     "DuplicateParagraphFractionRule", "EllipsisLinesRule", "HeuristicFilter", "LoremIpsumRule",

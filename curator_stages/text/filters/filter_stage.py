@@ -62,6 +62,12 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
     rule wins. With ``keep_dropped=True`` the dropped rows, plus a ``drop_reason`` column, are
     appended to ``task._metadata["dropped_documents"]`` (a pyarrow table) for a writer to save.
     Rules are frozen dataclasses, so the stage's identity changes whenever a threshold does.
+
+    Language: when the batch has a ``language_field`` column (``LanguageIdentifier`` adds
+    ``language``), its codes reach the rules, which then judge each document by its language
+    (per-language stop words; word rules abstain for unsegmented scripts). A rule that
+    *abstains* on a document lets it pass that rule (see ``Rule.abstains``). Without the column
+    the rules see no language (stop words are English, as in Gopher): run language id first.
     """
 
     name = "heuristic_filter"
@@ -75,6 +81,7 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         score_prefix: str = "",
         keep_dropped: bool = False,
         name: str | None = None,
+        language_field: str = "language",
     ) -> None:
         rules = list(rules)
         if not rules:
@@ -95,6 +102,7 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         self.text_field = text_field
         self.score_prefix = score_prefix
         self.keep_dropped = keep_dropped
+        self.language_field = language_field
         if name:
             self.name = name
 
@@ -110,9 +118,10 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
     def score_columns(self) -> list[str]:
         return [f"{self.score_prefix}{r.name}" for r in self.rules]
 
-    def score_table(self, texts: pa.Array | pa.ChunkedArray) -> dict[str, np.ndarray]:
+    def score_table(self, texts: pa.Array | pa.ChunkedArray,
+                    languages: pa.Array | pa.ChunkedArray | None = None) -> dict[str, np.ndarray]:
         """Every rule's score for ``texts``, by rule name (handy for analysis notebooks)."""
-        features = TextFeatures(texts)
+        features = TextFeatures(texts, languages)
         return {r.name: r.score(features) for r in self.rules}
 
     def process(self, task: DocumentBatch) -> DocumentBatch:
@@ -123,12 +132,24 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
                 or pa.types.is_null(column.type) or pa.types.is_dictionary(column.type)):
             raise TypeError(f"stage {self.stage_name!r}: field {self.text_field!r} must hold "
                             f"strings, got {column.type}; set text_field to the text column")
-        features = TextFeatures(column)
+        languages = None
+        if self.language_field and self.language_field in table.column_names:
+            languages = table.column(self.language_field)
+            if not (pa.types.is_string(languages.type) or pa.types.is_large_string(languages.type)
+                    or pa.types.is_null(languages.type)
+                    or pa.types.is_dictionary(languages.type)):
+                raise TypeError(f"stage {self.stage_name!r}: field {self.language_field!r} must "
+                                f"hold language codes (strings), got {languages.type}; set "
+                                "language_field to the language column, or '' to ignore it")
+        features = TextFeatures(column, languages)
         first_fail = np.full(n, -1, dtype=np.int64)
         scores: list[np.ndarray] = []
         for i, rule in enumerate(self.rules):
             s = np.asarray(rule.score(features), dtype=np.float64)
             failed = ~np.asarray(rule.keep(s), dtype=bool)
+            abstain = rule.abstains(features)
+            if abstain is not None:
+                failed &= ~np.asarray(abstain, dtype=bool)
             first_fail[failed & (first_fail < 0)] = i
             scores.append(s)
 
