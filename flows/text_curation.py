@@ -107,6 +107,11 @@ class TextCurationParams(BaseModel):
     languages: list[str] | None = Field(None, description="Language codes to keep (e.g. en de); "
                                         "none keeps every language")
     min_language_score: float = Field(0.0, ge=0, le=1, description="Minimum language score to keep")
+    dropped_examples_per_rule: int = Field(3, ge=0, le=10000, description="Dropped documents "
+                                           "kept per rule and batch in <output>/dropped as "
+                                           "examples for the report (0: none)")
+    write_dropped: bool = Field(False, description="Write every document the quality filter "
+                                "drops, with its reason, to <output>/dropped (costs disk)")
     # --- dedup
     exact_dedup: bool = Field(True, description="Remove exact duplicates (keep the smallest id)")
     fuzzy_dedup: bool = Field(True, description="Remove near duplicates (MinHash + LSH)")
@@ -194,7 +199,8 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
 
         front.append(LanguageIdentifier(languages=p.languages, min_score=p.min_language_score,
                                         text_field=p.text_field))
-    quality = HeuristicFilter(rules, text_field=p.text_field, name="quality_filter")
+    quality = HeuristicFilter(rules, text_field=p.text_field, name="quality_filter",
+                              keep_dropped=True if p.write_dropped else p.dropped_examples_per_rule)
     if not p.fuse_cheap_stages:
         groups: list[list[Any]] = [[s] for s in [*front, quality]]
     elif p.language_id:
@@ -213,7 +219,10 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     data_dir = f"{p.output.rstrip('/')}/data"
     quarantine = f"{p.output.rstrip('/')}/quarantine"
     writer_cls = ParquetWriter if p.output_format == "parquet" else JsonlWriter
-    groups.append([writer_cls(data_dir, mode="overwrite", quarantine_output=quarantine)])
+    dropped = (f"{p.output.rstrip('/')}/dropped"
+               if p.write_dropped or p.dropped_examples_per_rule else None)
+    groups.append([writer_cls(data_dir, mode="overwrite", quarantine_output=quarantine,
+                              dropped_output=dropped)])
     return groups
 
 
@@ -234,10 +243,11 @@ def prune_stale_outputs(final: DatasetRef, output: str) -> int:
         data = task.data if isinstance(task.data, list) else []
         keep.update(os.path.abspath(p) for p in data if isinstance(p, str))
         keep.update(os.path.abspath(p) for p in task._metadata.get("quarantine_files", []))
+        keep.update(os.path.abspath(p) for p in task._metadata.get("dropped_files", []))
     removed = 0
     if "://" in output:
         return 0
-    for sub in ("data", "quarantine"):
+    for sub in ("data", "quarantine", "dropped"):
         root = Path(output, sub)
         if root.is_dir():
             for f in root.rglob("*"):

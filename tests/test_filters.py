@@ -274,6 +274,19 @@ def test_keep_dropped_puts_rows_with_reason_in_metadata_and_accumulates():
     assert out.num_items + dropped.num_rows == len(MIXED)
 
 
+def test_keep_dropped_count_keeps_at_most_n_examples_per_rule():
+    texts = ["", "x", "Too short.", "tiny {", "{ also short"]
+    stage = HeuristicFilter([WordCountRule(), CurlyBracketRule()], keep_dropped=2)
+    out = stage.run([_batch(texts)])[0]
+    dropped = out._metadata[DROPPED_DOCUMENTS_KEY]
+    reasons = dropped.column(DROP_REASON_COLUMN).to_pylist()
+    # every text fails word count first: 5 dropped, only 2 kept as examples
+    assert reasons == ["gopher_word_count", "gopher_word_count"]
+    assert out._stage_perf[-1].dropped_by_reason() == {"gopher_word_count": 5}
+    with pytest.raises(ValueError, match="keep_dropped"):
+        HeuristicFilter([WordCountRule()], keep_dropped=-1)
+
+
 def test_default_off_keep_dropped():
     out = _run(c4_quality(), MIXED)
     assert DROPPED_DOCUMENTS_KEY not in out._metadata

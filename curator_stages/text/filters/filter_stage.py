@@ -60,7 +60,9 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
 
     Drops are recorded per rule (``dropped.<rule name>``) on the returned batch, first failing
     rule wins. With ``keep_dropped=True`` the dropped rows, plus a ``drop_reason`` column, are
-    appended to ``task._metadata["dropped_documents"]`` (a pyarrow table) for a writer to save.
+    appended to ``task._metadata["dropped_documents"]`` (a pyarrow table) for a writer to save;
+    with ``keep_dropped=N`` only the first N rows per rule and batch are kept: examples that let
+    a person judge a threshold, at a cost that does not grow with the corpus.
     Rules are frozen dataclasses, so the stage's identity changes whenever a threshold does.
 
     Language: when the batch has a ``language_field`` column (``LanguageIdentifier`` adds
@@ -79,7 +81,7 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         mode: FilterMode = "filter",
         text_field: str = "text",
         score_prefix: str = "",
-        keep_dropped: bool = False,
+        keep_dropped: bool | int = False,
         name: str | None = None,
         language_field: str = "language",
     ) -> None:
@@ -101,6 +103,10 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         self.mode = mode
         self.text_field = text_field
         self.score_prefix = score_prefix
+        if isinstance(keep_dropped, bool) is False and (
+                not isinstance(keep_dropped, int) or keep_dropped < 0):
+            raise ValueError(f"HeuristicFilter: keep_dropped must be a bool or a count >= 0 of "
+                             f"examples per rule, got {keep_dropped!r}")
         self.keep_dropped = keep_dropped
         self.language_field = language_field
         if name:
@@ -170,8 +176,13 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         keep = first_fail < 0
         metadata: dict[str, Any] = {}
         if self.keep_dropped and not keep.all():
-            reasons = np.array([r.name for r in self.rules], dtype=object)[first_fail[~keep]]
-            dropped = out_table.filter(pa.array(~keep)).append_column(
+            kept_rows = ~keep
+            if self.keep_dropped is not True:  # a count: the first N rows each rule dropped
+                kept_rows = np.zeros(n, dtype=bool)
+                for i in range(len(self.rules)):
+                    kept_rows[np.flatnonzero(first_fail == i)[: int(self.keep_dropped)]] = True
+            reasons = np.array([r.name for r in self.rules], dtype=object)[first_fail[kept_rows]]
+            dropped = out_table.filter(pa.array(kept_rows)).append_column(
                 DROP_REASON_COLUMN, pa.array(reasons.tolist(), type=pa.string()))
             previous = task._metadata.get(DROPPED_DOCUMENTS_KEY)
             if previous is not None:
