@@ -7,7 +7,12 @@ never silently dropped; writes are atomic and deterministic.
 
 from curator_stages.io.batch_builder import BASE_SCHEMA
 from curator_stages.io.compression import CorruptCompressedStreamError
-from curator_stages.io.filesystem import OutputExistsError, OutputNotWritableError, atomic_write
+from curator_stages.io.filesystem import (
+    OutputExistsError,
+    OutputNotWritableError,
+    OutputWriteError,
+    atomic_write,
+)
 from curator_stages.io.jsonl_reader import JSONL_EXTENSIONS, JsonlReader, JsonlReadStage
 from curator_stages.io.parquet_reader import (
     PARQUET_EXTENSIONS,
@@ -38,6 +43,7 @@ __all__ = [
     "NoInputFilesError",
     "OutputExistsError",
     "OutputNotWritableError",
+    "OutputWriteError",
     "PARQUET_EXTENSIONS",
     "ParquetReadStage",
     "ParquetReader",

@@ -29,6 +29,14 @@ class OutputExistsError(FileExistsError):
     """A writer in mode ``"error"`` found its target file already there."""
 
 
+class OutputWriteError(OSError):
+    """Writing an output file failed for another OS reason (disk full, quota, not a directory).
+
+    The OS error alone often names no path (``[Errno 28] No space left on device``); this one
+    names the stage and the file, keeps the ``errno``, and says that nothing partial was left.
+    """
+
+
 def resolve(path: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem of ``path`` and the path as that filesystem names it (no protocol)."""
     fs, stripped = fsspec.core.url_to_fs(path, **(storage_options or {}))
@@ -54,6 +62,13 @@ def join(base: str, *parts: str) -> str:
 
 
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+_FIXES = {
+    errno.ENOSPC: "free space on that filesystem or write to a larger one",
+    errno.EDQUOT: "raise the quota or write somewhere else",
+    errno.EFBIG: "write smaller files (fewer documents per task) or use another filesystem",
+    errno.ENOTDIR: "a component of the path is a file, not a directory; fix the output path",
+    errno.EEXIST: "a component of the path is a file, not a directory; fix the output path",
+}
 
 
 def atomic_write(
@@ -101,7 +116,16 @@ def atomic_write(
                 "choose an output directory this process may write to (check its permissions "
                 "and that the filesystem is not mounted read-only)"
             ) from exc
-        raise
+        if isinstance(exc, OutputWriteError):
+            raise
+        fix = _FIXES.get(exc.errno or -1, "check the output location and re-run")
+        err = OutputWriteError(
+            f"stage {stage_name!r}: cannot write {display_path(fs, target)!r}: "
+            f"{exc.strerror or exc} (errno {exc.errno}); {fix}. No partial file was left "
+            "under the final name; a re-run rewrites it"
+        )
+        err.errno = exc.errno
+        raise err from exc
 
 
 def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:

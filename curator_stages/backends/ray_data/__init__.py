@@ -6,9 +6,11 @@
 
 from curator_stages.backends.ray_data.adapter import (
     RayDataStageAdapter,
+    StageSetupError,
     apply_stages,
     create_actor_from_stage,
     create_task_from_stage,
+    surfaced_stage_errors,
 )
 from curator_stages.backends.ray_data.cluster import ClusterResources, NodeResources
 from curator_stages.backends.ray_data.executor import RayDataExecutor
@@ -24,11 +26,13 @@ __all__ = [
     "NodeResources",
     "RayDataExecutor",
     "RayDataStageAdapter",
+    "StageSetupError",
     "StagePlan",
     "UnschedulableStageError",
     "apply_stages",
     "create_actor_from_stage",
     "create_task_from_stage",
     "plan_stage",
+    "surfaced_stage_errors",
     "will_fuse",
 ]

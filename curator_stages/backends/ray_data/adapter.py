@@ -14,19 +14,36 @@ Why each choice is made:
   best effort, and runs at most once.
 - Ray Data waits forever on a request no node can satisfy, so the plan is checked against the
   live cluster before ``map_batches`` is called (see :mod:`.planning`).
+- A worker whose ``setup``/``setup_on_node`` raises fails the plan at once with a
+  :class:`StageSetupError` naming the stage, the node and the cause. Ray Data 2.60 does not
+  restart an actor whose constructor raised (its ``max_consecutive_actor_init_deaths`` budget is
+  0 by default) and does not retry a task's user exception, so there is no restart loop; what
+  reaches the driver, though, is an ``ActorDiedError`` or ``RayTaskError(UserCodeException)``
+  whose text buries the cause in Ray frames. :func:`surfaced_stage_errors` turns it back into
+  the one-line :class:`StageSetupError` wherever the driver pulls results, and does the same
+  for any error whose message starts with ``stage '<name>':`` (the convention of this package),
+  rebuilt as its own type (``OutputWriteError``, ``StageInputError``...) when it can be.
+- Worker *deaths* (a killed or crashed process) are retried by Ray Data's own defaults in 2.60:
+  tasks ``max_retries=-1``, actors ``max_restarts=-1`` and ``max_task_retries=-1``, and a
+  retried map task re-yields its outputs under the same object ids, so nothing is duplicated
+  (tests/test_faults.py kills workers mid-stage). The adapter sets no retry options of its own:
+  Ray Data fuses adjacent maps only when their remote args are equal, and task options
+  (``max_retries``) and actor options (``max_restarts``) can never be equal.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import logging
 import os
+import re
 import time
 import uuid
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -49,6 +66,142 @@ logger = logging.getLogger(__name__)
 #: Seconds to wait for busy resources (for example actors of a finished stage still shutting
 #: down) before a stage that fits the cluster's totals is declared unschedulable right now.
 DEFAULT_WAIT_FOR_RESOURCES_S = 10.0
+
+
+# --------------------------------------------------------------------------- errors
+class StageSetupError(RuntimeError):
+    """A stage's ``setup`` or ``setup_on_node`` raised on a worker: the stage cannot run there.
+
+    The message names the stage, where it failed and the cause in one line. Ray does not restart
+    or retry the worker (a broken model path fails every attempt the same way); a transient
+    cause (a download that timed out) is retried by the stage task's Prefect ``retries``.
+    """
+
+    def __init__(self, message: str, stage_name: str = "") -> None:
+        super().__init__(message)
+        self.stage_name = stage_name
+        #: Ray's full error text (remote traceback), when translated on the driver.
+        self.remote_traceback = ""
+
+    def __reduce__(self):  # keep stage_name through pickling (Prefect states, Ray errors)
+        return (type(self), (str(self), self.stage_name))
+
+
+def setup_error(stage: ProcessingStage, hook: str, exc: BaseException,
+                metadata: dict[str, Any] | None) -> StageSetupError:
+    """The :class:`StageSetupError` for ``exc`` raised by ``stage.<hook>`` on this worker."""
+    meta = metadata or {}
+    node = str(meta.get("node_id") or "?")[:12]
+    cause = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line: the driver parses it
+    return StageSetupError(
+        f"stage {stage.stage_name!r}: {hook}() failed on node {node} (pid {meta.get('pid', '?')}"
+        f", {meta.get('mode', 'worker')} worker): {cause}. The stage did not run; fix the cause "
+        "(model path, credentials, memory, dependencies) and re-run",
+        stage.stage_name,
+    )
+
+
+class StageRunError(RuntimeError):
+    """A stage raised on a worker and its exception type could not be rebuilt on the driver;
+    the message is the original one (it names the stage), prefixed by the original type."""
+
+    def __init__(self, message: str, stage_name: str = "") -> None:
+        super().__init__(message)
+        self.stage_name = stage_name
+        self.remote_traceback = ""
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.stage_name))
+
+
+#: The line a stage's own error leaves in Ray's remote traceback: ``<type>: stage '<name>': ...``
+#: (every error of this package names its stage first, see TEAM.md).
+_STAGE_ERROR_LINE = re.compile(r"^(?P<cls>[A-Za-z_][\w.]*): (?P<msg>stage '(?P<stage>[^']*)'.*)$",
+                               re.MULTILINE)
+
+
+def _exception_class(qualified: str) -> type[BaseException] | None:
+    """The exception class a traceback line names, if it is ours or a builtin."""
+    import builtins
+    import importlib
+
+    module_name, _, name = qualified.rpartition(".")
+    if not module_name:
+        cls = getattr(builtins, name, None)
+    elif module_name == "curator_stages" or module_name.startswith("curator_stages."):
+        try:
+            cls = getattr(importlib.import_module(module_name), name, None)
+        except ImportError:
+            cls = None
+    else:
+        cls = None
+    return cls if isinstance(cls, type) and issubclass(cls, Exception) else None
+
+
+def stage_error_from(exc: BaseException) -> BaseException | None:
+    """The stage's own exception carried (as text) by a Ray error, rebuilt; None if none.
+
+    Ray hands the driver an ``ActorDiedError`` (an actor's constructor raised) or a
+    ``RayTaskError(UserCodeException)`` whose cause is not the original exception object, so
+    the error is recognised by the last ``<type>: stage '<name>': ...`` line of the remote
+    traceback and rebuilt as that type (a class of this package or a builtin, constructed from
+    its message), else as :class:`StageRunError`.
+    """
+    try:
+        from ray.exceptions import RayError
+    except ImportError:  # pragma: no cover - ray is a dependency
+        return None
+    if not isinstance(exc, RayError):
+        return None
+    text = "\n".join(filter(None, [str(exc), getattr(exc, "traceback_str", "") or ""]))
+    matches = list(_STAGE_ERROR_LINE.finditer(text))
+    if not matches:
+        return None
+    match = matches[-1]
+    qualified, message, stage_name = match.group("cls"), match.group("msg"), match.group("stage")
+    cls = _exception_class(qualified)
+    err: BaseException | None = None
+    if cls is not None:
+        try:
+            err = cls(message)
+        except Exception:  # noqa: BLE001 - a constructor that needs more than a message
+            err = None
+    if err is None or str(err) != message:
+        err = StageRunError(f"{qualified.rsplit('.', 1)[-1]}: {message}", stage_name)
+    if isinstance(err, OSError):
+        errno_match = re.search(r"\(errno (\d+)\)", message)
+        if errno_match:
+            err.errno = int(errno_match.group(1))
+    if not getattr(err, "stage_name", ""):
+        try:
+            err.stage_name = stage_name  # type: ignore[attr-defined]
+        except AttributeError:  # pragma: no cover - a class with __slots__
+            pass
+    try:
+        err.remote_traceback = text  # type: ignore[attr-defined]
+    except AttributeError:  # pragma: no cover
+        pass
+    return err
+
+
+def stage_setup_error_from(exc: BaseException) -> StageSetupError | None:
+    """The :class:`StageSetupError` carried by a Ray error, or None."""
+    err = stage_error_from(exc)
+    return err if isinstance(err, StageSetupError) else None
+
+
+@contextlib.contextmanager
+def surfaced_stage_errors() -> Iterator[None]:
+    """Around code that pulls a Ray Data plan's results: an error a stage raised on a worker
+    comes out as itself (type and one-line message naming the stage, e.g. a
+    :class:`StageSetupError` or an ``OutputWriteError``), not buried in Ray's wrapper."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - re-raised unchanged unless a stage error is inside
+        err = stage_error_from(exc)
+        if err is None:
+            raise
+        raise err from None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -139,7 +292,11 @@ def ensure_setup_on_node(stage: ProcessingStage, key: str,
         try:
             if marker.exists():
                 return False
-            stage.setup_on_node(node_info(), metadata or worker_metadata(stage, "node"))
+            meta = metadata or worker_metadata(stage, "node")
+            try:
+                stage.setup_on_node(node_info(), meta)
+            except Exception as exc:  # noqa: BLE001 - re-raised with the stage named
+                raise setup_error(stage, "setup_on_node", exc, meta) from exc
             marker.write_text(str(os.getpid()))
             return True
         finally:
@@ -171,7 +328,10 @@ def create_actor_from_stage(stage: ProcessingStage) -> type:
             self._stage = stage
             meta = worker_metadata(stage, "actor")
             ensure_setup_on_node(stage, key, meta)
-            stage.setup(meta)
+            try:
+                stage.setup(meta)
+            except Exception as exc:  # noqa: BLE001 - re-raised with the stage named
+                raise setup_error(stage, "setup", exc, meta) from exc
             self._teardown_guard: dict[str, bool] = {"done": False}
             self._finalizer = weakref.finalize(self, _teardown_once, stage, self._teardown_guard)
 
@@ -200,7 +360,10 @@ def _task_mode_stage(stage: ProcessingStage, key: str) -> ProcessingStage:
     meta = worker_metadata(stage, "task")
     ensure_setup_on_node(stage, key, meta)
     if overrides_setup(stage):
-        stage.setup(meta)
+        try:
+            stage.setup(meta)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the stage named
+            raise setup_error(stage, "setup", exc, meta) from exc
         atexit.register(_teardown_once, stage, {"done": False})
     _PROCESS_STAGES[key] = stage
     return stage

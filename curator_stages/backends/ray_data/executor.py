@@ -15,6 +15,7 @@ from curator_stages.backends.ray_data.adapter import (
     apply_stages,
     ensure_setup_on_node,
     stage_key,
+    surfaced_stage_errors,
     worker_metadata,
 )
 from curator_stages.backends.ray_data.cluster import ClusterResources, workers_fitting
@@ -93,7 +94,8 @@ class RayDataExecutor:
                 ).remote(stage, key)
                 for n in nodes
             ]
-        return {name: ray.get(refs) for name, refs in pending.items()}
+        with surfaced_stage_errors():
+            return {name: ray.get(refs) for name, refs in pending.items()}
 
     # ------------------------------------------------------------------ run
     def execute(self, stages: Pipeline | Iterable[Any],
@@ -116,8 +118,9 @@ class RayDataExecutor:
             dataset = ray.data.from_items(seeds)
             dataset = apply_stages(dataset, execution, self.ignore_head_node, plans=self.plans)
             out: list[Task] = []
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                out.extend(batch["item"])
+            with surfaced_stage_errors():
+                for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                    out.extend(batch["item"])
             return out
         finally:
             if started:
