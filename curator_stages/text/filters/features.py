@@ -161,6 +161,33 @@ class TextFeatures:
         self.n: int = len(texts)
         self.languages: np.ndarray | None = _normalise_languages(languages, self.n)
 
+    def subset(self, rows: np.ndarray) -> TextFeatures:
+        """Fresh (uncomputed) features of the documents at positions ``rows`` (sorted indices).
+
+        Why: costly rules need only judge the documents no earlier rule has failed, so
+        :class:`HeuristicFilter` builds their features on that subset. Every feature is
+        per-document (n-gram hashes and element keys are scoped by document), so a document's
+        scores are the same in the subset as in the whole batch.
+        """
+        sub = TextFeatures.__new__(TextFeatures)
+        sub.text = self.text.take(pa.array(rows, type=pa.int64()))
+        sub.n = len(rows)
+        sub.languages = None if self.languages is None else self.languages[rows]
+        # Reuse what is already computed and per document: the word split (the costliest
+        # intermediate the cheap rules share) is filtered, not redone.
+        cache = self.__dict__
+        for name in ("char_len", "has_cjk"):
+            if name in cache:
+                sub.__dict__[name] = cache[name][rows]
+        if "_split_words" in cache:
+            flat, parent, lengths = cache["_split_words"]
+            new_index = np.full(self.n, -1, dtype=np.int64)
+            new_index[rows] = np.arange(len(rows))
+            keep = new_index[parent] >= 0
+            sub.__dict__["_split_words"] = (flat.filter(pa.array(keep)), new_index[parent[keep]],
+                                            lengths[keep])
+        return sub
+
     # ------------------------------------------------------------------ characters
     @cached_property
     def char_len(self) -> np.ndarray:

@@ -7,6 +7,13 @@ kernels is where the speed over a per-document, per-rule loop comes from.
 Drop reasons: a failing document is attributed to the **first** failing rule in the stage's
 rule order (so counts by reason sum exactly to the documents dropped); in ``score``/``both``
 mode the score columns show every rule's value, so all failing rules can be recovered.
+
+Cost: rules walk in that order with a mask of documents not yet failed. A ``cost == "costly"``
+rule (the repetition rules: duplicate lines/paragraphs, n-grams) is scored only on those
+documents, on features built for that subset and shared by the following costly rules, when no
+failed document's score is output (``filter``; ``both`` without ``keep_dropped``). A failed
+document cannot change its first failing rule, so kept rows, drop reasons and kept score
+columns are the same; a 50 MB dump that fails the word count never reaches the n-gram rules.
 """
 
 from __future__ import annotations
@@ -74,6 +81,10 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
 
     name = "heuristic_filter"
     batch_size = 1
+    #: Score ``cost == "costly"`` rules only on documents no earlier rule failed (when no
+    #: failed document's score is output). Private: it changes no result, only the work done;
+    #: tests turn it off to compare.
+    _skip_failed_costly: bool = True
 
     def __init__(
         self,
@@ -150,12 +161,24 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         features = TextFeatures(column, languages)
         first_fail = np.full(n, -1, dtype=np.int64)
         scores: list[np.ndarray] = []
+        # Skip failed documents in costly rules only where no score of a failed document is
+        # output: a failed document keeps its first failing rule whatever later rules say.
+        lazy = self._skip_failed_costly and (
+            self.mode == "filter" or (self.mode == "both" and not self.keep_dropped))
+        # The rows the costly rules are scored on, and their features: the whole batch (sharing
+        # the cheap rules' intermediates) until enough of its text has failed to pay a subset.
+        costly: tuple[np.ndarray, TextFeatures] = (np.arange(n), features)
         for i, rule in enumerate(self.rules):
-            s = np.asarray(rule.score(features), dtype=np.float64)
-            failed = ~np.asarray(rule.keep(s), dtype=bool)
-            abstain = rule.abstains(features)
-            if abstain is not None:
-                failed &= ~np.asarray(abstain, dtype=bool)
+            if not (lazy and rule.cost == "costly"):
+                s, failed = _judge(rule, features)
+            else:
+                alive = np.flatnonzero(first_fail < 0)
+                if _worth_subset(features, costly, alive):
+                    costly = (alive, features.subset(alive))
+                rows, sub = costly
+                s, failed = np.full(n, np.nan), np.zeros(n, dtype=bool)
+                if len(rows):
+                    s[rows], failed[rows] = _judge(rule, sub)
             first_fail[failed & (first_fail < 0)] = i
             scores.append(s)
 
@@ -192,6 +215,33 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         counts = np.bincount(first_fail[~keep], minlength=len(self.rules))
         record_drops(out, {r.name: int(c) for r, c in zip(self.rules, counts)})
         return out
+
+
+def _judge(rule: Rule, features: TextFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, failed) of ``rule`` on ``features``; an abstaining rule fails no document."""
+    s = np.asarray(rule.score(features), dtype=np.float64)
+    failed = ~np.asarray(rule.keep(s), dtype=bool)
+    abstain = rule.abstains(features)
+    if abstain is not None:
+        failed &= ~np.asarray(abstain, dtype=bool)
+    return s, failed
+
+
+def _worth_subset(features: TextFeatures, costly: tuple[np.ndarray, TextFeatures],
+                 alive: np.ndarray) -> bool:
+    """Whether to build new features for the ``alive`` rows before a costly rule.
+
+    Costly work grows with text, so what a subset saves is the text of the failed documents.
+    From the whole batch (whose word split the subset reuses) a subset pays once a tenth of the
+    text has failed; from an earlier subset, whose duplicate and n-gram intermediates the
+    following costly rules would share, only once half of its text has.
+    """
+    rows, current = costly
+    if len(alive) == len(rows):  # alive only shrinks: same length means the same rows
+        return False
+    chars = features.char_len
+    dead_share = 1.0 - (chars[alive].sum() + len(alive)) / (chars[rows].sum() + len(rows))
+    return dead_share >= (0.1 if current is features else 0.5)
 
 
 # ---------------------------------------------------------------------------- presets

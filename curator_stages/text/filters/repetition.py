@@ -33,6 +33,7 @@ encoder and n-grams from a vectorised 64-bit rolling hash over word codes, scope
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -83,6 +84,8 @@ def _paragraph_duplicates(f: TextFeatures) -> tuple[np.ndarray, np.ndarray]:
 class DuplicateLineFractionRule(Rule):
     """Duplicate lines / non-blank lines at most ``max_fraction`` (Gopher 0.3)."""
 
+    cost: ClassVar[Literal["cheap", "costly"]] = "costly"
+
     max_fraction: float = 0.3
 
     @property
@@ -100,6 +103,8 @@ class DuplicateLineFractionRule(Rule):
 class DuplicateLineCharFractionRule(Rule):
     """Characters in duplicate lines / document characters at most ``max_fraction`` (Gopher 0.2)."""
 
+    cost: ClassVar[Literal["cheap", "costly"]] = "costly"
+
     max_fraction: float = 0.2
 
     @property
@@ -116,6 +121,8 @@ class DuplicateLineCharFractionRule(Rule):
 @dataclass(frozen=True)
 class DuplicateParagraphFractionRule(Rule):
     """Duplicate paragraphs / non-blank paragraphs at most ``max_fraction`` (Gopher 0.3)."""
+
+    cost: ClassVar[Literal["cheap", "costly"]] = "costly"
 
     max_fraction: float = 0.3
 
@@ -136,6 +143,8 @@ class DuplicateParagraphCharFractionRule(Rule):
     """Characters in duplicate paragraphs / document characters at most ``max_fraction``
     (Gopher 0.2)."""
 
+    cost: ClassVar[Literal["cheap", "costly"]] = "costly"
+
     max_fraction: float = 0.2
 
     @property
@@ -155,6 +164,8 @@ class TopNGramRule(Rule):
 
     Gopher: n=2 -> 0.20, n=3 -> 0.18, n=4 -> 0.16 (see :func:`top_ngram_rules`).
     """
+
+    cost: ClassVar[Literal["cheap", "costly"]] = "costly"
 
     n: int = 2
     max_fraction: float = 0.20
@@ -187,6 +198,8 @@ class DuplicateNGramRule(Rule):
 
     Gopher: n=5..10 -> 0.15, 0.14, 0.13, 0.12, 0.11, 0.10 (see :func:`duplicate_ngram_rules`).
     """
+
+    cost: ClassVar[Literal["cheap", "costly"]] = "costly"
 
     n: int = 5
     max_fraction: float = 0.15

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -98,6 +98,13 @@ URL_REGEX = r"(?i)(?:\b[a-z][a-z0-9+.\-]*://|\bwww\.)[^\s<>\"'`]+"
 
 class Rule(ABC):
     """A named, thresholded, batched document score (see module docstring)."""
+
+    #: How expensive :meth:`score` is. ``"cheap"``: reads the shared per-batch features (word
+    #: split, lines, regex counts), roughly one pass over the text. ``"costly"``: builds much
+    #: more (duplicate lines/paragraphs, n-gram hashes); in filter mode
+    #: :class:`HeuristicFilter` scores a costly rule only on documents no earlier rule failed.
+    #: A class attribute, not a field: it changes no score, so it is not part of identity.
+    cost: ClassVar[Literal["cheap", "costly"]] = "cheap"
 
     @property
     @abstractmethod
