@@ -300,6 +300,27 @@ class GlobalStage(ABC):
     def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:
         """Look at all tasks of ``dataset`` (tasks under ``"item"``) and return the stage to apply."""
 
+    # In-process fit (no Ray): what LocalExecutor / MultiprocessExecutor call. Split in a
+    # per-task map (parallel, next to the data) and one reduce, so a multiprocessing backend
+    # ships only the map's compact output to the driver.
+    def map_local(self, task: Task) -> Any:
+        """The compact per-task part of the fit (for example, text hashes and ids)."""
+        raise NotImplementedError(
+            f"global stage {self.stage_name!r} ({type(self).__name__}) has no in-process fit; "
+            "run it with RayDataExecutor or implement map_local/reduce_local"
+        )
+
+    def reduce_local(self, parts: list[Any]) -> ProcessingStage:
+        """Combine every task's ``map_local`` output into the per-task stage to apply."""
+        raise NotImplementedError(
+            f"global stage {self.stage_name!r} ({type(self).__name__}) has no in-process fit; "
+            "run it with RayDataExecutor or implement map_local/reduce_local"
+        )
+
+    def fit_local(self, tasks: "Iterable[Task]") -> ProcessingStage:
+        """In-process equivalent of :meth:`fit`: same decision, no Ray."""
+        return self.reduce_local([self.map_local(t) for t in tasks])
+
     @property
     def stage_name(self) -> str:
         return self.name or _snake(type(self).__name__)

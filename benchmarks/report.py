@@ -1,0 +1,100 @@
+"""Write the results section of BENCHMARKS.md from a result JSON (between fixed markers).
+
+The hand-written parts of BENCHMARKS.md (method, analysis) stay as they are; only the text
+between ``<!-- results:start -->`` and ``<!-- results:end -->`` is regenerated.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+ORDER = ["local", "ray", "prefect_per_stage", "prefect_fused", "mp", "flow_cli"]
+
+
+def _mmm(s: dict[str, float] | None, fmt: str = "{:.2f}") -> str:
+    if not s:
+        return "-"
+    if s.get("n", 1) == 1 or s["min"] == s["max"]:
+        return fmt.format(s["median"])
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}-{fmt.format(s['max'])})"
+
+
+def render(result: dict[str, Any], json_path: Path | None = None) -> str:
+    from benchmarks.run import LABELS
+
+    m = result["machine"]
+    v = m["versions"]
+    lines = [
+        ("" if result.get("complete", True) else "**Partial results (run interrupted or in "
+                                                 "progress).** ") +
+        f"Run `{result['command']}` started {result['started']} ({result['duration_s']:.0f} s), "
+        f"git {m['git_head']}" + (f", raw data `{json_path.relative_to(json_path.parents[2])}`"
+                                  if json_path else "") + ".",
+        "",
+        f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['memory_gib']} GiB; "
+        f"{m['os']}; Python {v['python']}, Ray {v['ray']}, Prefect {v['prefect']}, "
+        f"prefect-ray {v.get('prefect_ray', '?')}, pyarrow {v['pyarrow']}.",
+        "",
+        "Cells: median (min-max) over repeats. Speed-up = baseline wall / variant wall, paired by "
+        "repeat (run back to back). *steady* excludes start-up (imports, `ray.init`, Prefect's "
+        "API); memory is the peak of the sum of PSS over the whole process tree (Ray's gcs, "
+        "raylet and workers included) and the driver's peak RSS; CPU is user+system seconds of "
+        "the whole tree; load is the 1-minute load average before the run (the machine is "
+        "shared).",
+        "",
+    ]
+    for size, entry in sorted(result["summary"].items(), key=lambda kv: int(kv[0])):
+        corpus = result["corpora"].get(size, {})
+        mb = corpus.get("text_bytes", 0) / 2**20
+        lines += [f"### {int(size):,} documents ({mb:.0f} MB of text, {corpus.get('shards', '?')} "
+                  "JSONL shards)", ""]
+        lines += ["| variant | wall s | docs/s | MB/s | steady s | start-up s | speed-up vs (1) "
+                  "| steady speed-up | wall / (2) | steady / (2) | tree PSS MB | driver RSS MB | CPU s "
+                  "| CPU / (1) | spilled MiB | load |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for variant in ORDER:
+            e = entry.get(variant)
+            if not e:
+                continue
+            spilled = e.get("spilled_mib")
+            lines.append("| " + " | ".join([
+                LABELS.get(variant, variant),
+                _mmm(e["wall_s"]), _mmm(e["docs_per_s"], "{:.0f}"), _mmm(e["text_mb_per_s"]),
+                _mmm(e["steady_s"]), _mmm(e["startup_s"]),
+                _mmm(e.get("speedup_vs_local")) + ("x" if e.get("speedup_vs_local") else ""),
+                _mmm(e.get("steady_speedup_vs_local")) + ("x" if e.get("steady_speedup_vs_local") else ""),
+                _mmm(e.get("wall_vs_ray")) + ("x" if e.get("wall_vs_ray") else ""),
+                _mmm(e.get("steady_vs_ray")) + ("x" if e.get("steady_vs_ray") else ""),
+                _mmm(e["peak_tree_pss_mb"], "{:.0f}"), _mmm(e["peak_driver_rss_mb"], "{:.0f}"),
+                _mmm(e["cpu_s"], "{:.1f}"),
+                _mmm(e.get("cpu_vs_local")) + ("x" if e.get("cpu_vs_local") else ""),
+                "-" if spilled is None else f"{spilled:.0f}",
+                _mmm(e["load_avg_1m_before"], "{:.1f}"),
+            ]) + " |")
+        lines.append("")
+    failed = [r for r in result["runs"] if not r.get("ok")]
+    if failed:
+        lines += ["Failed runs (excluded above): " + ", ".join(
+            f"{r['variant']}@{r['documents']} r{r['repeat']} (rc {r.get('returncode')})"
+            for r in failed), ""]
+    return "\n".join(lines)
+
+
+def update_markdown(md_path: Path, result: dict[str, Any], json_path: Path | None = None) -> None:
+    body = render(result, json_path)
+    text = md_path.read_text() if md_path.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    if START not in text or END not in text:
+        text = text.rstrip() + f"\n\n## Latest results\n\n{START}\n{END}\n"
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    md_path.write_text(f"{head}{START}\n{body}\n{END}{tail}")
+
+
+if __name__ == "__main__":  # python -m benchmarks.report results/X.json
+    path = Path(sys.argv[1])
+    update_markdown(Path(__file__).resolve().parent / "BENCHMARKS.md",
+                    json.loads(path.read_text()), path.resolve())

@@ -1,0 +1,172 @@
+"""One benchmark run of one variant, in a fresh interpreter (what ``benchmarks.run`` spawns).
+
+    python -m benchmarks.variant --variant ray --input DIR --output DIR --work-dir DIR --result F
+
+Variants: ``local`` (single-process loop over the stage objects), ``mp`` (2-worker
+multiprocessing pool), ``ray`` (RayDataExecutor, one streaming plan), ``prefect_per_stage`` and
+``prefect_fused`` (the Prefect flow, one stage task per stage / cheap stages fused).
+
+Writes a JSON with the phases measured inside the process: ``startup_s`` (imports, Ray and
+Prefect start) and ``steady_s`` (the pipeline with everything started), the accounting, and for
+Ray variants the object store's spill counters. Wall time end to end and memory are measured
+from outside by the parent (``benchmarks.monitor``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+
+T_START = time.perf_counter()
+
+VARIANTS = ("local", "mp", "ray", "prefect_per_stage", "prefect_fused")
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Environment defaults of flows/text_curation.py, applied to every variant alike.
+QUIET_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    "PREFECT_LOGGING_INTERNAL_LEVEL": "ERROR",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+def _ray_init(num_cpus: int | None) -> None:
+    """Start the embedded Ray exactly as the flow's RaySession does (so the flow reuses it)."""
+    import ray
+
+    runtime_env = {"env_vars": {"PYTHONPATH": REPO_ROOT}}
+    if os.environ.get("BENCH_RAY_NO_RUNTIME_ENV") == "1":  # experiment: plain workers
+        runtime_env = None
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             runtime_env=runtime_env)
+
+
+def ray_spill_stats() -> dict[str, float]:
+    """Object store spill/restore counters of the live Ray cluster (MiB), from its summary."""
+    try:
+        from ray._private.internal_api import memory_summary
+
+        import ray
+
+        text = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
+    except Exception as exc:  # noqa: BLE001 - report, never fail a benchmark on it
+        return {"error": repr(exc)}
+    out: dict[str, float] = {}
+    for key, pattern in (("spilled_mib", r"Spilled (\d+) MiB"),
+                         ("restored_mib", r"Restored (\d+) MiB")):
+        m = re.search(pattern, text)
+        out[key] = float(m.group(1)) if m else 0.0
+    m = re.search(r"Plasma memory usage (\d+) MiB", text)
+    if m:
+        out["plasma_used_mib_at_end"] = float(m.group(1))
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    from benchmarks.pipeline import accounting, flow_params, reference_stages
+
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    result: dict = {"variant": args.variant}
+    if args.variant in ("local", "mp", "ray"):
+        stages = reference_stages(args.input, args.output, args.files_per_group)
+        if args.variant == "local":
+            from curator_stages.backends.local import LocalExecutor
+
+            executor = LocalExecutor()
+        elif args.variant == "mp":
+            from curator_stages.backends.local import MultiprocessExecutor
+
+            executor = MultiprocessExecutor(workers=args.workers, spill_dir=args.work_dir)
+        else:
+            from curator_stages.backends.ray_data import RayDataExecutor
+
+            _ray_init(args.num_cpus)
+            executor = RayDataExecutor(progress_bars=False)
+        t_ready = time.perf_counter()
+        out = executor.execute(stages)
+        t_done = time.perf_counter()
+        result.update(accounting(out))
+        if args.variant == "ray":
+            result["ray_spill"] = ray_spill_stats()
+            import ray
+
+            ray.shutdown()
+    else:
+        import sys
+
+        sys.path.insert(0, REPO_ROOT)
+        from prefect import flow
+
+        import flows.text_curation as flow_module
+        from flows.text_curation import TextCurationParams, text_curation
+
+        if args.fuse_writer:
+            # Experiment: the writer joins the last group (no checkpoint of dedup's full output).
+            build = flow_module.build_stage_groups
+
+            def fused_writer_groups(p):  # noqa: ANN001
+                groups = build(p)
+                if len(groups) > 1:
+                    groups = [*groups[:-2], [*groups[-2], *groups[-1]]]
+                return groups
+
+            flow_module.build_stage_groups = fused_writer_groups
+
+        params = TextCurationParams(**flow_params(
+            args.input, args.output, args.work_dir, fused=args.variant == "prefect_fused",
+            files_per_group=args.files_per_group, num_cpus=args.num_cpus))
+        # Start what a long-lived worker already has: Ray, and Prefect's API (a no-op flow).
+        _ray_init(args.num_cpus)
+        flow(name="benchmark-warm-up")(lambda: None)()
+        t_ready = time.perf_counter()
+        summary = text_curation(params)
+        t_done = time.perf_counter()
+        for key in ("documents_read", "documents_written", "documents_dropped",
+                    "documents_quarantined", "dropped_by_reason"):
+            result[key] = summary[key]
+        result["identity_holds"] = summary["identity"]["holds"]
+        result["stage_tasks"] = [{k: t.get(k) for k in ("stages", "status", "wall_time_s")}
+                                 for t in summary.get("stage_tasks", [])]
+        result["ray_spill"] = ray_spill_stats()
+        import ray
+
+        ray.shutdown()
+    result["startup_s"] = round(t_ready - T_START, 3)
+    result["steady_s"] = round(t_done - t_ready, 3)
+    result["in_process_total_s"] = round(time.perf_counter() - T_START, 3)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.variant")
+    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--work-dir", required=True)
+    parser.add_argument("--result", required=True, help="JSON file to write")
+    parser.add_argument("--files-per-group", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=2, help="mp variant: pool size")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
+    parser.add_argument("--fuse-writer", action="store_true",
+                        help="Prefect variants: run the writer in the last dedup's stage task")
+    args = parser.parse_args(argv)
+    result = run(args)
+    with open(args.result, "w") as f:
+        json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
