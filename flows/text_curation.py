@@ -359,10 +359,16 @@ def _start_ephemeral_api_in_background():
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
         return None
-    from prefect.server.api.server import SubprocessASGIServer
 
-    # Prefect's client reuses this process-wide instance (same key: no port given).
-    thread = threading.Thread(target=SubprocessASGIServer().start, daemon=True)
+    def start() -> None:
+        # Importing the server module costs seconds of CPU; doing it here keeps it off the
+        # main thread, which meanwhile starts Ray (mostly waiting on Ray's processes).
+        from prefect.server.api.server import SubprocessASGIServer
+
+        # Prefect's client reuses this process-wide instance (same key: no port given).
+        SubprocessASGIServer().start()
+
+    thread = threading.Thread(target=start, daemon=True, name="prefect-api-start")
     thread.start()
     return thread
 
