@@ -25,6 +25,11 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+# Ray workers import test helpers (tests.*) and flows (flows.*) from the checkout. They inherit
+# this environment; a job-level runtime_env would instead leave Ray's prestarted workers unused.
+if str(REPO_ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +44,6 @@ def ray_cluster():
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=True,
-            runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
         )
     DataContext.get_current().enable_progress_bars = False
     yield ray
