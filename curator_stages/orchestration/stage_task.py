@@ -102,6 +102,12 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
     ckpt.remove_stale_temporaries(path)
 
     quiet_ray_data()
+    # As in RayDataExecutor: Ray Data's per-operator reservation splits a small cluster's CPUs
+    # between operators, so the main map ran one task while a CPU idled. This worker runs one
+    # stage task's plan at a time, so the setting stays local to it.
+    from ray.data import DataContext
+
+    DataContext.get_current().op_resource_reservation_enabled = False
     start = time.perf_counter()
     dataset = ckpt.load_dataset(input_ref.path, seed_tasks=[EmptyTask()])
     plans: list[Any] = []
