@@ -27,18 +27,8 @@ VARIANTS = ("local", "mp", "ray", "prefect_per_stage", "prefect_fused")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: Environment defaults of flows/text_curation.py, applied to every variant alike.
-QUIET_ENV = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-    "PREFECT_LOGGING_INTERNAL_LEVEL": "ERROR",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    "RAY_DEDUP_LOGS": "0",
-}
+#: Environment defaults of a local flow run, applied to every variant alike.
+from curator_stages.orchestration.local_defaults import LOCAL_RUN_ENV_DEFAULTS as QUIET_ENV  # noqa: E402
 
 
 def _ray_init(num_cpus: int | None) -> None:

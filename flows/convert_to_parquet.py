@@ -26,8 +26,12 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow
-from pydantic import BaseModel, ConfigDict, Field
+from curator_stages.orchestration.local_defaults import apply_local_run_defaults
+
+apply_local_run_defaults()  # quiet defaults for a local run, before Prefect is imported
+
+from prefect import flow  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 
 if __package__ in (None, ""):  # `python flows/convert_to_parquet.py` from anywhere
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -23,20 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 # Quiet defaults for a local run; explicit settings in the environment win.
-for _key, _value in {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-    "PREFECT_LOGGING_INTERNAL_LEVEL": "ERROR",
-    # The temporary API of a local run migrates a fresh database on first use; on a busy
-    # machine that takes longer than Prefect's default 20 s.
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    "RAY_DEDUP_LOGS": "0",
-}.items():
-    os.environ.setdefault(_key, _value)
+from curator_stages.orchestration.local_defaults import apply_local_run_defaults  # noqa: E402
+
+apply_local_run_defaults()
 
 from prefect import flow, get_run_logger  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator  # noqa: E402

@@ -1,0 +1,29 @@
+"""Environment defaults for a local run: quiet, offline, and patient on a busy machine.
+
+Set before Prefect or Ray is imported (both read these at import or start-up). Explicit settings
+in the environment always win, so a deployment's job variables or a user's shell still decide.
+"""
+
+from __future__ import annotations
+
+import os
+
+LOCAL_RUN_ENV_DEFAULTS: dict[str, str] = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    "PREFECT_LOGGING_INTERNAL_LEVEL": "ERROR",
+    # The temporary API of a local run migrates a fresh database on first use; on a busy
+    # machine that takes longer than Prefect's default 20 s.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+def apply_local_run_defaults() -> None:
+    """Put :data:`LOCAL_RUN_ENV_DEFAULTS` into ``os.environ`` where not already set."""
+    for key, value in LOCAL_RUN_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
