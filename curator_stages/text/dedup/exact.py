@@ -19,7 +19,12 @@ import xxhash
 
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.tasks import DocumentBatch
-from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet, ids_column
+from curator_stages.text.dedup.idset import (
+    DuplicateIdFilter,
+    IdSet,
+    document_tables,
+    ids_column,
+)
 from curator_stages.text.dedup.shuffle import choose_num_partitions, partition_reduce
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,15 +58,7 @@ def _exact_hash_batch(batch: dict[str, np.ndarray], text_field: str, id_field: s
                       normalize: bool, lowercase: bool, stage_name: str) -> pa.Table:
     """One compact table (h0, h1, id) for a batch of tasks (Ray Data rows {"item": task})."""
     h0, h1, ids = [], [], []
-    for task in batch["item"]:
-        table = task.to_pyarrow()
-        if table.num_rows == 0:
-            continue
-        if text_field not in table.column_names:
-            raise KeyError(
-                f"stage {stage_name!r}: documents lack the text field {text_field!r} (columns: "
-                f"{table.column_names}); set text_field= to the column holding the text"
-            )
+    for table in document_tables(batch["item"], text_field, stage_name):
         hashes = _hash_texts(table.column(text_field).to_pylist(), normalize, lowercase)
         h0.append(hashes[:, 0])
         h1.append(hashes[:, 1])

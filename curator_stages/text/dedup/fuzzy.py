@@ -31,7 +31,12 @@ import ray
 
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.text.dedup.components import duplicate_components, ids_to_remove
-from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet, ids_column
+from curator_stages.text.dedup.idset import (
+    DuplicateIdFilter,
+    IdSet,
+    document_tables,
+    ids_column,
+)
 from curator_stages.text.dedup.lsh import band_keys, bucket_pairs, explode_bands, optimal_bands
 from curator_stages.text.dedup.minhash import (
     minhash_signatures,
@@ -94,15 +99,7 @@ def _signature_batch(batch: dict[str, np.ndarray], *, text_field: str, id_field:
                      ngram_size: int, word_ngrams: bool, a: np.ndarray, b: np.ndarray,
                      bands: int, rows: int, stage_name: str) -> pa.Table:
     ids_parts, sigs, keys, has = [], [], [], []
-    for task in batch["item"]:
-        table = task.to_pyarrow()
-        if table.num_rows == 0:
-            continue
-        if text_field not in table.column_names:
-            raise KeyError(
-                f"stage {stage_name!r}: documents lack the text field {text_field!r} (columns: "
-                f"{table.column_names}); set text_field= to the column holding the text"
-            )
+    for table in document_tables(batch["item"], text_field, stage_name):
         texts = [normalize_for_shingles(t) for t in table.column(text_field).to_pylist()]
         ids_parts.append(ids_column(table, id_field, stage_name))
         for chunk in _chunks_by_chars(texts, MAX_CHARS_PER_CHUNK):
@@ -137,10 +134,7 @@ def _shingle_sets_batch(batch: dict[str, np.ndarray], *, text_field: str, id_fie
                         stage_name: str) -> pa.Table:
     out_ids: list[str] = []
     out_sets: list[np.ndarray] = []
-    for task in batch["item"]:
-        table = task.to_pyarrow()
-        if table.num_rows == 0:
-            continue
+    for table in document_tables(batch["item"], text_field, stage_name):
         mask = pc.is_in(ids_column(table, id_field, stage_name), value_set=wanted)
         sub = table.filter(mask)
         if sub.num_rows == 0:

@@ -10,7 +10,7 @@ wrongly removed) has probability ~n^2/2^129: nil in practice.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -97,3 +97,21 @@ def ids_column(table: pa.Table, id_field: str, stage_name: str) -> pa.ChunkedArr
         )
     col = table.column(id_field)
     return col if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) else pc.cast(col, pa.string())
+
+
+def document_tables(tasks: Iterable[DocumentBatch], text_field: str,
+                    stage_name: str) -> Iterator[pa.Table]:
+    """The non-empty document tables of ``tasks``, each checked for the text field.
+
+    Both dedup fits walk their input this way; the error names the stage, the field and the fix.
+    """
+    for task in tasks:
+        table = task.to_pyarrow()
+        if table.num_rows == 0:
+            continue
+        if text_field not in table.column_names:
+            raise KeyError(
+                f"stage {stage_name!r}: documents lack the text field {text_field!r} (columns: "
+                f"{table.column_names}); set text_field= to the column holding the text"
+            )
+        yield table
