@@ -33,13 +33,11 @@ from curator_stages.orchestration.local_defaults import LOCAL_RUN_ENV_DEFAULTS a
 
 def _ray_init(num_cpus: int | None) -> None:
     """Start the embedded Ray exactly as the flow's RaySession does (so the flow reuses it)."""
-    import ray
+    from curator_stages.backends.ray_data.local_ray import start_local_ray
 
-    runtime_env = {"env_vars": {"PYTHONPATH": REPO_ROOT}}
-    if os.environ.get("BENCH_RAY_NO_RUNTIME_ENV") == "1":  # experiment: plain workers
-        runtime_env = None
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             runtime_env=runtime_env)
+    start_local_ray(num_cpus, log_to_driver=False,
+                    runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}},
+                    warm=os.environ.get("BENCH_RAY_WARM", "1") == "1")
 
 
 def ray_spill_stats() -> dict[str, float]:
@@ -117,8 +115,13 @@ def run(args: argparse.Namespace) -> dict:
         params = TextCurationParams(**flow_params(
             args.input, args.output, args.work_dir, fused=args.variant == "prefect_fused",
             files_per_group=args.files_per_group, num_cpus=args.num_cpus))
-        # Start what a long-lived worker already has: Ray, and Prefect's API (a no-op flow).
+        # Start what a long-lived worker already has: Ray, and Prefect's API, the way
+        # `python flows/text_curation.py` does (the API server starts while Ray starts); the
+        # no-op flow makes sure the API answers before the steady phase is timed.
+        server = flow_module._start_ephemeral_api_in_background()
         _ray_init(args.num_cpus)
+        if server is not None:
+            server.join()
         flow(name="benchmark-warm-up")(lambda: None)()
         t_ready = time.perf_counter()
         summary = text_curation(params)

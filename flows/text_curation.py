@@ -210,8 +210,15 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     writer_cls = ParquetWriter if p.output_format == "parquet" else JsonlWriter
     dropped = (f"{p.output.rstrip('/')}/dropped"
                if p.write_dropped or p.dropped_examples_per_rule else None)
-    groups.append([writer_cls(data_dir, mode="overwrite", quarantine_output=quarantine,
-                              dropped_output=dropped)])
+    writer = writer_cls(data_dir, mode="overwrite", quarantine_output=quarantine,
+                        dropped_output=dropped)
+    if p.fuse_cheap_stages:
+        # The writer joins the last stage task: its input (the whole surviving corpus) is then
+        # never written as a checkpoint and read back just to be written again. Resuming after
+        # a failed write re-runs that one task (dedup, or the filter), from its input checkpoint.
+        groups[-1].append(writer)
+    else:
+        groups.append([writer])
     return groups
 
 

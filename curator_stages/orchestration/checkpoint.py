@@ -13,6 +13,7 @@ removed before the next attempt. So a retried or resumed stage never sees partia
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -20,7 +21,8 @@ import re
 import shutil
 import time
 import uuid
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
 
 import fsspec
 import numpy as np
@@ -150,6 +152,54 @@ def _write_error(final_path: str, exc: OSError) -> CheckpointWriteError:
     return err
 
 
+@dataclass
+class CheckpointPart:
+    """What a worker that wrote one task file sends back: enough for the manifest and the
+    stage summary (``num_items`` and ``_stage_perf`` read like a task's), never the data."""
+
+    file: str
+    task_type: str
+    num_items: int
+    is_documents: bool
+    task_id: str = ""
+    _stage_perf: list[StagePerfStats] = field(default_factory=list)
+
+
+def _part_stem(task: Task) -> str:
+    """A file stem unique per task and attempt: a retried Ray task never overwrites a part
+    another attempt may still be writing; :meth:`CheckpointWriter.commit` removes orphans."""
+    digest = hashlib.sha1(str(task.task_id).encode()).hexdigest()[:12]
+    return f"part-{digest}-{uuid.uuid4().hex[:8]}"
+
+
+def write_part(task: Task, tmp_path: str, label: str) -> CheckpointPart:
+    """Write one task into a checkpoint's temporary directory (runs on a worker)."""
+    try:
+        name = write_task(task, join(tmp_path, _part_stem(task)))
+    except OSError as exc:
+        cause = _write_error(tmp_path.rsplit(".tmp-", 1)[0], exc)
+        err = CheckpointWriteError(f"stage {label!r}: {cause}")
+        err.errno = cause.errno
+        raise err from exc
+    return CheckpointPart(file=name, task_type=type(task).__name__, num_items=int(task.num_items),
+                          is_documents=isinstance(task, DocumentBatch),
+                          task_id=str(task.task_id), _stage_perf=list(task._stage_perf))
+
+
+def parts_writer(tmp_path: str, label: str) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """A Ray Data batch function that writes each task row into ``tmp_path`` and emits its
+    :class:`CheckpointPart` (fused into the last stage's tasks by ``apply_stages(after=)``)."""
+
+    def WriteCheckpoint(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # noqa: N802
+        tasks = batch["item"]
+        out = np.empty(len(tasks), dtype=object)
+        for i, task in enumerate(tasks):
+            out[i] = write_part(task, tmp_path, label)
+        return {"item": out}
+
+    return WriteCheckpoint
+
+
 class CheckpointWriter:
     """Writes tasks into a temporary sibling directory; :meth:`commit` makes it the checkpoint.
 
@@ -182,8 +232,34 @@ class CheckpointWriter:
         if isinstance(task, DocumentBatch):
             self.num_documents += num_items
 
+    def add_part(self, part: CheckpointPart) -> None:
+        """Record a task file a worker wrote with :func:`write_part` into :attr:`tmp_path`."""
+        self.files.append({"file": part.file, "task_type": part.task_type,
+                           "num_items": part.num_items, "task_id": part.task_id})
+        if part.is_documents:
+            self.num_documents += part.num_items
+
+    def _remove_unlisted(self) -> None:
+        """Files of Ray task attempts that failed after writing: not in the manifest, removed."""
+        listed = {f["file"] for f in self.files}
+        _, tmp = _fs(self.tmp_path)
+        for entry in self.fs.ls(tmp, detail=False):
+            name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith("part-") and name not in listed:
+                self.fs.rm(entry)
+
     def commit(self, **extra: Any) -> dict[str, Any]:
-        """Write the manifest last, then move the directory into place; returns the manifest."""
+        """Write the manifest last, then move the directory into place; returns the manifest.
+
+        Files are listed in task-id order (then file name), so the next stage reads them in
+        the same order whichever worker finished first.
+        """
+        if any("task_id" in f for f in self.files):
+            self.files.sort(key=lambda f: (f.get("task_id", ""), f["file"]))
+            try:
+                self._remove_unlisted()
+            except OSError as exc:
+                raise _write_error(self.final_path, exc) from exc
         manifest = {
             "format": CHECKPOINT_FORMAT,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -253,6 +329,27 @@ def _load_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for i, path in enumerate(paths):
         out[i] = read_task(str(path))
     return {"item": out}
+
+
+def load_tasks_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Ray Data batch function: checkpoint file paths in, their tasks out (one row each)."""
+    return _load_batch(batch)
+
+
+load_tasks_batch.__name__ = load_tasks_batch.__qualname__ = "LoadCheckpoint"
+
+
+def file_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None):
+    """(dataset, loader): the checkpoint's file paths with :func:`load_tasks_batch` to turn
+    them into tasks inside the first stage's workers, or the seed tasks and ``None``."""
+    import ray.data
+
+    if path is None:
+        return ray.data.from_items([{"item": t} for t in (seed_tasks or [])]), None
+    files = checkpoint_files(path)
+    if not files:
+        return ray.data.from_items([{"item": None}]).filter(lambda row: False), None
+    return ray.data.from_items(files, override_num_blocks=min(len(files), 256)), load_tasks_batch
 
 
 def load_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None):

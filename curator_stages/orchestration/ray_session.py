@@ -23,14 +23,9 @@ from typing import Any, Iterator
 
 from prefect_ray.task_runners import RayTaskRunner
 
-logger = logging.getLogger(__name__)
+from curator_stages.backends.ray_data.local_ray import QUIET_RAY_ENV, start_local_ray
 
-#: Environment defaults for an embedded Ray (only applied when not already set).
-QUIET_RAY_ENV = {
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
+logger = logging.getLogger(__name__)
 
 
 class RaySession:
@@ -42,13 +37,16 @@ class RaySession:
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
                  log_to_driver: bool = True, runtime_env: dict[str, Any] | None = None,
-                 include_dashboard: bool = False, configure_data_context: bool = True) -> None:
+                 include_dashboard: bool = False, configure_data_context: bool = True,
+                 warm_workers: bool = True) -> None:
         self.requested_address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
         self.log_to_driver = log_to_driver
         self.runtime_env = runtime_env
         self.include_dashboard = include_dashboard
         self.configure_data_context = configure_data_context
+        #: An embedded Ray's workers import the stage modules at once (see local_ray).
+        self.warm_workers = warm_workers
         self.owns_connection = False
         self.started_local = False
         self.address: str | None = None
@@ -66,12 +64,9 @@ class RaySession:
                      runtime_env=self.runtime_env)
             self.owns_connection = True
         else:
-            # An explicit address=None with RAY_ADDRESS unset starts a local Ray; "local" makes
-            # sure a RAY_ADDRESS set later by a library does not redirect us.
-            runtime_env = _env_vars_into_environ(self.runtime_env)
-            ray.init(address="local", num_cpus=self.num_cpus,
-                     include_dashboard=self.include_dashboard,
-                     log_to_driver=self.log_to_driver, runtime_env=runtime_env)
+            start_local_ray(self.num_cpus, log_to_driver=self.log_to_driver,
+                            runtime_env=self.runtime_env, include_dashboard=self.include_dashboard,
+                            warm=self.warm_workers)
             self.owns_connection = True
             self.started_local = True
         self.address = ray.get_runtime_context().gcs_address
@@ -93,34 +88,14 @@ class RaySession:
         return float(ray.cluster_resources().get("CPU", 0))
 
 
-def _env_vars_into_environ(runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:
-    """For an embedded Ray, a runtime_env of only ``env_vars`` becomes this process's environment.
-
-    Why: the local raylet and its workers inherit this process's environment, so the effect is
-    the same, but a job-level runtime_env makes every worker of the job a runtime-env worker:
-    the ``num_cpus`` workers the raylet prestarts at start-up (env-less) are then never used and
-    each stage task waits for fresh ones (measured: 2 wasted workers per local run, ~1 CPU-s
-    each, plus a runtime-env agent round trip per new worker). ``PYTHONPATH`` is prepended to
-    the existing value; other variables are set. Anything else keeps the runtime_env as given.
-    """
-    if not runtime_env or set(runtime_env) != {"env_vars"}:
-        return runtime_env
-    for key, value in (runtime_env.get("env_vars") or {}).items():
-        if key == "PYTHONPATH" and os.environ.get(key):
-            parts = os.environ[key].split(os.pathsep)
-            if value not in parts:
-                os.environ[key] = os.pathsep.join([value, *parts])
-        else:
-            os.environ[key] = value
-    return None
-
-
 def quiet_ray_data() -> None:
     """No progress bars (they garble logs under Prefect) and no per-run plan banners."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
+    # Tasks travel as pickled objects by design; saying so stops a warning per worker.
+    ctx.enable_fallback_to_arrow_object_ext_type = True
     with contextlib.suppress(AttributeError):
         ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -84,8 +84,8 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
     """Run ``stages`` (one, or a fused chain) on ``input_ref``; write and return the output.
 
     Runs inside a Ray worker under :class:`SessionRayTaskRunner` (or in-process); the Ray Data
-    plan it builds streams through the cluster, and only the output tasks come back here to be
-    written. Returns immediately when the output checkpoint already exists (unless ``refresh``).
+    plan it builds streams through the cluster, its workers read the input checkpoint and write
+    the output one, and only a small record per output file comes back here. Returns immediately when the output checkpoint already exists (unless ``refresh``).
     """
     from curator_stages.backends.ray_data import apply_stages, surfaced_stage_errors
     from curator_stages.orchestration.ray_session import quiet_ray_data
@@ -109,15 +109,19 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
 
     DataContext.get_current().op_resource_reservation_enabled = False
     start = time.perf_counter()
-    dataset = ckpt.load_dataset(input_ref.path, seed_tasks=[EmptyTask()])
+    dataset, loader = ckpt.file_dataset(input_ref.path, seed_tasks=[EmptyTask()])
     plans: list[Any] = []
-    output = apply_stages(dataset, stages, ignore_head_node=ignore_head_node, plans=plans)
     history = HistoryAggregator()
     with ckpt.CheckpointWriter(path) as writer, surfaced_stage_errors():
+        # Workers load the input files and write the output files themselves, inside the
+        # first and last stages' own Ray tasks: only small CheckpointPart records come back.
+        output = apply_stages(dataset, stages, ignore_head_node=ignore_head_node, plans=plans,
+                              before=loader, after=ckpt.parts_writer(writer.tmp_path,
+                                                                     "+".join(names)))
         for batch in output.iter_batches(batch_size=None, batch_format="numpy"):
-            for out_task in batch["item"]:
-                writer.write(out_task)
-                history.add_task(out_task)
+            for part in batch["item"]:
+                writer.add_part(part)
+                history.add_task(part)
         wall = time.perf_counter() - start
         manifest = writer.commit(
             fingerprint=fp, stages=names, input=input_ref.path,

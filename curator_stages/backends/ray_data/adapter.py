@@ -350,20 +350,32 @@ def create_actor_from_stage(stage: ProcessingStage) -> type:
 
 #: Per worker process: stages already set up for task mode, by stage key.
 _PROCESS_STAGES: dict[str, ProcessingStage] = {}
+#: Per worker process: the setup error of a stage whose setup failed here, by stage key.
+_PROCESS_SETUP_ERRORS: dict[str, StageSetupError] = {}
 
 
 def _task_mode_stage(stage: ProcessingStage, key: str) -> ProcessingStage:
-    """The set-up copy of ``stage`` in this worker process (setup once per process)."""
+    """The set-up copy of ``stage`` in this worker process (setup once per process).
+
+    A setup that failed is not tried again in the same process: the next task that lands
+    here (Ray Data keeps feeding the worker until the plan aborts, and Ray retries failed
+    tasks) gets the same error at once instead of loading the model again.
+    """
     ready = _PROCESS_STAGES.get(key)
     if ready is not None:
         return ready
+    failed = _PROCESS_SETUP_ERRORS.get(key)
+    if failed is not None:
+        raise failed
     meta = worker_metadata(stage, "task")
     ensure_setup_on_node(stage, key, meta)
     if overrides_setup(stage):
         try:
             stage.setup(meta)
         except Exception as exc:  # noqa: BLE001 - re-raised with the stage named
-            raise setup_error(stage, "setup", exc, meta) from exc
+            err = setup_error(stage, "setup", exc, meta)
+            _PROCESS_SETUP_ERRORS[key] = err
+            raise err from exc
         atexit.register(_teardown_once, stage, {"done": False})
     _PROCESS_STAGES[key] = stage
     return stage
@@ -443,9 +455,17 @@ class RayDataStageAdapter:
                     ) from exc
             time.sleep(0.2)
 
-    def process_dataset(self, dataset: "ray.data.Dataset",
-                        ignore_head_node: bool = False) -> "ray.data.Dataset":
-        """Add this stage to ``dataset``'s plan (lazy); fails now if it could never run."""
+    def process_dataset(self, dataset: "ray.data.Dataset", ignore_head_node: bool = False,
+                        before: BatchFn | None = None,
+                        after: BatchFn | None = None) -> "ray.data.Dataset":
+        """Add this stage to ``dataset``'s plan (lazy); fails now if it could never run.
+
+        ``before``/``after``: row-for-row batch functions (``{"item": tasks}`` in and out) that
+        run in the same Ray task as the stage where Ray Data can fuse them: they get the
+        stage's own CPU request, label selector and pool size. The stage task uses them to load
+        its input checkpoint and write its output checkpoint inside the workers, so tasks are
+        not shipped to a driver and back (see :func:`companion_map`).
+        """
         from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
         plan = self.plan_live(ignore_head_node)
@@ -474,11 +494,50 @@ class RayDataStageAdapter:
             kwargs["compute"] = TaskPoolStrategy(size=plan.pool_max)
             if plan.max_calls_per_worker:
                 kwargs["max_calls"] = plan.max_calls_per_worker
+        if before is not None:
+            dataset = companion_map(dataset, before, kwargs, plan, batch_size=1,
+                                    fuse=plan.gpus <= 0)
         out = dataset.map_batches(fn, **kwargs)
         if plan.is_fanout:
             out = out.repartition(target_num_rows_per_block=plan.rows_per_block_after_fanout)
+        if after is not None:
+            out = companion_map(out, after, kwargs, plan, batch_size=None,
+                                fuse=plan.gpus <= 0 and plan.mode != "actor" and not plan.is_fanout)
         logger.info("stage plan: %s", plan.describe())
         return out
+
+
+#: A batch function over task rows: ``{"item": object array}`` in, the same shape out.
+BatchFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def companion_map(dataset: "ray.data.Dataset", fn: BatchFn, stage_kwargs: dict[str, Any],
+                  plan: StagePlan, batch_size: int | None, fuse: bool) -> "ray.data.Dataset":
+    """``fn`` as a task-pool ``map_batches`` placed so Ray Data fuses it with the stage's map.
+
+    Ray fuses task->task maps of equal remote arguments and equal pool size, and a task map
+    into a following actor map when the task pool's size is the actor pool's maximum. So a
+    fusable companion gets the stage's CPUs, selector, ``max_calls`` and ``pool_max``. One that
+    cannot fuse (after an actor, a fan-out or a GPU stage) asks for no CPU at all, so it never
+    waits behind the CPUs the stage's own workers hold, and runs at most ``pool_max`` at once.
+    """
+    from ray.data import TaskPoolStrategy
+
+    kwargs: dict[str, Any] = {"batch_size": batch_size, "batch_format": "numpy",
+                              "zero_copy_batch": True}
+    if fuse:
+        kwargs["num_cpus"] = plan.cpus
+        for key in ("label_selector", "max_calls"):
+            if key in stage_kwargs:
+                kwargs[key] = stage_kwargs[key]
+        kwargs["compute"] = TaskPoolStrategy(size=plan.pool_max)
+    else:
+        import ray
+
+        cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
+        kwargs["num_cpus"] = 0
+        kwargs["compute"] = TaskPoolStrategy(size=max(1, plan.pool_max or cpus))
+    return dataset.map_batches(fn, **kwargs)
 
 
 def off_head_label_selector() -> dict[str, str]:
@@ -494,18 +553,28 @@ def off_head_label_selector() -> dict[str, str]:
 def apply_stages(dataset: "ray.data.Dataset",
                  stages: Iterable[ProcessingStage | GlobalStage | Any],
                  ignore_head_node: bool = False,
-                 plans: list[StagePlan] | None = None) -> "ray.data.Dataset":
+                 plans: list[StagePlan] | None = None,
+                 before: BatchFn | None = None,
+                 after: BatchFn | None = None) -> "ray.data.Dataset":
     """Add a sequence of execution stages (composites decomposed) to ``dataset``'s plan.
 
     A :class:`GlobalStage` cuts the stream: the upstream dataset is materialised, ``fit`` is
     called once on it, and the per-task stage it returns is applied like any other. When
     ``plans`` is given, each stage's :class:`StagePlan` is appended to it, in order.
+    ``before`` runs on every input row ahead of the first stage and ``after`` on every output
+    row of the last, each fused into that stage's Ray tasks where Ray Data allows it.
     """
     from curator_stages.pipeline import decompose
 
     ds = dataset
-    for stage in decompose(stages):
+    execution = list(decompose(stages))
+    pending_before = before
+    for i, stage in enumerate(execution):
         if isinstance(stage, GlobalStage):
+            if pending_before is not None:  # nothing to fuse with ahead of a barrier
+                ds = ds.map_batches(pending_before, batch_size=1, batch_format="numpy",
+                                    zero_copy_batch=True)
+                pending_before = None
             ds = ds.materialize()
             per_task = stage.fit(ds)
             if not isinstance(per_task, ProcessingStage):
@@ -515,7 +584,14 @@ def apply_stages(dataset: "ray.data.Dataset",
                 )
             stage = per_task
         adapter = RayDataStageAdapter(stage)
-        ds = adapter.process_dataset(ds, ignore_head_node=ignore_head_node)
+        ds = adapter.process_dataset(ds, ignore_head_node=ignore_head_node,
+                                     before=pending_before,
+                                     after=after if i == len(execution) - 1 else None)
+        pending_before = None
         if plans is not None and adapter.plan is not None:
             plans.append(adapter.plan)
+    if not execution:
+        for fn in (before, after):
+            if fn is not None:
+                ds = ds.map_batches(fn, batch_size=1, batch_format="numpy", zero_copy_batch=True)
     return ds

@@ -62,9 +62,13 @@ class RayDataExecutor:
         if ray.is_initialized():
             return False
         kwargs = dict(self.ray_init_kwargs)
-        if not kwargs.get("address") and not os.environ.get("RAY_ADDRESS"):
-            kwargs.setdefault("include_dashboard", False)
-        ray.init(**kwargs)
+        if kwargs.get("address") or os.environ.get("RAY_ADDRESS"):
+            ray.init(**kwargs)
+        else:
+            from curator_stages.backends.ray_data.local_ray import start_local_ray
+
+            kwargs.pop("address", None)
+            start_local_ray(**kwargs)
         return True
 
     # ------------------------------------------------------------------ node setup
@@ -121,6 +125,9 @@ class RayDataExecutor:
             # fan-out and the main map, so the main map ran 1 task while the other CPU idled,
             # and never queued tasks ahead. Off for this run: 200k docs, 2 CPUs, steady
             # 51.7-51.9 s vs 59.3-61.2 s (3 runs each), 3-7 tasks in flight instead of 1-2.
+            # Tasks travel as pickled Python objects by design; saying so explicitly stops
+            # Ray Data's warning that it could not convert them to Arrow.
+            context.enable_fallback_to_arrow_object_ext_type = True
             saved_reservation = context.op_resource_reservation_enabled
             if not self.op_resource_reservation:
                 context.op_resource_reservation_enabled = False
