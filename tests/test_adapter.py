@@ -282,3 +282,43 @@ def test_stage_emitting_nothing_gives_empty_dataset(ray_cluster):
     ds = RayDataStageAdapter(DropAll()).process_dataset(
         ray_cluster.data.from_items([EmptyTask(), EmptyTask()]))
     assert ds.count() == 0
+
+
+def _tag_batch(batch):
+    """A companion map: marks each task (so the test sees it ran on every row)."""
+    for task in batch["item"]:
+        task._metadata["tagged"] = True
+    return batch
+
+
+def _untag_batch(batch):
+    for task in batch["item"]:
+        task._metadata["loaded"] = True
+    return batch
+
+
+def test_companion_maps_fuse_into_the_stage_tasks_where_ray_allows(ray_cluster):
+    from curator_stages.backends.ray_data import apply_stages
+
+    _untag_batch.__name__ = "LoadX"
+    _tag_batch.__name__ = "WriteX"
+    # Task-mode stages: the loader joins the first stage's operator, the writer the last's.
+    ds = apply_stages(ray_cluster.data.from_items(_batches(4)), [Plain(), ForcedTask()],
+                      before=_untag_batch, after=_tag_batch)
+    done = ds.materialize()
+    stats = done.stats()
+    assert ("MapBatches(LoadX)->MapBatches(PlainTask)->MapBatches(ForcedTaskTask)"
+            "->MapBatches(WriteX)") in stats
+    tasks = list(done.to_pandas()["item"])
+    assert sorted(t.task_id for t in tasks) == ["t0", "t1", "t2", "t3"]
+    assert all(t._metadata.get("loaded") and t._metadata.get("tagged") for t in tasks)
+    # After an actor stage Ray cannot fuse a task map: the writer is its own operator, and it
+    # holds no CPU, so it never waits behind the CPUs the actor pool holds.
+    ds = apply_stages(ray_cluster.data.from_items(_batches(4)), [WithSetup()],
+                      before=_untag_batch, after=_tag_batch)
+    done = ds.materialize()
+    stats = done.stats()
+    assert "MapBatches(LoadX)->MapBatches(WithSetupActor)" in stats
+    assert "MapBatches(WithSetupActor)->MapBatches(WriteX)" not in stats
+    assert "MapBatches(WriteX)" in stats
+    assert all(t._metadata.get("tagged") for t in done.to_pandas()["item"])

@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import ray.cloudpickle
+import ray.data
 from prefect import flow
 
 from curator_stages import DocumentBatch, EmptyTask, FileGroupTask, ProcessingStage, StagePerfStats
@@ -206,6 +207,40 @@ def test_checkpoint_round_trip_is_atomic_and_keeps_history(tmp_path):
     assert not ckpt.is_complete(path)
     with pytest.raises(FileNotFoundError, match="incomplete"):
         ckpt.read_tasks(path)
+
+
+def test_workers_write_checkpoint_parts_listed_in_task_order_orphans_removed(ray_cluster,
+                                                                           tmp_path):
+    from curator_stages.backends.ray_data import apply_stages
+
+    tasks = [DocumentBatch(f"t{i}", "ds", pd.DataFrame({"id": [f"d{i}"], "text": ["x" * i]}),
+                           _stage_perf=[StagePerfStats("make", 0.1, 0, 1, {"documents_read": 1})])
+             for i in (3, 1, 2, 0)]
+    path = ckpt.checkpoint_path(str(tmp_path), "e" * 64, ["upper"])
+    history = HistoryAggregator()
+    with ckpt.CheckpointWriter(path) as w:
+        ds = apply_stages(ray.data.from_items([{"item": t} for t in tasks],
+                                              override_num_blocks=2),
+                          [Upper()], after=ckpt.parts_writer(w.tmp_path, "upper"))
+        parts = [p for b in ds.iter_batches(batch_size=None, batch_format="numpy")
+                 for p in b["item"]]
+        # What comes back is a small record per file, never the documents themselves.
+        assert all(isinstance(p, ckpt.CheckpointPart) for p in parts)
+        for p in parts:
+            w.add_part(p)
+            history.add_task(p)
+        # A part a failed attempt left behind is not listed, and is removed on commit.
+        orphan = os.path.join(w.tmp_path, "part-000000000000-deadbeef.pkl")
+        Path(orphan).write_bytes(b"half a task")
+        manifest = w.commit(fingerprint="e" * 64, stages=["upper"])
+    assert [f["task_id"] for f in manifest["files"]] == ["t0", "t1", "t2", "t3"]
+    assert manifest["num_documents"] == 4 and manifest["num_tasks"] == 4
+    assert sorted(os.listdir(path)) == sorted([*(f["file"] for f in manifest["files"]),
+                                               "manifest.json"])
+    loaded = ckpt.read_tasks(path)
+    assert [t.task_id for t in loaded] == ["t0", "t1", "t2", "t3"]
+    assert [t.to_pandas()["text"][0] for t in loaded] == ["", "X", "XX", "XXX"]
+    assert history.stages["make"].items_out == 4 and history.num_items == 4
 
 
 def test_history_aggregation_counts_fanned_out_records_once():
