@@ -295,6 +295,21 @@ class GlobalStage(ABC):
     name: str = ""
     version: str = "1"
     resources: Resources = Resources()
+    #: When True, a streaming backend (Ray Data) runs :meth:`map_local` on every task in the
+    #: pass *before* the barrier, inside the upstream stage's own workers, and keeps the part
+    #: with the task (:meth:`prepared_part`); ``fit`` then reads the parts instead of walking
+    #: every document again after the barrier. Worth it when the part is small (text hashes),
+    #: not when it is as large as the documents.
+    prepare_in_stream: bool = False
+
+    @property
+    def prepared_key(self) -> str:
+        """The task-metadata key under which the streamed :meth:`map_local` part travels."""
+        return f"__prepared__:{self.stage_name}"
+
+    def prepared_part(self, task: Task) -> Any:
+        """The part computed for ``task`` in the stream, or None (then compute it)."""
+        return getattr(task, "_metadata", {}).get(self.prepared_key)
 
     @abstractmethod
     def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from collections import defaultdict
 
 import numpy as np
 import pytest
+import ray.cloudpickle
 
-from curator_stages.stage import GlobalStage
+from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.tasks import DocumentBatch
 from curator_stages.text.dedup import (
     DuplicateIdFilter,
@@ -26,6 +28,9 @@ from curator_stages.text.dedup.minhash import (
     shingle_hashes,
 )
 from tests.dedup_corpus import char_shingles, jaccard, make_corpus
+
+# _Passthrough (below) travels to Ray workers by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +245,28 @@ def test_exact_then_fuzzy_through_apply_stages_accounts_for_every_document(ray_c
     assert drops["exact_duplicate"] == len(_expected_exact_removals(corpus))
     assert drops["fuzzy_duplicate"] > 0
     assert kept + sum(drops.values()) == len(corpus.docs)
+
+
+class _Passthrough(ProcessingStage):
+    """Stands for the upstream stage the hashing fuses into (sent to workers by value)."""
+
+    def process(self, task):
+        return task
+
+
+def test_exact_hashes_in_the_streaming_pass_same_answer_no_leftover_parts(ray_cluster, corpus):
+    """Texts are hashed inside the upstream stage's tasks (before the barrier); the fit reads
+    those parts, removes the same ids as an in-process fit, and no part leaves the stage."""
+    from curator_stages.backends.ray_data.adapter import apply_stages
+
+    tasks = corpus.tasks(docs_per_task=64)
+    stage = ExactDuplicateRemover()
+    ds = apply_stages(ray_cluster.data.from_items(tasks), [_Passthrough(), stage]).materialize()
+    assert "MapBatches(_PassthroughTask)->MapBatches(ExactDuplicateRemoverPrepare)" in ds.stats()
+    out = [r["item"] for r in ds.take_all()]
+    removed = set(corpus.docs) - {i for t in out for i in t.data.column("id").to_pylist()}
+    assert removed == _expected_exact_removals(corpus)
+    ids = list(corpus.docs)
+    local = stage.fit_local(tasks).remove  # the in-process fit, hashing every text itself
+    assert removed == {i for i, gone in zip(ids, local.contains(ids)) if gone}
+    assert all(stage.prepared_key not in t._metadata for t in out)

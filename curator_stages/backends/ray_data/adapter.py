@@ -416,6 +416,8 @@ class RayDataStageAdapter:
         self.wait_for_resources_s = wait_for_resources_s
         #: The plan chosen by the last :meth:`process_dataset` (for reports).
         self.plan: StagePlan | None = None
+        #: The ``map_batches`` arguments of the last :meth:`process_dataset`.
+        self.map_kwargs: dict[str, Any] = {}
 
     @property
     def batch_size(self) -> int | None:
@@ -497,12 +499,13 @@ class RayDataStageAdapter:
         if before is not None:
             dataset = companion_map(dataset, before, kwargs, plan, batch_size=1,
                                     fuse=plan.gpus <= 0)
+        self.map_kwargs = kwargs
         out = dataset.map_batches(fn, **kwargs)
         if plan.is_fanout:
             out = out.repartition(target_num_rows_per_block=plan.rows_per_block_after_fanout)
         if after is not None:
             out = companion_map(out, after, kwargs, plan, batch_size=None,
-                                fuse=plan.gpus <= 0 and plan.mode != "actor" and not plan.is_fanout)
+                                fuse=fuses_after(plan))
         logger.info("stage plan: %s", plan.describe())
         return out
 
@@ -550,6 +553,53 @@ def off_head_label_selector() -> dict[str, str]:
     return {"ray.io/node-id": f"!{heads[0]}"} if heads else {}
 
 
+def fuses_after(plan: StagePlan) -> bool:
+    """Whether a task map placed after this stage's map runs in the same Ray task."""
+    return plan.gpus <= 0 and plan.mode != "actor" and not plan.is_fanout
+
+
+def prepare_parts_fn(stage: GlobalStage) -> BatchFn:
+    """Batch function: ``stage.map_local`` of each document task, kept in its metadata."""
+    from curator_stages.tasks import DocumentBatch
+
+    key = stage.prepared_key
+
+    def prepare(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for task in batch["item"]:
+            if isinstance(task, DocumentBatch):
+                # A new dict: fan-out siblings may share their parent's metadata object.
+                task._metadata = {**task._metadata, key: stage.map_local(task)}
+        return batch
+
+    prepare.__name__ = prepare.__qualname__ = f"{type(stage).__name__}Prepare"
+    return prepare
+
+
+def strip_parts_fn(key: str) -> BatchFn:
+    """Batch function: removes the streamed fit parts before the tasks go on."""
+
+    def strip(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for task in batch["item"]:
+            meta = getattr(task, "_metadata", None)
+            if meta and key in meta:
+                task._metadata = {k: v for k, v in meta.items() if k != key}
+        return batch
+
+    strip.__name__ = strip.__qualname__ = "DropPreparedParts"
+    return strip
+
+
+def _then(first: BatchFn | None, second: BatchFn) -> BatchFn:
+    if first is None:
+        return second
+
+    def both(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return second(first(batch))
+
+    both.__name__ = both.__qualname__ = f"{first.__name__}+{second.__name__}"
+    return both
+
+
 def apply_stages(dataset: "ray.data.Dataset",
                  stages: Iterable[ProcessingStage | GlobalStage | Any],
                  ignore_head_node: bool = False,
@@ -559,19 +609,29 @@ def apply_stages(dataset: "ray.data.Dataset",
     """Add a sequence of execution stages (composites decomposed) to ``dataset``'s plan.
 
     A :class:`GlobalStage` cuts the stream: the upstream dataset is materialised, ``fit`` is
-    called once on it, and the per-task stage it returns is applied like any other. When
-    ``plans`` is given, each stage's :class:`StagePlan` is appended to it, in order.
-    ``before`` runs on every input row ahead of the first stage and ``after`` on every output
-    row of the last, each fused into that stage's Ray tasks where Ray Data allows it.
+    called once on it, and the per-task stage it returns is applied like any other. A global
+    stage that ``prepare_in_stream`` gets its per-task parts computed before the cut, inside
+    the upstream stage's tasks. When ``plans`` is given, each stage's :class:`StagePlan` is
+    appended to it, in order. ``before`` runs on every input row ahead of the first stage and
+    ``after`` on every output row of the last, each fused into that stage's Ray tasks where
+    Ray Data allows it.
     """
     from curator_stages.pipeline import decompose
 
     ds = dataset
     execution = list(decompose(stages))
     pending_before = before
+    last: RayDataStageAdapter | None = None
     for i, stage in enumerate(execution):
         if isinstance(stage, GlobalStage):
-            if pending_before is not None:  # nothing to fuse with ahead of a barrier
+            if stage.prepare_in_stream:
+                prepare = prepare_parts_fn(stage)
+                if last is not None and last.plan is not None:
+                    ds = companion_map(ds, prepare, last.map_kwargs, last.plan, batch_size=None,
+                                       fuse=fuses_after(last.plan))
+                else:
+                    pending_before = _then(pending_before, prepare)
+            if pending_before is not None:  # no stage ahead of the barrier to fuse with
                 ds = ds.map_batches(pending_before, batch_size=1, batch_format="numpy",
                                     zero_copy_batch=True)
                 pending_before = None
@@ -582,12 +642,15 @@ def apply_stages(dataset: "ray.data.Dataset",
                     f"global stage {stage.stage_name!r}: fit() must return a ProcessingStage, "
                     f"got {type(per_task).__name__}"
                 )
+            if stage.prepare_in_stream:
+                pending_before = strip_parts_fn(stage.prepared_key)
             stage = per_task
         adapter = RayDataStageAdapter(stage)
         ds = adapter.process_dataset(ds, ignore_head_node=ignore_head_node,
                                      before=pending_before,
                                      after=after if i == len(execution) - 1 else None)
         pending_before = None
+        last = adapter
         if plans is not None and adapter.plan is not None:
             plans.append(adapter.plan)
     if not execution:

@@ -54,23 +54,32 @@ def _hash_texts(texts: list[str | None], normalize: bool, lowercase: bool) -> np
     return np.frombuffer(blob, dtype="<u8").reshape(-1, 2)
 
 
+_EMPTY = pa.schema([("h0", pa.uint64()), ("h1", pa.uint64()), ("id", pa.string())])
+
+
 def _exact_hash_batch(batch: dict[str, np.ndarray], text_field: str, id_field: str,
-                      normalize: bool, lowercase: bool, stage_name: str) -> pa.Table:
-    """One compact table (h0, h1, id) for a batch of tasks (Ray Data rows {"item": task})."""
-    h0, h1, ids = [], [], []
-    for table in document_tables(batch["item"], text_field, stage_name):
+                      normalize: bool, lowercase: bool, stage_name: str,
+                      prepared_key: str | None = None) -> pa.Table:
+    """One compact table (h0, h1, id) for a batch of tasks (Ray Data rows {"item": task}).
+
+    A task that carries its table under ``prepared_key`` (hashed in the streaming pass before
+    the barrier) is not hashed again.
+    """
+    parts: list[pa.Table] = []
+    to_hash = []
+    for task in batch["item"]:
+        prepared = task._metadata.get(prepared_key) if prepared_key else None
+        if prepared is not None:
+            parts.append(prepared)
+        else:
+            to_hash.append(task)
+    for table in document_tables(to_hash, text_field, stage_name):
         hashes = _hash_texts(table.column(text_field).to_pylist(), normalize, lowercase)
-        h0.append(hashes[:, 0])
-        h1.append(hashes[:, 1])
-        ids.append(ids_column(table, id_field, stage_name))
-    if not ids:
-        return pa.table({"h0": pa.array([], pa.uint64()), "h1": pa.array([], pa.uint64()),
-                         "id": pa.array([], pa.string())})
-    return pa.table({
-        "h0": pa.array(np.concatenate(h0)),
-        "h1": pa.array(np.concatenate(h1)),
-        "id": pa.chunked_array([c for col in ids for c in col.chunks], pa.string()),
-    })
+        parts.append(pa.table({"h0": pa.array(hashes[:, 0]), "h1": pa.array(hashes[:, 1]),
+                               "id": ids_column(table, id_field, stage_name)}, schema=_EMPTY))
+    if not parts:
+        return _EMPTY.empty_table()
+    return pa.concat_tables(parts)
 
 
 def _exact_reduce(table: pa.Table | None) -> pa.Table:
@@ -96,6 +105,9 @@ class ExactDuplicateRemover(GlobalStage):
     ``dropped.exact_duplicate``.
     """
 
+    #: Texts are hashed in the streaming pass (16 bytes + id per document travel to the fit).
+    prepare_in_stream = True
+
     def __init__(self, text_field: str = "text", id_field: str = "id", normalize: bool = True,
                  lowercase: bool = False, name: str = ""):
         self.text_field = text_field
@@ -110,7 +122,7 @@ class ExactDuplicateRemover(GlobalStage):
             _exact_hash_batch, batch_format="numpy", batch_size=None,
             fn_kwargs={"text_field": self.text_field, "id_field": self.id_field,
                        "normalize": self.normalize, "lowercase": self.lowercase,
-                       "stage_name": self.stage_name},
+                       "stage_name": self.stage_name, "prepared_key": self.prepared_key},
         ).materialize()
         total = compact.count()
         refs = compact.to_arrow_refs()
