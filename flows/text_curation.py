@@ -112,7 +112,8 @@ class TextCurationParams(BaseModel):
     num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs of an embedded local Ray "
                                  "(default: all)")
     fuse_cheap_stages: bool = Field(True, description="One stage task for read+normalise+"
-                                    "language id (fewer checkpoints) instead of one per stage")
+                                    "language id, and the writer in the last stage task (fewer "
+                                    "checkpoints), instead of one stage task per stage")
     refresh: bool = Field(False, description="Recompute every stage, ignoring checkpoints and cache")
     retries: int = Field(1, ge=0, le=10, description="Retries of a failed stage task")
     retry_delay_seconds: float = Field(2.0, ge=0, le=3600, description="Delay before a retry")

@@ -355,23 +355,14 @@ def file_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None):
 def load_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None):
     """A lazy Ray Dataset of the tasks of a checkpoint (tasks under ``"item"``).
 
-    The file list is the dataset; each file is loaded by a Ray task, in parallel and streaming,
-    so the next stage starts before the whole checkpoint is read. ``path=None`` gives the seed
-    tasks instead (the start of a pipeline).
+    Each file is loaded by a Ray task, in parallel and streaming, so the next stage starts
+    before the whole checkpoint is read. ``path=None`` gives the seed tasks instead. (Stage
+    tasks use :func:`file_dataset`, which loads inside the first stage's own Ray tasks.)
     """
-    import ray.data
-
-    if path is None:
-        tasks = list(seed_tasks or [])
-        items = np.empty(len(tasks), dtype=object)
-        for i, t in enumerate(tasks):
-            items[i] = t
-        return ray.data.from_items([{"item": t} for t in tasks])
-    files = checkpoint_files(path)
-    if not files:
-        return ray.data.from_items([{"item": None}]).filter(lambda row: False)
-    ds = ray.data.from_items(files, override_num_blocks=min(len(files), 256))
-    return ds.map_batches(_load_batch, batch_size=1, batch_format="numpy", num_cpus=0.5)
+    dataset, loader = file_dataset(path, seed_tasks)
+    if loader is None:
+        return dataset
+    return dataset.map_batches(loader, batch_size=1, batch_format="numpy", num_cpus=0.5)
 
 
 def read_tasks(path: str) -> list[Task]:
