@@ -76,12 +76,46 @@ def render(result: dict[str, Any], json_path: Path | None = None) -> str:
                 _mmm(e["load_avg_1m_before"], "{:.1f}"),
             ]) + " |")
         lines.append("")
+    lines += _scaling(result["summary"])
     failed = [r for r in result["runs"] if not r.get("ok")]
     if failed:
         lines += ["Failed runs (excluded above): " + ", ".join(
             f"{r['variant']}@{r['documents']} r{r['repeat']} (rc {r.get('returncode')})"
             for r in failed), ""]
     return "\n".join(lines)
+
+
+def _scaling(summary: dict[str, Any]) -> list[str]:
+    """How wall time and the driver's memory grow with corpus size (medians), per variant.
+
+    The issue's linearity target reads off the last column: 1M documents within 5.5x the time
+    of 200k (5x the documents).
+    """
+    sizes = sorted((int(s) for s in summary if int(s) >= 10_000))
+    if len(sizes) < 2:
+        return []
+    head = ["variant", *(f"wall {n:,}" for n in sizes),
+            *(f"x ({b:,} / {a:,})" for a, b in zip(sizes, sizes[1:])),
+            *(f"driver RSS MB {n:,}" for n in sizes)]
+    lines = ["### Scaling with corpus size (medians)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant in ORDER:
+        entries = [summary[str(n)].get(variant) for n in sizes]
+        if not any(entries):
+            continue
+        walls = [e["wall_s"]["median"] if e else None for e in entries]
+        rss = [e["peak_driver_rss_mb"]["median"] if e else None for e in entries]
+        ratios = [f"{b / a:.2f}x" if a and b else "-" for a, b in zip(walls, walls[1:])]
+        lines.append("| " + " | ".join([
+            _label(variant), *("-" if w is None else f"{w:.1f} s" for w in walls), *ratios,
+            *("-" if r is None else f"{r:.0f}" for r in rss)]) + " |")
+    return [*lines, ""]
+
+
+def _label(variant: str) -> str:
+    from benchmarks.run import LABELS
+
+    return LABELS.get(variant, variant)
 
 
 def update_markdown(md_path: Path, result: dict[str, Any], json_path: Path | None = None) -> None:

@@ -358,12 +358,12 @@ def _start_ephemeral_api_in_background():
         return None
 
     def start() -> None:
-        # Importing the server module costs seconds of CPU; doing it here keeps it off the
-        # main thread, which meanwhile starts Ray (mostly waiting on Ray's processes).
-        from prefect.server.api.server import SubprocessASGIServer
+        # Off the main thread, which meanwhile starts Ray (mostly waiting on Ray's processes).
+        # The server process is launched before Prefect's server module is imported here, and
+        # handed to the instance Prefect's client uses (see orchestration.api_server).
+        from curator_stages.orchestration.api_server import start_temporary_api
 
-        # Prefect's client reuses this process-wide instance (same key: no port given).
-        SubprocessASGIServer().start()
+        start_temporary_api()
 
     thread = threading.Thread(target=start, daemon=True, name="prefect-api-start")
     thread.start()
