@@ -1,6 +1,6 @@
 """Benchmark harness: the reference pipeline run several ways, side by side, in one command.
 
-    python -m benchmarks.run --sizes 10000 200000 --repeats 3
+    python -m benchmarks.run --sizes 10000 200000 1000000 --repeats 3 --repeats-for 1000000=1
 
 For each corpus size (generated once by ``python -m curator_stages.corpus`` under
 ``--corpus-root`` and reused), each repeat runs every variant once, interleaved (so a change in

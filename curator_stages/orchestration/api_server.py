@@ -50,8 +50,11 @@ def _launch(port: int) -> subprocess.Popen[Any]:
         env=env)
 
 
-def start_temporary_api() -> None:
-    """Start the temporary API the flow's client will use (no-op if it is already running)."""
+def start_temporary_api() -> subprocess.Popen[Any] | None:
+    """Start the temporary API the flow's client will use (no-op if it is already running).
+
+    Returns the server process launched early when Prefect's instance took it, else None.
+    """
     early: subprocess.Popen[Any] | None = None
     try:
         port = _free_port()
@@ -78,3 +81,4 @@ def start_temporary_api() -> None:
         server.port = port
         server._run_uvicorn_command = run_uvicorn_command
     server.start()
+    return early if early is not None and server.server_process is early else None
