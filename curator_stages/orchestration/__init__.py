@@ -5,7 +5,7 @@ Flows in ``flows/`` build stages, group them, and call :func:`run_stage_groups` 
 """
 
 # Names are imported on first use (PEP 562): Ray workers unpickle functions of submodules
-# such as checkpoint._load_batch, and an eager package import would pull Prefect (~1.6 s
+# such as checkpoint.load_tasks_batch, and an eager package import would pull Prefect (~1.6 s
 # CPU) into every Ray Data worker process that only reads a checkpoint.
 _LAZY = {
     "DatasetRef": "curator_stages.orchestration.dataset_ref",

@@ -323,7 +323,8 @@ def checkpoint_files(path: str, manifest: dict[str, Any] | None = None) -> list[
     return [join(path, f["file"]) for f in manifest["files"]]
 
 
-def _load_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def load_tasks_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Ray Data batch function: checkpoint file paths in, their tasks out (one row each)."""
     paths = batch["item"]
     out = np.empty(len(paths), dtype=object)
     for i, path in enumerate(paths):
@@ -331,12 +332,9 @@ def _load_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"item": out}
 
 
-def load_tasks_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Ray Data batch function: checkpoint file paths in, their tasks out (one row each)."""
-    return _load_batch(batch)
-
-
 load_tasks_batch.__name__ = load_tasks_batch.__qualname__ = "LoadCheckpoint"
+
+
 
 
 def file_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None):

@@ -94,8 +94,6 @@ def quiet_ray_data() -> None:
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
-    # Tasks travel as pickled objects by design; saying so stops a warning per worker.
-    ctx.enable_fallback_to_arrow_object_ext_type = True
     with contextlib.suppress(AttributeError):
         ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)

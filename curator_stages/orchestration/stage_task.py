@@ -85,7 +85,8 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
 
     Runs inside a Ray worker under :class:`SessionRayTaskRunner` (or in-process); the Ray Data
     plan it builds streams through the cluster, its workers read the input checkpoint and write
-    the output one, and only a small record per output file comes back here. Returns immediately when the output checkpoint already exists (unless ``refresh``).
+    the output one, and only a small record per output file comes back here. Returns
+    immediately when the output checkpoint already exists (unless ``refresh``).
     """
     from curator_stages.backends.ray_data import apply_stages, surfaced_stage_errors
     from curator_stages.orchestration.ray_session import quiet_ray_data

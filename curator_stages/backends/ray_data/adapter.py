@@ -616,8 +616,13 @@ def apply_stages(dataset: "ray.data.Dataset",
     ``after`` on every output row of the last, each fused into that stage's Ray tasks where
     Ray Data allows it.
     """
+    from ray.data import DataContext
+
     from curator_stages.pipeline import decompose
 
+    # Tasks travel as pickled Python objects by design; saying so stops Ray Data's warning (one
+    # per worker) that it could not convert the "item" column to Arrow.
+    DataContext.get_current().enable_fallback_to_arrow_object_ext_type = True
     ds = dataset
     execution = list(decompose(stages))
     pending_before = before

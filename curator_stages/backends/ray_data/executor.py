@@ -125,9 +125,6 @@ class RayDataExecutor:
             # fan-out and the main map, so the main map ran 1 task while the other CPU idled,
             # and never queued tasks ahead. Off for this run: 200k docs, 2 CPUs, steady
             # 51.7-51.9 s vs 59.3-61.2 s (3 runs each), 3-7 tasks in flight instead of 1-2.
-            # Tasks travel as pickled Python objects by design; saying so explicitly stops
-            # Ray Data's warning that it could not convert them to Arrow.
-            context.enable_fallback_to_arrow_object_ext_type = True
             saved_reservation = context.op_resource_reservation_enabled
             if not self.op_resource_reservation:
                 context.op_resource_reservation_enabled = False

@@ -87,12 +87,6 @@ def start_local_ray(num_cpus: int | None = None, *, log_to_driver: bool = True,
 
     for key, value in QUIET_RAY_ENV.items():
         os.environ.setdefault(key, value)
-    # Ray kills idle workers beyond one per CPU after a second. A stage task's own process and
-    # a checkpoint loader are workers too, so on a small machine each new plan used to start
-    # (and import into) fresh processes again; keep a few more.
-    cpus = num_cpus or os.cpu_count() or 1
-    system_config = dict(init_kwargs.pop("_system_config", None) or {})
-    system_config.setdefault("num_workers_soft_limit", 2 * cpus + 2)
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
              log_to_driver=log_to_driver, runtime_env=env_vars_into_environ(runtime_env),
              **init_kwargs)

@@ -54,7 +54,7 @@ def _hash_texts(texts: list[str | None], normalize: bool, lowercase: bool) -> np
     return np.frombuffer(blob, dtype="<u8").reshape(-1, 2)
 
 
-_EMPTY = pa.schema([("h0", pa.uint64()), ("h1", pa.uint64()), ("id", pa.string())])
+_HASH_SCHEMA = pa.schema([("h0", pa.uint64()), ("h1", pa.uint64()), ("id", pa.string())])
 
 
 def _exact_hash_batch(batch: dict[str, np.ndarray], text_field: str, id_field: str,
@@ -76,9 +76,9 @@ def _exact_hash_batch(batch: dict[str, np.ndarray], text_field: str, id_field: s
     for table in document_tables(to_hash, text_field, stage_name):
         hashes = _hash_texts(table.column(text_field).to_pylist(), normalize, lowercase)
         parts.append(pa.table({"h0": pa.array(hashes[:, 0]), "h1": pa.array(hashes[:, 1]),
-                               "id": ids_column(table, id_field, stage_name)}, schema=_EMPTY))
+                               "id": ids_column(table, id_field, stage_name)}, schema=_HASH_SCHEMA))
     if not parts:
-        return _EMPTY.empty_table()
+        return _HASH_SCHEMA.empty_table()
     return pa.concat_tables(parts)
 
 
