@@ -2,18 +2,18 @@
 
 Each function gets a class of its own, named after it, so Ray shows ``<Name>Task`` or
 ``<Name>Actor`` in its plan and dashboard. Such a class exists only in the process that ran the
-decorator, so the standard ``pickle`` (``multiprocessing``, spill files) cannot find it by name.
-A function stage therefore pickles as "the stage at ``module.function``" (rebuilt on the other
-side by importing the module), or, for a function not reachable that way (defined inside
-another function, or in ``__main__``, which a Ray worker does not share), as the function plus
-the decorator's arguments: Ray's cloudpickle ships such a function by value, while the standard
-``pickle`` refuses it by name. A process pool forked or spawned from ``__main__`` does share it,
-so the multiprocessing backend pickles ``__main__`` stages by reference as well.
+decorator, so a function stage pickles as its function plus the decorator's arguments and is
+rebuilt on the other side. The function itself must then be found by name, but the decorator
+rebinds that name to the stage: the function is therefore also reachable as ``<name>.fn`` (its
+``__qualname__`` says so), which holds both for ``module.f`` the stage and ``module.f`` the
+plain function. The standard ``pickle`` (``MultiprocessExecutor``) finds it there;
+cloudpickle (Ray) keeps its own rules: by name from an importable module, by value from
+``__main__``, from a module registered with ``register_pickle_by_value``, or from inside
+another function.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 from curator_stages.identity import callable_identity
@@ -36,42 +36,23 @@ class FunctionStage(ProcessingStage):
         return {"fn": callable_identity(type(self).fn, self.stage_name)}
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # ``__main__`` is not the same module in a Ray worker: there the function goes by value.
-        by_reference = self.reduce_by_reference()
-        if by_reference is not None and type(self).fn.__module__ != "__main__":
-            return by_reference
-        return (_rebuild, (type(self).fn, dict(type(self).build_options)), dict(self.__dict__))
-
-    def reduce_by_reference(self) -> tuple[Any, ...] | None:
-        """Pickle as "the stage at ``module.function``", when that is where this class lives."""
-        fn = type(self).fn
-        if type(_lookup(fn.__module__, fn.__qualname__)) is not type(self):
-            return None
-        return (_stage_at, (fn.__module__, fn.__qualname__), dict(self.__dict__))
-
-
-def _lookup(module: str, qualname: str) -> Any:
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError):
-        return None
-    return obj
-
-
-def _stage_at(module: str, qualname: str) -> FunctionStage:
-    """A blank instance of the class of the function stage ``module.qualname`` (unpickling)."""
-    found = _lookup(module, qualname)
-    if not isinstance(found, FunctionStage):
-        raise TypeError(f"function stage {module}.{qualname} is no longer a @processing_stage "
-                        "in this process; the module differs between driver and worker")
-    cls = type(found)
-    return cls.__new__(cls)
+        cls = type(self)
+        return (_rebuild, (cls.fn, dict(cls.build_options)), dict(self.__dict__))
 
 
 def _rebuild(fn: Callable[[Task], Any], options: dict[str, Any]) -> FunctionStage:
     return processing_stage(fn, **options)
+
+
+def _reachable_by_name(func: Callable[..., Any]) -> None:
+    """Make ``module.<qualname>`` lead to ``func`` after the decorator took its name."""
+    if getattr(func, "fn", None) is func:
+        return
+    try:
+        func.fn = func  # type: ignore[attr-defined]
+        func.__qualname__ = f"{func.__qualname__}.fn"
+    except (AttributeError, TypeError):  # not a plain function: pickled as it comes
+        pass
 
 
 def processing_stage(
@@ -88,6 +69,7 @@ def processing_stage(
                "version": version, "spec": dict(spec) if spec else None}
 
     def build(func: Callable[[Task], Any]) -> FunctionStage:
+        _reachable_by_name(func)
         class_name = "".join(part.capitalize() for part in func.__name__.split("_")) or "Function"
         attrs: dict[str, Any] = {
             "fn": staticmethod(func),

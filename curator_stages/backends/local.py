@@ -20,7 +20,6 @@ files (pickled Arrow tables, no compression: they are read back once, on the sam
 
 from __future__ import annotations
 
-import io
 import multiprocessing as mp
 import os
 import pickle
@@ -30,7 +29,6 @@ import tempfile
 import uuid
 from typing import Any, Iterable, Iterator, Sequence
 
-from curator_stages.function_stage import FunctionStage
 from curator_stages.pipeline import Pipeline, decompose
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.tasks import EmptyTask, Task
@@ -178,26 +176,14 @@ def _worker_run(args: tuple[int, bytes, "list[Task] | str", str | None, bytes | 
     return path, parts
 
 
-class _StagePickler(pickle.Pickler):
-    """The standard pickler, but a function stage defined in ``__main__`` goes by reference:
-    a pool forked or spawned from this process has the same ``__main__``."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, FunctionStage):
-            return obj.reduce_by_reference() or NotImplemented
-        return NotImplemented
-
-
 def _pickle_stages(stages: Any) -> bytes:
     """The stages as bytes for the pool, or an error naming the stage that cannot travel."""
     try:
-        buf = io.BytesIO()
-        _StagePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(stages)
-        return buf.getvalue()
-    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        return pickle.dumps(stages, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError):
         for stage in stages if isinstance(stages, list) else [stages]:
             try:
-                _StagePickler(io.BytesIO(), protocol=pickle.HIGHEST_PROTOCOL).dump(stage)
+                pickle.dumps(stage, protocol=pickle.HIGHEST_PROTOCOL)
             except (pickle.PicklingError, AttributeError, TypeError) as stage_exc:
                 raise pickle.PicklingError(
                     f"stage {stage.stage_name!r} cannot be sent to MultiprocessExecutor's worker "
