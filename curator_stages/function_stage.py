@@ -2,18 +2,16 @@
 
 Each function gets a class of its own, named after it, so Ray shows ``<Name>Task`` or
 ``<Name>Actor`` in its plan and dashboard. Such a class exists only in the process that ran the
-decorator, so a function stage pickles as its function plus the decorator's arguments and is
-rebuilt on the other side. The function itself must then be found by name, but the decorator
-rebinds that name to the stage: the function is therefore also reachable as ``<name>.fn`` (its
-``__qualname__`` says so), which holds both for ``module.f`` the stage and ``module.f`` the
-plain function. The standard ``pickle`` (``MultiprocessExecutor``) finds it there;
-cloudpickle (Ray) keeps its own rules: by name from an importable module, by value from
-``__main__``, from a module registered with ``register_pickle_by_value``, or from inside
-another function.
+decorator, and the decorator rebinds the function's name to the stage, so neither can be found
+by name. Ray's cloudpickle copes by shipping both by value (the worker need not import the
+module). The standard ``pickle`` of a process pool cannot; a pool shares the parent's modules,
+though, so :meth:`FunctionStage.reduce_by_reference` sends "the stage at ``module.function``"
+instead, and the worker rebuilds it from its own import of that module.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 from curator_stages.identity import callable_identity
@@ -26,8 +24,6 @@ class FunctionStage(ProcessingStage):
     """A stage made from a plain function by :func:`processing_stage`."""
 
     fn: Callable[[Task], Any]
-    #: The decorator's arguments, to build the same class again in another process.
-    build_options: dict[str, Any] = {}
 
     def process(self, task: Task) -> Any:
         return type(self).fn(task)
@@ -35,24 +31,33 @@ class FunctionStage(ProcessingStage):
     def params(self) -> dict[str, Any]:
         return {"fn": callable_identity(type(self).fn, self.stage_name)}
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        cls = type(self)
-        return (_rebuild, (cls.fn, dict(cls.build_options)), dict(self.__dict__))
+    def reduce_by_reference(self) -> tuple[Any, ...] | None:
+        """A pickle reduction to "the stage at ``module.function``" (with this copy's settings),
+        or None when the decorated function is not at module level."""
+        fn = type(self).fn
+        if type(_lookup(fn.__module__, fn.__qualname__)) is not type(self):
+            return None
+        return (_stage_at, (fn.__module__, fn.__qualname__), dict(self.__dict__))
 
 
-def _rebuild(fn: Callable[[Task], Any], options: dict[str, Any]) -> FunctionStage:
-    return processing_stage(fn, **options)
-
-
-def _reachable_by_name(func: Callable[..., Any]) -> None:
-    """Make ``module.<qualname>`` lead to ``func`` after the decorator took its name."""
-    if getattr(func, "fn", None) is func:
-        return
+def _lookup(module: str, qualname: str) -> Any:
     try:
-        func.fn = func  # type: ignore[attr-defined]
-        func.__qualname__ = f"{func.__qualname__}.fn"
-    except (AttributeError, TypeError):  # not a plain function: pickled as it comes
-        pass
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return None
+    return obj
+
+
+def _stage_at(module: str, qualname: str) -> FunctionStage:
+    """A blank instance of the class of the function stage at ``module.qualname``."""
+    found = _lookup(module, qualname)
+    if not isinstance(found, FunctionStage):
+        raise TypeError(f"{module}.{qualname} is not a @processing_stage in this worker process; "
+                        "the worker imported another version of the module than the driver")
+    cls = type(found)
+    return cls.__new__(cls)
 
 
 def processing_stage(
@@ -65,15 +70,11 @@ def processing_stage(
     spec: dict[str, Any] | None = None,
 ) -> Any:
     """Turn ``def f(task) -> task | list[task] | None`` into a stage instance."""
-    options = {"name": name, "resources": resources, "batch_size": batch_size,
-               "version": version, "spec": dict(spec) if spec else None}
 
     def build(func: Callable[[Task], Any]) -> FunctionStage:
-        _reachable_by_name(func)
         class_name = "".join(part.capitalize() for part in func.__name__.split("_")) or "Function"
         attrs: dict[str, Any] = {
             "fn": staticmethod(func),
-            "build_options": options,
             "name": name or func.__name__,
             "resources": resources or Resources(),
             "batch_size": batch_size,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from pydantic import BaseModel
 
@@ -155,7 +156,7 @@ def test_editing_a_helper_of_a_function_stage_changes_its_identity(tmp_path):
 def shout(task: DocumentBatch) -> DocumentBatch:
     """Upper-case the text: a module-level function stage, as users write them."""
     table = task.to_pyarrow()
-    upper = pa.compute.utf8_upper(table["text"])
+    upper = pc.utf8_upper(table["text"])
     return task.derive(table.set_column(table.column_names.index("text"), "text", upper))
 
 
@@ -169,19 +170,15 @@ def _rows(tasks) -> list[dict]:
     return sorted((r for t in tasks for r in t.to_pyarrow().to_pylist()), key=lambda r: r["id"])
 
 
-def test_a_function_stage_pickles_with_the_standard_pickle():
-    renamed = shout.with_(name="shout_again", batch_size=2)
-    clone = pickle.loads(pickle.dumps(renamed))
-    assert type(clone).__name__ == "Shout" and type(clone).fn is type(shout).fn
-    assert (clone.stage_name, clone.batch_size) == ("shout_again", 2)
-    assert clone.identity_hash() == renamed.identity_hash()
-
-
-def test_a_function_stage_runs_under_multiprocess_executor_like_local(tmp_path):
-    local = LocalExecutor().execute([shout], _batches())
-    multi = MultiprocessExecutor(workers=2, spill_dir=str(tmp_path)).execute([shout], _batches())
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_a_function_stage_runs_under_multiprocess_executor_like_local(tmp_path, start_method):
+    stages = [shout, shout.with_(name="shout_again", batch_size=2)]  # a configured copy too
+    local = LocalExecutor().execute(stages, _batches())
+    multi = MultiprocessExecutor(workers=2, spill_dir=str(tmp_path),
+                                 start_method=start_method).execute(stages, _batches())
     assert _rows(multi) == _rows(local)
     assert _rows(multi)[0]["text"] == "DOC 0 0"
+    assert [s.stage_name for s in multi[0].stage_history] == ["shout", "shout_again"]
 
 
 def test_a_stage_that_cannot_reach_a_worker_is_named_with_the_fix(tmp_path):
