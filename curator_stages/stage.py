@@ -15,11 +15,11 @@ import json
 import re
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pyarrow as pa
 
-from curator_stages.identity import StageIdentityError, callable_identity, canonical
+from curator_stages.identity import canonical
 from curator_stages.resources import Resources
 from curator_stages.tasks import (
     DOCUMENTS_QUARANTINED,
