@@ -61,19 +61,23 @@ def module_source_digest(module_name: str | None) -> str | None:
 
 
 def _qualified(obj: Any) -> str:
-    return f"{getattr(obj, '__module__', None) or '?'}.{getattr(obj, '__qualname__', None) or type(obj).__qualname__}"
+    module = getattr(obj, "__module__", None) or "?"
+    return f"{module}.{getattr(obj, '__qualname__', None) or type(obj).__qualname__}"
 
 
 class _Canon:
+    """One identity computation: the stage to name in errors, and the callables in progress."""
+
     def __init__(self, stage: str) -> None:
         self.stage = stage
         self._active: set[int] = set()  # callables being identified (recursive closures)
 
     def refuse(self, value: Any, where: str, why: str = "") -> StageIdentityError:
+        why = why or (" (its repr may be truncated or hold a memory address, so a changed value "
+                      "could reuse a stale checkpoint)")
         return StageIdentityError(
             f"stage {self.stage!r}: parameter {where!r} ({type(value).__module__}."
-            f"{type(value).__qualname__}) has no canonical form for the checkpoint identity"
-            f"{why or ' (its repr may be truncated or hold a memory address, so a changed value could reuse a stale checkpoint)'}; "
+            f"{type(value).__qualname__}) has no canonical form for the checkpoint identity{why}; "
             "pass plain JSON-able values (str, int, float, bool, None, lists, tuples, sets, dicts, "
             "enums, paths, numpy arrays, dataclasses, pydantic models, stages, module-level "
             "functions, objects whose identity() returns such values), or override the "

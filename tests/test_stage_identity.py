@@ -132,7 +132,8 @@ def helper(text):
 
 @processing_stage(name="normalise")
 def normalise(task):
-    return task.derive(task.data.set_column(0, "text", [[helper(t) for t in task.data["text"].to_pylist()]]))
+    texts = [helper(t) for t in task.data["text"].to_pylist()]
+    return task.derive(task.data.set_column(0, "text", [texts]))
 """
 
 
