@@ -5,6 +5,8 @@ The public API is the stage model; backends, I/O and text stages live in their o
 ``curator_stages.orchestration``) so importing the core stays cheap.
 """
 
+from curator_stages.function_stage import processing_stage
+from curator_stages.identity import StageIdentityError
 from curator_stages.pipeline import Pipeline
 from curator_stages.resources import Resources
 from curator_stages.stage import (
@@ -13,7 +15,6 @@ from curator_stages.stage import (
     ProcessingStage,
     RayStageSpecKeys,
     StageInputError,
-    processing_stage,
     record_drops,
     record_metrics,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "ProcessingStage",
     "RayStageSpecKeys",
     "Resources",
+    "StageIdentityError",
     "StageInputError",
     "StagePerfStats",
     "Task",

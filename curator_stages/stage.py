@@ -11,17 +11,24 @@ from __future__ import annotations
 import copy
 import enum
 import hashlib
-import inspect
 import json
 import re
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pyarrow as pa
 
+from curator_stages.identity import canonical
 from curator_stages.resources import Resources
-from curator_stages.tasks import DROPPED_PREFIX, DocumentBatch, StagePerfStats, Task
+from curator_stages.tasks import (
+    DOCUMENTS_QUARANTINED,
+    DOCUMENTS_WRITTEN,
+    DROPPED_PREFIX,
+    DocumentBatch,
+    StagePerfStats,
+    Task,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
@@ -48,43 +55,6 @@ class StageInputError(ValueError):
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-def _jsonable(value: Any) -> Any:
-    """A stable, JSON-serialisable view of a parameter value for stage identity."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted(_jsonable(v) for v in value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(value, Resources):
-        return {"cpus": value.cpus, "gpus": value.gpus, "gpu_memory_gb": value.gpu_memory_gb}
-    if isinstance(value, ProcessingStage):
-        return value.identity()
-    if callable(value):
-        return callable_identity(value)
-    if hasattr(value, "model_dump"):  # pydantic models
-        return _jsonable(value.model_dump())
-    if hasattr(value, "__dict__"):
-        return {"type": f"{type(value).__module__}.{type(value).__qualname__}",
-                "attrs": _jsonable({k: v for k, v in vars(value).items() if not k.startswith("_")})}
-    return repr(value)
-
-
-def callable_identity(fn: Callable) -> str:
-    """Identity of a function: its qualified name and a hash of its source (or bytecode)."""
-    try:
-        body = inspect.getsource(fn)
-    except (OSError, TypeError):
-        code = getattr(fn, "__code__", None)
-        body = code.co_code.hex() if code is not None else repr(fn)
-    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}:{digest}"
 
 
 class ProcessingStage(ABC, Generic[InT, OutT]):
@@ -158,7 +128,8 @@ class ProcessingStage(ABC, Generic[InT, OutT]):
         return {
             "class": f"{cls.__module__}.{cls.__qualname__}",
             "version": str(self.version),
-            "params": _jsonable(self.params()),
+            "params": {key: canonical(value, self.stage_name, key)
+                       for key, value in sorted(self.params().items())},
         }
 
     def identity_hash(self) -> str:
@@ -202,9 +173,12 @@ class ProcessingStage(ABC, Generic[InT, OutT]):
     def run(self, tasks: list[InT]) -> list[OutT]:
         """Validate, process and record: what every backend calls for one batch of tasks.
 
-        Each output task gets a :class:`StagePerfStats`. A document task that a stage drops
-        entirely becomes an empty batch that carries the drop count, so the run's accounting
-        never loses documents to a ``None``.
+        Each output task gets a :class:`StagePerfStats`. The run's accounting must never lose a
+        document to a stage that forgot to say why it went, so (documents in, documents out):
+        rows a document stage removes without a recorded reason are counted as
+        ``dropped.<stage_name>``, and a document task the stage drops whole (``None``, or
+        missing from what ``process_batch`` returns) becomes an empty batch that carries its
+        history and that count.
         """
         for task in tasks:
             self.validate_input(task)
@@ -213,36 +187,39 @@ class ProcessingStage(ABC, Generic[InT, OutT]):
             for task in tasks:
                 start = time.perf_counter()
                 produced = self._normalise_result(task, self.process(task))
-                self._record(task, produced, time.perf_counter() - start, out)
+                out.extend(self._account([task], produced, time.perf_counter() - start))
             return out
         start = time.perf_counter()
-        produced = self.process_batch(tasks)
-        elapsed = time.perf_counter() - start
-        items_in = sum(t.num_items for t in tasks)
-        share = elapsed / max(len(produced), 1)
-        for i, task in enumerate(produced):
-            stats = StagePerfStats(
-                self.stage_name, share, items_in if i == 0 else 0, task.num_items,
-                dict(getattr(task, "_pending_metrics", {}) or {}),
-            )
-            task.__dict__.pop("_pending_metrics", None)
-            task.add_stage_perf(stats)
+        produced = self._normalise_result(None, self.process_batch(tasks))
+        return self._account(list(tasks), produced, time.perf_counter() - start)
+
+    def _account(self, inputs: list[Task], produced: list[Task], elapsed: float) -> list[Task]:
+        """Append this call's stats to ``produced``; count silent drops (see :meth:`run`)."""
+        drop_key = f"{DROPPED_PREFIX}{self.stage_name}"
+        pending = [dict(t.__dict__.pop("_pending_metrics", None) or {}) for t in produced]
+        documents = all(isinstance(t, DocumentBatch) for t in [*inputs, *produced])
+        kept, gone = inputs, []
+        if documents:
+            gone = [t for t in inputs if t.num_items and not _carried(t, inputs, produced)]
+            kept = [t for t in inputs if not any(t is g for g in gone)]
+            missing = (sum(t.num_items for t in kept) - sum(t.num_items for t in produced)
+                       - sum(_accounted(m) for m in pending))
+            if missing > 0 and produced:
+                pending[0][drop_key] = pending[0].get(drop_key, 0) + missing
+        share = elapsed / max(len(produced) + len(gone), 1)
+        items_in = sum(t.num_items for t in kept)
+        for i, (child, metrics) in enumerate(zip(produced, pending)):
+            child.add_stage_perf(StagePerfStats(
+                self.stage_name, share, items_in if i == 0 else 0, child.num_items, metrics))
+        for task in gone:  # dropped whole: an empty batch keeps its history and the count
+            empty = task.derive(task.data.slice(0, 0))
+            empty.add_stage_perf(StagePerfStats(
+                self.stage_name, share, task.num_items, 0, {drop_key: task.num_items}))
+            produced.append(empty)
         return produced
 
-    def _record(self, task: Task, produced: list[Task], elapsed: float, out: list[Task]) -> None:
-        if not produced and isinstance(task, DocumentBatch) and task.num_items > 0:
-            produced = [task.derive(task.data.slice(0, 0))]
-            produced[0]._pending_metrics = {f"{DROPPED_PREFIX}{self.stage_name}": task.num_items}
-        share = elapsed / max(len(produced), 1)
-        for i, child in enumerate(produced):
-            metrics = dict(child.__dict__.pop("_pending_metrics", None) or {})
-            child.add_stage_perf(StagePerfStats(
-                self.stage_name, share, task.num_items if i == 0 else 0, child.num_items, metrics,
-            ))
-        out.extend(produced)
-
     @staticmethod
-    def _normalise_result(task: Task, result: Any) -> list[Task]:
+    def _normalise_result(task: Task | None, result: Any) -> list[Task]:
         if result is None:
             return []
         if isinstance(result, Task):
@@ -251,6 +228,30 @@ class ProcessingStage(ABC, Generic[InT, OutT]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.stage_name!r})"
+
+
+def _carried(task: Task, inputs: list[Task], produced: list[Task]) -> bool:
+    """Whether some output of a stage call continues ``task`` (else the call dropped it).
+
+    An output continues an input when it is the same object, carries the input's latest
+    history record (``derive`` keeps it), or, for an input without history, keeps its id.
+    """
+    if not produced:
+        return False
+    if len(inputs) == 1:
+        return True
+    history = task.stage_history
+    if history:
+        last = history[-1].stats_id
+        return any(out is task or any(s.stats_id == last for s in out.stage_history)
+                   for out in produced)
+    return any(out is task or out.task_id == task.task_id for out in produced)
+
+
+def _accounted(metrics: dict[str, float]) -> int:
+    """Documents a stage call said it removed: dropped for a reason, quarantined or written."""
+    return int(sum(v for k, v in metrics.items() if k.startswith(DROPPED_PREFIX))
+               + metrics.get(DOCUMENTS_QUARANTINED, 0) + metrics.get(DOCUMENTS_WRITTEN, 0))
 
 
 def record_metrics(task: Task, **metrics: float) -> Task:
@@ -351,54 +352,6 @@ class GlobalStage(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.stage_name!r})"
-
-
-class FunctionStage(ProcessingStage):
-    """A stage made from a plain function by :func:`processing_stage`."""
-
-    fn: Callable[[Task], Any]
-
-    def process(self, task: Task) -> Any:
-        return type(self).fn(task)
-
-    def params(self) -> dict[str, Any]:
-        return {"fn": callable_identity(type(self).fn)}
-
-
-def processing_stage(
-    fn: Callable[[Task], Any] | None = None,
-    *,
-    name: str | None = None,
-    resources: Resources | None = None,
-    batch_size: int | None = 1,
-    version: str = "1",
-    spec: dict[str, Any] | None = None,
-) -> Any:
-    """Turn ``def f(task) -> task | list[task] | None`` into a stage instance.
-
-    The stage's class is named after the function in CamelCase, so Ray shows
-    ``<Name>Task``/``<Name>Actor`` in its plan and dashboard.
-    """
-
-    def build(func: Callable[[Task], Any]) -> ProcessingStage:
-        class_name = "".join(part.capitalize() for part in func.__name__.split("_")) or "Function"
-        attrs: dict[str, Any] = {
-            "fn": staticmethod(func),
-            "name": name or func.__name__,
-            "resources": resources or Resources(),
-            "batch_size": batch_size,
-            "version": version,
-            "__module__": func.__module__,
-            "__doc__": func.__doc__,
-        }
-        if spec:
-            frozen = dict(spec)
-            attrs["ray_stage_spec"] = lambda self: dict(frozen)
-        cls = type(class_name, (FunctionStage,), attrs)
-        cls.__qualname__ = class_name
-        return cls()
-
-    return build(fn) if fn is not None else build
 
 
 def overrides_setup(stage: Any) -> bool:

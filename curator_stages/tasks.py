@@ -83,6 +83,11 @@ class Task(ABC, Generic[T]):
     def validate(self) -> bool:
         """True when the data is well formed for this task type."""
 
+    @property
+    def stage_history(self) -> tuple[StagePerfStats, ...]:
+        """What each stage did to this task so far, oldest first (read-only view)."""
+        return tuple(self._stage_perf)
+
     def add_stage_perf(self, stats: StagePerfStats) -> None:
         self._stage_perf.append(stats)
 

@@ -50,7 +50,7 @@ def main() -> list[DocumentBatch]:
     results = RayDataExecutor().execute(pipeline, sample_batches())
     for task in results:
         print(task.to_pandas()[["id", "char_count"]])
-        for stats in task._stage_perf:
+        for stats in task.stage_history:
             print(f"  {stats.stage_name}: {stats.num_items_in} in, {stats.num_items_out} out, "
                   f"drops {stats.dropped_by_reason()}")
     return results

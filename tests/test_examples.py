@@ -31,7 +31,7 @@ def test_function_stage_example(ray_cluster):
     rows = [r for t in results for r in t.to_pyarrow().to_pylist()]
     assert sorted(r["id"] for r in rows) == ["doc-1", "doc-3"]
     assert all(r["char_count"] >= 20 for r in rows)
-    drops = [s.dropped_by_reason() for t in results for s in t._stage_perf
+    drops = [s.dropped_by_reason() for t in results for s in t.stage_history
              if s.stage_name == "drop_short"]
     assert sum(d.get("too_short", 0) for d in drops) == 2
     plan = module.Pipeline("x", [module.add_char_count, module.drop_short]).plan("1 node x 2 cpus")

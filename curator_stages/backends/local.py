@@ -20,6 +20,7 @@ files (pickled Arrow tables, no compression: they are read back once, on the sam
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 import os
 import pickle
@@ -29,6 +30,7 @@ import tempfile
 import uuid
 from typing import Any, Iterable, Iterator, Sequence
 
+from curator_stages.function_stage import FunctionStage
 from curator_stages.pipeline import Pipeline, decompose
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.tasks import EmptyTask, Task
@@ -176,6 +178,40 @@ def _worker_run(args: tuple[int, bytes, "list[Task] | str", str | None, bytes | 
     return path, parts
 
 
+class _StagePickler(pickle.Pickler):
+    """The standard pickler, except that a function stage goes as "the stage at
+    ``module.function``": a pool worker forked or spawned from this process has that module."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, FunctionStage):
+            return obj.reduce_by_reference() or NotImplemented
+        return NotImplemented
+
+
+def _dumps(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    _StagePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
+def _pickle_stages(stages: Any) -> bytes:
+    """The stages as bytes for the pool, or an error naming the stage that cannot travel."""
+    try:
+        return _dumps(stages)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        for stage in stages if isinstance(stages, list) else [stages]:
+            try:
+                _dumps(stage)
+            except (pickle.PicklingError, AttributeError, TypeError) as stage_exc:
+                raise pickle.PicklingError(
+                    f"stage {stage.stage_name!r} cannot be sent to MultiprocessExecutor's worker "
+                    f"processes ({stage_exc}); define the stage's class or function at module "
+                    "level and keep unpicklable state (models, connections) in attributes "
+                    "that setup() creates, or run it with LocalExecutor or RayDataExecutor"
+                ) from stage_exc
+        raise
+
+
 def _load_spill(path: str) -> list[Task]:
     with open(path, "rb") as f:
         tasks = pickle.load(f)
@@ -225,9 +261,8 @@ class MultiprocessExecutor:
                             tasks = list(_stream(tasks, [processing[0]]))
                             processing = processing[1:]
                     payloads: list[Any] = spills or [[t] for t in tasks]
-                    blob = pickle.dumps(processing, protocol=pickle.HIGHEST_PROTOCOL)
-                    gblob = (pickle.dumps(global_stage, protocol=pickle.HIGHEST_PROTOCOL)
-                             if global_stage is not None else None)
+                    blob = _pickle_stages(processing)
+                    gblob = (_pickle_stages(global_stage) if global_stage is not None else None)
                     jobs = [(seg_index, blob, p, spill_root if global_stage else None, gblob)
                             for p in payloads]
                     results = pool.imap(_worker_run, jobs, chunksize=1)

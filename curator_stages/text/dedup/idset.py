@@ -54,6 +54,10 @@ class IdSet:
         pos = np.searchsorted(self._digests, query)
         return self._digests[np.minimum(pos, self.size - 1)] == query
 
+    def identity(self) -> dict[str, object]:
+        """What a stage holding this set is identified by (see curator_stages.identity)."""
+        return {"size": self.size, "fingerprint": self.fingerprint}
+
     def __repr__(self) -> str:
         return f"IdSet(size={self.size}, fingerprint={self.fingerprint[:12]})"
 
