@@ -10,15 +10,22 @@ wrongly removed) has probability ~n^2/2^129: nil in practice.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from curator_stages.stage import ProcessingStage, record_drops
-from curator_stages.tasks import DocumentBatch
+from curator_stages.io.quarantine import QUARANTINE_KEY, make_record
+from curator_stages.stage import ProcessingStage, record_drops, record_metrics
+from curator_stages.tasks import DOCUMENTS_QUARANTINED, DocumentBatch
+from curator_stages.text.dedup.rows import (  # noqa: F401  (re-exported)
+    document_tables,
+    ids_column,
+    row_keys,
+    split_key,
+)
 
 
 def id_digests(ids: Iterable[str]) -> np.ndarray:
@@ -59,17 +66,23 @@ class IdSet:
 
 
 class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
-    """Removes the documents whose id is in ``remove`` and records them as ``dropped.<reason>``.
+    """Removes the documents whose row key is in ``remove`` (recorded as ``dropped.<reason>``)
+    and moves those whose row key is in ``quarantine`` to quarantine (with that reason).
 
-    Built by a dedup ``fit``; a stateless task-mode stage (no ``setup``), cheap per batch.
+    Built by a dedup ``fit``; a stateless task-mode stage (no ``setup``), cheap per batch. Row
+    keys, not ids, name the documents (see :mod:`.rows`): two records that share an id are two
+    rows, and removing one never removes the other.
     """
 
     batch_size = 1
 
-    def __init__(self, remove: IdSet, reason: str, id_field: str = "id", name: str = ""):
+    def __init__(self, remove: IdSet, reason: str, id_field: str = "id", name: str = "",
+                 quarantine: dict[str, str] | None = None, text_field: str = "text"):
         self.remove = remove
         self.reason = reason
         self.id_field = id_field
+        self.text_field = text_field
+        self.quarantine = dict(sorted((quarantine or {}).items()))
         self.name = name or reason.replace("_duplicate", "") + "_dedup_filter"
 
     def inputs(self) -> tuple[list[str], list[str]]:
@@ -77,41 +90,29 @@ class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
 
     def process(self, task: DocumentBatch) -> DocumentBatch:
         table = task.to_pyarrow()
-        if table.num_rows == 0 or self.remove.size == 0:
+        if table.num_rows == 0 or (self.remove.size == 0 and not self.quarantine):
             return task
-        drop = self.remove.contains(table.column(self.id_field))
+        keys = row_keys(table, self.id_field, self.stage_name)
+        drop = self.remove.contains(keys)
+        records = []
+        if self.quarantine:
+            texts = (table.column(self.text_field) if self.text_field in table.column_names
+                     else None)
+            for i, key in enumerate(keys.to_pylist()):
+                reason = self.quarantine.get(key)
+                if reason is None:
+                    continue
+                _, file, line = split_key(key)
+                raw = texts[i].as_py() if texts is not None else None
+                records.append(make_record(file or "", line or 0, reason, raw, self.stage_name))
+                drop[i] = True
         n_drop = int(drop.sum())
         if n_drop == 0:
             return task
-        out = task.derive(table.filter(pa.array(~drop)))
-        return record_drops(out, {self.reason: n_drop})
-
-
-def ids_column(table: pa.Table, id_field: str, stage_name: str) -> pa.ChunkedArray:
-    """The id column as strings, or an error that names the stage, the field and the fix."""
-    if id_field not in table.column_names:
-        raise KeyError(
-            f"stage {stage_name!r}: documents lack the id field {id_field!r} (columns: "
-            f"{table.column_names}); dedup keeps the smallest id, so read documents with an id "
-            "(readers add 'id') or set id_field= to an existing unique column"
-        )
-    col = table.column(id_field)
-    return col if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) else pc.cast(col, pa.string())
-
-
-def document_tables(tasks: Iterable[DocumentBatch], text_field: str,
-                    stage_name: str) -> Iterator[pa.Table]:
-    """The non-empty document tables of ``tasks``, each checked for the text field.
-
-    Both dedup fits walk their input this way; the error names the stage, the field and the fix.
-    """
-    for task in tasks:
-        table = task.to_pyarrow()
-        if table.num_rows == 0:
-            continue
-        if text_field not in table.column_names:
-            raise KeyError(
-                f"stage {stage_name!r}: documents lack the text field {text_field!r} (columns: "
-                f"{table.column_names}); set text_field= to the column holding the text"
-            )
-        yield table
+        meta = {}
+        if records:
+            meta[QUARANTINE_KEY] = [*task._metadata.get(QUARANTINE_KEY, []), *records]
+        out = task.derive(table.filter(pa.array(~drop)), **meta)
+        if records:
+            record_metrics(out, **{DOCUMENTS_QUARANTINED: len(records)})
+        return record_drops(out, {self.reason: n_drop - len(records)})
