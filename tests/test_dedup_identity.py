@@ -175,3 +175,43 @@ def test_whole_pipeline_accounts_for_every_line(ray_cluster, tmp_path: Path):
                      for f in (out / "quarantine").glob("*.jsonl") for r in read_quarantine(str(f)))
     assert reasons == ["duplicate id b", "text field 'text' is not valid Unicode",
                        "truncated/corrupt compressed stream"]
+
+
+def test_flow_checks_ids_even_without_dedup(tmp_path: Path):
+    """The rule "ids are unique or the extra records are quarantined" holds on every flow run:
+    each dedup fit checks ids, and with both dedups off the flow adds the stand-alone check."""
+    from flows.text_curation import TextCurationParams, build_stage_groups
+
+    write_shared_id_corpus(tmp_path / "in")
+
+    def global_stages(**kw):
+        params = TextCurationParams(input=str(tmp_path / "in"), output=str(tmp_path / "o"),
+                                    work_dir=str(tmp_path / "w"), language_id=False, **kw)
+        return [type(s).__name__ for g in build_stage_groups(params) for s in g
+                if type(s).__name__.endswith(("Check", "Remover"))]
+
+    assert global_stages(id_field="id", exact_dedup=False, fuzzy_dedup=False) == ["DuplicateIdCheck"]
+    assert global_stages(id_field="id") == ["ExactDuplicateRemover", "FuzzyDuplicateRemover"]
+    assert global_stages(exact_dedup=False, fuzzy_dedup=False) == []  # ids from file:line
+
+
+def test_duplicate_id_records_never_replace_the_readers_quarantine_file(tmp_path: Path):
+    """A reader with quarantine_dir and a writer with the same quarantine_output: the dedup
+    filter's records get their own file beside the reader's, so neither replaces the other."""
+    root = tmp_path / "in"
+    write_shared_id_corpus(root)
+    with open(root / "part.jsonl", "a") as f:
+        f.write("{broken json\n")
+    q = tmp_path / "quarantine"
+    tasks = [EmptyTask()]
+    for stage in Pipeline("t", [JsonlReader(str(root), id_field="id", quarantine_dir=str(q))]
+                          ).execution_stages():
+        tasks = stage.run(tasks)
+    tasks = ExactDuplicateRemover().fit_local(tasks).run(tasks)
+    tasks = JsonlWriter(str(tmp_path / "data"), quarantine_output=str(q)).run(tasks)
+    reasons = sorted(r["reason"].split(":")[0].split(" (")[0]
+                     for f in q.glob("*.jsonl") for r in read_quarantine(str(f)))
+    assert reasons == ["duplicate id b", "invalid JSON"]
+    summary = summarise(HistoryAggregator().add_tasks(tasks).to_dict())
+    summary.check()
+    assert summary.documents_quarantined == 2 and summary.documents_read == 6

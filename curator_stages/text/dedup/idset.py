@@ -17,7 +17,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from curator_stages.io.quarantine import QUARANTINE_KEY, make_record
+import posixpath
+
+from curator_stages.io.partition import FILE_GROUP_KEY
+from curator_stages.io.quarantine import (
+    QUARANTINE_FILES_KEY,
+    QUARANTINE_KEY,
+    make_record,
+    write_quarantine,
+)
 from curator_stages.stage import ProcessingStage, record_drops, record_metrics
 from curator_stages.tasks import DOCUMENTS_QUARANTINED, DocumentBatch
 from curator_stages.text.dedup.rows import (  # noqa: F401  (re-exported)
@@ -109,10 +117,20 @@ class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         n_drop = int(drop.sum())
         if n_drop == 0:
             return task
-        meta = {}
-        if records:
-            meta[QUARANTINE_KEY] = [*task._metadata.get(QUARANTINE_KEY, []), *records]
+        meta = self._quarantine_meta(task, records) if records else {}
         out = task.derive(table.filter(pa.array(~drop)), **meta)
         if records:
             record_metrics(out, **{DOCUMENTS_QUARANTINED: len(records)})
         return record_drops(out, {self.reason: n_drop - len(records)})
+
+    def _quarantine_meta(self, task: DocumentBatch, records: list[dict]) -> dict:
+        """Where the records go: beside the reader's quarantine file when it wrote one (a
+        writer's ``quarantine-<key>.jsonl`` there would replace the reader's), else with the
+        task for the writer's ``quarantine_output``."""
+        written = task._metadata.get(QUARANTINE_FILES_KEY) or []
+        if not written:
+            return {QUARANTINE_KEY: [*task._metadata.get(QUARANTINE_KEY, []), *records]}
+        key = f"{task._metadata.get(FILE_GROUP_KEY) or task.task_id}-{self.stage_name}"
+        path = write_quarantine(posixpath.dirname(written[0]), key, records,
+                                stage_name=self.stage_name)
+        return {QUARANTINE_FILES_KEY: [*written, path]}
