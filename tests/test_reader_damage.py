@@ -195,3 +195,38 @@ def test_invalid_utf8_in_parquet_strings_is_quarantined_per_row(tmp_path: Path):
         (2, "text field 'text' is not valid UTF-8")]
     batches[0].to_pyarrow().column("text").to_pylist()  # later stages can read every row
     _check_accounting(batches)
+
+
+def test_a_stream_that_cannot_seek_back_says_what_it_could_not_recover():
+    """Salvage re-reads the damaged member from its start; where the stream cannot seek, the
+    error says that lines before the damage may be missing instead of hiding it."""
+    import io
+
+    from curator_stages.io.compression import CorruptCompressedStreamError, open_decompressed
+
+    class OneWay(io.RawIOBase):
+        def __init__(self, data: bytes) -> None:
+            self._inner = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def seekable(self) -> bool:
+            return False
+
+        def readinto(self, b) -> int:
+            return self._inner.readinto(b)
+
+    import random
+
+    rng = random.Random(0)
+    payload = b"".join(json.dumps({"text": " ".join(f"w{rng.randrange(10**6)}" for _ in range(30))})
+                       .encode() + b"\n" for _ in range(5000))
+    blob = bytearray(zstandard.ZstdCompressor().compress(payload))
+    assert len(blob) > 4 * 65536  # the damage lies chunks after the frame's start
+    for i in range(len(blob) // 2, len(blob) // 2 + 16):
+        blob[i] ^= 0xFF
+    stream = open_decompressed(OneWay(bytes(blob)), "zstd")
+    with pytest.raises(CorruptCompressedStreamError, match="cannot seek back"):
+        for _ in stream:
+            pass

@@ -146,7 +146,10 @@ class _DecompressingRawReader(io.RawIOBase):
             obj = self._new()  # the failing input starts a member/frame: nothing to replay
         else:
             if not (getattr(self._raw, "seekable", lambda: False)()):
-                return  # cannot re-read: the failing call's output is lost (bounded by a chunk)
+                self._error = CorruptCompressedStreamError(
+                    f"{self._error}; lines decoded from the {len(failing)} compressed bytes "
+                    "before it could not be recovered (the stream cannot seek back)")
+                return
             resume = self._raw.tell()
             obj = self._new()
             self._raw.seek(self._member_start)

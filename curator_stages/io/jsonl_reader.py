@@ -150,10 +150,16 @@ class JsonlReadStage(FileReadStage):
 
     A line is quarantined (or, with ``strict=True``, raises :class:`MalformedRecordError` naming the
     file and line) when it is not UTF-8, not valid JSON, not a JSON object, lacks ``text_field``,
-    has a non-string text, or lacks a usable ``id_field``. A compressed file that is truncated or
-    corrupt keeps the lines decoded before the damage and adds one record with reason
-    ``"truncated/corrupt compressed stream"``. Files stream line by line: memory is bounded by
-    the longest line (a 50 MB single-line document reads fine).
+    has a non-string text, lacks a usable ``id_field``, or holds a lone UTF-16 surrogate (valid
+    JSON, not valid Unicode: Arrow would refuse the whole batch) in its text, id or a kept field.
+    A compressed file that is truncated, corrupt or followed by garbage keeps every line decoded
+    before the damage and adds one record with reason ``"truncated/corrupt compressed stream"``
+    at the line where decoding stopped. (Deflate has no checksum before a member's end, so bytes
+    decoded from damaged gzip data before zlib notices become lines of their own, quarantined one
+    by one when they do not parse.) Per file, records read = documents + quarantine records is
+    checked, and for compressed files decoded bytes = bytes of the lines read; a mismatch raises
+    :class:`ReaderAccountingError`. Files stream line by line: memory is bounded by the longest
+    line (a 50 MB single-line document reads fine).
 
     Compression: ``"infer"`` (from ``.gz``/``.zst`` extensions), ``None``, ``"gzip"`` or ``"zstd"``.
     """
