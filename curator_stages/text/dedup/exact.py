@@ -13,7 +13,7 @@ Only those keys come back to the driver, inside the returned :class:`DuplicateId
 from __future__ import annotations
 
 import unicodedata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa

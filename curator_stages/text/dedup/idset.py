@@ -1,6 +1,7 @@
 """A compact, picklable set of document ids, and the per-task stage that removes them.
 
-A dedup fit ends with "these ids go"; the set travels with the filter stage to every worker.
+A dedup fit ends with "these rows go" (row keys, see :mod:`.rows`; plain ids work the same);
+the set travels with the filter stage to every worker.
 Ids are kept as sorted 128-bit xxh3 digests (16 bytes per id, whatever the id length), and
 membership is a vectorised binary search, so a batch is checked without building a hash table
 per call and a few million ids stay a few tens of MB. A 128-bit collision (a kept document
@@ -10,14 +11,12 @@ wrongly removed) has probability ~n^2/2^129: nil in practice.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import xxhash
-
-import posixpath
 
 from curator_stages.io.partition import FILE_GROUP_KEY
 from curator_stages.io.quarantine import (
