@@ -93,7 +93,7 @@ def test_in_process_fit_makes_the_same_decision(tmp_path: Path):
     out = ExactDuplicateRemover().fit_local(tasks).run(tasks)
     kept = sorted(r["id"] + ":" + r["text"] for t in out for r in t.to_pyarrow().to_pylist())
     assert kept == sorted([f"b:{UNIQUE}", f"a:{SHARED}", "c:plain copy"])
-    assert quarantined(out) == 1
+    assert quarantined(out) == 1 and drops(out) == {"exact_duplicate": 1}  # 3 + 1 + 1 = 5 read
 
 
 def test_fuzzy_dedup_never_removes_a_shared_id_everywhere(ray_cluster, tmp_path: Path):
