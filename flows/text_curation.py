@@ -73,7 +73,8 @@ class TextCurationParams(BaseModel):
     output_format: Literal["parquet", "jsonl"] = Field("parquet", description="Output file format")
     text_field: str = Field("text", description="Name of the text field in the input records")
     id_field: str | None = Field(None, description="Input field holding a unique document id "
-                                 "(default: ids derived from file path and line number)")
+                                 "(default: ids derived from file path and line number); a "
+                                 "record whose id an earlier record has goes to quarantine")
     files_per_group: int | None = Field(None, ge=1, le=100_000, description="Input files per read "
                                         "task (default: the reader's choice)")
     # --- heuristic quality filters (Gopher defaults)
@@ -206,6 +207,12 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
 
         groups.append([FuzzyDuplicateRemover(text_field=p.text_field, threshold=p.fuzzy_threshold,
                                              num_perm=p.fuzzy_num_perm, name="fuzzy_dedup")])
+    if p.id_field and not (p.exact_dedup or p.fuzzy_dedup):
+        # Ids from the input must be unique: each dedup fit quarantines later occurrences of an
+        # id; without dedup this check does it, so the rule holds on every run.
+        from curator_stages.text.dedup import DuplicateIdCheck
+
+        groups.append([DuplicateIdCheck(text_field=p.text_field, name="id_check")])
     data_dir = f"{p.output.rstrip('/')}/data"
     quarantine = f"{p.output.rstrip('/')}/quarantine"
     writer_cls = ParquetWriter if p.output_format == "parquet" else JsonlWriter

@@ -52,6 +52,14 @@ def write_bad_corpus(root: Path) -> dict[str, object]:
                      ("fields.jsonl", 4): "text field 'text' is not a string"})
     whole = gzip.compress(("\n".join(good(100 + i) for i in range(200)) + "\n").encode())
     (root / "truncated.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    # Garbage after a complete gzip member: all 200 lines read, the tail is one record.
+    tail = gzip.compress(("\n".join(good(400 + i) for i in range(200)) + "\n").encode())
+    (root / "tail_garbage.jsonl.gz").write_bytes(tail + bytes(range(0xA0, 0xB0)))
+    expected[("tail_garbage.jsonl.gz", 201)] = "truncated/corrupt compressed stream"
+    # Valid JSON, not valid Unicode: the record goes to quarantine, not the whole file group.
+    (root / "surrogate.jsonl").write_text(good(40) + "\n" + '{"text": "caf\\ud800 au lait"}\n'
+                                          + good(41) + "\n")
+    expected[("surrogate.jsonl", 2)] = "text field 'text' is not valid Unicode (lone surrogate)"
     (root / "empty.jsonl").write_bytes(b"")
     (root / "blank_lines.jsonl").write_text("\n  \n\n")
     (root / "empty.jsonl.gz").write_bytes(gzip.compress(b""))
@@ -91,11 +99,11 @@ def test_every_bad_input_is_quarantined_or_dropped_and_counted(ray_cluster, pref
     # Nothing lost: read = written + dropped + quarantined, and the good lines before the
     # damage in the truncated gzip were kept (read) rather than the whole file.
     assert summary["identity"]["holds"], summary["identity"]
-    good_lines = 4 + 2 + 2 + 1 + 1  # good, malformed, bad_utf8, fields, huge
+    good_lines = 4 + 2 + 2 + 1 + 1 + 200 + 2  # good, malformed, bad_utf8, fields, huge, tail, surrogate
     assert summary["documents_read"] > good_lines + len(expected) + 1
     # The 50 MB document was read whole and dropped by a rule (too many words), not lost.
     assert summary["dropped_by_reason"].get("gopher_word_count", 0) >= 1
-    assert summary["documents_written"] >= 4
+    assert summary["documents_written"] >= 4 + 200 + 2
 
 
 # ----------------------------------------------------------------------------- parameters

@@ -59,6 +59,14 @@ class _DecompressingRawReader(io.RawIOBase):
     a damaged spot; raises :class:`CorruptCompressedStreamError` when the input ends in the middle
     of a member/frame (the standard library's ``GzipFile`` behind a large buffer would lose the
     last buffer's worth of good lines, and ``zstandard``'s ``stream_reader`` does not raise at all).
+
+    Damage never costs the output decoded before it. A codec error discards the output of the
+    ``decompress`` call that raised it (up to a chunk's worth: hundreds of good lines), so on an
+    error the current member/frame is decoded again from its start (the raw file is seeked back;
+    neither codec can resume mid-stream otherwise) up to the failing chunk, and the failing chunk
+    is then fed one byte at a time: every byte decoded before the damaged one is handed over, and
+    only then is the error raised. Bytes after a complete member/frame that do not start a new
+    one (trailing garbage) raise too, after all output of the complete members.
     """
 
     def __init__(self, raw: BinaryIO, codec: str, chunk_size: int = 1 << 16) -> None:
@@ -69,6 +77,11 @@ class _DecompressingRawReader(io.RawIOBase):
         self._pending = b""
         self._in_member = False
         self._eof = False
+        self._error: BaseException | None = None
+        self._offset = 0          # raw bytes read so far
+        self._member_start = 0    # raw offset where the current member/frame begins
+        #: Decoded bytes handed over (or pending) in all; the reader checks its lines against it.
+        self.bytes_decoded = 0
 
     def _new(self):
         if self._codec == "gzip":
@@ -81,6 +94,10 @@ class _DecompressingRawReader(io.RawIOBase):
     def readinto(self, buffer) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")
         while not self._pending and not self._eof:
+            if self._error is not None:
+                error, self._error = self._error, None
+                self._eof = True
+                raise error
             data = self._raw.read(self._chunk)
             if not data:
                 self._eof = True
@@ -89,30 +106,77 @@ class _DecompressingRawReader(io.RawIOBase):
                         f"{self._codec} stream ended in the middle of a "
                         f"{'member' if self._codec == 'gzip' else 'frame'}")
                 break
-            self._feed(data)
+            start = self._offset
+            self._offset += len(data)
+            self._feed(data, start)
         n = min(len(view), len(self._pending))
         view[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         return n
 
-    def _feed(self, data: bytes) -> None:
-        out = []
-        while data:
+    def _emit(self, out: bytes) -> None:
+        if out:
+            self._pending += out
+            self.bytes_decoded += len(out)
+
+    def _feed(self, data: bytes, start: int) -> None:
+        pos = 0
+        while pos < len(data):
             self._in_member = True
-            out.append(self._obj.decompress(data))
-            if self._obj.eof:
-                self._in_member = False
-                data = self._obj.unused_data
-                self._obj = self._new()
-                if self._codec == "gzip" and data and not data.strip(b"\x00"):
-                    data = b""  # zero padding after the last member, as gzip tolerates
-            else:
-                data = b""
-        self._pending += b"".join(out)
+            try:
+                out = self._obj.decompress(data[pos:] if pos else data)
+            except COMPRESSED_STREAM_ERRORS as exc:
+                self._error = exc
+                self._salvage(start + pos, data[pos:])
+                return
+            self._emit(out)
+            if not self._obj.eof:
+                return
+            self._in_member = False
+            rest = self._obj.unused_data
+            pos = len(data) - len(rest)
+            self._member_start = start + pos
+            self._obj = self._new()
+            if self._codec == "gzip" and rest and not rest.strip(b"\x00"):
+                return  # zero padding after the last member, as gzip tolerates
+
+    def _salvage(self, fail_at: int, failing: bytes) -> None:
+        """Hand over what the failing ``decompress`` call decoded before the damaged byte."""
+        if self._member_start == fail_at:
+            obj = self._new()  # the failing input starts a member/frame: nothing to replay
+        else:
+            if not (getattr(self._raw, "seekable", lambda: False)()):
+                self._error = CorruptCompressedStreamError(
+                    f"{self._error}; lines decoded from the {len(failing)} compressed bytes "
+                    "before it could not be recovered (the stream cannot seek back)")
+                return
+            resume = self._raw.tell()
+            obj = self._new()
+            self._raw.seek(self._member_start)
+            todo = fail_at - self._member_start
+            while todo > 0:  # the same input gives the same output, already handed over
+                data = self._raw.read(min(self._chunk, todo))
+                if not data:
+                    return
+                todo -= len(data)
+                obj.decompress(data)
+            self._raw.seek(resume)
+        for i in range(len(failing)):
+            try:
+                out = obj.decompress(failing[i:i + 1])
+            except COMPRESSED_STREAM_ERRORS:
+                return
+            self._emit(out)
+            if obj.eof:  # pragma: no cover - a member cannot end inside a call that failed
+                return
 
 
 def open_decompressed(raw: BinaryIO, codec: str | None, buffer_size: int = 1 << 20) -> BinaryIO:
-    """A buffered, line-iterable reader over ``raw`` decoded with ``codec``."""
+    """A buffered, line-iterable reader over ``raw`` decoded with ``codec``.
+
+    For a compressed stream, ``decoded_bytes(stream)`` tells how many decoded bytes it produced,
+    so a reader can check that its lines account for all of them.
+    """
     if codec is None:
         return raw
     if codec in CODECS:
@@ -146,6 +210,12 @@ class CompressedWriter:
     def __exit__(self, *exc) -> None:
         if self._codec is not None:  # closing ends the gzip member / zstd frame, not ``raw``
             self._stream.close()
+
+
+def decoded_bytes(stream: BinaryIO) -> int | None:
+    """Decoded bytes produced so far by a stream of :func:`open_decompressed` (None: plain)."""
+    raw = getattr(stream, "raw", None)
+    return raw.bytes_decoded if isinstance(raw, _DecompressingRawReader) else None
 
 
 def extension_for(codec: str | None) -> str:

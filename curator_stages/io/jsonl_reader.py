@@ -10,6 +10,7 @@ they carry no record, and JSONL writers commonly end files with one. Line number
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Sequence
 
 import fsspec
@@ -17,6 +18,7 @@ import fsspec
 from curator_stages.io.batch_builder import BatchBuilder
 from curator_stages.io.compression import (
     COMPRESSED_STREAM_ERRORS,
+    decoded_bytes,
     infer_codec,
     open_decompressed,
 )
@@ -31,13 +33,19 @@ from curator_stages.io.quarantine import (
     DEFAULT_RAW_CAP,
     QUARANTINE_FILES_KEY,
     QUARANTINE_KEY,
+    REASON_SURROGATE,
     REASON_TRUNCATED,
     MalformedRecordError,
+    ReaderAccountingError,
     make_record,
     write_quarantine,
 )
 from curator_stages.stage import CompositeStage, ProcessingStage, record_metrics
 from curator_stages.tasks import DOCUMENTS_QUARANTINED, DOCUMENTS_READ, DocumentBatch, FileGroupTask
+
+#: A JSON escape of a UTF-16 surrogate (``\\ud800``-``\\udfff``): the only way a line that is
+#: valid UTF-8 can give Python a string Arrow cannot hold. Lines without one skip the check.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 JSONL_EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd", ".json", ".json.gz",
                     ".json.zst", ".ndjson", ".ndjson.gz", ".ndjson.zst")
@@ -85,7 +93,10 @@ class FileReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
         quarantine: list[dict[str, Any]] = []
         read = 0
         for path, rel in zip(task.data, rels):
-            read += self.read_file(path, rel, builder, quarantine)
+            emitted, quarantined = len(builder), len(quarantine)
+            n = self.read_file(path, rel, builder, quarantine)
+            self.check_file_counts(path, n, len(builder) - emitted, len(quarantine) - quarantined)
+            read += n
         meta = {**task._metadata, FILE_GROUP_KEY: key, INPUT_ROOT: root}
         if quarantine:
             if self.quarantine_dir:
@@ -105,6 +116,19 @@ class FileReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
                   quarantine: list[dict[str, Any]]) -> int:
         """Append the file's documents and quarantine records; return the records counted as read."""
         raise NotImplementedError
+
+    def check_file_counts(self, path: str, read: int, emitted: int, quarantined: int) -> None:
+        """Records read from one file = documents emitted + records quarantined, or an error.
+
+        The run's identity is only as good as the reader's count: a line that a reader skips
+        without quarantining it would vanish while the identity still holds.
+        """
+        if read != emitted + quarantined:
+            raise ReaderAccountingError(
+                f"stage {self.stage_name!r}: {path}: read {read} record(s) but emitted {emitted} "
+                f"and quarantined {quarantined}; a record was lost inside the reader (a bug: "
+                "report it with this file)"
+            )
 
     def _bad(self, quarantine: list[dict[str, Any]], path: str, line: int, reason: str,
              raw: bytes | str | None) -> None:
@@ -126,10 +150,16 @@ class JsonlReadStage(FileReadStage):
 
     A line is quarantined (or, with ``strict=True``, raises :class:`MalformedRecordError` naming the
     file and line) when it is not UTF-8, not valid JSON, not a JSON object, lacks ``text_field``,
-    has a non-string text, or lacks a usable ``id_field``. A compressed file that is truncated or
-    corrupt keeps the lines decoded before the damage and adds one record with reason
-    ``"truncated/corrupt compressed stream"``. Files stream line by line: memory is bounded by
-    the longest line (a 50 MB single-line document reads fine).
+    has a non-string text, lacks a usable ``id_field``, or holds a lone UTF-16 surrogate (valid
+    JSON, not valid Unicode: Arrow would refuse the whole batch) in its text, id or a kept field.
+    A compressed file that is truncated, corrupt or followed by garbage keeps every line decoded
+    before the damage and adds one record with reason ``"truncated/corrupt compressed stream"``
+    at the line where decoding stopped. (Deflate has no checksum before a member's end, so bytes
+    decoded from damaged gzip data before zlib notices become lines of their own, quarantined one
+    by one when they do not parse.) Per file, records read = documents + quarantine records is
+    checked, and for compressed files decoded bytes = bytes of the lines read; a mismatch raises
+    :class:`ReaderAccountingError`. Files stream line by line: memory is bounded by the longest
+    line (a 50 MB single-line document reads fine).
 
     Compression: ``"infer"`` (from ``.gz``/``.zst`` extensions), ``None``, ``"gzip"`` or ``"zstd"``.
     """
@@ -154,10 +184,12 @@ class JsonlReadStage(FileReadStage):
         add = builder.add
         read = 0
         lineno = 0
+        consumed = 0
         with fsspec.open(path, "rb", **self.storage_options) as raw:
             stream = open_decompressed(raw, codec)
             try:
                 for lineno, line in enumerate(stream, 1):
+                    consumed += len(line)
                     stripped = line.strip()
                     if not stripped:
                         continue
@@ -196,12 +228,45 @@ class JsonlReadStage(FileReadStage):
                                       f"id field {id_field!r} missing or not a string/integer", line)
                             continue
                         doc_id = str(raw_id)
-                    add(doc_id, text, path, lineno,
-                        [record.get(f) for f in fields] if fields else None)
+                    extras = [record.get(f) for f in fields] if fields else None
+                    if _SURROGATE_ESCAPE.search(stripped):
+                        bad_field = _lone_surrogate_field(
+                            [text_field, id_field or "id", *fields], [text, doc_id, *(extras or [])])
+                        if bad_field is not None:
+                            self._bad(quarantine, path, lineno,
+                                      f"{'text' if bad_field == text_field else 'id' if bad_field == (id_field or 'id') else ''}"
+                                      f"{' ' if bad_field in (text_field, id_field or 'id') else ''}"
+                                      f"field {bad_field!r} {REASON_SURROGATE}", line)
+                            continue
+                    add(doc_id, text, path, lineno, extras)
             except COMPRESSED_STREAM_ERRORS as exc:
                 read += 1
                 self._bad(quarantine, path, lineno + 1, f"{REASON_TRUNCATED}: {exc}", None)
+            else:
+                produced = decoded_bytes(stream)
+                if produced is not None and produced != consumed:
+                    raise ReaderAccountingError(
+                        f"stage {self.stage_name!r}: {path}: the decompressor produced {produced} "
+                        f"bytes but the lines read hold {consumed}; decoded data was lost inside "
+                        "the reader (a bug: report it with this file)"
+                    )
         return read
+
+
+def _lone_surrogate_field(names: list[str], values: list[Any]) -> str | None:
+    """The first of ``names`` whose value holds a lone UTF-16 surrogate, or None.
+
+    JSON allows ``"\\ud800"`` on its own; Python decodes it into a string that is not valid
+    Unicode, and Arrow refuses the whole batch over it. Nested values are checked too.
+    """
+    for name, value in zip(names, values):
+        if value is None or isinstance(value, (bool, int, float)):
+            continue
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return name
+    return None
 
 
 def _json_type(value: Any) -> str:

@@ -1,7 +1,9 @@
 """Parquet reading with pyarrow: column selection, row-group selection, same output as JSONL.
 
 A Parquet file has a schema, so most JSONL failure modes cannot happen row by row. What can:
-a row whose text is null (quarantined, reason ``"text is null"``) and a file that is not readable
+a row whose text is null (quarantined, reason ``"text is null"``), a string value that is not
+valid UTF-8 (a lone surrogate written by a lax tool: pyarrow reads it, then every later stage
+fails on the whole batch; quarantined per row), and a file that is not readable
 Parquet (one quarantine record for the file, or an error with ``strict=True``). A schema that lacks
 the text column, or whose text column is not a string, is a configuration mistake and raises at
 once, naming the file, the column and its type.
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -91,6 +94,21 @@ class ParquetReadStage(FileReadStage):
         if n_null:
             for i in pc.indices_nonzero(null_mask).to_pylist():
                 self._bad(quarantine, path, rows[i], f"text field {self.text_field!r} is null", None)
+        bad_rows: dict[int, str] = {}
+        string_columns = [("text", self.text_field, text)]
+        if self.id_field:
+            string_columns.append(("id", self.id_field, table.column(self.id_field)))
+        string_columns += [("", f, table.column(f)) for f in self.fields if f in table.column_names]
+        for role, name, column in string_columns:
+            for i in _invalid_utf8_rows(column):
+                if i not in bad_rows and not null_mask[i].as_py():
+                    bad_rows[i] = f"{role + ' ' if role else ''}field {name!r} is not valid UTF-8"
+        for i in sorted(bad_rows):
+            self._bad(quarantine, path, rows[i], bad_rows[i], None)
+        if bad_rows:
+            invalid = pa.array(np.isin(np.arange(table.num_rows), list(bad_rows)))
+            null_mask = pc.or_(null_mask, invalid)
+            n_null += len(bad_rows)
         keep = pc.invert(null_mask) if n_null else None
         if self.id_field:
             ids = pc.cast(table.column(self.id_field), pa.string())
@@ -122,6 +140,28 @@ class ParquetReadStage(FileReadStage):
                 f"stage {self.stage_name!r}: {path} column {self.text_field!r} (text_field) has type "
                 f"{text_type}, not string; point text_field at a string column"
             )
+
+
+def _invalid_utf8_rows(column: pa.ChunkedArray | pa.Array) -> list[int]:
+    """Rows of a string column (also inside nested types) whose bytes are not valid UTF-8.
+
+    The full validation runs in C; only a column that fails it is walked row by row.
+    """
+    try:
+        column.validate(full=True)
+        return []
+    except pa.ArrowInvalid:
+        pass
+    bad: list[int] = []
+    offset = 0
+    for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else [column]):
+        for i in range(len(chunk)):
+            try:
+                chunk.slice(i, 1).validate(full=True)
+            except pa.ArrowInvalid:
+                bad.append(offset + i)
+        offset += len(chunk)
+    return bad
 
 
 class ParquetReader(CompositeStage):

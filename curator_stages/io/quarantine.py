@@ -28,10 +28,19 @@ QUARANTINE_KEY = "quarantine"
 QUARANTINE_FILES_KEY = "quarantine_files"
 
 REASON_TRUNCATED = "truncated/corrupt compressed stream"
+REASON_SURROGATE = "is not valid Unicode (lone surrogate)"
 
 
 class MalformedRecordError(ValueError):
     """A record could not be read and the reader runs with ``strict=True``."""
+
+
+class ReaderAccountingError(RuntimeError):
+    """A reader's own counts for one file disagree: a line was neither emitted nor quarantined.
+
+    Never expected in operation; raised rather than letting the run's accounting identity
+    "hold" over a document the reader lost.
+    """
 
 
 def make_record(file: str, line: int, reason: str, raw: bytes | str | None, stage: str,

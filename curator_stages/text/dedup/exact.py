@@ -1,16 +1,19 @@
 """Exact deduplication across the whole dataset: same (normalised) text -> keep the smallest id.
 
 Plan (why it scales): a Ray Data ``map_batches`` turns every task into a compact Arrow table
-of (128-bit text hash as two uint64 columns, id) - 16 bytes plus the id per document, texts
-never leave the workers. A hash-partitioned reduce (see :mod:`.shuffle`) sorts each partition
-by (hash, id) and emits every id that is not the first of its hash. Only those ids come back
-to the driver, as an :class:`IdSet` inside the returned :class:`DuplicateIdFilter`.
+of (128-bit text hash as two uint64 columns, id hash, row key) - 24 bytes plus the row key per
+document, texts never leave the workers. Documents are named by row key (id + source location,
+unique by construction, see :mod:`.rows`), never by the user's id alone. Two hash-partitioned
+reduces (see :mod:`.shuffle`) run over it: one by id hash finds ids that several rows share
+(all but the first go to quarantine and take no part in the decision), one by text hash sorts
+each partition by (hash, row key) and emits every row key that is not the first of its hash.
+Only those keys come back to the driver, inside the returned :class:`DuplicateIdFilter`.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -19,11 +22,12 @@ import xxhash
 
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.tasks import DocumentBatch
-from curator_stages.text.dedup.idset import (
-    DuplicateIdFilter,
-    IdSet,
+from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet
+from curator_stages.text.dedup.rows import (
     document_tables,
-    ids_column,
+    duplicate_ids_local,
+    find_duplicate_ids,
+    key_table,
 )
 from curator_stages.text.dedup.shuffle import choose_num_partitions, partition_reduce
 
@@ -54,13 +58,14 @@ def _hash_texts(texts: list[str | None], normalize: bool, lowercase: bool) -> np
     return np.frombuffer(blob, dtype="<u8").reshape(-1, 2)
 
 
-_HASH_SCHEMA = pa.schema([("h0", pa.uint64()), ("h1", pa.uint64()), ("id", pa.string())])
+_HASH_SCHEMA = pa.schema([("h0", pa.uint64()), ("h1", pa.uint64()), ("ih", pa.uint64()),
+                          ("key", pa.string())])
 
 
 def _exact_hash_batch(batch: dict[str, np.ndarray], text_field: str, id_field: str,
                       normalize: bool, lowercase: bool, stage_name: str,
                       prepared_key: str | None = None) -> pa.Table:
-    """One compact table (h0, h1, id) for a batch of tasks (Ray Data rows {"item": task}).
+    """One compact table (h0, h1, ih, key) for a batch of tasks (Ray Data rows {"item": task}).
 
     A task that carries its table under ``prepared_key`` (hashed in the streaming pass before
     the barrier) is not hashed again.
@@ -75,37 +80,45 @@ def _exact_hash_batch(batch: dict[str, np.ndarray], text_field: str, id_field: s
             to_hash.append(task)
     for table in document_tables(to_hash, text_field, stage_name):
         hashes = _hash_texts(table.column(text_field).to_pylist(), normalize, lowercase)
+        keys = key_table(table, id_field, stage_name)
         parts.append(pa.table({"h0": pa.array(hashes[:, 0]), "h1": pa.array(hashes[:, 1]),
-                               "id": ids_column(table, id_field, stage_name)}, schema=_HASH_SCHEMA))
+                               "ih": keys.column("ih"), "key": keys.column("key")},
+                              schema=_HASH_SCHEMA))
     if not parts:
         return _HASH_SCHEMA.empty_table()
     return pa.concat_tables(parts)
 
 
-def _exact_reduce(table: pa.Table | None) -> pa.Table:
-    """Within one hash partition: every id that is not the smallest of its hash."""
+def _exact_reduce(table: pa.Table | None, exclude: pa.Array | None = None) -> pa.Table:
+    """Within one hash partition: every row key that is not the smallest of its hash.
+
+    Rows in ``exclude`` (quarantined for a duplicate id) neither stay nor make others go.
+    """
     if table is None or table.num_rows == 0:
-        return pa.table({"id": pa.array([], pa.string())})
+        return pa.table({"key": pa.array([], pa.string())})
+    if exclude is not None and len(exclude):
+        table = table.filter(pc.invert(pc.is_in(table.column("key"), value_set=exclude)))
     order = pc.sort_indices(table, sort_keys=[("h0", "ascending"), ("h1", "ascending"),
-                                              ("id", "ascending")])
+                                              ("key", "ascending")])
     t = table.take(order)
     h0 = t.column("h0").to_numpy()
     h1 = t.column("h1").to_numpy()
     same_as_previous = np.zeros(t.num_rows, dtype=bool)
     same_as_previous[1:] = (h0[1:] == h0[:-1]) & (h1[1:] == h1[:-1])
-    return pa.table({"id": t.column("id").filter(pa.array(same_as_previous))})
+    return pa.table({"key": t.column("key").filter(pa.array(same_as_previous))})
 
 
 class ExactDuplicateRemover(GlobalStage):
     """Removes documents whose normalised text equals that of a document with a smaller id.
 
-    Parameters: ``text_field``/``id_field`` name the columns; ``normalize`` (NFC + whitespace
+    Ties (two records sharing an id) are broken by source location; records whose id an earlier
+    record has go to quarantine instead (see :mod:`.rows`). Parameters: ``text_field``/``id_field`` name the columns; ``normalize`` (NFC + whitespace
     collapsed + stripped) and ``lowercase`` decide what "the same text" means. Empty texts are
     duplicates of each other too (keep one). Dropped documents are recorded as
     ``dropped.exact_duplicate``.
     """
 
-    #: Texts are hashed in the streaming pass (16 bytes + id per document travel to the fit).
+    #: Texts are hashed in the streaming pass (24 bytes + row key per document travel to the fit).
     prepare_in_stream = True
 
     def __init__(self, text_field: str = "text", id_field: str = "id", normalize: bool = True,
@@ -116,8 +129,12 @@ class ExactDuplicateRemover(GlobalStage):
         self.lowercase = lowercase
         self.name = name
 
-    def find_duplicate_ids(self, dataset: "ray.data.Dataset") -> IdSet:
-        """The ids to remove: all but the smallest id of every group of equal texts."""
+    def find_duplicates(self, dataset: "ray.data.Dataset") -> tuple[IdSet, dict[str, str]]:
+        """(row keys to remove, {row key: quarantine reason} for rows with a duplicate id).
+
+        Removed: all but the smallest row key (smallest id, then location) of every group of
+        equal texts, among the rows whose id is not a duplicate.
+        """
         compact = dataset.map_batches(
             _exact_hash_batch, batch_format="numpy", batch_size=None,
             fn_kwargs={"text_field": self.text_field, "id_field": self.id_field,
@@ -126,24 +143,29 @@ class ExactDuplicateRemover(GlobalStage):
         ).materialize()
         total = compact.count()
         refs = compact.to_arrow_refs()
-        outs = partition_reduce(refs, "h0", _exact_reduce,
+        quarantine = find_duplicate_ids(refs, self.stage_name, total)
+        exclude = pa.array(sorted(quarantine), pa.string()) if quarantine else None
+        outs = partition_reduce(refs, "h0", _exact_reduce, reduce_kwargs={"exclude": exclude},
                                 num_partitions=choose_num_partitions(total))
-        removed = [c for t in outs for c in t.column("id").chunks]
-        return IdSet(pa.chunked_array(removed, pa.string()) if removed else [])
+        removed = [c for t in outs for c in t.column("key").chunks]
+        return IdSet(pa.chunked_array(removed, pa.string()) if removed else []), quarantine
 
-    # In-process fit (LocalExecutor / MultiprocessExecutor): the same hashing and the same
-    # smallest-id choice as fit(), without Ray.
+    def _filter(self, remove: IdSet, quarantine: dict[str, str]) -> ProcessingStage:
+        return DuplicateIdFilter(remove, EXACT_DUPLICATE, id_field=self.id_field,
+                                 quarantine=quarantine, text_field=self.text_field,
+                                 name=f"{self.stage_name}_filter")
+
+    # In-process fit (LocalExecutor / MultiprocessExecutor): the same hashing, the same
+    # duplicate-id check and the same smallest-key choice as fit(), without Ray.
     def map_local(self, task: DocumentBatch) -> pa.Table:
         return _exact_hash_batch({"item": [task]}, self.text_field, self.id_field,
                                  self.normalize, self.lowercase, self.stage_name)
 
     def reduce_local(self, parts: list[pa.Table]) -> ProcessingStage:
         compact = pa.concat_tables(parts) if parts else None
-        remove = IdSet(_exact_reduce(compact).column("id"))
-        return DuplicateIdFilter(remove, EXACT_DUPLICATE, id_field=self.id_field,
-                                 name=f"{self.stage_name}_filter")
+        quarantine = duplicate_ids_local(compact, self.stage_name)
+        exclude = pa.array(sorted(quarantine), pa.string()) if quarantine else None
+        return self._filter(IdSet(_exact_reduce(compact, exclude).column("key")), quarantine)
 
     def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:
-        remove = self.find_duplicate_ids(dataset)
-        return DuplicateIdFilter(remove, EXACT_DUPLICATE, id_field=self.id_field,
-                                 name=f"{self.stage_name}_filter")
+        return self._filter(*self.find_duplicates(dataset))

@@ -17,6 +17,11 @@ Plan, and why it scales with the number of documents rather than with their text
    - ``"none"``: every LSH candidate is a duplicate (fastest, most false positives).
 4. Connected components (scipy) over verified pairs; every member of a component except the
    smallest id is removed, recorded as ``dropped.fuzzy_duplicate``.
+
+Documents are named by row key (id + source location, unique by construction; see :mod:`.rows`)
+wherever the plan above says "id": two records sharing an id are two documents, sorted by id
+and then by location. Before step 2 a reduce by id hash finds ids that several rows share: all
+but the first go to quarantine and take no part in any pair.
 """
 
 from __future__ import annotations
@@ -31,12 +36,8 @@ import ray
 
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.text.dedup.components import duplicate_components, ids_to_remove
-from curator_stages.text.dedup.idset import (
-    DuplicateIdFilter,
-    IdSet,
-    document_tables,
-    ids_column,
-)
+from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet
+from curator_stages.text.dedup.rows import document_tables, find_duplicate_ids, key_table, row_keys
 from curator_stages.text.dedup.lsh import band_keys, bucket_pairs, explode_bands, optimal_bands
 from curator_stages.text.dedup.minhash import (
     minhash_signatures,
@@ -63,12 +64,16 @@ class FuzzyDedupResult:
     num_documents: int
     candidate_pairs: int
     pairs: pa.Table          # verified pairs: a, b (a < b), similarity
-    ids: pa.Array            # ids that are in at least one verified pair (sorted)
+    ids: pa.Array            # row keys that are in at least one verified pair (sorted)
     labels: np.ndarray       # component label of each of ``ids``
-    remove: pa.Array         # ids to remove: all but the smallest of each component
+    remove: pa.Array         # row keys to remove: all but the smallest of each component
+    #: {row key: reason} of rows whose id an earlier row has (quarantined, in no pair)
+    quarantine: dict | None = None
 
     def components(self) -> list[list[str]]:
-        """Duplicate clusters (size >= 2), each sorted by id."""
+        """Duplicate clusters (size >= 2) of row keys, each sorted (by id, then location).
+
+        A row key is the id alone for documents without source columns; see :mod:`.rows`."""
         out: dict[int, list[str]] = {}
         for doc_id, label in zip(self.ids.to_pylist(), self.labels.tolist()):
             out.setdefault(label, []).append(doc_id)
@@ -98,10 +103,12 @@ def _chunks_by_chars(texts: list[str], max_chars: int) -> list[list[str]]:
 def _signature_batch(batch: dict[str, np.ndarray], *, text_field: str, id_field: str,
                      ngram_size: int, word_ngrams: bool, a: np.ndarray, b: np.ndarray,
                      bands: int, rows: int, stage_name: str) -> pa.Table:
-    ids_parts, sigs, keys, has = [], [], [], []
+    ids_parts, ih_parts, sigs, keys, has = [], [], [], [], []
     for table in document_tables(batch["item"], text_field, stage_name):
         texts = [normalize_for_shingles(t) for t in table.column(text_field).to_pylist()]
-        ids_parts.append(ids_column(table, id_field, stage_name))
+        row = key_table(table, id_field, stage_name)
+        ids_parts.append(row.column("key"))
+        ih_parts.append(row.column("ih"))
         for chunk in _chunks_by_chars(texts, MAX_CHARS_PER_CHUNK):
             hashes, counts = shingle_hashes(chunk, ngram_size, word_ngrams)
             sig = minhash_signatures(hashes, counts, a, b)
@@ -114,11 +121,14 @@ def _signature_batch(batch: dict[str, np.ndarray], *, text_field: str, id_field:
         key_all = np.zeros((0, bands), np.uint64)
         has_all = np.zeros(0, bool)
         ids = pa.chunked_array([], pa.string())
+        ih = pa.chunked_array([], pa.uint64())
     else:
         sig_all, key_all, has_all = np.concatenate(sigs), np.concatenate(keys), np.concatenate(has)
         ids = pa.chunked_array([c for col in ids_parts for c in col.chunks], pa.string())
+        ih = pa.chunked_array([c for col in ih_parts for c in col.chunks], pa.uint64())
     return pa.table({
-        "id": ids,
+        "id": ids,  # the row key (named "id" for the LSH buckets and pair tables)
+        "ih": ih,
         "signature": pa.FixedSizeListArray.from_arrays(pa.array(sig_all.ravel()), k),
         "band_keys": pa.FixedSizeListArray.from_arrays(pa.array(key_all.ravel()), bands),
         "has_signature": pa.array(has_all),
@@ -135,14 +145,15 @@ def _shingle_sets_batch(batch: dict[str, np.ndarray], *, text_field: str, id_fie
     out_ids: list[str] = []
     out_sets: list[np.ndarray] = []
     for table in document_tables(batch["item"], text_field, stage_name):
-        mask = pc.is_in(ids_column(table, id_field, stage_name), value_set=wanted)
+        keys = row_keys(table, id_field, stage_name)
+        mask = pc.is_in(keys, value_set=wanted)
         sub = table.filter(mask)
         if sub.num_rows == 0:
             continue
         texts = [normalize_for_shingles(t) for t in sub.column(text_field).to_pylist()]
         hashes, counts = shingle_hashes(texts, ngram_size, word_ngrams)
         ends = np.cumsum(counts)
-        out_ids += ids_column(sub, id_field, stage_name).to_pylist()
+        out_ids += keys.filter(mask).to_pylist()
         out_sets += [np.unique(hashes[e - c:e]) for e, c in zip(ends, counts)]
     return pa.table({"id": pa.array(out_ids, pa.string()),
                      "shingles": pa.array(out_sets, pa.list_(pa.uint64()))})
@@ -210,6 +221,7 @@ class FuzzyDuplicateRemover(GlobalStage):
         ).materialize()
         num_docs = sigs.count()
         refs = sigs.to_arrow_refs()
+        quarantine = find_duplicate_ids(refs, self.stage_name, num_docs, key_column="id")
         parts = partition_reduce(refs, "key", bucket_pairs, explode=explode_bands,
                                  num_partitions=choose_num_partitions(num_docs * bands))
         parts = [p for p in parts if p.num_rows]
@@ -217,10 +229,14 @@ class FuzzyDuplicateRemover(GlobalStage):
             cand = pa.concat_tables(parts).group_by(["a", "b"]).aggregate([])
         else:
             cand = pa.table({"a": pa.array([], pa.string()), "b": pa.array([], pa.string())})
+        if quarantine and cand.num_rows:
+            out = pa.array(sorted(quarantine), pa.string())
+            cand = cand.filter(pc.invert(pc.or_(pc.is_in(cand.column("a"), value_set=out),
+                                                pc.is_in(cand.column("b"), value_set=out))))
         pairs = self._verify(cand, dataset, refs)
         ids, labels = duplicate_components(pairs.column("a"), pairs.column("b"))
         return FuzzyDedupResult(bands, rows, num_docs, cand.num_rows, pairs, ids, labels,
-                                ids_to_remove(ids, labels))
+                                ids_to_remove(ids, labels), quarantine)
 
     def _verify(self, cand: pa.Table, dataset: "ray.data.Dataset", refs: list) -> pa.Table:
         n = cand.num_rows
@@ -258,4 +274,5 @@ class FuzzyDuplicateRemover(GlobalStage):
     def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:
         result = self.find_duplicates(dataset)
         return DuplicateIdFilter(IdSet(result.remove), FUZZY_DUPLICATE, id_field=self.id_field,
+                                 quarantine=result.quarantine, text_field=self.text_field,
                                  name=f"{self.stage_name}_filter")

@@ -1,6 +1,7 @@
 """A compact, picklable set of document ids, and the per-task stage that removes them.
 
-A dedup fit ends with "these ids go"; the set travels with the filter stage to every worker.
+A dedup fit ends with "these rows go" (row keys, see :mod:`.rows`; plain ids work the same);
+the set travels with the filter stage to every worker.
 Ids are kept as sorted 128-bit xxh3 digests (16 bytes per id, whatever the id length), and
 membership is a vectorised binary search, so a batch is checked without building a hash table
 per call and a few million ids stay a few tens of MB. A 128-bit collision (a kept document
@@ -10,15 +11,28 @@ wrongly removed) has probability ~n^2/2^129: nil in practice.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Iterator
+import posixpath
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import xxhash
 
-from curator_stages.stage import ProcessingStage, record_drops
-from curator_stages.tasks import DocumentBatch
+from curator_stages.io.partition import FILE_GROUP_KEY
+from curator_stages.io.quarantine import (
+    QUARANTINE_FILES_KEY,
+    QUARANTINE_KEY,
+    make_record,
+    write_quarantine,
+)
+from curator_stages.stage import ProcessingStage, record_drops, record_metrics
+from curator_stages.tasks import DOCUMENTS_QUARANTINED, DocumentBatch
+from curator_stages.text.dedup.rows import (  # noqa: F401  (re-exported)
+    document_tables,
+    ids_column,
+    row_keys,
+    split_key,
+)
 
 
 def id_digests(ids: Iterable[str]) -> np.ndarray:
@@ -63,17 +77,23 @@ class IdSet:
 
 
 class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
-    """Removes the documents whose id is in ``remove`` and records them as ``dropped.<reason>``.
+    """Removes the documents whose row key is in ``remove`` (recorded as ``dropped.<reason>``)
+    and moves those whose row key is in ``quarantine`` to quarantine (with that reason).
 
-    Built by a dedup ``fit``; a stateless task-mode stage (no ``setup``), cheap per batch.
+    Built by a dedup ``fit``; a stateless task-mode stage (no ``setup``), cheap per batch. Row
+    keys, not ids, name the documents (see :mod:`.rows`): two records that share an id are two
+    rows, and removing one never removes the other.
     """
 
     batch_size = 1
 
-    def __init__(self, remove: IdSet, reason: str, id_field: str = "id", name: str = ""):
+    def __init__(self, remove: IdSet, reason: str, id_field: str = "id", name: str = "",
+                 quarantine: dict[str, str] | None = None, text_field: str = "text"):
         self.remove = remove
         self.reason = reason
         self.id_field = id_field
+        self.text_field = text_field
+        self.quarantine = dict(sorted((quarantine or {}).items()))
         self.name = name or reason.replace("_duplicate", "") + "_dedup_filter"
 
     def inputs(self) -> tuple[list[str], list[str]]:
@@ -81,41 +101,39 @@ class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
 
     def process(self, task: DocumentBatch) -> DocumentBatch:
         table = task.to_pyarrow()
-        if table.num_rows == 0 or self.remove.size == 0:
+        if table.num_rows == 0 or (self.remove.size == 0 and not self.quarantine):
             return task
-        drop = self.remove.contains(table.column(self.id_field))
+        keys = row_keys(table, self.id_field, self.stage_name)
+        drop = self.remove.contains(keys)
+        records = []
+        if self.quarantine:
+            texts = (table.column(self.text_field) if self.text_field in table.column_names
+                     else None)
+            for i, key in enumerate(keys.to_pylist()):
+                reason = self.quarantine.get(key)
+                if reason is None:
+                    continue
+                _, file, line = split_key(key)
+                raw = texts[i].as_py() if texts is not None else None
+                records.append(make_record(file or "", line or 0, reason, raw, self.stage_name))
+                drop[i] = True
         n_drop = int(drop.sum())
         if n_drop == 0:
             return task
-        out = task.derive(table.filter(pa.array(~drop)))
-        return record_drops(out, {self.reason: n_drop})
+        meta = self._quarantine_meta(task, records) if records else {}
+        out = task.derive(table.filter(pa.array(~drop)), **meta)
+        if records:
+            record_metrics(out, **{DOCUMENTS_QUARANTINED: len(records)})
+        return record_drops(out, {self.reason: n_drop - len(records)})
 
-
-def ids_column(table: pa.Table, id_field: str, stage_name: str) -> pa.ChunkedArray:
-    """The id column as strings, or an error that names the stage, the field and the fix."""
-    if id_field not in table.column_names:
-        raise KeyError(
-            f"stage {stage_name!r}: documents lack the id field {id_field!r} (columns: "
-            f"{table.column_names}); dedup keeps the smallest id, so read documents with an id "
-            "(readers add 'id') or set id_field= to an existing unique column"
-        )
-    col = table.column(id_field)
-    return col if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) else pc.cast(col, pa.string())
-
-
-def document_tables(tasks: Iterable[DocumentBatch], text_field: str,
-                    stage_name: str) -> Iterator[pa.Table]:
-    """The non-empty document tables of ``tasks``, each checked for the text field.
-
-    Both dedup fits walk their input this way; the error names the stage, the field and the fix.
-    """
-    for task in tasks:
-        table = task.to_pyarrow()
-        if table.num_rows == 0:
-            continue
-        if text_field not in table.column_names:
-            raise KeyError(
-                f"stage {stage_name!r}: documents lack the text field {text_field!r} (columns: "
-                f"{table.column_names}); set text_field= to the column holding the text"
-            )
-        yield table
+    def _quarantine_meta(self, task: DocumentBatch, records: list[dict]) -> dict:
+        """Where the records go: beside the reader's quarantine file when it wrote one (a
+        writer's ``quarantine-<key>.jsonl`` there would replace the reader's), else with the
+        task for the writer's ``quarantine_output``."""
+        written = task._metadata.get(QUARANTINE_FILES_KEY) or []
+        if not written:
+            return {QUARANTINE_KEY: [*task._metadata.get(QUARANTINE_KEY, []), *records]}
+        key = f"{task._metadata.get(FILE_GROUP_KEY) or task.task_id}-{self.stage_name}"
+        path = write_quarantine(posixpath.dirname(written[0]), key, records,
+                                stage_name=self.stage_name)
+        return {QUARANTINE_FILES_KEY: [*written, path]}
