@@ -16,6 +16,7 @@ re-running after a failure resumes at the first stage without one. Deployments: 
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 import time
@@ -61,7 +62,7 @@ def _resolve_local(path: str) -> str:
     if os.path.isabs(path):
         return path
     here = os.path.abspath(path)
-    if resolved_files(here) or os.path.lexists(here):
+    if os.path.lexists(here) or (glob.has_magic(here) and resolved_files(here)):
         return here
     repo = str(REPO_ROOT / path)
     return repo if resolved_files(repo) else here
