@@ -16,6 +16,7 @@ re-running after a failure resumes at the first stage without one. Deployments: 
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 import time
@@ -28,8 +29,14 @@ from curator_stages.orchestration.local_defaults import apply_local_run_defaults
 apply_local_run_defaults()
 
 from prefect import flow, get_run_logger  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator  # noqa: E402
+from pydantic import (  # noqa: E402
+    BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator,
+)
 
+from curator_stages.io.output_manifest import PruneResult, prune_and_record  # noqa: E402
+from curator_stages.orchestration.params import (  # noqa: E402
+    check_input_files, check_num_cpus, check_output_location,
+)
 from curator_stages.reporting import write_run_report  # noqa: E402
 from curator_stages.orchestration import (  # noqa: E402
     DatasetRef,
@@ -49,13 +56,16 @@ FLOW_NAME = "text-curation"
 def _resolve_local(path: str) -> str:
     """A relative path is relative to the working directory, else to the repository (so the
     defaults work from anywhere); URLs are left alone."""
-    if "://" in path or os.path.isabs(path):
+    if "://" in path:
+        return path
+    path = os.path.expanduser(path)
+    if os.path.isabs(path):
         return path
     here = os.path.abspath(path)
-    if resolve_input_files(here) or os.path.exists(here):
+    if os.path.lexists(here) or (glob.has_magic(here) and resolved_files(here)):
         return here
     repo = str(REPO_ROOT / path)
-    return repo if resolve_input_files(repo) else here
+    return repo if resolved_files(repo) else here
 
 
 class TextCurationParams(BaseModel):
@@ -105,13 +115,23 @@ class TextCurationParams(BaseModel):
     # --- dedup
     exact_dedup: bool = Field(True, description="Remove exact duplicates (keep the smallest id)")
     fuzzy_dedup: bool = Field(True, description="Remove near duplicates (MinHash + LSH)")
-    fuzzy_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity for near duplicates")
+    fuzzy_threshold: float = Field(0.8, ge=0.5, lt=1, description="Jaccard similarity for near "
+                                   "duplicates, in [0.5, 1): LSH banding cannot select exactly "
+                                   "1.0 (use exact_dedup), and below 0.5 MinHash-LSH clusters "
+                                   "unrelated documents through chains of weak matches and "
+                                   "removes most of a corpus")
     fuzzy_num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations")
     # --- execution
     ray_address: str | None = Field(None, description="Ray cluster to join (default: RAY_ADDRESS, "
                                     "else an embedded local Ray)")
     num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs of an embedded local Ray "
-                                 "(default: all)")
+                                 "(default: all; at most this machine's CPU count, since each "
+                                 "CPU gets a worker process; not bounded when joining a cluster)")
+    verify_input: Literal["metadata", "content"] = Field(
+        "metadata", description="How a re-run recognises an unchanged input (and reuses its "
+        "checkpoints): 'metadata' compares each file's path, size and mtime (reads nothing; "
+        "misses an edit that keeps the size and restores the mtime); 'content' hashes each "
+        "file's bytes (xxh3_128; an object store's ETag or version id where it has one)")
     fuse_cheap_stages: bool = Field(True, description="One stage task for read+normalise+"
                                     "language id, and the writer in the last stage task (fewer "
                                     "checkpoints), instead of one stage task per stage")
@@ -126,15 +146,19 @@ class TextCurationParams(BaseModel):
     @classmethod
     def _input_exists(cls, value: str) -> str:
         resolved = _resolve_local(value)
-        if not resolved_files(resolved):
-            raise ValueError(f"no input files match {value!r} (resolved to {resolved!r}); give an "
-                             "existing JSONL file, directory or glob")
-        return resolved
+        return check_input_files("input", value, resolved, resolved_files)
 
     @field_validator("output", "work_dir")
     @classmethod
-    def _absolute(cls, value: str) -> str:
-        return value if "://" in value else os.path.abspath(os.path.expanduser(value))
+    def _apart_and_writable(cls, value: str, info: ValidationInfo) -> str:
+        value = value if "://" in value else os.path.abspath(os.path.expanduser(value))
+        check_output_location(info.field_name, value, info.data)
+        return value
+
+    @field_validator("num_cpus")
+    @classmethod
+    def _within_machine(cls, value: int | None, info: ValidationInfo) -> int | None:
+        return check_num_cpus(value, info.data)
 
     @model_validator(mode="after")
     def _ranges(self) -> "TextCurationParams":
@@ -142,17 +166,14 @@ class TextCurationParams(BaseModel):
             raise ValueError(f"max_words ({self.max_words}) must be >= min_words ({self.min_words})")
         if self.max_mean_word_length < self.min_mean_word_length:
             raise ValueError("max_mean_word_length must be >= min_mean_word_length")
-        if os.path.abspath(self.work_dir) == os.path.abspath(self.output):
-            raise ValueError("work_dir must differ from output")
         return self
 
 
 def resolved_files(path: str) -> list[str]:
+    """The files the flow's JSONL reader reads from ``path`` (its own listing rule), sorted."""
     from curator_stages.io import JSONL_EXTENSIONS
 
-    files = resolve_input_files(path)
-    return [f for f in files if f.endswith(tuple(JSONL_EXTENSIONS))] or (
-        files if not os.path.isdir(path) else [])
+    return resolve_input_files(path, file_extensions=JSONL_EXTENSIONS)
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -237,28 +258,25 @@ def _missing_outputs(final: DatasetRef) -> list[str]:
     return [p for p in paths if "://" not in p and not os.path.exists(p)]
 
 
-def prune_stale_outputs(final: DatasetRef, output: str) -> int:
-    """Remove files under ``output``/data and /quarantine that this run's writer did not produce
-    (left by an earlier run with other parameters), so the output is exactly this run's."""
+def written_outputs(final: DatasetRef) -> list[str]:
+    """Every file the run's writer produced: documents, quarantine and dropped examples."""
     from curator_stages.orchestration.checkpoint import read_tasks
 
-    keep: set[str] = set()
+    files: list[str] = []
     for task in read_tasks(final.path):
-        data = task.data if isinstance(task.data, list) else []
-        keep.update(os.path.abspath(p) for p in data if isinstance(p, str))
-        keep.update(os.path.abspath(p) for p in task._metadata.get("quarantine_files", []))
-        keep.update(os.path.abspath(p) for p in task._metadata.get("dropped_files", []))
-    removed = 0
-    if "://" in output:
-        return 0
-    for sub in ("data", "quarantine", "dropped"):
-        root = Path(output, sub)
-        if root.is_dir():
-            for f in root.rglob("*"):
-                if f.is_file() and str(f.resolve()) not in keep:
-                    f.unlink()
-                    removed += 1
-    return removed
+        files.extend(p for p in (task.data if isinstance(task.data, list) else [])
+                     if isinstance(p, str))
+        files.extend(task._metadata.get("quarantine_files", []))
+        files.extend(task._metadata.get("dropped_files", []))
+    return files
+
+
+def prune_stale_outputs(final: DatasetRef, output: str) -> PruneResult:
+    """Remove this flow's files of an earlier run (other parameters, other file names) that this
+    run did not write again, so ``output`` holds this run's documents only; then record this
+    run's files in ``<output>/_curator_outputs.json``. Only files that record lists are ever
+    deleted: the user's files, another pipeline's, and anything unknown are left alone."""
+    return prune_and_record(output, FLOW_NAME, written_outputs(final))
 
 
 # ----------------------------------------------------------------------------- the flow
@@ -279,7 +297,7 @@ def text_curation(params: TextCurationParams = TextCurationParams.model_construc
     logger = get_run_logger()
     started = time.perf_counter()
     files = resolved_files(params.input)
-    seed = DatasetRef.seed(input_fingerprint(files))
+    seed = DatasetRef.seed(input_fingerprint(files, verify=params.verify_input))
     groups = build_stage_groups(params)
     logger.info("input: %d file(s) under %s; %d stage task(s): %s", len(files), params.input,
                 len(groups), " | ".join("+".join(s.stage_name for s in g) for g in groups))
@@ -301,9 +319,18 @@ def text_curation(params: TextCurationParams = TextCurationParams.model_construc
                                      ignore_head_node=params.ignore_head_node)
             result.refs[-1] = again.final
             result.records[-1] = again.records[-1]
-    removed = prune_stale_outputs(result.final, params.output)
-    if removed:
-        logger.info("removed %d stale file(s) of an earlier run from %s", removed, params.output)
+    pruned = prune_stale_outputs(result.final, params.output)
+    if pruned.unreadable:
+        logger.warning("output record unreadable, nothing pruned: %s", pruned.unreadable)
+    if pruned.removed:
+        logger.info("removed %d stale file(s) an earlier run of this flow wrote in %s",
+                    len(pruned.removed), params.output)
+    if pruned.unknown:
+        logger.info("left %d file(s) in %s/{data,quarantine,dropped} that this flow did not "
+                    "write", pruned.unknown, params.output)
+    if pruned.failed:
+        logger.warning("could not remove %d stale file(s): %s", len(pruned.failed),
+                       ", ".join(pruned.failed[:5]))
     summary = finish_run(result, params.output, "Text curation", "text-curation-summary",
                          started=started)
     report = write_run_report(params.output, summary.to_dict(), plan=plan, title="Text curation")

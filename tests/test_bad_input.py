@@ -157,7 +157,7 @@ def test_deployment_run_parameters_are_validated_like_the_server_does():
 
     schema = parameter_schema(text_curation).model_dump_for_openapi()
     fields = schema["definitions"]["TextCurationParams"]["properties"]
-    assert fields["min_words"]["minimum"] == 0 and fields["fuzzy_threshold"]["maximum"] == 1
+    assert fields["min_words"]["minimum"] == 0 and fields["fuzzy_threshold"]["exclusiveMaximum"] == 1
 
     validate({"params": {"min_words": 10, "languages": ["en"]}}, schema, raise_on_error=True)
     for bad, field in (({"min_words": "many"}, "min_words"),

@@ -47,11 +47,14 @@ def _read_output(out: Path):
     return pq.read_table(files).sort_by("id"), files
 
 
-def test_bad_parameters_are_rejected_before_work(flow_module):
-    with pytest.raises(ValidationError):
-        flow_module.ConvertParams(input_path="x", output_path="y", files_per_group=0)
-    with pytest.raises(ValidationError):
-        flow_module.ConvertParams(input_path="x", output_path="y", compression="lz77")
+def test_bad_parameters_are_rejected_before_work(flow_module, tmp_path):
+    corpus, out = str(_corpus(tmp_path)), str(tmp_path / "out")
+    for bad, field in (({"files_per_group": 0}, "files_per_group"),
+                       ({"compression": "lz77"}, "compression"),
+                       ({"input_path": str(tmp_path / "missing")}, "input_path")):
+        with pytest.raises(ValidationError) as err:
+            flow_module.ConvertParams(**{"input_path": corpus, "output_path": out, **bad})
+        assert [e["loc"][0] for e in err.value.errors()] == [field]
 
 
 def test_convert_flow_writes_parquet_with_stable_ids(tmp_path, flow_module, ray_cluster,
@@ -96,7 +99,27 @@ def test_plan_flag_prints_plan_without_running(tmp_path, flow_module, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_stage_task_groups_cover_the_pipeline(flow_module):
-    params = flow_module.ConvertParams(input_path="in", output_path="out")
+def test_stage_task_groups_cover_the_pipeline(flow_module, tmp_path):
+    params = flow_module.ConvertParams(input_path=str(_corpus(tmp_path)),
+                                       output_path=str(tmp_path / "out"))
     names = [s.stage_name for s in flow_module.build_pipeline(params).execution_stages()]
     assert [n for g in flow_module.stage_task_groups(params) for n in g] == names
+
+
+def test_cli_turns_a_boolean_off_and_refuses_bad_values_naming_the_flag(flow_module, tmp_path,
+                                                                       capsys):
+    """The CLI is the parser generated from ConvertParams: ``--no-x`` turns off a boolean that
+    defaults to True (the hand-written store_true parser could not), and a bad value exits 2
+    naming the flag."""
+    corpus, out = str(_corpus(tmp_path)), str(tmp_path / "out")
+    base = ["--input-path", corpus, "--output-path", out, "--work-dir", str(tmp_path / "w")]
+    assert flow_module.ConvertParams.model_fields["write_report"].default is True
+    params = flow_module.parse_args([*base, "--no-write-report", "--no-strict"])
+    assert params.write_report is False and params.strict is False
+    assert flow_module.parse_args([*base, "--strict"]).strict is True
+    assert flow_module.parse_args([*base, "--verify-input", "content"]).verify_input == "content"
+    with pytest.raises(SystemExit) as exit_:
+        flow_module.main([*base, "--files-per-group", "0"])
+    assert exit_.value.code == 2
+    assert "--files-per-group" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()

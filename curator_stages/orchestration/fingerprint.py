@@ -9,11 +9,9 @@ and of every stage after it.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
-import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import fsspec
 
@@ -46,41 +44,64 @@ def stages_fingerprint(input_fingerprint: str, stages: Sequence[Any]) -> str:
     )
 
 
-def resolve_input_files(pattern: str | Sequence[str]) -> list[str]:
-    """The files an input path, directory or glob names, sorted (local paths or fsspec URLs)."""
-    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-    files: list[str] = []
-    for pat in patterns:
-        fs, _, _ = fsspec.get_fs_token_paths(pat)
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        local = protocol in ("file", "local")
-        if local:
-            pat = os.path.expanduser(pat)
-        if glob.has_magic(pat):
-            found = fs.glob(pat)
-        elif fs.isdir(pat):
-            found = [p for p in fs.find(pat) if not os.path.basename(p).startswith((".", "_"))]
-        elif fs.exists(pat):
-            found = [pat]
-        else:
-            found = []
-        if local:
-            files.extend(os.path.abspath(p) for p in found)
-        else:
-            files.extend(f"{protocol}://{p}" if "://" not in p else p for p in found)
-    return sorted(set(files))
-
-
-def input_fingerprint(files: Sequence[str], extra: Any = None) -> str:
-    """Hash of the input file list with each file's size and modification time.
-
-    Content hashing would read the whole corpus before any work; size + mtime is what build
-    tools use and catches every rewrite short of a same-size same-second edit.
+def resolve_input_files(pattern: str | Sequence[str],
+                        file_extensions: Sequence[str] | None = None) -> list[str]:
+    """The files a reader of ``pattern`` (file, directory, glob, or a list; local or fsspec URL)
+    reads, sorted: the file partitioner's own listing, so that a cache fingerprint covers exactly
+    the files the pipeline reads (hidden ``_``/``.`` names below the root skipped, ``file_extensions``
+    applied to directories and globs). An empty match gives ``[]``.
     """
-    parts = ["input-files"]
+    from curator_stages.io.partition import FilePartitioningStage, NoInputFilesError
+
+    try:
+        listed, _ = FilePartitioningStage(pattern, file_extensions=file_extensions).list_files()
+    except NoInputFilesError:
+        return []
+    return [path for path, _ in listed]
+
+
+#: How the input is recognised between runs (a flow's ``verify_input`` parameter).
+VerifyInput = Literal["metadata", "content"]
+_CHUNK = 4 << 20
+#: Object-store metadata that changes whenever an object's bytes do (first found wins).
+_VERSION_KEYS = ("VersionId", "version_id", "generation", "ETag", "etag", "md5Hash", "md5")
+
+
+def content_digest(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any]) -> str:
+    """A digest of one file's bytes: the store's version id or ETag when ``info`` has one
+    (no read), else xxh3_128 of the bytes, streamed in 4 MiB chunks."""
+    for key in _VERSION_KEYS:
+        value = info.get(key)
+        if value:
+            return f"{key}:{str(value).strip(chr(34))}"
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    with fs.open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            h.update(chunk)
+    return f"xxh3_128:{h.hexdigest()}"
+
+
+def input_fingerprint(files: Sequence[str], extra: Any = None,
+                      verify: VerifyInput = "metadata") -> str:
+    """Hash of the input file list with what identifies each file's content.
+
+    ``verify="metadata"`` (default): each file's size and modification time, what build tools
+    use. It reads no data, and misses only an edit that keeps the size and restores the mtime.
+    ``verify="content"``: each file's bytes (xxh3_128), or an object store's version id or ETag
+    where fsspec's ``info()`` gives one, which catches that edit too at the cost of reading the
+    corpus once per run (local files).
+    """
+    if verify not in ("metadata", "content"):
+        raise ValueError(f"verify must be 'metadata' or 'content', got {verify!r}")
+    parts = ["input-files" if verify == "metadata" else "input-files-content"]
     for path in sorted(files):
         fs, _, (p,) = fsspec.get_fs_token_paths(path)
         info = fs.info(p)
+        if verify == "content":
+            parts.append(f"{path}|{info.get('size')}|{content_digest(fs, p, info)}")
+            continue
         mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or ""
         parts.append(f"{path}|{info.get('size')}|{mtime}")
     if extra is not None:

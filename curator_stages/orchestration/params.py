@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 import types
 import typing
-from typing import Any, Literal, Sequence, TypeVar, Union, get_args, get_origin
+from typing import Any, Callable, Literal, Sequence, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+
+from curator_stages.io.path_safety import (
+    probe_writable,
+    refuse_broad_input,
+    refuse_broken_links,
+    refuse_overlap,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -102,8 +109,60 @@ def parse_params(model: type[M], argv: Sequence[str] | None = None,
     raise AssertionError("unreachable")  # parser.error exits
 
 
+# ----------------------------------------------------------------------------- shared checks
+# Validators of the flows' parameter models call these, so a CLI run, a Python call and a
+# deployment run are refused alike, before Ray starts or any file is written.
+def check_input_files(field: str, value: str, resolved: str,
+                      lister: Callable[[str], list[str]]) -> str:
+    """Refuse an input that is a filesystem root or the home directory, one that matches no
+    file, and one whose listing holds a dangling link or a link loop; returns ``resolved``."""
+    refuse_broad_input(field, resolved)
+    if "://" not in resolved and os.path.islink(resolved) and not os.path.exists(resolved):
+        refuse_broken_links(field, [resolved])
+    try:
+        files = lister(resolved)
+    except OSError as exc:
+        raise ValueError(f"{field} {value!r} cannot be listed: {exc}") from None
+    if not files:
+        raise ValueError(f"no input files match {value!r} (resolved to {resolved!r}); give an "
+                         "existing JSONL file, directory or glob")
+    refuse_broken_links(field, files)
+    return resolved
+
+
+def check_output_location(field: str | None, value: str, earlier: dict[str, Any],
+                          input_field: str = "input", output_field: str = "output") -> None:
+    """Refuse an output or work dir on, in or around the input (a run would prune or read it
+    back) or overlapping the other one, and one that cannot be written; raises ValueError."""
+    field = field or "output"
+    if earlier.get(input_field):
+        own = "outputs" if field == output_field else "checkpoints"
+        refuse_overlap(field, value, input_field, earlier[input_field],
+                       f"a run would read its own {own} back as input, or delete input files "
+                       f"while cleaning its {field}")
+    if field != output_field and earlier.get(output_field):
+        refuse_overlap(field, value, output_field, earlier[output_field],
+                       "checkpoints and outputs must not share a directory tree")
+    probe_writable(field, value)
+
+
+def check_num_cpus(value: int | None, earlier: dict[str, Any]) -> int | None:
+    """An embedded Ray gets no more CPUs than the machine has: each CPU becomes a worker process
+    (``--num-cpus 4096`` on 2 CPUs started 58+ workers and 10 GB RSS). A cluster is not bounded."""
+    if value is None or "ray_address" not in earlier:
+        return value
+    address = earlier.get("ray_address") or os.environ.get("RAY_ADDRESS") or ""
+    cpus = os.cpu_count() or 1
+    if address in ("", "local") and value > cpus:
+        raise ValueError(f"num_cpus {value} exceeds this machine's {cpus} CPUs for an embedded "
+                         "Ray; leave it unset (all CPUs), lower it, or join a cluster with "
+                         "ray_address")
+    return value
+
+
 def params_json(params: BaseModel) -> str:
     return json.dumps(params.model_dump(mode="json"), indent=2)
 
 
-__all__ = ["build_parser", "format_validation_error", "parse_params", "params_json"]
+__all__ = ["build_parser", "check_input_files", "check_num_cpus", "check_output_location",
+           "format_validation_error", "parse_params", "params_json"]
