@@ -1,7 +1,7 @@
 """Pipeline plans on declared clusters: modes, pool sizes, fusion, repartitions, barriers, errors.
 
 Declared clusters never start Ray, so these tests need no fixture; the fusion rules they check
-were probed on Ray 2.60 (see curator_stages/plan.py and planning.will_fuse).
+were probed on Ray 2.60 (see curator_stages/plan/ and planning.will_fuse).
 """
 
 from __future__ import annotations
