@@ -83,8 +83,12 @@ def write_report_context(output_dir: str | Path, context: ReportContext,
     return path
 
 
-def load_report_context(output_dir: str | Path, summary: RunSummary) -> ReportContext | None:
-    """The context written with ``summary``, or None when there is none for this summary."""
+def load_report_context(output_dir: str | Path,
+                        summary: RunSummary | dict[str, Any]) -> ReportContext | None:
+    """The context written with ``summary`` (a :class:`RunSummary` or its ``to_dict``), or None
+    when there is none for this summary."""
+    if isinstance(summary, dict):
+        summary = RunSummary.from_dict(summary)
     path = Path(output_dir) / REPORT_CONTEXT_FILE
     if not path.is_file():
         return None
