@@ -101,18 +101,18 @@ def test_stage_table_counts_documents_and_files_apart(flow_run):
     stages = summary["stages"]
     assert list(rows) == [s["stage"] for s in stages]
     listing, reader, writer = rows["file_partitioning"], rows["jsonl_read"], rows["parquet_writer"]
-    assert listing["documents in"] == listing["documents out"] == "-"
+    assert listing["docs in"] == listing["docs out"] == "-"
     assert listing["files"] == "1 listed"
-    assert number(reader["documents in"]) == summary["documents_read"]
+    assert number(reader["docs in"]) == summary["documents_read"]
     assert reader["files"] == "1 read"
-    assert number(writer["documents out"]) == summary["documents_written"]
+    assert number(writer["docs out"]) == summary["documents_written"]
     data_files = list((out / "data").glob("*.parquet"))
     assert writer["files"] == f"{len(data_files)} written"
     # Each document stage: documents in = out + dropped + quarantined, and out feeds the next.
     previous_out = None
     for s in stages[1:]:
         row = rows[s["stage"]]
-        docs_in, docs_out = number(row["documents in"]), number(row["documents out"])
+        docs_in, docs_out = number(row["docs in"]), number(row["docs out"])
         assert docs_in == docs_out + number(row["dropped"]) + number(row["quarantined"]), row
         assert number(row["dropped"]) == sum(s["dropped"].values())
         if previous_out is not None:

@@ -168,8 +168,8 @@ def stage_rows(summary: RunSummary, context: ReportContext | None = None) -> lis
 
 
 #: Columns of :func:`summary_rows`, the one stage table of a run (report and console alike).
-SUMMARY_COLUMNS = ("stage", "mode", "documents in", "documents out", "dropped", "quarantined",
-                   "files", "busy time (s)", "documents/s per worker")
+SUMMARY_COLUMNS = ("stage", "mode", "docs in", "docs out", "dropped", "quarantined", "files",
+                   "busy (s)", "docs/s/worker")
 
 
 def _int(value: int | None) -> str:

@@ -48,9 +48,10 @@ def render_report_markdown(data: RunReportData, funnel_image: str | None = "funn
     lines += ["## Stages", ""]
     if funnel_image:
         lines += [f"![funnel]({funnel_image})", ""]
-    lines += ["Every count is in documents; files a stage lists, reads or writes are in the files "
-              "column. Busy time is the stage's own processing time summed over all workers; "
-              "documents/s is per worker (multiply by the pool size for the stage's rate).", ""]
+    lines += ["Every count is in documents (docs); files a stage lists, reads or writes are in "
+              "the files column. Busy time is the stage's own processing time summed over all "
+              "workers; docs/s/worker is per worker (multiply by the pool size for the stage's "
+              "rate).", ""]
     headers, rows = stage_table(data.stages)
     lines += _table(list(headers), rows)
     if data.wall_time_s is not None:
