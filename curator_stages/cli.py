@@ -199,9 +199,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     try:
         summary = load_run_summary(args.output_dir)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"curator-stages: {exc}", file=sys.stderr)
         return 2
+    # The title, stage modes and hints the flow gave are read back from report_context.json.
     path = write_run_report(args.output_dir, summary, publish_artifact=False)
     print(f"wrote {path} and {Path(args.output_dir) / 'funnel.png'}")
     return 0

@@ -55,7 +55,8 @@ from curator_stages.orchestration.params import (  # noqa: E402
     check_output_location,
     parse_params,
 )
-from curator_stages.plan import plan_pipeline, publish_plan_artifact  # noqa: E402
+from curator_stages.orchestration.plan_artifact import publish_plan_artifact  # noqa: E402
+from curator_stages.plan import plan_pipeline  # noqa: E402
 from curator_stages.reporting import write_run_report  # noqa: E402
 
 FLOW_NAME = "convert-to-parquet"

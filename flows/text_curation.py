@@ -333,7 +333,9 @@ def text_curation(params: TextCurationParams = TextCurationParams.model_construc
                        ", ".join(pruned.failed[:5]))
     summary = finish_run(result, params.output, "Text curation", "text-curation-summary",
                          started=started)
-    report = write_run_report(params.output, summary.to_dict(), plan=plan, title="Text curation")
+    report = write_run_report(params.output, summary.to_dict(), plan=plan, title="Text curation",
+                              dropped_hint="run the flow with --write-dropped to keep them all, "
+                              "or --dropped-examples-per-rule N to keep N per rule")
     logger.info("report: %s", report)
     return summary.to_dict()
 
@@ -341,7 +343,8 @@ def text_curation(params: TextCurationParams = TextCurationParams.model_construc
 def _publish_plan(groups: list[list[Any]], params: TextCurationParams) -> Any:
     """The execution plan as the run's first artifact (best effort: a report, not a gate)."""
     try:
-        from curator_stages.plan import plan_pipeline, publish_plan_artifact
+        from curator_stages.orchestration.plan_artifact import publish_plan_artifact
+        from curator_stages.plan import plan_pipeline
 
         stages = [s for g in groups for s in g]
         plan = plan_pipeline(stages, ignore_head_node=params.ignore_head_node,

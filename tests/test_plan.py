@@ -1,7 +1,7 @@
 """Pipeline plans on declared clusters: modes, pool sizes, fusion, repartitions, barriers, errors.
 
 Declared clusters never start Ray, so these tests need no fixture; the fusion rules they check
-were probed on Ray 2.60 (see curator_stages/plan.py and planning.will_fuse).
+were probed on Ray 2.60 (see curator_stages/plan/ and planning.will_fuse).
 """
 
 from __future__ import annotations
@@ -179,3 +179,22 @@ def test_text_curation_flow_plan_flag():
     assert out.returncode == 0, out.stderr
     assert "Plan:" in out.stdout and "quality_filter" in out.stdout
     assert "checkpoint" in out.stdout
+
+
+def test_plan_package_imports_neither_prefect_nor_orchestration():
+    """The plan is core: the artifact that shows it in a flow run is published by
+    curator_stages.orchestration.plan_artifact (it used to import prefect.artifacts here)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "curator_stages" / "plan"
+    upward = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            upward += [f"{path.name}: {n}" for n in names
+                       if n.split(".")[0] in ("prefect", "prefect_ray", "flows")
+                       or n.startswith(("curator_stages.orchestration", "curator_stages.reporting"))]
+    assert upward == []
+    for path in root.glob("*.py"):
+        assert len(path.read_text(encoding="utf-8").splitlines()) <= 400, path.name

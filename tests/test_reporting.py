@@ -99,8 +99,12 @@ def test_write_run_report_writes_markdown_and_png(finished_run):
     png = (out / FUNNEL_FILE).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
     assert "read = written + dropped + quarantined (21 = 15 + 5 + 1) holds" in text
-    # funnel table row of the filter: in 20, out 15, removed 5
-    assert re.search(r"\| heuristic_filter \| 20 \| 15 \| 5 \| 75\.0% \|", text)
+    # stage table row of the filter, in documents: in 20, out 15, dropped 5, quarantined 0
+    assert re.search(r"\| heuristic_filter \| - \| 20 \| 15 \| 5 \| 0 \| - \|", text)
+    # the reader's and the writer's files in their own column, documents in the others
+    assert re.search(r"\| jsonl_read \| - \| 21 \| 20 \| 0 \| 1 \| 1 read \|", text)
+    assert re.search(r"\| jsonl_writer \| - \| 15 \| 15 \| 0 \| 0 \| 1 written \|", text)
+
     reason = next(iter(summary["dropped_by_reason"]))
     assert re.search(rf"\| heuristic_filter \| {re.escape(reason)} \| 5 \|", text)
     assert "| en | 12 |" in text and "| fr | 3 |" in text
@@ -111,7 +115,7 @@ def test_write_run_report_writes_markdown_and_png(finished_run):
 
 def test_report_rebuilt_from_summary_file_alone(finished_run):
     out, summary = finished_run
-    assert load_run_summary(out)["documents_read"] == summary["documents_read"]
+    assert load_run_summary(out).documents_read == summary["documents_read"]
     (out / REPORT_FILE).unlink(missing_ok=True)
     write_run_report(out)  # summary read from run_summary.json
     assert (out / REPORT_FILE).is_file()
@@ -120,3 +124,31 @@ def test_report_rebuilt_from_summary_file_alone(finished_run):
 def test_missing_summary_is_a_clear_error(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="run_summary.json"):
         load_run_summary(tmp_path)
+
+
+def test_library_report_names_the_writer_argument_for_dropped_documents(finished_run,
+                                                                        tmp_path: Path):
+    """A report written without a flow's hint tells a library user about `dropped_output`."""
+    import shutil
+
+    out, summary = finished_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "dropped")
+    text = write_run_report(copy, summary, publish_artifact=False).read_text(encoding="utf-8")
+    assert "give the writer `dropped_output` to keep them" in text
+
+
+def test_reporting_imports_no_private_name_of_plan():
+    """Reporting is above the plan: it uses public names only (it used plan._artifact_key)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "curator_stages" / "reporting"
+    private = []
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "curator_stages.plan"):
+                private += [f"{path.name}: {a.name}" for a in node.names
+                            if a.name.startswith("_")]
+    assert private == []

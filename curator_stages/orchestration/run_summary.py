@@ -153,6 +153,31 @@ class RunSummary:
             "wall_time_s": self.wall_time_s,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSummary":
+        """The summary :meth:`to_dict` wrote (``run_summary.json``), read back field by field.
+
+        A missing field is an error naming it: a reader that guesses key names would let a
+        report and the run disagree silently.
+        """
+        try:
+            return cls(
+                stages=[StageCounts.from_dict(s) for s in d["stages"]],
+                documents_read=int(d["documents_read"]),
+                documents_written=int(d["documents_written"]),
+                documents_dropped=int(d["documents_dropped"]),
+                documents_quarantined=int(d["documents_quarantined"]),
+                dropped_by_reason={k: int(v) for k, v in d["dropped_by_reason"].items()},
+                output=d.get("output"),
+                written_source=d.get("identity", {}).get("written_source", DOCUMENTS_WRITTEN),
+                stage_tasks=list(d.get("stage_tasks") or []),
+                wall_time_s=d.get("wall_time_s"),
+            )
+        except KeyError as exc:
+            raise ValueError(
+                f"{RUN_SUMMARY_FILE}: field {exc.args[0]!r} is missing; this file was not "
+                "written by RunSummary.to_dict (rebuild it by re-running the flow)") from None
+
     def write(self, directory: str) -> str:
         """Write ``run_summary.json`` into ``directory`` (atomic: temp then rename)."""
         if "://" not in directory:

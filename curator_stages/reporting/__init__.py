@@ -1,40 +1,64 @@
 """Run reports: ``report.md`` and ``funnel.png`` beside a run's output, and a Prefect artifact.
 
-A flow calls :func:`write_run_report` at its end with the run summary it wrote; the same report
-can be rebuilt later from ``run_summary.json`` alone with ``curator-stages report <output dir>``.
+A flow calls :func:`write_run_report` at its end with the run summary it wrote, its plan, its
+title and how its users keep dropped documents; the report keeps those in
+``report_context.json`` so that ``curator-stages report <output dir>`` rebuilds the same report
+from the output directory alone.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from curator_stages.reporting.data import RunReportData, build_report_data
+from curator_stages.orchestration.run_summary import RUN_SUMMARY_FILE, RunSummary
+from curator_stages.reporting.context import (
+    LIBRARY_DROPPED_HINT,
+    REPORT_CONTEXT_FILE,
+    ReportContext,
+    load_report_context,
+    write_report_context,
+)
+from curator_stages.reporting.data import (
+    SUMMARY_COLUMNS,
+    RunReportData,
+    StageRow,
+    build_report_data,
+    stage_rows,
+    summary_rows,
+)
 from curator_stages.reporting.funnel import render_funnel_png
 from curator_stages.reporting.markdown import render_report_markdown
 
 #: File names a report writes into the output directory.
 REPORT_FILE = "report.md"
 FUNNEL_FILE = "funnel.png"
-SUMMARY_FILE = "run_summary.json"
+SUMMARY_FILE = RUN_SUMMARY_FILE
 
 __all__ = [
     "FUNNEL_FILE",
+    "LIBRARY_DROPPED_HINT",
+    "REPORT_CONTEXT_FILE",
     "REPORT_FILE",
+    "ReportContext",
     "RunReportData",
+    "SUMMARY_COLUMNS",
     "SUMMARY_FILE",
+    "StageRow",
     "build_report_data",
+    "load_report_context",
     "load_run_summary",
     "publish_report_artifact",
     "render_funnel_png",
     "render_report_markdown",
+    "stage_rows",
+    "summary_rows",
     "write_run_report",
 ]
 
 
-def load_run_summary(output_dir: str | Path) -> dict[str, Any]:
+def load_run_summary(output_dir: str | Path) -> RunSummary:
     """The ``run_summary.json`` of a finished run, with a clear error when it is missing."""
     path = Path(output_dir) / SUMMARY_FILE
     if not path.is_file():
@@ -42,36 +66,40 @@ def load_run_summary(output_dir: str | Path) -> dict[str, Any]:
             f"no {SUMMARY_FILE} in {str(output_dir)!r}: point at the output directory of a "
             "finished flow run (the flow writes the summary there at its end)"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    return RunSummary.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
-def write_run_report(output_dir: str | Path, summary: dict[str, Any] | None = None, *,
-                     dropped_dirs: Iterable[str | Path] = (),
+def write_run_report(output_dir: str | Path, summary: RunSummary | dict[str, Any] | None = None,
+                     *, dropped_dirs: Iterable[str | Path] = (),
                      quarantine_dirs: Iterable[str | Path] = (),
                      plan: Any = None, title: str | None = None,
+                     dropped_hint: str | None = None,
                      publish_artifact: bool = True) -> Path:
     """Write ``report.md`` and ``funnel.png`` into ``output_dir``; return the report's path.
 
     ``summary`` defaults to the directory's ``run_summary.json``. Quarantine and dropped-document
     directories default to ``<output_dir>/quarantine`` and ``<output_dir>/dropped`` when present.
-    ``plan`` (a :class:`~curator_stages.plan.PipelinePlan`) adds each stage's mode to the timing
-    table. Inside a Prefect flow run the same markdown is published as an artifact (the image is
-    referenced by file name, so it shows where the markdown sits next to it).
+    ``plan`` (a :class:`~curator_stages.plan.PipelinePlan`) gives each stage's mode, ``title``
+    the report's title, ``dropped_hint`` how this report's reader keeps dropped documents (a
+    flow names its own option; the default names the writer's ``dropped_output``). Given any of
+    them, they are kept in ``report_context.json``; given none, the context kept with this
+    summary is used, so a rebuilt report equals the first. Inside a Prefect flow run the same
+    markdown is published as an artifact (the image is referenced by file name, so it shows
+    where the markdown sits next to it).
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if summary is None:
         summary = load_run_summary(out)
+    elif isinstance(summary, dict):
+        summary = RunSummary.from_dict(summary)
+    if plan is not None or title or dropped_hint:
+        context = ReportContext.from_plan(plan, title=title, dropped_hint=dropped_hint)
+        write_report_context(out, context, summary)
+    else:
+        context = load_report_context(out, summary) or ReportContext()
     data = build_report_data(summary, out, dropped_dirs=dropped_dirs,
-                             quarantine_dirs=quarantine_dirs)
-    if title:
-        data.title = title
-    elif plan is not None:
-        data.title = plan.pipeline
-    if plan is not None:
-        modes = {s.name: s.mode for s in plan.stages}
-        data.timings = [t if t.mode else dataclasses.replace(t, mode=modes.get(t.stage))
-                        for t in data.timings]
+                             quarantine_dirs=quarantine_dirs, context=context)
     render_funnel_png(data, out / FUNNEL_FILE)
     markdown = render_report_markdown(data, funnel_image=FUNNEL_FILE)
     report = out / REPORT_FILE
@@ -91,8 +119,8 @@ def publish_report_artifact(markdown: str, title: str) -> str | None:
         return None
     from prefect.artifacts import create_markdown_artifact
 
-    from curator_stages.plan import _artifact_key
+    from curator_stages.orchestration.artifacts import artifact_key
 
-    result = create_markdown_artifact(markdown=markdown, key=_artifact_key(f"report-{title}"),
+    result = create_markdown_artifact(markdown=markdown, key=artifact_key(f"report-{title}"),
                                       description=f"Run report of {title}")
     return str(getattr(result, "id", result)) if result is not None else None

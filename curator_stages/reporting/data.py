@@ -3,9 +3,11 @@
 Every count shown comes from the run summary that the orchestration layer writes (itself built
 from the :class:`~curator_stages.tasks.StagePerfStats` custom metrics: ``documents_read``,
 ``documents_quarantined``, ``documents_written``, ``dropped.<reason>``), so the report and the
-accounting check can never disagree. What the summary does not carry (the language mix, the text
-of dropped documents, quarantine reasons) is read from the files the run wrote, and is simply
-left out when those files do not exist.
+accounting check can never disagree. The summary is read through
+:meth:`~curator_stages.orchestration.run_summary.RunSummary.from_dict`, the reader of exactly what
+the run wrote. What the summary does not carry (the language mix, the text of dropped documents,
+quarantine reasons) is read from the files the run wrote, and is simply left out when those files
+do not exist; the title and stage modes come from the :class:`ReportContext`.
 """
 
 from __future__ import annotations
@@ -16,53 +18,57 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from curator_stages.tasks import (
-    DOCUMENTS_QUARANTINED,
-    DOCUMENTS_READ,
-    DOCUMENTS_WRITTEN,
-    DROPPED_PREFIX,
-)
+from curator_stages.orchestration.run_summary import RunSummary
+from curator_stages.reporting.context import LIBRARY_DROPPED_HINT, ReportContext
+from curator_stages.tasks import DOCUMENTS_QUARANTINED, DOCUMENTS_READ, DOCUMENTS_WRITTEN
 
 #: How many characters of a dropped document's text a report shows.
 EXAMPLE_CHARS = 240
-#: Custom-metric keys (of any stage) that a dedup stage may use for what it found.
-DUPLICATE_METRIC_KEYS = (
-    "duplicate_clusters", "duplicate_groups", "duplicates_found", "duplicate_documents",
-    "documents_in_duplicate_clusters",
-)
 
 
 @dataclass(frozen=True)
-class FunnelRow:
+class StageRow:
+    """One stage of a run in one unit: documents. Files a stage lists, reads or writes are
+    counted apart (``files``), never in the document columns."""
+
     stage: str
-    documents_in: int | None
+    mode: str | None
+    documents_in: int | None  # None: the stage handles files, not documents
     documents_out: int | None
     dropped: dict[str, int] = field(default_factory=dict)
     quarantined: int = 0
+    files: int | None = None
+    files_role: str | None = None  # "listed" | "read" | "written"
+    busy_s: float = 0.0
+
+    @property
+    def handles_documents(self) -> bool:
+        return self.documents_in is not None or self.documents_out is not None
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
 
     @property
     def removed(self) -> int:
         """Documents this stage removed: its drops and quarantines (never negative)."""
-        counted = sum(self.dropped.values()) + self.quarantined
+        counted = self.dropped_total + self.quarantined
         if counted:
             return counted
         if self.documents_in is not None and self.documents_out is not None:
             return max(0, self.documents_in - self.documents_out)
         return 0
 
-
-@dataclass(frozen=True)
-class StageTiming:
-    stage: str
-    time_s: float
-    documents_in: int | None
-    mode: str | None = None
+    @property
+    def files_text(self) -> str:
+        return "-" if self.files is None else f"{self.files:,} {self.files_role}"
 
     @property
     def documents_per_s(self) -> float | None:
-        if not self.documents_in or self.time_s <= 0:
+        """Documents per second of busy time, per worker."""
+        if not self.documents_in or self.busy_s <= 0:
             return None
-        return self.documents_in / self.time_s
+        return self.documents_in / self.busy_s
 
 
 @dataclass
@@ -74,16 +80,22 @@ class RunReportData:
     documents_written: int
     documents_dropped: int
     documents_quarantined: int
-    funnel: list[FunnelRow]
+    stages: list[StageRow]
     drops_by_rule: dict[tuple[str, str], int]
-    timings: list[StageTiming]
+    dropped_hint: str = LIBRARY_DROPPED_HINT
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
     quarantine_examples: list[str] = field(default_factory=list)
     language_mix: dict[str, int] = field(default_factory=dict)
-    duplicates: dict[str, int] = field(default_factory=dict)
+    #: (stage, drop reason) -> documents removed as duplicates.
+    duplicates: dict[tuple[str, str], int] = field(default_factory=dict)
     dropped_examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     wall_time_s: float | None = None
     run_info: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def funnel(self) -> list[StageRow]:
+        """The stages that handle documents, in order (the funnel chart's bars)."""
+        return [r for r in self.stages if r.handles_documents]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,118 +104,106 @@ class RunReportData:
             "documents_written": self.documents_written,
             "documents_dropped": self.documents_dropped,
             "documents_quarantined": self.documents_quarantined,
-            "funnel": [{"stage": r.stage, "documents_in": r.documents_in,
+            "stages": [{"stage": r.stage, "mode": r.mode, "documents_in": r.documents_in,
                         "documents_out": r.documents_out, "dropped": r.dropped,
-                        "quarantined": r.quarantined, "removed": r.removed} for r in self.funnel],
+                        "quarantined": r.quarantined, "removed": r.removed, "files": r.files,
+                        "files_role": r.files_role, "busy_s": r.busy_s,
+                        "documents_per_s": r.documents_per_s} for r in self.stages],
             "drops_by_rule": [{"stage": s, "rule": r, "documents": n}
                               for (s, r), n in self.drops_by_rule.items()],
             "quarantine_by_reason": self.quarantine_by_reason,
             "language_mix": self.language_mix,
-            "duplicates": self.duplicates,
-            "timings": [{"stage": t.stage, "time_s": t.time_s, "documents_in": t.documents_in,
-                         "documents_per_s": t.documents_per_s, "mode": t.mode}
-                        for t in self.timings],
+            "duplicates": [{"stage": s, "reason": r, "documents": n}
+                           for (s, r), n in self.duplicates.items()],
             "wall_time_s": self.wall_time_s,
         }
 
 
-# ---------------------------------------------------------------------------- summary access
-def _num(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+# ---------------------------------------------------------------------------- stage rows
+def duplicate_reasons() -> tuple[str, ...]:
+    """The drop reasons the dedup stages record for a removed duplicate."""
+    # Imported here: the dedup package pulls Ray in, which rebuilding a report does not need.
+    from curator_stages.text.dedup.exact import EXACT_DUPLICATE
+    from curator_stages.text.dedup.fuzzy import FUZZY_DUPLICATE
+
+    return (EXACT_DUPLICATE, FUZZY_DUPLICATE)
 
 
-def _first(d: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if key in d and d[key] is not None:
-            return d[key]
-    return None
+def stage_rows(summary: RunSummary, context: ReportContext | None = None) -> list[StageRow]:
+    """One row per stage of ``summary``, every count in documents, files apart.
 
-
-def _stage_entries(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """The per-stage entries of a summary, each with a ``name``, in pipeline order."""
-    stages = summary.get("stages") or []
-    if isinstance(stages, dict):
-        stages = [{"name": k, **v} for k, v in stages.items()]
-    out = []
-    for entry in stages:
-        name = _first(entry, "name", "stage", "stage_name")
-        out.append({**entry, "name": str(name)})
-    return out
-
-
-def _metrics(entry: dict[str, Any]) -> dict[str, float]:
-    metrics = dict(_first(entry, "custom_metrics", "metrics") or {})
-    for reason, n in (entry.get("dropped") or {}).items() if isinstance(entry.get("dropped"),
-                                                                         dict) else []:
-        metrics.setdefault(f"{DROPPED_PREFIX}{reason}", n)
-    return metrics
-
-
-def _drops(entry: dict[str, Any]) -> dict[str, int]:
-    return {k[len(DROPPED_PREFIX):]: int(v) for k, v in _metrics(entry).items()
-            if k.startswith(DROPPED_PREFIX) and v}
-
-
-def _totals(summary: dict[str, Any], stages: list[dict[str, Any]]) -> dict[str, int]:
-    """Run totals from the summary's own totals, else summed over its stages."""
-    block = summary.get("totals") or summary.get("accounting") or summary
-    names = {
-        "read": ("documents_read", "read"),
-        "written": ("documents_written", "written"),
-        "dropped": ("documents_dropped", "dropped"),
-        "quarantined": ("documents_quarantined", "quarantined"),
-    }
-    totals: dict[str, int] = {}
-    for key, candidates in names.items():
-        value = _num(_first(block, *candidates)) if isinstance(block, dict) else None
-        if value is None:
-            if key == "dropped":
-                value = sum(sum(_drops(s).values()) for s in stages)
-            else:
-                metric = {"read": DOCUMENTS_READ, "written": DOCUMENTS_WRITTEN,
-                          "quarantined": DOCUMENTS_QUARANTINED}[key]
-                value = int(sum(_metrics(s).get(metric, 0) for s in stages))
-        totals[key] = value
-    return totals
-
-
-def _funnel_rows(stages: list[dict[str, Any]]) -> list[FunnelRow]:
-    """Documents in/out per stage, in the units of documents.
-
-    ``items_in``/``items_out`` count whatever a stage's tasks hold: files before the reader,
-    documents after it, files again out of a writer. So: a stage with ``documents_read`` takes
-    that as its documents in; a stage with ``documents_written`` gives that as its documents
-    out; stages before the first reader handle files, not documents, and are left out.
+    A stage's ``items_in``/``items_out`` count whatever its tasks hold: file names before and
+    into the reader, documents after it, written files out of a writer. So stages before the
+    first reader (the first stage with ``documents_read``) list files; the reader reads its
+    ``items_in`` files into ``documents_read`` documents; a writer (``documents_written``)
+    takes documents in and writes ``items_out`` files. A run without a reader (documents built
+    in memory) counts documents throughout.
     """
-    readers = [i for i, s in enumerate(stages) if DOCUMENTS_READ in _metrics(s)]
-    first_doc_stage = readers[0] if readers else 0
+    context = context or ReportContext()
+    stages = summary.stages
+    readers = [i for i, s in enumerate(stages) if DOCUMENTS_READ in s.metrics]
+    first_reader = readers[0] if readers else 0
     rows = []
-    for entry in stages[first_doc_stage:]:
-        metrics = _metrics(entry)
-        docs_in = _num(_first(entry, "documents_in", "docs_in"))
-        docs_out = _num(_first(entry, "documents_out", "docs_out"))
-        if docs_in is None:
-            docs_in = (int(metrics[DOCUMENTS_READ]) if DOCUMENTS_READ in metrics
-                       else _num(entry.get("items_in")))
-        if docs_out is None:
-            docs_out = (int(metrics[DOCUMENTS_WRITTEN]) if DOCUMENTS_WRITTEN in metrics
-                        else _num(entry.get("items_out")))
-        quarantined = int(_num(_first(entry, "documents_quarantined"))
-                          or metrics.get(DOCUMENTS_QUARANTINED, 0))
-        rows.append(FunnelRow(stage=entry["name"], documents_in=docs_in, documents_out=docs_out,
-                              dropped=_drops(entry), quarantined=quarantined))
+    for i, s in enumerate(stages):
+        files: int | None = None
+        role: str | None = None
+        docs_in: int | None = s.items_in
+        docs_out: int | None = s.items_out
+        if i < first_reader:
+            docs_in = docs_out = None
+            files, role = s.items_out, "listed"
+        elif DOCUMENTS_READ in s.metrics:
+            docs_in = int(s.metrics[DOCUMENTS_READ])
+            files, role = s.items_in, "read"
+        if DOCUMENTS_WRITTEN in s.metrics:
+            docs_out = int(s.metrics[DOCUMENTS_WRITTEN])
+            files, role = s.items_out, "written"
+        rows.append(StageRow(
+            stage=s.stage, mode=context.mode_of(s.stage), documents_in=docs_in,
+            documents_out=docs_out, dropped={k: int(v) for k, v in s.dropped.items() if v},
+            quarantined=int(s.metrics.get(DOCUMENTS_QUARANTINED, 0)), files=files,
+            files_role=role, busy_s=float(s.process_time_s),
+        ))
     return rows
 
 
-def _timing(entry: dict[str, Any], row: FunnelRow | None) -> StageTiming:
-    time_s = float(_first(entry, "wall_time_s", "time_s", "elapsed_s", "process_time_s") or 0.0)
-    return StageTiming(stage=entry["name"], time_s=time_s,
-                       documents_in=row.documents_in if row else None, mode=_first(entry, "mode"))
+#: Columns of :func:`summary_rows`, the one stage table of a run (report and console alike).
+SUMMARY_COLUMNS = ("stage", "mode", "docs in", "docs out", "dropped", "quarantined", "files",
+                   "busy (s)", "docs/s/worker")
+
+
+def _int(value: int | None) -> str:
+    return "-" if value is None else f"{int(value):,}"
+
+
+def stage_table(rows: Iterable[StageRow],
+                drop_reasons: bool = False) -> tuple[tuple[str, ...], list[list[str]]]:
+    """(headers, rows) of stage rows as text; ``drop_reasons`` adds each stage's reasons to its
+    dropped count (the report lists them in a table of their own instead)."""
+    out = []
+    for r in rows:
+        dropped = _int(r.dropped_total) if r.handles_documents else "-"
+        if drop_reasons and r.dropped:
+            dropped += " (" + ", ".join(f"{k}={v:,}" for k, v in sorted(r.dropped.items())) + ")"
+        out.append([
+            r.stage, r.mode or "-", _int(r.documents_in), _int(r.documents_out), dropped,
+            _int(r.quarantined) if r.handles_documents else "-", r.files_text,
+            f"{r.busy_s:.3f}",
+            f"{r.documents_per_s:,.0f}" if r.documents_per_s is not None else "-",
+        ])
+    return SUMMARY_COLUMNS, out
+
+
+def summary_rows(summary: RunSummary | dict[str, Any], context: ReportContext | None = None,
+                 drop_reasons: bool = False) -> tuple[tuple[str, ...], list[list[str]]]:
+    """(headers, rows) of a run's stage table as text, every count in documents.
+
+    The report's stage table and a flow's console table are both this, so they never show two
+    units in one column.
+    """
+    if isinstance(summary, dict):
+        summary = RunSummary.from_dict(summary)
+    return stage_table(stage_rows(summary, context), drop_reasons=drop_reasons)
 
 
 # ---------------------------------------------------------------------------- files
@@ -303,27 +303,26 @@ def _truncate(text: Any, chars: int) -> str:
 
 
 # ---------------------------------------------------------------------------- assembly
-def build_report_data(summary: dict[str, Any], output_dir: str | Path | None = None,
+def build_report_data(summary: RunSummary | dict[str, Any],
+                      output_dir: str | Path | None = None,
                       dropped_dirs: Iterable[str | Path] = (),
-                      quarantine_dirs: Iterable[str | Path] = ()) -> RunReportData:
-    """Gather a report's numbers from a run summary and, when given, the run's output files."""
-    stages = _stage_entries(summary)
-    totals = _totals(summary, stages)
-    funnel = _funnel_rows(stages)
-    by_stage = {r.stage: r for r in funnel}
+                      quarantine_dirs: Iterable[str | Path] = (),
+                      context: ReportContext | None = None) -> RunReportData:
+    """Gather a report's numbers from a run summary and, when given, the run's output files.
+
+    ``summary`` is a :class:`RunSummary` or the dict its ``to_dict`` wrote (read back with
+    ``RunSummary.from_dict``, which refuses a file with missing fields).
+    """
+    if isinstance(summary, dict):
+        summary = RunSummary.from_dict(summary)
+    context = context or ReportContext()
+    rows = stage_rows(summary, context)
     drops: dict[tuple[str, str], int] = {}
-    for entry in stages:
-        for rule, n in _drops(entry).items():
-            drops[(entry["name"], rule)] = drops.get((entry["name"], rule), 0) + n
-    duplicates: dict[str, int] = {}
-    for entry in stages:
-        metrics = _metrics(entry)
-        for key in DUPLICATE_METRIC_KEYS:
-            if metrics.get(key):
-                duplicates[key] = duplicates.get(key, 0) + int(metrics[key])
-    for key in DUPLICATE_METRIC_KEYS:
-        if summary.get(key):
-            duplicates[key] = int(summary[key])
+    for r in rows:
+        for rule, n in r.dropped.items():
+            drops[(r.stage, rule)] = drops.get((r.stage, rule), 0) + n
+    dup_reasons = duplicate_reasons()
+    duplicates = {key: n for key, n in drops.items() if key[1] in dup_reasons}
 
     out_dir = Path(output_dir) if output_dir else None
     q_dirs = [Path(p) for p in quarantine_dirs]
@@ -333,24 +332,23 @@ def build_report_data(summary: dict[str, Any], output_dir: str | Path | None = N
                             else out_dir]
         d_dirs = d_dirs or [p for p in (out_dir / "dropped",) if p.is_dir()]
     q_by_reason, q_examples = quarantine_reasons(q_dirs) if q_dirs else ({}, [])
-    if not q_by_reason and totals["quarantined"]:
+    if not q_by_reason and summary.documents_quarantined:
         q_by_reason = {"(records not found on disk; count from the run summary)":
-                       totals["quarantined"]}
+                       summary.documents_quarantined}
     data_dir = out_dir
     if out_dir is not None and (out_dir / "data").is_dir():
         data_dir = out_dir / "data"
-    info = {k: str(summary[k]) for k in ("flow_run_id", "flow", "started", "finished",
-                                         "input", "output", "status") if summary.get(k)}
     return RunReportData(
-        title=str(_first(summary, "pipeline", "flow", "name") or "run"),
-        documents_read=totals["read"], documents_written=totals["written"],
-        documents_dropped=totals["dropped"], documents_quarantined=totals["quarantined"],
-        funnel=funnel, drops_by_rule=dict(sorted(drops.items(), key=lambda kv: -kv[1])),
-        timings=[_timing(s, by_stage.get(s["name"])) for s in stages],
+        title=context.title,
+        documents_read=summary.documents_read, documents_written=summary.documents_written,
+        documents_dropped=summary.documents_dropped,
+        documents_quarantined=summary.documents_quarantined,
+        stages=rows, drops_by_rule=dict(sorted(drops.items(), key=lambda kv: -kv[1])),
+        dropped_hint=context.dropped_hint,
         quarantine_by_reason=q_by_reason, quarantine_examples=q_examples,
         language_mix=language_mix(data_dir) if data_dir is not None else {},
         duplicates=duplicates,
         dropped_examples=dropped_examples(d_dirs) if d_dirs else {},
-        wall_time_s=_first(summary, "wall_time_s", "duration_s", "elapsed_s"),
-        run_info=info,
+        wall_time_s=summary.wall_time_s,
+        run_info={"output": summary.output} if summary.output else {},
     )

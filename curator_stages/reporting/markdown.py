@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from curator_stages.reporting.data import RunReportData
+from curator_stages.reporting.data import RunReportData, stage_table
 
 
 def _fmt_int(value: int | float | None) -> str:
@@ -24,8 +24,8 @@ def _table(headers: list[str], rows: list[list[object]]) -> list[str]:
 
 
 def render_report_markdown(data: RunReportData, funnel_image: str | None = "funnel.png") -> str:
-    """The whole report: totals and accounting, funnel, drops, quarantine, languages,
-    duplicates, per-stage speed and examples of dropped documents."""
+    """The whole report: totals and accounting, the stage table and funnel, drops, quarantine,
+    languages, duplicates and examples of dropped documents."""
     lines: list[str] = [f"# Run report: {data.title}", ""]
     if data.run_info:
         lines += [f"- {k}: {v}" for k, v in data.run_info.items()] + [""]
@@ -45,15 +45,20 @@ def render_report_markdown(data: RunReportData, funnel_image: str | None = "funn
               f"({read:,} = {data.documents_written:,} + {data.documents_dropped:,} + "
               f"{data.documents_quarantined:,}) {verdict}.", ""]
 
-    lines += ["## Funnel", ""]
+    lines += ["## Stages", ""]
     if funnel_image:
         lines += [f"![funnel]({funnel_image})", ""]
-    lines += _table(
-        ["stage", "documents in", "documents out", "removed", "kept"],
-        [[r.stage, _fmt_int(r.documents_in), _fmt_int(r.documents_out), _fmt_int(r.removed),
-          _pct(r.documents_out or 0, r.documents_in or 0) if r.documents_in else "-"]
-         for r in data.funnel],
-    )
+    lines += ["Every count is in documents (docs); files a stage lists, reads or writes are in "
+              "the files column. Busy time is the stage's own processing time summed over all "
+              "workers; docs/s/worker is per worker (multiply by the pool size for the stage's "
+              "rate).", ""]
+    headers, rows = stage_table(data.stages)
+    lines += _table(list(headers), rows)
+    if data.wall_time_s is not None:
+        lines += [f"Run wall time: {data.wall_time_s:.2f} s, from the flow's start to its "
+                  "summary (starting Ray and Prefect before the flow is not included)"
+                  + (f"; {data.documents_read / data.wall_time_s:,.0f} documents read per second"
+                     if data.wall_time_s > 0 and data.documents_read else "") + ".", ""]
 
     lines += ["## Drops by rule", ""]
     if data.drops_by_rule:
@@ -84,23 +89,11 @@ def render_report_markdown(data: RunReportData, funnel_image: str | None = "funn
 
     lines += ["## Duplicates", ""]
     if data.duplicates:
-        lines += _table(["measure", "value"], [[k, _fmt_int(v)] for k, v in data.duplicates.items()])
+        lines += _table(["stage", "reason", "documents removed", "share of read"],
+                        [[stage, reason, _fmt_int(n), _pct(n, read)]
+                         for (stage, reason), n in data.duplicates.items()])
     else:
-        lines += ["No deduplication stage reported duplicate clusters in this run.", ""]
-
-    lines += ["## Time per stage", "",
-              "Busy time is the stages' own processing time summed over all workers; "
-              "documents/s is per worker (multiply by the pool size for the stage's rate).", ""]
-    lines += _table(
-        ["stage", "mode", "busy time (s)", "documents in", "documents/s per worker"],
-        [[t.stage, t.mode or "-", f"{t.time_s:.3f}", _fmt_int(t.documents_in),
-          f"{t.documents_per_s:,.0f}" if t.documents_per_s is not None else "-"]
-         for t in data.timings],
-    )
-    if data.wall_time_s is not None:
-        lines += [f"Flow wall time: {data.wall_time_s:.2f} s"
-                  + (f" ({data.documents_read / data.wall_time_s:,.0f} documents read per second)"
-                     if data.wall_time_s > 0 and data.documents_read else ""), ""]
+        lines += ["No duplicate was removed in this run.", ""]
 
     lines += ["## Examples of dropped documents", ""]
     if data.dropped_examples:
@@ -108,6 +101,5 @@ def render_report_markdown(data: RunReportData, funnel_image: str | None = "funn
             lines += [f"### {rule}", ""]
             lines += [f"- `{_cell(doc_id)}`: {_cell(text)}" for doc_id, text in examples] + [""]
     else:
-        lines += ["No dropped documents were kept for this run (a filter keeps them when the "
-                  "writer is given `dropped_output`).", ""]
+        lines += [f"No dropped documents were kept for this run ({data.dropped_hint}).", ""]
     return "\n".join(lines).rstrip() + "\n"
