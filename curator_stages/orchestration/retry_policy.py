@@ -46,25 +46,42 @@ def note_attempt_start(task_run_id: Any) -> None:
 
 
 def is_permanent(exc: BaseException | None) -> bool:
-    """Whether retrying the stage task cannot help with ``exc`` (see the module docstring)."""
+    """Whether retrying the stage task cannot help with ``exc`` (see the module docstring).
+
+    An error wrapping another (``raise ... from cause``, as Ray's wrappers do) is judged by the
+    first one in the chain that is known either way.
+    """
+    seen = 0
+    while exc is not None and seen < 8:
+        verdict = _verdict(exc)
+        if verdict is not None:
+            return verdict
+        exc, seen = exc.__cause__, seen + 1
+    return False
+
+
+def _verdict(exc: BaseException) -> bool | None:
+    """True: permanent; False: transient; None: unknown (look at its cause)."""
     from curator_stages.backends.ray_data.adapter import StageSetupError
 
-    if exc is None:
-        return False
     if isinstance(exc, StageSetupError):
         return not _TRANSIENT_CAUSE.search(str(exc))
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return False
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                        PermissionError, FileExistsError)):
+        return True
     if isinstance(exc, OSError):
         code = exc.errno
         if code is None and isinstance(exc.__cause__, OSError):
             code = exc.__cause__.errno
-        return (code in PERMANENT_ERRNOS
-                or isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                                    PermissionError, FileExistsError))
-                or isinstance(exc, (TypeError, ValueError)))  # e.g. UnsafeTaskError
-    return isinstance(exc, (ValueError, TypeError, KeyError, AttributeError, ImportError,
-                            NotImplementedError, AssertionError))
+        if code is not None:
+            return code in PERMANENT_ERRNOS
+        return True if isinstance(exc, (TypeError, ValueError)) else None  # UnsafeTaskError
+    if isinstance(exc, (ValueError, TypeError, KeyError, AttributeError, ImportError,
+                        NotImplementedError, AssertionError)):
+        return True
+    return None
 
 
 @dataclass(frozen=True)
