@@ -54,10 +54,46 @@ def is_permanent(exc: BaseException | None) -> bool:
     seen = 0
     while exc is not None and seen < 8:
         verdict = _verdict(exc)
+        if verdict is None:
+            verdict = _remote_verdict(exc)
         if verdict is not None:
             return verdict
         exc, seen = exc.__cause__, seen + 1
     return False
+
+
+#: ``<type>: <message>`` lines of a remote traceback, and the errno an OS error's text carries.
+_ERROR_LINE = re.compile(r"^(?P<cls>[A-Za-z_][\w.]*): (?P<msg>.*)$", re.MULTILINE)
+_ERRNO = re.compile(r"\[Errno (\d+)\]|\(errno (\d+)\)")
+
+
+def _remote_verdict(exc: BaseException) -> bool | None:
+    """For a Ray error that could not be rebuilt as the stage's own exception (a library's
+    error without this package's ``stage '<name>'`` prefix): judge the first error of the
+    remote traceback (the original one; wrappers follow it) by its type and errno."""
+    try:
+        from ray.exceptions import RayError
+
+        from curator_stages.backends.ray_data.adapter import _exception_class
+    except ImportError:  # pragma: no cover - ray is a dependency
+        return None
+    if not isinstance(exc, RayError):
+        return None
+    text = getattr(exc, "traceback_str", "") or str(exc)
+    for match in _ERROR_LINE.finditer(text):
+        cls = _exception_class(match.group("cls"))
+        if cls is None:
+            continue
+        code = _ERRNO.search(match.group("msg"))
+        try:
+            rebuilt = cls(int(code.group(1) or code.group(2)), match.group("msg")) if (
+                code and issubclass(cls, OSError)) else cls.__new__(cls)
+        except Exception:  # noqa: BLE001 - an exception class with an unusual constructor
+            continue
+        verdict = _verdict(rebuilt)
+        if verdict is not None:
+            return verdict
+    return None
 
 
 def _verdict(exc: BaseException) -> bool | None:

@@ -82,12 +82,13 @@ def check_metadata(task: Task, label: str | None = None) -> None:
     """Raise :class:`UnsafeTaskError` naming the stage and the key when ``task._metadata`` is
     not JSON data."""
     for key, value in task._metadata.items():
-        problem = (f"_metadata (key {key!r} of type {type(key).__name__})"
-                   if type(key) is not str else _json_problem(value, key))
+        problem = (f"_metadata (a key of type {type(key).__name__})"
+                   if type(key) is not str else _json_problem(value, f"_metadata[{key!r}]"))
         if problem:
             raise UnsafeTaskError(
                 f"stage {_stage_of(task, label)!r}: task {task.task_id!r} cannot be checkpointed: "
-                f"metadata {problem} is not JSON data. Checkpoints store metadata as JSON and "
+                f"metadata key {key!r} is not JSON data: {problem}. Checkpoints store metadata "
+                "as JSON and "
                 "never pickle; make the stage that sets this key store plain data (str, int, "
                 "float, bool, None, lists, dicts with str keys), e.g. table.to_pylist() for a "
                 "table, sorted(list(s)) for a set, int(x) for a numpy scalar")
