@@ -18,8 +18,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
+import ray.cloudpickle
+from prefect import flow
 
-from curator_stages import DocumentBatch, EmptyTask, FileGroupTask, StagePerfStats
+from curator_stages import DocumentBatch, EmptyTask, FileGroupTask, ProcessingStage, StagePerfStats
 from curator_stages.orchestration import checkpoint as ckpt
 from curator_stages.orchestration.task_files import (
     UnsafeCheckpointError,
@@ -32,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 FLOW_SCRIPT = REPO / "flows" / "text_curation.py"
 FAST = {"fuzzy_num_perm": 32, "retries": 0}
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 class _Planted:
@@ -96,6 +100,45 @@ def test_a_task_that_is_not_plain_data_is_refused_naming_stage_and_key(tmp_path)
     with pytest.raises(UnsafeTaskError, match="Custom.*cannot be checkpointed"):
         write_task(Custom("t", "ds", []), str(tmp_path / "part-1"))
     assert list(tmp_path.iterdir()) == []  # nothing written, nothing pickled instead
+
+
+class SetInMetadata(ProcessingStage):
+    """Puts a set (not JSON data) into the metadata of the task it returns."""
+
+    name = "set_in_metadata"
+
+    def __init__(self, attempts_dir: str) -> None:
+        self.attempts_dir = attempts_dir
+
+    def process(self, task):
+        Path(self.attempts_dir, os.urandom(6).hex()).touch()
+        return task.derive(task.data, seen={"a", "b"})
+
+
+@flow(name="unsafe-metadata-test")
+def unsafe_metadata_flow(attempts_dir: str, work_dir: str) -> None:
+    from curator_stages.orchestration import (
+        DatasetRef,
+        RaySession,
+        StageTaskOptions,
+        run_stage_groups,
+    )
+
+    with RaySession():
+        run_stage_groups([[SetInMetadata(attempts_dir)]], DatasetRef.seed("unsafe-metadata"),
+                         work_dir, options=StageTaskOptions(retries=2))
+
+
+def test_a_stage_task_with_unsafe_metadata_fails_once_naming_stage_and_key(
+        ray_cluster, prefect_harness, tmp_path):
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    state = unsafe_metadata_flow(str(attempts), str(tmp_path / "work"), return_state=True)
+    assert state.is_failed()
+    assert "UnsafeTaskError" in state.message, state.message
+    assert "stage 'set_in_metadata'" in state.message and "key 'seen'" in state.message
+    assert len(list(attempts.iterdir())) == 1  # permanent: retries=2 did not run it again
+    assert list((tmp_path / "work").iterdir()) == []  # no checkpoint, nothing pickled
 
 
 def test_a_pickle_is_refused_unread(tmp_path):

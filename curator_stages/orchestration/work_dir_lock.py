@@ -101,7 +101,12 @@ def _acquire(lock_path: str, work_dir: str) -> int:
     import fcntl
 
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise OSError(exc.errno, f"work_dir {work_dir!r}: cannot create its lock file "
+                          f"{LOCK_FILE}: {exc.strerror}; choose a work_dir this process may "
+                          "write to (--work-dir)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
