@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -38,10 +39,24 @@ def test_lock_refuses_a_second_holder_and_frees_itself(tmp_path):
         assert held
         holder = json.loads((work / HOLDER_FILE).read_text())
         assert holder["pid"] == os.getpid() and holder["host"]
-        with pytest.raises(WorkDirBusyError) as err:
-            with work_dir_lock(str(work)):
-                pass
-        message = str(err.value)
+        with work_dir_lock(str(work)) as again:  # the same thread re-enters
+            assert again
+        assert (work / LOCK_FILE).exists()  # ... without releasing the outer hold
+        errors: list[BaseException] = []
+
+        def other_thread() -> None:
+            try:
+                with work_dir_lock(str(work)):
+                    pass
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        [err] = errors
+        assert isinstance(err, WorkDirBusyError)
+        message = str(err)
         assert f"pid {os.getpid()}" in message and str(work) in message
         assert "--work-dir" in message and "Wait" in message
     assert list(work.iterdir()) == []  # lock and holder record removed

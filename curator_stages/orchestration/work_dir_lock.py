@@ -23,11 +23,15 @@ import errno
 import json
 import os
 import socket
+import threading
 import time
 from typing import Any, Iterator
 
 LOCK_FILE = ".curator.lock"
 HOLDER_FILE = ".curator.lock.json"
+#: Work dirs whose lock this thread holds: a nested ``work_dir_lock`` (a flow that holds the
+#: lock around ``run_stage_groups`` and its own clean-up) re-enters instead of refusing itself.
+_held = threading.local()
 
 
 class WorkDirBusyError(RuntimeError):
@@ -70,15 +74,21 @@ def work_dir_lock(work_dir: str) -> Iterator[bool]:
     """Hold ``work_dir``'s lock for the block; yields True when a lock is held (local work dir),
     False for an object-store URL (no lock exists there; see the module docstring).
 
-    Raises :class:`WorkDirBusyError` naming the holder when another run holds it.
+    Raises :class:`WorkDirBusyError` naming the holder when another run holds it. Re-entrant
+    within one thread; another thread or process is refused.
     """
     if "://" in work_dir and not work_dir.startswith("file://"):
         yield False
         return
-    path = os.path.abspath(os.path.expanduser(work_dir.removeprefix("file://")))
+    path = os.path.realpath(os.path.expanduser(work_dir.removeprefix("file://")))
+    held: set[str] = _held.__dict__.setdefault("paths", set())
+    if path in held:
+        yield True
+        return
     os.makedirs(path, exist_ok=True)
     lock_path, holder_path = os.path.join(path, LOCK_FILE), os.path.join(path, HOLDER_FILE)
     fd = _acquire(lock_path, path)
+    held.add(path)
     try:
         record = json.dumps(_holder_record())
         tmp = f"{holder_path}.{os.getpid()}.tmp"
@@ -92,6 +102,7 @@ def work_dir_lock(work_dir: str) -> Iterator[bool]:
         for leftover in (holder_path, lock_path):
             with contextlib.suppress(OSError):
                 os.remove(leftover)
+        held.discard(path)
         os.close(fd)  # releases the flock
 
 
