@@ -48,16 +48,62 @@ class StagePerfStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "stage_name": self.stage_name,
-            "process_time_s": self.process_time_s,
-            "num_items_in": self.num_items_in,
-            "num_items_out": self.num_items_out,
-            "custom_metrics": dict(self.custom_metrics),
+            "process_time_s": float(self.process_time_s),
+            "num_items_in": int(self.num_items_in),
+            "num_items_out": int(self.num_items_out),
+            # Plain numbers (a stage may record numpy scalars): histories are stored as JSON.
+            "custom_metrics": {str(k): _plain_number(v) for k, v in self.custom_metrics.items()},
             "stats_id": self.stats_id,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StagePerfStats":
         return cls(**d)
+
+
+def _plain_number(value: Any) -> int | float:
+    """An int or float for a metric value (numpy scalars and bools included)."""
+    if isinstance(value, (bool, int)) or (hasattr(value, "dtype") and value.dtype.kind in "biu"):
+        return int(value)
+    return float(value)
+
+
+def json_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The rows of ``table`` as JSON data, for task metadata (which is stored as JSON).
+
+    Values JSON has no type for become text: timestamps and dates ISO 8601, decimals their
+    digits, bytes UTF-8 (undecodable bytes as ``\\xNN``); nested lists and structs stay nested.
+    """
+    return [_json_value(row) for row in table.to_pylist()]
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return _json_value(value.item())
+    return str(value)
+
+
+def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """A table of JSON rows (:func:`json_rows`); columns in first-seen order, missing values
+    null, so rows of different stages (different score columns) still line up."""
+    columns: dict[str, list[Any]] = {}
+    for row in rows:
+        for key in row:
+            columns.setdefault(key, [])
+    for row in rows:
+        for key, values in columns.items():
+            values.append(row.get(key))
+    return pa.table(columns) if columns else pa.table({})
 
 
 def new_task_id(prefix: str = "task") -> str:

@@ -342,7 +342,8 @@ def test_failing_setup_fails_the_stage_task_with_a_one_line_message(
     assert "Traceback" not in state.message and "ray::" not in state.message
     with pytest.raises(StageSetupError):
         state.result()
-    # One Prefect retry (retries=1) -> two attempts of the stage task, each failing at once:
-    # at most one setup per worker the pool started, never a restart loop.
-    assert 2 <= len(list(attempts.iterdir())) <= 4
+    # A setup failing with FileNotFoundError is permanent: retries=1 does not start a second
+    # attempt of the stage task (see test_retry_policy.py); at most one setup per worker the
+    # pool started, never a restart loop.
+    assert 1 <= len(list(attempts.iterdir())) <= 2
     assert not [p for p in (tmp_path / "work").iterdir() if not p.name.startswith("_")]

@@ -200,7 +200,7 @@ def test_checkpoint_round_trip_is_atomic_and_keeps_history(tmp_path):
     assert loaded[0]._metadata == {"source": "s.jsonl"} and loaded[0].task_id == "t1"
     assert loaded[0]._stage_perf == batch._stage_perf
     assert loaded[0]._stage_perf[0].stats_id == batch._stage_perf[0].stats_id
-    assert sorted(os.listdir(path)) == ["manifest.json", "part-000000.parquet", "part-000001.pkl"]
+    assert sorted(os.listdir(path)) == ["manifest.json", "part-000000.parquet", "part-000001.json"]
     assert loaded[1] == files
     # A directory without manifest is incomplete and is not loadable.
     os.remove(os.path.join(path, "manifest.json"))
@@ -230,7 +230,7 @@ def test_workers_write_checkpoint_parts_listed_in_task_order_orphans_removed(ray
             w.add_part(p)
             history.add_task(p)
         # A part a failed attempt left behind is not listed, and is removed on commit.
-        orphan = os.path.join(w.tmp_path, "part-000000000000-deadbeef.pkl")
+        orphan = os.path.join(w.tmp_path, "part-000000000000-deadbeef.parquet")
         Path(orphan).write_bytes(b"half a task")
         manifest = w.commit(fingerprint="e" * 64, stages=["upper"])
     assert [f["task_id"] for f in manifest["files"]] == ["t0", "t1", "t2", "t3"]

@@ -38,7 +38,7 @@ from curator_stages.io.quarantine import (
 )
 from curator_stages.resources import Resources
 from curator_stages.stage import ProcessingStage, record_metrics
-from curator_stages.tasks import DOCUMENTS_WRITTEN, DocumentBatch, FileGroupTask
+from curator_stages.tasks import DOCUMENTS_WRITTEN, DocumentBatch, FileGroupTask, rows_table
 
 MODES = ("error", "overwrite", "ignore")
 #: Metadata key a filter may set to a table of the rows it dropped (with a ``drop_reason`` column).
@@ -101,6 +101,8 @@ class _Writer(ProcessingStage[DocumentBatch, FileGroupTask]):
             written.append(target)
         meta = dict(task._metadata)
         dropped = meta.pop(DROPPED_DOCUMENTS_KEY, None)
+        if isinstance(dropped, list):  # JSON rows (how filters keep them: metadata is JSON)
+            dropped = rows_table(dropped) if dropped else None
         dropped_written = 0
         if self.dropped_output and dropped is not None and dropped.num_rows:
             if DROP_REASON_COLUMN not in dropped.column_names:

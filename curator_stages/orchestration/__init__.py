@@ -24,7 +24,9 @@ _LAZY = {
     "RunSummary": "curator_stages.orchestration.run_summary",
     "StageCounts": "curator_stages.orchestration.run_summary",
     "summarise": "curator_stages.orchestration.run_summary",
-    "CheckpointCachePolicy": "curator_stages.orchestration.stage_task",
+    "RetryPolicy": "curator_stages.orchestration.retry_policy",
+    "WorkDirBusyError": "curator_stages.orchestration.work_dir_lock",
+    "work_dir_lock": "curator_stages.orchestration.work_dir_lock",
     "output_location": "curator_stages.orchestration.stage_task",
     "run_stages": "curator_stages.orchestration.stage_task",
     "stage_task": "curator_stages.orchestration.stage_task",
@@ -47,11 +49,11 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AccountingError",
-    "CheckpointCachePolicy",
     "DatasetRef",
     "GroupsResult",
     "HistoryAggregator",
     "RaySession",
+    "RetryPolicy",
     "RunSummary",
     "SessionRayTaskRunner",
     "StageCounts",
@@ -65,5 +67,7 @@ __all__ = [
     "stage_task",
     "stages_fingerprint",
     "summarise",
+    "work_dir_lock",
     "worker_api_settings",
+    "WorkDirBusyError",
 ]

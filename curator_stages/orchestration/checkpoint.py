@@ -1,9 +1,10 @@
 """Checkpoints: a stage task's output on disk, complete or absent, never half-written.
 
 Layout: ``<work_dir>/<fingerprint[:16]>-<stage names>/`` holding one file per output task and a
-``manifest.json`` written last. A ``DocumentBatch`` becomes a Parquet file whose schema metadata
-carries the task's id, dataset name, metadata and stage history (JSON), so the file is readable
-by any Parquet tool and still round-trips to the same task; any other task type is pickled.
+``manifest.json`` written last. Task files are Parquet (documents) or JSON (file groups, the
+empty seed), never pickles: see :mod:`curator_stages.orchestration.task_files`, which also
+refuses, unread, any other file a manifest lists. A manifest is self-describing: fingerprint,
+stages, counts and history are all a resume needs, under any Prefect home, worker or machine.
 
 Atomicity: files go to a sibling temporary directory; the manifest is written there last
 (temp file + rename) and then the directory is renamed into place. A directory without a
@@ -16,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import re
 import shutil
 import time
@@ -26,14 +26,25 @@ from typing import Any, Callable, Iterable, Sequence
 
 import fsspec
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from curator_stages.orchestration.task_files import (
+    TASK_METADATA_KEY,
+    CheckpointWriteError,
+    UnsafeCheckpointError,
+    UnsafeTaskError,
+    check_task_file_name,
+    read_task,
+    write_task,
+)
 from curator_stages.tasks import DocumentBatch, StagePerfStats, Task
 
 MANIFEST = "manifest.json"
-TASK_METADATA_KEY = b"curator_stages.task"
-CHECKPOINT_FORMAT = 1
+#: 2: task files are Parquet/JSON only. A format-1 checkpoint (which may hold pickles) is not
+#: complete for this version: it is recomputed, never loaded.
+CHECKPOINT_FORMAT = 2
+#: On object stores (no lock, see work_dir_lock) a ``.tmp-*`` checkpoint is only removed when
+#: nothing was written into it for this long: it may belong to a run still in progress.
+URL_STALE_TEMPORARY_AGE_S = 6 * 3600.0
 
 
 # ----------------------------------------------------------------------------- paths
@@ -72,7 +83,14 @@ def read_manifest(path: str | None) -> dict[str, Any] | None:
             manifest = json.loads(f.read())
     except (FileNotFoundError, OSError, ValueError):
         return None
-    return manifest if manifest.get("format") == CHECKPOINT_FORMAT else None
+    if not isinstance(manifest, dict) or manifest.get("format") != CHECKPOINT_FORMAT:
+        return None
+    files = manifest.get("files")
+    if not isinstance(files, list):
+        return None
+    for entry in files:
+        check_task_file_name(entry.get("file") if isinstance(entry, dict) else entry, path)
+    return manifest
 
 
 def is_complete(path: str | None) -> bool:
@@ -85,64 +103,7 @@ def remove(path: str) -> None:
         fs.rm(p, recursive=True)
 
 
-# ----------------------------------------------------------------------------- task files
-def _task_header(task: Task) -> dict[str, Any]:
-    return {
-        "task_type": f"{type(task).__module__}.{type(task).__qualname__}",
-        "task_id": task.task_id,
-        "dataset_name": task.dataset_name,
-        "_metadata": task._metadata,
-        "_stage_perf": [s.to_dict() for s in task._stage_perf],
-    }
-
-
-def write_task(task: Task, path_without_ext: str) -> str:
-    """Write one task; returns the file name written (Parquet for documents, else pickle)."""
-    if isinstance(task, DocumentBatch) and type(task) is DocumentBatch:
-        try:
-            header = json.dumps(_task_header(task)).encode()
-            table = task.to_pyarrow()
-            table = table.replace_schema_metadata(
-                {**(table.schema.metadata or {}), TASK_METADATA_KEY: header})
-            path = path_without_ext + ".parquet"
-            fs, p = _fs(path)
-            with fs.open(p, "wb") as f:
-                pq.write_table(table, f, compression="zstd")
-            return path.rsplit("/", 1)[-1]
-        except (TypeError, ValueError, pa.ArrowException):
-            pass  # metadata not JSON-able or a table Parquet cannot hold: keep it exact instead
-    path = path_without_ext + ".pkl"
-    fs, p = _fs(path)
-    with fs.open(p, "wb") as f:
-        pickle.dump(task, f, protocol=pickle.HIGHEST_PROTOCOL)
-    return path.rsplit("/", 1)[-1]
-
-
-def read_task(path: str) -> Task:
-    """Load one task file written by :func:`write_task`."""
-    fs, p = _fs(path)
-    if p.endswith(".pkl"):
-        with fs.open(p, "rb") as f:
-            return pickle.load(f)
-    with fs.open(p, "rb") as f:
-        table = pq.read_table(f)
-    meta = dict(table.schema.metadata or {})
-    header = json.loads(meta.pop(TASK_METADATA_KEY))
-    table = table.replace_schema_metadata(meta or None)
-    return DocumentBatch(
-        task_id=header["task_id"],
-        dataset_name=header["dataset_name"],
-        data=table,
-        _metadata=header.get("_metadata") or {},
-        _stage_perf=[StagePerfStats.from_dict(s) for s in header.get("_stage_perf", [])],
-    )
-
-
 # ----------------------------------------------------------------------------- writing
-class CheckpointWriteError(OSError):
-    """Writing a checkpoint failed (disk full, quota, permissions); names the checkpoint."""
-
-
 def _write_error(final_path: str, exc: OSError) -> CheckpointWriteError:
     err = CheckpointWriteError(
         f"checkpoint {final_path!r}: cannot write: {exc.strerror or exc} (errno {exc.errno}); "
@@ -175,7 +136,9 @@ def _part_stem(task: Task) -> str:
 def write_part(task: Task, tmp_path: str, label: str) -> CheckpointPart:
     """Write one task into a checkpoint's temporary directory (runs on a worker)."""
     try:
-        name = write_task(task, join(tmp_path, _part_stem(task)))
+        name = write_task(task, join(tmp_path, _part_stem(task)), label)
+    except UnsafeTaskError:
+        raise
     except OSError as exc:
         cause = _write_error(tmp_path.rsplit(".tmp-", 1)[0], exc)
         err = CheckpointWriteError(f"stage {label!r}: {cause}")
@@ -302,16 +265,49 @@ class CheckpointWriter:
             self.abort()
 
 
-def remove_stale_temporaries(final_path: str, older_than_s: float = 0.0) -> None:
-    """Remove ``<checkpoint>.tmp-*`` siblings left by crashed attempts of the same stage."""
+def remove_stale_temporaries(final_path: str, older_than_s: float | None = None) -> list[str]:
+    """Remove ``<checkpoint>.tmp-*`` siblings left by crashed attempts of the same stage task.
+
+    Call it only while holding the work directory's lock (:mod:`work_dir_lock`): without it, a
+    temporary directory may be another run's attempt in progress. Local work dirs (locked)
+    remove every one (``older_than_s`` 0); on object stores, where no lock is taken, only those
+    nothing was written into for ``older_than_s`` (default :data:`URL_STALE_TEMPORARY_AGE_S`).
+    Returns the paths removed.
+    """
     fs, p = _fs(final_path.rstrip("/"))
+    if older_than_s is None:
+        older_than_s = 0.0 if _is_local(fs) else URL_STALE_TEMPORARY_AGE_S
     parent = p.rsplit("/", 1)[0]
     if not fs.exists(parent):
-        return
+        return []
     prefix = p.rsplit("/", 1)[-1] + ".tmp-"
+    removed = []
     for entry in fs.ls(parent, detail=False):
-        if entry.rstrip("/").rsplit("/", 1)[-1].startswith(prefix):
-            shutil.rmtree(entry, ignore_errors=True) if _is_local(fs) else fs.rm(entry, recursive=True)
+        if not entry.rstrip("/").rsplit("/", 1)[-1].startswith(prefix):
+            continue
+        if older_than_s > 0 and _last_write_age_s(fs, entry) < older_than_s:
+            continue  # perhaps a live attempt of another run: leave it
+        if _is_local(fs):
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            fs.rm(entry, recursive=True)
+        removed.append(entry)
+    return removed
+
+
+def _last_write_age_s(fs: fsspec.AbstractFileSystem, path: str) -> float:
+    """Seconds since anything under ``path`` was last written (0 when unknown: keep it)."""
+    newest = None
+    try:
+        for info in fs.find(path, detail=True, withdirs=False).values():
+            stamp = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+            if hasattr(stamp, "timestamp"):
+                stamp = stamp.timestamp()
+            if isinstance(stamp, (int, float)):
+                newest = stamp if newest is None else max(newest, stamp)
+    except (OSError, ValueError):
+        return 0.0
+    return 0.0 if newest is None else max(0.0, time.time() - float(newest))
 
 
 # ----------------------------------------------------------------------------- loading

@@ -2,9 +2,13 @@
 
 A flow decides *which* stages run and how they are grouped (one cheap chain fused into one stage
 task, or one task per stage); this module submits the groups to the flow's task runner with the
-right cache/refresh decision and remote options, moves the progress artifact, and turns the
+right refresh decision and remote options, moves the progress artifact, and turns the
 final reference into the run summary (``run_summary.json`` + artifacts), failing the run when
 the accounting identity does not hold.
+
+The whole sequence holds the work directory's lock (:mod:`work_dir_lock`): a second run on the
+same work directory is refused at once, naming the holder, and stale temporary checkpoints are
+removed only under the lock, so no run ever removes another run's attempt in progress.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from curator_stages.orchestration import checkpoint as ckpt
 from curator_stages.orchestration.artifacts import Progress, publish_run_summary
 from curator_stages.orchestration.dataset_ref import DatasetRef
 from curator_stages.orchestration.ray_session import worker_api_settings
+from curator_stages.orchestration.retry_policy import DEFAULT_RETRY_MAX_TOTAL_S
 from curator_stages.orchestration.run_summary import RunSummary, summarise
 from curator_stages.orchestration.stage_task import output_location, stage_names, stage_task
+from curator_stages.orchestration.work_dir_lock import work_dir_lock
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class StageTaskOptions:
     retry_delay_seconds: float = 0.0
     retry_jitter_factor: float | None = None
     timeout_seconds: float | None = None
+    #: No retry starts once a stage task has spent this long, all attempts together.
+    retry_max_total_s: float | None = DEFAULT_RETRY_MAX_TOTAL_S
     tags: tuple[str, ...] = ()
     #: CPUs the Ray task that drives a stage task holds. 0: the stage's own Ray Data work
     #: gets every CPU (the driver mostly waits and writes the checkpoint).
@@ -54,8 +62,9 @@ def run_stage_groups(groups: Sequence[Sequence[Any]], seed: DatasetRef, work_dir
                      progress_key: str | None = None) -> GroupsResult:
     """Run each group of stages as one stage task on the previous group's output.
 
-    A group whose checkpoint is complete is served from Prefect's cache (state ``Cached``) and
-    does not run; the first group without one runs, and so does everything after it.
+    A group whose checkpoint is complete is still submitted (the UI lists it) but returns at
+    once from its manifest, in state ``Cached``; the first group without one runs, and so does
+    everything after it. Raises :class:`WorkDirBusyError` when another run holds ``work_dir``.
     """
     from prefect_ray.context import remote_options
 
@@ -65,18 +74,25 @@ def run_stage_groups(groups: Sequence[Sequence[Any]], seed: DatasetRef, work_dir
     refs: list[DatasetRef] = []
     records: list[dict[str, Any]] = []
     ref = seed
-    with worker_api_settings():
+    with work_dir_lock(work_dir) as locked, worker_api_settings():
+        if not locked:
+            logger.info("work_dir %s is an object store: no lock is taken; stale temporary "
+                        "checkpoints are only removed after %.0f h without writes", work_dir,
+                        ckpt.URL_STALE_TEMPORARY_AGE_S / 3600)
         for i, group in enumerate(groups):
             opts = (group_options or {}).get(i, options)
             names = stage_names(group)
             _, path = output_location(ref, group, work_dir)
-            complete = ckpt.is_complete(path)
+            if refresh or not ckpt.is_complete(path):
+                removed = ckpt.remove_stale_temporaries(path)
+                if removed:
+                    logger.info("%s: removed %d temporary checkpoint(s) of an earlier, "
+                                "interrupted attempt", "+".join(names), len(removed))
             task_fn = stage_task(
                 group, retries=opts.retries, retry_delay_seconds=opts.retry_delay_seconds,
                 retry_jitter_factor=opts.retry_jitter_factor,
+                retry_max_total_s=opts.retry_max_total_s,
                 timeout_seconds=opts.timeout_seconds, tags=opts.tags,
-                # No complete checkpoint: nothing to reuse, and the new result must be recorded.
-                refresh=refresh or not complete, work_dir=work_dir,
             )
             started = time.perf_counter()
             with remote_options(num_cpus=opts.driver_num_cpus):

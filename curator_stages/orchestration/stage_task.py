@@ -2,34 +2,40 @@
 
 It reads a :class:`DatasetRef`, streams the tasks through the Ray Data adapter
 (:func:`curator_stages.backends.ray_data.apply_stages`), writes every output task into a
-checkpoint (atomic, manifest last) and returns the new reference. Prefect adds retries, timeouts,
-tags and caching around it:
+checkpoint (atomic, manifest last) and returns the new reference. Prefect adds retries, timeouts
+and tags around it, and shows each stage task in the UI, cached or not:
 
-* the cache key is derived from the output fingerprint (input fingerprint + stage identities)
-  and the checkpoint path, and is only offered while the checkpoint's manifest exists, so a
-  deleted checkpoint is recomputed and never served as a dangling cache hit;
-* the task body also returns early when the manifest exists (a run without Prefect's result
-  record, for example after the work directory moved), and ``refresh`` recomputes;
+* the checkpoint's manifest is the cache: when it is complete (and ``refresh`` is off) the task
+  returns at once, with the reference rebuilt from the manifest, in a state named ``Cached``.
+  Prefect persists no result and keeps no cache record (nothing pickled, nothing tied to one
+  Prefect home), so a work directory resumes under any Prefect home, worker or machine, and a
+  deleted checkpoint is simply recomputed;
 * every attempt starts again from the input reference and writes into its own temporary
-  directory, so a retried stage leaves no partial output.
+  directory, so a retried stage leaves no partial output;
+* a failure a retry cannot fix (see :mod:`retry_policy`) is not retried.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import time
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 from prefect import task
-from prefect.cache_policies import CachePolicy
+from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
+from prefect.states import Completed, State
 
 from curator_stages.orchestration import checkpoint as ckpt
 from curator_stages.orchestration.artifacts import publish_stage_table, stage_rows
 from curator_stages.orchestration.dataset_ref import DatasetRef
 from curator_stages.orchestration.fingerprint import stages_fingerprint
+from curator_stages.orchestration.retry_policy import (
+    DEFAULT_RETRY_MAX_TOTAL_S,
+    RetryPolicy,
+    note_attempt_start,
+)
 from curator_stages.orchestration.run_summary import HistoryAggregator, StageCounts
 from curator_stages.tasks import EmptyTask
 
@@ -45,8 +51,7 @@ def output_location(input_ref: DatasetRef, stages: Sequence[Any], work_dir: str)
 
 
 def ref_from_manifest(path: str, manifest: dict[str, Any]) -> DatasetRef:
-    import json
-
+    """The reference to a complete checkpoint, from its manifest alone."""
     return DatasetRef(
         path=path, fingerprint=manifest["fingerprint"], num_tasks=int(manifest["num_tasks"]),
         num_documents=int(manifest["num_documents"]), stages=tuple(manifest.get("stages", ())),
@@ -54,53 +59,38 @@ def ref_from_manifest(path: str, manifest: dict[str, Any]) -> DatasetRef:
     )
 
 
-@dataclass
-class CheckpointCachePolicy(CachePolicy):
-    """Cache key = hash(output fingerprint, checkpoint path), offered only while the checkpoint
-    is complete. With ``refresh_cache`` the key is offered anyway so the new result replaces
-    the old record; without a checkpoint and without refresh there is no key (no stale hit)."""
-
-    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
-                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
-        input_ref = inputs.get("input_ref")
-        stages = inputs.get("stages")
-        work_dir = inputs.get("work_dir")
-        if input_ref is None or stages is None or work_dir is None:
-            return None
-        fp, path = output_location(input_ref, stages, work_dir)
-        refreshing = bool(getattr(task_ctx.task, "refresh_cache", False)) if task_ctx else False
-        if not refreshing and not ckpt.is_complete(path):
-            return None
-        return "curator-" + hashlib.sha256(f"{fp}|{path}".encode()).hexdigest()[:40]
+#: Name of the (Completed) state of a stage task served from its checkpoint.
+CACHED = "Cached"
 
 
-CHECKPOINT_CACHE = CheckpointCachePolicy()
-
-
-@task(name="run-stages", persist_result=True, cache_policy=CHECKPOINT_CACHE,
-      result_serializer="pickle", log_prints=False)
+@task(name="run-stages", persist_result=False, cache_policy=NO_CACHE, log_prints=False)
 def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
-               ignore_head_node: bool = False, refresh: bool = False) -> DatasetRef:
+               ignore_head_node: bool = False, refresh: bool = False) -> DatasetRef | State:
     """Run ``stages`` (one, or a fused chain) on ``input_ref``; write and return the output.
 
     Runs inside a Ray worker under :class:`SessionRayTaskRunner` (or in-process); the Ray Data
     plan it builds streams through the cluster, its workers read the input checkpoint and write
     the output one, and only a small record per output file comes back here. Returns
-    immediately when the output checkpoint already exists (unless ``refresh``).
+    immediately, in a ``Cached`` state, when the output checkpoint is complete (unless
+    ``refresh``). Run it under :func:`run_stage_groups`, which holds the work directory's lock
+    and removes stale temporaries first.
     """
     from curator_stages.backends.ray_data import apply_stages, surfaced_stage_errors
     from curator_stages.orchestration.ray_session import quiet_ray_data
 
     logger = get_run_logger()
+    ctx = TaskRunContext.get()
+    if ctx is not None and ctx.task_run is not None:
+        note_attempt_start(ctx.task_run.id)
     names = stage_names(stages)
     fp, path = output_location(input_ref, stages, work_dir)
     manifest = ckpt.read_manifest(path)
     if manifest is not None and not refresh:
         logger.info("stages %s: complete checkpoint %s found; skipping", names, path)
-        return ref_from_manifest(path, manifest)
-    if ckpt.is_complete(path) or _exists(path):
+        ref = ref_from_manifest(path, manifest)
+        return Completed(name=CACHED, data=ref, message=f"served from checkpoint {path}")
+    if manifest is not None or _exists(path):
         ckpt.remove(path)  # refresh, or an incomplete leftover without manifest
-    ckpt.remove_stale_temporaries(path)
 
     quiet_ray_data()
     # As in RayDataExecutor: Ray Data's per-operator reservation splits a small cluster's CPUs
@@ -163,34 +153,23 @@ def stage_task(
     retries: int = 0,
     retry_delay_seconds: float | Sequence[float] = 0,
     retry_jitter_factor: float | None = None,
+    retry_max_total_s: float | None = DEFAULT_RETRY_MAX_TOTAL_S,
     timeout_seconds: float | None = None,
     tags: Sequence[str] = (),
-    refresh: bool = False,
-    work_dir: str | None = None,
     name: str | None = None,
 ):
-    """:func:`run_stages` configured for one call: retries (delay, jitter), timeout, tags,
-    a readable run name, refresh, and cache records stored next to the checkpoints.
-
-    ``refresh=True`` skips Prefect's cache lookup (``refresh_cache``); pass ``refresh=True`` to
-    the call too so the task ignores the existing checkpoint.
-    """
+    """:func:`run_stages` configured for one call: retries (delay, jitter; transient failures
+    only, within ``retry_max_total_s`` for all attempts), timeout, tags, a readable run name.
+    Pass ``refresh=True`` to the call to recompute over a complete checkpoint."""
     names = stage_names(stages)
     label = name or "+".join(names)
-    policy = CHECKPOINT_CACHE
-    if work_dir is not None and "://" not in work_dir:
-        import os
-
-        policy = CHECKPOINT_CACHE.configure(
-            key_storage=os.path.join(os.path.abspath(work_dir), "_prefect_results"))
     return run_stages.with_options(
         name=f"stages:{label}"[:120],
         task_run_name=f"stages:{label}"[:120],
         retries=retries,
         retry_delay_seconds=retry_delay_seconds,
         retry_jitter_factor=retry_jitter_factor,
+        retry_condition_fn=RetryPolicy(retry_max_total_s),
         timeout_seconds=timeout_seconds,
         tags={*tags, "curator-stages", *(f"stage:{n}" for n in names)},
-        refresh_cache=refresh or None,
-        cache_policy=policy,
     )

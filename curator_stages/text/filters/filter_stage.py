@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from curator_stages.stage import ProcessingStage, record_drops, record_metrics
-from curator_stages.tasks import DocumentBatch
+from curator_stages.tasks import DocumentBatch, json_rows
 from curator_stages.text.filters.features import TextFeatures
 from curator_stages.text.filters.repetition import (
     DuplicateLineCharFractionRule,
@@ -67,7 +67,8 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
 
     Drops are recorded per rule (``dropped.<rule name>``) on the returned batch, first failing
     rule wins. With ``keep_dropped=True`` the dropped rows, plus a ``drop_reason`` column, are
-    appended to ``task._metadata["dropped_documents"]`` (a pyarrow table) for a writer to save;
+    appended to ``task._metadata["dropped_documents"]`` (JSON rows, see ``tasks.json_rows``) for a
+    writer to save;
     with ``keep_dropped=N`` only the first N rows per rule and batch are kept: examples that let
     a person judge a threshold, at a cost that does not grow with the corpus.
     Rules are frozen dataclasses, so the stage's identity changes whenever a threshold does.
@@ -207,10 +208,12 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
             reasons = np.array([r.name for r in self.rules], dtype=object)[first_fail[kept_rows]]
             dropped = out_table.filter(pa.array(kept_rows)).append_column(
                 DROP_REASON_COLUMN, pa.array(reasons.tolist(), type=pa.string()))
+            # JSON rows, not a table: task metadata is stored as JSON in checkpoints (never
+            # pickled), and the writer turns the rows back into a table.
             previous = task._metadata.get(DROPPED_DOCUMENTS_KEY)
-            if previous is not None:
-                dropped = pa.concat_tables([previous, dropped], promote_options="permissive")
-            metadata[DROPPED_DOCUMENTS_KEY] = dropped
+            if isinstance(previous, pa.Table):
+                previous = json_rows(previous)
+            metadata[DROPPED_DOCUMENTS_KEY] = [*(previous or []), *json_rows(dropped)]
         out = task.derive(out_table.filter(pa.array(keep)), **metadata)
         counts = np.bincount(first_fail[~keep], minlength=len(self.rules))
         record_drops(out, {r.name: int(c) for r, c in zip(self.rules, counts)})
