@@ -43,6 +43,7 @@ from curator_stages.backends.ray_data.errors import (  # noqa: F401
     surfaced_stage_errors,
 )
 from curator_stages.backends.ray_data.executor import (  # noqa: F401
+    BatchFn,
     apply_stages,
     prepare_parts_fn,
     strip_parts_fn,
@@ -71,9 +72,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import ray.data
 
 logger = logging.getLogger(__name__)
-
-#: A batch function over task rows: ``{"item": object array}`` in, the same shape out.
-BatchFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 # --------------------------------------------------------------------------- actor / task

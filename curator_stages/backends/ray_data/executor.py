@@ -23,7 +23,11 @@ import numpy as np
 from curator_stages.backends.ray_data.cluster import ClusterResources, workers_fitting
 from curator_stages.backends.ray_data.errors import surfaced_stage_errors
 from curator_stages.backends.ray_data.planning import StagePlan, gpu_request
-from curator_stages.backends.ray_data.workers import ensure_setup_on_node, stage_key, worker_metadata
+from curator_stages.backends.ray_data.workers import (
+    ensure_setup_on_node,
+    stage_key,
+    worker_metadata,
+)
 from curator_stages.pipeline import Pipeline, decompose
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.tasks import EmptyTask, Task
@@ -89,7 +93,7 @@ class RayDataExecutor:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        cluster = ClusterResources.from_ray(available=False)
+        cluster = ClusterResources.from_ray()
         remote = ray.remote(num_cpus=0, max_retries=0)(_run_setup_on_node)
         pending: dict[str, list[Any]] = {}
         for stage in stages:
