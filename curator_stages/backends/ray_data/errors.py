@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import gc
 import importlib
 import re
 from typing import Any, Iterator
@@ -240,6 +241,7 @@ def surfaced_stage_errors() -> Iterator[None]:
         err = stage_error_from(exc)
         if ray_error is not None and isinstance(exc, ray_error):
             release_frames(exc)
+            gc.collect()  # the failed executor sits in reference cycles: free its actors now
         if err is None:
             raise
     if err is not None:
