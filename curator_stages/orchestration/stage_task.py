@@ -75,7 +75,7 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
     ``refresh``). Run it under :func:`run_stage_groups`, which holds the work directory's lock
     and removes stale temporaries first.
     """
-    from curator_stages.backends.ray_data import apply_stages, surfaced_stage_errors
+    from curator_stages.backends.ray_data import apply_stages, streamed_tasks, surfaced_stage_errors
     from curator_stages.orchestration.ray_session import quiet_ray_data
 
     logger = get_run_logger()
@@ -109,8 +109,8 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
         output = apply_stages(dataset, stages, ignore_head_node=ignore_head_node, plans=plans,
                               before=loader, after=ckpt.parts_writer(writer.tmp_path,
                                                                      "+".join(names)))
-        for batch in output.iter_batches(batch_size=None, batch_format="numpy"):
-            for part in batch["item"]:
+        with streamed_tasks(output) as parts:  # a failed run releases its actors
+            for part in parts:
                 writer.add_part(part)
                 history.add_task(part)
         wall = time.perf_counter() - start

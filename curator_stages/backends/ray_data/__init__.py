@@ -1,19 +1,23 @@
 """The Ray Data backend: plan a stage on a cluster, adapt it to Ray Data, execute pipelines.
 
 ``planning`` is pure (usable against a declared cluster); ``adapter`` turns one stage into a
-``map_batches`` call; ``executor`` runs a whole pipeline as one streaming plan.
+``map_batches`` call; ``workers`` is what runs inside Ray's workers; ``errors`` brings a
+worker's error back to the driver as itself; ``executor`` assembles and runs a whole pipeline
+as one streaming plan.
 """
 
 from curator_stages.backends.ray_data.adapter import (
     RayDataStageAdapter,
-    StageSetupError,
-    apply_stages,
     create_actor_from_stage,
     create_task_from_stage,
-    surfaced_stage_errors,
 )
 from curator_stages.backends.ray_data.cluster import ClusterResources, NodeResources
-from curator_stages.backends.ray_data.executor import RayDataExecutor
+from curator_stages.backends.ray_data.errors import (
+    StageRunError,
+    StageSetupError,
+    surfaced_stage_errors,
+)
+from curator_stages.backends.ray_data.executor import RayDataExecutor, apply_stages, streamed_tasks
 from curator_stages.backends.ray_data.planning import (
     StagePlan,
     UnschedulableStageError,
@@ -26,6 +30,7 @@ __all__ = [
     "NodeResources",
     "RayDataExecutor",
     "RayDataStageAdapter",
+    "StageRunError",
     "StageSetupError",
     "StagePlan",
     "UnschedulableStageError",
@@ -33,6 +38,7 @@ __all__ = [
     "create_actor_from_stage",
     "create_task_from_stage",
     "plan_stage",
+    "streamed_tasks",
     "surfaced_stage_errors",
     "will_fuse",
 ]

@@ -1,7 +1,7 @@
 """The cluster as the planner sees it: nodes and what each offers, live or declared.
 
 Pool sizing is a pure function of a :class:`ClusterResources` so that the same arithmetic serves
-the live adapter (from ``ray.nodes()``) and ``plan`` on a declared cluster.
+the live adapter (from ``ray.nodes()``, totals only) and ``plan`` on a declared cluster.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class NodeResources:
 
 @dataclass(frozen=True)
 class ClusterResources:
-    """The alive nodes of a cluster with their resource totals (or what is available now)."""
+    """The alive nodes of a cluster with their resource totals."""
 
     nodes: tuple[NodeResources, ...] = field(default_factory=tuple)
 
@@ -82,41 +82,33 @@ class ClusterResources:
 
     @classmethod
     def from_ray(cls, available: bool = False) -> "ClusterResources":
-        """The live cluster: per-node totals, or what is available right now.
+        """The live cluster's alive nodes with their resource totals.
 
-        Totals are the stable base for planning; availability changes with whatever else runs.
+        Totals, never what is free right now: planning must give the same answer whatever else
+        runs (Ray Data's actor pools grow into resources as they free up), and Ray 2.60 offers
+        per-node availability only in ``ray._private``. ``available=True`` is refused rather
+        than silently answered with totals.
         """
         import ray
 
-        nodes = []
-        avail_by_node: dict[str, dict[str, float]] = {}
         if available:
-            avail_by_node = _available_by_node()
+            raise ValueError(
+                "ClusterResources.from_ray(available=True) is not supported: stages are planned "
+                "from the cluster's totals; call from_ray() (or ray.available_resources() for "
+                "the cluster-wide free amount)"
+            )
+
+        nodes = []
         for node in ray.nodes():
             if not node.get("Alive"):
                 continue
             res: dict[str, Any] = node.get("Resources", {})
-            node_id = node["NodeID"]
-            if available and node_id in avail_by_node:
-                res = {**res, **{k: v for k, v in avail_by_node[node_id].items()
-                                 if k in ("CPU", "GPU")}}
-                res.setdefault("CPU", 0.0)
             nodes.append(NodeResources(
-                node_id=node_id, cpus=float(res.get("CPU", 0.0)), gpus=float(res.get("GPU", 0.0)),
-                is_head=HEAD_NODE_RESOURCE in node.get("Resources", {}),
+                node_id=node["NodeID"], cpus=float(res.get("CPU", 0.0)),
+                gpus=float(res.get("GPU", 0.0)), is_head=HEAD_NODE_RESOURCE in res,
                 address=node.get("NodeManagerAddress", ""),
             ))
         return cls(tuple(nodes))
-
-
-def _available_by_node() -> dict[str, dict[str, float]]:
-    """Available CPU/GPU per node from Ray's state API (empty when it is unavailable)."""
-    try:
-        from ray._private.state import state  # stable since 2.x, used by ray.available_resources
-        per_node = state._available_resources_per_node()
-    except Exception:  # noqa: BLE001 - best effort: fall back to totals
-        return {}
-    return {node_id: dict(res) for node_id, res in per_node.items()}
 
 
 def workers_fitting(node: NodeResources, cpus: float, gpus: float) -> int:

@@ -1,5 +1,9 @@
 """Run a whole pipeline as one streaming Ray Data plan and collect its output tasks.
 
+:func:`apply_stages` assembles the plan (global stages cut the stream and are fitted here);
+:func:`streamed_tasks` pulls its outputs and, whatever happens, ends the execution so that a
+failed or abandoned plan's actors give their CPUs back before anything else (a retry) runs.
+
 The executor reuses an initialised Ray (the normal case under a Prefect worker, or
 ``RAY_ADDRESS``) and shuts down only a Ray it started itself: a long-lived cluster must stay
 up between runs, and a fresh ``ray.init`` costs seconds every time.
@@ -7,22 +11,29 @@ up between runs, and a fresh ``ray.init`` costs seconds every time.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import gc
 import logging
 import os
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from curator_stages.backends.ray_data.adapter import (
-    apply_stages,
+import numpy as np
+
+from curator_stages.backends.ray_data.cluster import ClusterResources, workers_fitting
+from curator_stages.backends.ray_data.errors import surfaced_stage_errors
+from curator_stages.backends.ray_data.planning import StagePlan, gpu_request
+from curator_stages.backends.ray_data.workers import (
     ensure_setup_on_node,
     stage_key,
-    surfaced_stage_errors,
     worker_metadata,
 )
-from curator_stages.backends.ray_data.cluster import ClusterResources, workers_fitting
-from curator_stages.backends.ray_data.planning import StagePlan, gpu_request
 from curator_stages.pipeline import Pipeline, decompose
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.tasks import EmptyTask, Task
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ray.data
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +93,7 @@ class RayDataExecutor:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        cluster = ClusterResources.from_ray(available=False)
+        cluster = ClusterResources.from_ray()
         remote = ray.remote(num_cpus=0, max_retries=0)(_run_setup_on_node)
         pending: dict[str, list[Any]] = {}
         for stage in stages:
@@ -131,14 +142,167 @@ class RayDataExecutor:
             self.setup_nodes(execution)
             self.plans = []
             dataset = ray.data.from_items(seeds)
-            dataset = apply_stages(dataset, execution, self.ignore_head_node, plans=self.plans)
-            out: list[Task] = []
+            # Global stages materialise and fit their upstream here: a stage's error on the
+            # way comes out as itself, as it does in the stage task (one error, both paths).
             with surfaced_stage_errors():
-                for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                    out.extend(batch["item"])
-            return out
+                dataset = apply_stages(dataset, execution, self.ignore_head_node,
+                                       plans=self.plans)
+            with streamed_tasks(dataset) as tasks:
+                return list(tasks)
         finally:
             if "saved_reservation" in locals():
                 context.op_resource_reservation_enabled = saved_reservation
             if started:
                 ray.shutdown()
+
+
+@contextlib.contextmanager
+def streamed_tasks(dataset: "ray.data.Dataset") -> Iterator[Iterator[Any]]:
+    """Run ``dataset``'s plan and yield its output tasks; the execution ends with the block.
+
+    Ray Data shuts a failed execution down without killing its actors: they go when the last
+    reference to the executor goes. Those references sit in the dataset that ran, in the
+    frames of the error, and in whatever keeps the error (Prefect keeps a failed attempt's
+    exception while it retries), so the failed attempt's actors kept their CPUs and the retry
+    waited forever. Here a copy of the dataset runs (the caller's dataset never holds the
+    executor), the error's frames are released (:func:`.errors.release_frames`), and an
+    iteration the caller abandons is closed, which makes Ray Data shut down with ``force``.
+    Stage errors come out as themselves (:func:`surfaced_stage_errors`).
+    """
+    run = copy.copy(dataset)  # Dataset's own pickling state: the same plan, no executor
+    batches = iter(run.iter_batches(batch_size=None, batch_format="numpy"))
+
+    def items() -> Iterator[Any]:
+        for batch in batches:
+            yield from batch["item"]
+
+    tasks = items()
+    failed = True
+    try:
+        with surfaced_stage_errors():
+            yield tasks
+        failed = False
+    finally:
+        tasks.close()
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # an abandoned iteration: Ray Data shuts the executor down (force=True)
+        del run, batches, tasks
+        if failed:
+            gc.collect()  # the executor sits in reference cycles; free the actors now
+
+
+#: A batch function over task rows: ``{"item": object array}`` in, the same shape out.
+BatchFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def prepare_parts_fn(stage: GlobalStage) -> BatchFn:
+    """Batch function: ``stage.map_local`` of each document task, kept in its metadata."""
+    from curator_stages.tasks import DocumentBatch
+
+    key = stage.prepared_key
+
+    def prepare(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for task in batch["item"]:
+            if isinstance(task, DocumentBatch):
+                # A new dict: fan-out siblings may share their parent's metadata object.
+                task._metadata = {**task._metadata, key: stage.map_local(task)}
+        return batch
+
+    prepare.__name__ = prepare.__qualname__ = f"{type(stage).__name__}Prepare"
+    return prepare
+
+
+def strip_parts_fn(key: str) -> BatchFn:
+    """Batch function: removes the streamed fit parts before the tasks go on."""
+
+    def strip(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for task in batch["item"]:
+            meta = getattr(task, "_metadata", None)
+            if meta and key in meta:
+                task._metadata = {k: v for k, v in meta.items() if k != key}
+        return batch
+
+    strip.__name__ = strip.__qualname__ = "DropPreparedParts"
+    return strip
+
+
+def _then(first: BatchFn | None, second: BatchFn) -> BatchFn:
+    if first is None:
+        return second
+
+    def both(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return second(first(batch))
+
+    both.__name__ = both.__qualname__ = f"{first.__name__}+{second.__name__}"
+    return both
+
+
+def apply_stages(dataset: "ray.data.Dataset",
+                 stages: Iterable[ProcessingStage | GlobalStage | Any],
+                 ignore_head_node: bool = False,
+                 plans: list[StagePlan] | None = None,
+                 before: BatchFn | None = None,
+                 after: BatchFn | None = None) -> "ray.data.Dataset":
+    """Add a sequence of execution stages (composites decomposed) to ``dataset``'s plan.
+
+    A :class:`GlobalStage` cuts the stream: the upstream dataset is materialised, ``fit`` is
+    called once on it, and the per-task stage it returns is applied like any other. A global
+    stage that ``prepare_in_stream`` gets its per-task parts computed before the cut, inside
+    the upstream stage's tasks. When ``plans`` is given, each stage's :class:`StagePlan` is
+    appended to it, in order. ``before`` runs on every input row ahead of the first stage and
+    ``after`` on every output row of the last, each fused into that stage's Ray tasks where
+    Ray Data allows it.
+    """
+    from ray.data import DataContext
+
+    # Imported here: adapter.py re-exports this module's names (its old import paths).
+    from curator_stages.backends.ray_data.adapter import (
+        RayDataStageAdapter,
+        companion_map,
+        fuses_after,
+    )
+
+    # Tasks travel as pickled Python objects by design; saying so stops Ray Data's warning (one
+    # per worker) that it could not convert the "item" column to Arrow.
+    DataContext.get_current().enable_fallback_to_arrow_object_ext_type = True
+    ds = dataset
+    execution = list(decompose(stages))
+    pending_before = before
+    last: RayDataStageAdapter | None = None
+    for i, stage in enumerate(execution):
+        if isinstance(stage, GlobalStage):
+            if stage.prepare_in_stream:
+                prepare = prepare_parts_fn(stage)
+                if last is not None and last.plan is not None:
+                    ds = companion_map(ds, prepare, last.map_kwargs, last.plan, batch_size=None,
+                                       fuse=fuses_after(last.plan))
+                else:
+                    pending_before = _then(pending_before, prepare)
+            if pending_before is not None:  # no stage ahead of the barrier to fuse with
+                ds = ds.map_batches(pending_before, batch_size=1, batch_format="numpy",
+                                    zero_copy_batch=True)
+                pending_before = None
+            ds = ds.materialize()
+            per_task = stage.fit(ds)
+            if not isinstance(per_task, ProcessingStage):
+                raise TypeError(
+                    f"global stage {stage.stage_name!r}: fit() must return a ProcessingStage, "
+                    f"got {type(per_task).__name__}"
+                )
+            if stage.prepare_in_stream:
+                pending_before = strip_parts_fn(stage.prepared_key)
+            stage = per_task
+        adapter = RayDataStageAdapter(stage)
+        ds = adapter.process_dataset(ds, ignore_head_node=ignore_head_node,
+                                     before=pending_before,
+                                     after=after if i == len(execution) - 1 else None)
+        pending_before = None
+        last = adapter
+        if plans is not None and adapter.plan is not None:
+            plans.append(adapter.plan)
+    if not execution:
+        for fn in (before, after):
+            if fn is not None:
+                ds = ds.map_batches(fn, batch_size=1, batch_format="numpy", zero_copy_batch=True)
+    return ds

@@ -1,0 +1,155 @@
+"""Guards for what the Ray Data backend assumes about Ray 2.60 beyond its public API.
+
+Each test fails loudly when Ray changes under us:
+
+- no module of ``curator_stages`` imports ``ray._private`` or ``ray.data._internal``;
+- ``planning.will_fuse`` is our copy of Ray Data's operator-fusion rules: compared with the
+  fused operator names Ray reports in ``ds.stats()``;
+- the head node carries Ray's ``node:__internal_head__`` resource (how ``ignore_head_node``
+  finds it);
+- Ray Data maps and actor constructors still lose the original exception on the way to the
+  driver, so ``errors`` still needs its last-resort text translation; plain Ray tasks keep it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+import ray.cloudpickle
+import ray.data
+
+from curator_stages import DocumentBatch, ProcessingStage, Resources
+from curator_stages.backends.ray_data import (
+    ClusterResources,
+    RayDataStageAdapter,
+    StageSetupError,
+    will_fuse,
+)
+from curator_stages.backends.ray_data import errors
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+@pytest.fixture(autouse=True)
+def _leave_the_cluster_free():
+    """Actors of a finished plan go when Ray Data's executor is collected (it sits in reference
+    cycles); later tests (a fixed pool of two actors) need every CPU, so collect and wait."""
+    yield
+    import gc
+    import time as _time
+
+    if not ray.is_initialized():
+        return
+    gc.collect()
+    deadline = _time.monotonic() + 60
+    while (ray.available_resources().get("CPU", 0.0) < ray.cluster_resources().get("CPU", 0.0)
+           and _time.monotonic() < deadline):
+        _time.sleep(0.25)
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "curator_stages"
+PRIVATE_IMPORT = re.compile(r"\bray\._private\b|\bray\.data\._internal\b|"
+                            r"from ray[\w.]* import \(?\s*_[A-Za-z]")
+
+
+def _batches(n: int) -> list[dict]:
+    return [{"item": DocumentBatch(f"t{i}", "ds", pd.DataFrame({"id": [f"d{i}"], "text": ["x"]}))}
+            for i in range(n)]
+
+
+def test_no_private_ray_module_is_imported():
+    hits = [f"{path.relative_to(PACKAGE.parent)}:{n}: {line.strip()}"
+            for path in sorted(PACKAGE.rglob("*.py"))
+            for n, line in enumerate(path.read_text().splitlines(), 1)
+            if PRIVATE_IMPORT.search(line) and not line.lstrip().startswith(("#", "``", "per-"))]
+    assert hits == [], "private Ray imports need a public replacement or a guard test"
+
+
+# --------------------------------------------------------------------------- fusion rules
+def _stage(name: str, mode: str, cpus: float = 1.0, fanout: bool = False,
+           max_workers: int | None = None) -> ProcessingStage:
+    spec: dict = {"is_actor_stage": mode == "actor"}
+    if fanout:
+        spec["is_fanout_stage"] = True
+    if max_workers is not None:
+        spec["max_workers"] = max_workers
+
+    def process(self, task):
+        return task
+
+    cls = type(name, (ProcessingStage,), {"process": process,
+                                          "ray_stage_spec": lambda self: dict(spec)})
+    return cls().with_(resources=Resources(cpus=cpus))
+
+
+COMBINATIONS = [
+    ("task -> task", _stage("TaA", "task"), _stage("TaB", "task")),
+    ("task -> actor", _stage("TbA", "task"), _stage("TbB", "actor")),
+    ("actor -> task", _stage("TcA", "actor"), _stage("TcB", "task")),
+    ("task -> task, other cpus", _stage("TdA", "task"), _stage("TdB", "task", cpus=2)),
+    ("fan-out -> task", _stage("TeA", "task", fanout=True), _stage("TeB", "task")),
+    ("capped task -> task", _stage("TfA", "task", max_workers=1), _stage("TfB", "task")),
+]
+
+
+@pytest.mark.parametrize("label, up, down", COMBINATIONS, ids=[c[0] for c in COMBINATIONS])
+def test_will_fuse_matches_the_operators_ray_fuses(ray_cluster, label, up, down):
+    first, second = RayDataStageAdapter(up), RayDataStageAdapter(down)
+    ds = second.process_dataset(first.process_dataset(ray.data.from_items(_batches(2))))
+    stats = ds.materialize().stats()
+    up_name = f"MapBatches({type(up).__name__}{first.plan.mode.capitalize()})"
+    down_name = f"MapBatches({type(down).__name__}{second.plan.mode.capitalize()})"
+    assert up_name in stats and down_name in stats, stats
+    fused = f"{up_name}->{down_name}" in stats
+    assert will_fuse(first.plan, second.plan) == fused, (label, stats)
+
+
+# --------------------------------------------------------------------------- head node label
+def test_head_node_carries_the_internal_head_resource(ray_cluster):
+    nodes = ClusterResources.from_ray().nodes
+    assert len(nodes) == 1 and nodes[0].is_head  # the session cluster is one (head) node
+
+
+# --------------------------------------------------------------------------- error carriers
+class ExplodeInMap(ProcessingStage):
+    name = "explode_in_map"
+
+    def process(self, task):
+        raise ValueError("stage 'explode_in_map': bad batch")
+
+
+class ExplodeInSetup(ProcessingStage):
+    name = "explode_in_setup"
+
+    def setup(self, worker_metadata=None):
+        raise FileNotFoundError("no model here")
+
+    def process(self, task):
+        return task
+
+
+@pytest.mark.parametrize("stage, expected", [(ExplodeInMap(), ValueError),
+                                             (ExplodeInSetup(), StageSetupError)])
+def test_ray_data_still_loses_the_original_exception(ray_cluster, stage, expected):
+    ds = RayDataStageAdapter(stage).process_dataset(ray.data.from_items(_batches(1)))
+    with pytest.raises(ray.exceptions.RayError) as raw:
+        ds.materialize()
+    # If this fails, Ray now carries the original: drop errors._from_text (the last resort).
+    assert errors._from_cause_chain(raw.value) is None
+    surfaced = errors.stage_error_from(raw.value)
+    assert type(surfaced) is expected and stage.stage_name in str(surfaced)
+
+
+def _raise_setup_error() -> None:
+    raise StageSetupError("stage 'remote': setup() failed on node x: OSError: gone", "remote")
+
+
+def test_plain_ray_task_keeps_the_original_exception(ray_cluster):
+    with pytest.raises(ray.exceptions.RayError) as raw:
+        ray.get(ray.remote(num_cpus=0, max_retries=0)(_raise_setup_error).remote())
+    original = errors._from_cause_chain(raw.value)
+    assert type(original) is StageSetupError and original.stage_name == "remote"
