@@ -180,11 +180,17 @@ def main(argv: list[str] | None = None) -> int:
                              stage_task_groups=stage_task_groups(params))
         print(plan.to_text())
         return 0
-    summary = convert_to_parquet(params)
-    print(json.dumps({k: summary[k] for k in ("documents_read", "documents_written",
-                                              "documents_quarantined")}, indent=2))
-    print(f"report: {os.path.join(params.output_path, 'report.md')}")
-    return 0
+    from curator_stages.orchestration.local_run import run_local
+
+    def body(run) -> int:  # SIGTERM like Ctrl-C; the temporary API dies with us (local_run)
+        run.use_api()
+        summary = convert_to_parquet(params)
+        print(json.dumps({k: summary[k] for k in ("documents_read", "documents_written",
+                                                  "documents_quarantined")}, indent=2))
+        print(f"report: {os.path.join(params.output_path, 'report.md')}")
+        return 0
+
+    return run_local(body, what="convert to parquet")
 
 
 if __name__ == "__main__":
