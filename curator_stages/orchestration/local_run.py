@@ -23,10 +23,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import threading
 from types import FrameType
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from curator_stages.orchestration.api_server import (
     TemporaryApiServer,
@@ -68,7 +69,13 @@ class LocalRun:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt(run: LocalRun | None = None) -> Iterator[None]:
-    """Within this block (main thread only) SIGTERM raises ``KeyboardInterrupt``, like SIGINT."""
+    """Within this block (main thread only) SIGTERM raises ``KeyboardInterrupt``, like SIGINT.
+
+    While a flow runs, Prefect swaps in its own SIGTERM handler, and where the signal lands
+    inside ``ray.get`` Ray reports Prefect's exception as a ``SystemError`` that fails the flow
+    (it does stop it). So the signals that arrived are also read from Python's signal wakeup fd,
+    which sees every handled signal whoever's handler runs, and recorded in ``run.stop_signal``.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -78,11 +85,25 @@ def sigterm_as_interrupt(run: LocalRun | None = None) -> Iterator[None]:
             run.stop_signal = signum
         raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
 
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.set_wakeup_fd(previous_fd)
+        received = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := reader.recv(4096):
+                received += chunk
+        reader.close()
+        writer.close()
+        stops = [s for s in received if s in (signal.SIGTERM, signal.SIGINT)]
+        if run is not None and stops and run.stop_signal is None:
+            run.stop_signal = stops[0]
 
 
 @contextlib.contextmanager
@@ -101,19 +122,27 @@ def local_run() -> Iterator[LocalRun]:
 def run_local(body: Callable[[LocalRun], int], *, what: str = "the run") -> int:
     """Run a flow script's ``main`` body as a local run; returns its exit code.
 
-    An interrupt (Ctrl-C or SIGTERM) after cleanup returns ``128 + signal`` with one line on
+    An interrupt (Ctrl-C or SIGTERM) returns ``128 + signal`` after cleanup, with one line on
     stderr instead of a traceback: checkpoints of finished stage tasks are kept, so re-running
     the same command resumes.
     """
-    run_state: dict[str, Any] = {}
+    holder: list[LocalRun] = []
+    code: int | None = None
     try:
         with local_run() as run:
-            run_state["run"] = run
-            return body(run)
+            holder.append(run)
+            code = body(run)
     except KeyboardInterrupt:
-        run = run_state.get("run")
-        signum = run.stop_signal if run is not None and run.stop_signal else signal.SIGINT
-        print(f"{what} stopped by {signal.Signals(signum).name}; Ray and the temporary API "
-              "server are stopped, finished stage tasks keep their checkpoints (re-run to "
-              "resume)", file=sys.stderr)
+        pass
+    except Exception as exc:
+        if not (holder and holder[0].stop_signal):
+            raise
+        logger.debug("the run failed while stopping: %r", exc)
+    stop = holder[0].stop_signal if holder else None
+    if code is None or stop:
+        signum = signal.Signals(stop or signal.SIGINT)
+        print(f"{what} stopped by {signum.name}; Ray and the temporary API server are "
+              "stopped, finished stage tasks keep their checkpoints (re-run to resume)",
+              file=sys.stderr)
         return 128 + int(signum)
+    return code
