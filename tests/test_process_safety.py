@@ -187,12 +187,15 @@ def test_sigkill_of_a_local_run_takes_its_processes_along(tmp_path):
 
 API_PROBE = textwrap.dedent("""
     import json, sys
+    from curator_stages.orchestration.local_defaults import apply_local_run_defaults
+    apply_local_run_defaults()  # as the flow scripts do, before Prefect is imported
     from prefect import flow
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from curator_stages.orchestration.api_server import start_temporary_api
 
     server = start_temporary_api()
     url = server.wait()
+    assert url, server.error
     with temporary_settings({PREFECT_API_URL: url}):
         state = flow(name="api-probe")(lambda: 42)(return_state=True)
     pid = server.process.pid
