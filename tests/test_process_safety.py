@@ -145,6 +145,9 @@ def test_local_run_listens_on_loopback_only_and_stops_cleanly_on_sigterm(tmp_pat
         api_pids = {p.pid for p in tree.find("uvicorn")}
         assert {ip for pid, _, ip, _ in sockets if pid in api_pids} == {"127.0.0.1"}
         assert len(tree.find("ray::")) >= 1  # Ray's workers were seen and checked too
+        raylet_env = tree.find("raylet")[0].environ()
+        assert raylet_env.get("RAY_AUTH_MODE", "token") == "token"  # Ray's default kept
+        assert raylet_env.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=180)
         log = (tmp_path / "flow.log").read_text()
@@ -298,3 +301,21 @@ def test_failed_embedded_ray_start_is_retried_cleaned_up_and_named(tmp_path):
     assert "Fix:" in out["error"] and "--num-cpus" in out["error"]
     assert "trying once more" in res.stderr
     assert out["left"] == []
+
+
+def test_auth_token_for_the_embedded_ray(monkeypatch, tmp_path):
+    """Item 8: Ray's token authentication stays on; with no token configured the process gets a
+    random one in its environment (nothing written to the home); an explicit
+    RAY_AUTH_MODE=disabled is the user's call and is kept."""
+    from curator_stages.backends.ray_data.local_ray import ensure_auth_token
+
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert ensure_auth_token() == "token"
+    token = os.environ["RAY_AUTH_TOKEN"]
+    assert len(token) >= 32 and not (tmp_path / ".ray").exists()
+    assert ensure_auth_token() == "token" and os.environ["RAY_AUTH_TOKEN"] == token
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert ensure_auth_token() == "disabled" and "RAY_AUTH_TOKEN" not in os.environ
