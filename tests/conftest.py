@@ -17,9 +17,7 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="curator-stages-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-# Ray keeps its default token authentication; the suite's own Ray binds loopback only, as the
-# product's embedded Ray does (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: a single-machine node).
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Ray keeps its default token authentication (no RAY_AUTH_MODE=disabled here).
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
