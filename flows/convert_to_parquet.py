@@ -212,12 +212,18 @@ def main(argv: list[str] | None = None) -> int:
 
         return flow_plan_main(sys.modules[__name__], args)
     params = parse_args(args)
-    summary = convert_to_parquet(params)
-    print(json.dumps({k: summary[k] for k in ("documents_read", "documents_written",
-                                              "documents_quarantined")}, indent=2))
-    if params.write_report:
-        print(f"report: {os.path.join(params.output_path, 'report.md')}")
-    return 0
+    from curator_stages.orchestration.local_run import run_local
+
+    def body(run) -> int:  # SIGTERM like Ctrl-C; the temporary API dies with us (local_run)
+        run.use_api()
+        summary = convert_to_parquet(params)
+        print(json.dumps({k: summary[k] for k in ("documents_read", "documents_written",
+                                                  "documents_quarantined")}, indent=2))
+        if params.write_report:
+            print(f"report: {os.path.join(params.output_path, 'report.md')}")
+        return 0
+
+    return run_local(body, what="convert to parquet")
 
 
 if __name__ == "__main__":

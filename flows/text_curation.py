@@ -386,27 +386,6 @@ def print_summary(summary: dict, output: str, wall_s: float) -> None:
                   f"report: {output}/report.md  ({wall_s:.1f}s)")
 
 
-def _start_ephemeral_api_in_background():
-    import threading
-
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
-        return None
-
-    def start() -> None:
-        # Off the main thread, which meanwhile starts Ray (mostly waiting on Ray's processes).
-        # The server process is launched before Prefect's server module is imported here, and
-        # handed to the instance Prefect's client uses (see orchestration.api_server).
-        from curator_stages.orchestration.api_server import start_temporary_api
-
-        start_temporary_api()
-
-    thread = threading.Thread(target=start, daemon=True, name="prefect-api-start")
-    thread.start()
-    return thread
-
-
 def main(argv: list[str] | None = None) -> int:
     from curator_stages.orchestration.params import parse_params
 
@@ -415,19 +394,23 @@ def main(argv: list[str] | None = None) -> int:
 
         return flow_plan_main(sys.modules[__name__], sys.argv[1:] if argv is None else argv)
     params = parse_params(TextCurationParams, argv, prog="python flows/text_curation.py")
+    from curator_stages.orchestration.local_run import run_local
+
     start = time.perf_counter()
-    # Without PREFECT_API_URL the flow runs on a temporary local API server. Start it while Ray
-    # starts (both take seconds); the flow then finds both running and reuses them.
-    server = _start_ephemeral_api_in_background()
-    with ray_session(params):
-        if server is not None:
-            server.join()
-        state = text_curation(params, return_state=True)
-    if not state.is_completed():
-        print(f"text curation failed: {state.message}", file=sys.stderr)
-        return 1
-    print_summary(state.result(), params.output, time.perf_counter() - start)
-    return 0
+
+    def body(run) -> int:
+        # The temporary API (without PREFECT_API_URL) starts while Ray starts; SIGTERM stops
+        # the run like Ctrl-C, and nothing the run started outlives it (orchestration.local_run).
+        with ray_session(params):
+            run.use_api()
+            state = text_curation(params, return_state=True)
+        if not state.is_completed():
+            print(f"text curation failed: {state.message}", file=sys.stderr)
+            return 1
+        print_summary(state.result(), params.output, time.perf_counter() - start)
+        return 0
+
+    return run_local(body, what="text curation")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="curator-stages-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Ray keeps its default token authentication (no RAY_AUTH_MODE=disabled here).
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")

@@ -146,36 +146,3 @@ def test_local_run_without_prefect_server(tmp_path):
     assert summary["identity"]["holds"]
     assert [t["status"] for t in summary["stage_tasks"]] == ["Completed"] * 4
     print(f"local run wall time: {wall:.1f}s")
-
-
-def test_temporary_api_uses_the_server_process_launched_early(tmp_path):
-    """The local run's API server process is launched before Prefect's server module is
-    imported, then handed to Prefect's own instance: that instance serves the client, answers,
-    and stops it at exit (no second server, no leftover process)."""
-    code = """
-import json, sys
-import httpx
-from prefect import flow  # as the flow scripts do: Prefect's logging is set up
-from curator_stages.orchestration.api_server import start_temporary_api
-launched = start_temporary_api()
-from prefect.server.api.server import SubprocessASGIServer
-server = SubprocessASGIServer()
-proc = server.server_process
-assert launched is not None and proc is launched, "Prefect started its own server instead"
-health = httpx.get(server.api_url + "/health").status_code
-state = flow(name="api-probe")(lambda: 42)(return_state=True)
-print(json.dumps({"pid": proc.pid, "port": server.port, "launched_port": proc.args[-5],
-                  "health": health, "result": state.result(), "running": server.running}))
-"""
-    env = clean_env(tmp_path)
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=300, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(next(line for line in res.stdout.splitlines() if line.startswith("{")))
-    assert out["health"] == 200 and out["result"] == 42 and out["running"]
-    assert out["launched_port"] == str(out["port"])  # Prefect's instance runs our process
-    logs = res.stdout + res.stderr
-    assert logs.count("Starting temporary server") == 1 and "Stopping temporary server" in logs
-    import psutil
-
-    assert not psutil.pid_exists(out["pid"]) or psutil.Process(out["pid"]).status() == "zombie"

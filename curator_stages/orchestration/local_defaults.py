@@ -2,6 +2,8 @@
 
 Set before Prefect or Ray is imported (both read these at import or start-up). Explicit settings
 in the environment always win, so a deployment's job variables or a user's shell still decide.
+Nothing here weakens security: Ray's token authentication keeps Ray's default (see
+``backends/ray_data/local_ray.py``), and ``RAY_AUTH_MODE=disabled`` is the user's call alone.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ LOCAL_RUN_ENV_DEFAULTS: dict[str, str] = {
     # The temporary API of a local run migrates a fresh database on first use; on a busy
     # machine that takes longer than Prefect's default 20 s.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-    "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
     "RAY_DEDUP_LOGS": "0",

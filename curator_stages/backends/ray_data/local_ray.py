@@ -1,4 +1,5 @@
-"""Starting an embedded local Ray the fast way (no Prefect import: the executor uses it too).
+"""Starting an embedded local Ray the fast way and the safe way (no Prefect import: the executor
+uses it too).
 
 Two things decide how soon a local run's first batch is processed:
 
@@ -13,16 +14,42 @@ Two things decide how soon a local run's first batch is processed:
   after the other as the plan ramps up. :func:`warm_workers` has every prestarted worker do
   those imports at once, while the driver is still building its plan (and, in a flow, while
   Prefect's API starts).
+
+And three things keep an embedded Ray private to the user who started it:
+
+* **Loopback only.** On Linux Ray gives a new node the host's network address, and its GCS,
+  raylet, workers, agents and metrics exporter then listen on every interface; Ray turns an
+  explicit ``127.0.0.1`` back into that address. Ray keeps a single-machine node on loopback
+  when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is off (its macOS/Windows default), so
+  :func:`start_local_ray` starts the node in that mode (see :func:`_loopback_node`) and checks
+  the node's address afterwards.
+* **Token authentication.** Ray 2.60 enables token authentication for a new local node unless
+  ``RAY_AUTH_MODE`` says otherwise; nothing here turns it off. When no token is configured
+  (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``) a random token for this
+  process is put into ``RAY_AUTH_TOKEN`` rather than letting Ray write one into the user's home:
+  no file to leak, and two first runs cannot overwrite each other's token file while their
+  workers start. ``RAY_AUTH_MODE=disabled`` in the environment still turns it off.
+* **A failed start leaves nothing.** ``ray.init`` raises "The current node timed out during
+  startup" when the raylet does not register within Ray's fixed 30 s (a busy machine), and it
+  leaves the GCS and raylet it spawned running. Those are stopped, the start is tried once
+  more, and a second failure raises :class:`LocalRayStartError` naming the cause and the fix.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from typing import Any
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Iterator
 
-#: Environment defaults for an embedded Ray (only applied when not already set).
+logger = logging.getLogger(__name__)
+
+#: Environment defaults for any Ray this package starts or joins (only applied when not set).
+#: Authentication is deliberately absent: Ray's own default (token) applies.
 QUIET_RAY_ENV = {
-    "RAY_AUTH_MODE": "disabled",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
@@ -76,19 +103,161 @@ def warm_workers(modules: tuple[str, ...] = WARM_MODULES, count: int | None = No
     return [remote.options(name="WarmWorker").remote(modules) for _ in range(count)]
 
 
+LOOPBACK = "127.0.0.1"
+#: Ray's switch for multi-machine clusters on macOS/Windows; off means a loopback node.
+CLUSTER_SWITCH_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+#: ray.init attempts for an embedded Ray (a busy machine can miss Ray's 30 s start window once).
+START_ATTEMPTS = 2
+
+
+class LocalRayStartError(RuntimeError):
+    """The embedded local Ray could not be started (after a retry), or not privately."""
+
+
+def is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def ensure_auth_token() -> str | None:
+    """Give this process (and the Ray processes it starts) a token when Ray would need one.
+
+    Returns the mode in effect: ``"token"`` or the user's explicit ``RAY_AUTH_MODE``.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None and mode.lower() != "token":
+        logger.warning("RAY_AUTH_MODE=%s: the embedded Ray accepts unauthenticated connections "
+                       "(on loopback only)", mode)
+        return mode
+    configured = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                  or (Path.home() / ".ray" / "auth_token").is_file())
+    if not configured:
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    return "token"
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """Within this block a new local Ray node takes 127.0.0.1 as its address.
+
+    Ray's Python processes (agents, workers) read ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` from the
+    environment they inherit. The driver read it when ``ray`` was imported, usually before this
+    runs, so its copy in ``ray._private.ray_constants`` is switched too for the duration of the
+    start (guarded by tests/test_process_safety.py::test_ray_loopback_switch_is_where_we_expect).
+    Both are restored afterwards: a later ``ray.init(address=...)`` of this process joining a
+    cluster must see the host's address again.
+    """
+    from ray._private import ray_constants
+
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        raise LocalRayStartError(
+            "this Ray version has no ray._private.ray_constants.ENABLE_RAY_CLUSTER, so the "
+            "embedded Ray cannot be kept on 127.0.0.1; fix: pin ray==2.60.*, or start Ray "
+            "yourself (`ray start --head`) and pass its address (--ray-address)")
+    saved_env = os.environ.get(CLUSTER_SWITCH_ENV)
+    saved_const = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[CLUSTER_SWITCH_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_const
+        if saved_env is None:
+            os.environ.pop(CLUSTER_SWITCH_ENV, None)
+        else:
+            os.environ[CLUSTER_SWITCH_ENV] = saved_env
+
+
+def _ray_descendants() -> dict[int, Any]:
+    """This process's descendants that belong to Ray (by executable path or process title)."""
+    import psutil
+    import ray
+
+    ray_dir = os.path.dirname(ray.__file__)
+    found: dict[int, Any] = {}
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            cmd = " ".join(proc.cmdline())
+            if ray_dir in cmd or proc.name().startswith("ray::") or cmd.startswith("ray::"):
+                found[proc.pid] = proc
+    return found
+
+
+def _stop_processes(procs: list[Any], timeout: float = 10.0) -> None:
+    import psutil
+
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+
+
+def _clean_up_failed_start(before: dict[int, Any]) -> None:
+    """Stop what a failed ``ray.init`` left running (its GCS, raylet, agents, reaper)."""
+    import ray
+
+    try:
+        ray.shutdown()
+    except Exception as exc:  # noqa: BLE001 - the processes are stopped below either way
+        logger.warning("ray.shutdown after a failed start raised %r", exc)
+    leftovers = [p for pid, p in _ray_descendants().items() if pid not in before]
+    if leftovers:
+        logger.info("stopping %d Ray process(es) left by the failed start", len(leftovers))
+        _stop_processes(leftovers)
+
+
 def start_local_ray(num_cpus: int | None = None, *, log_to_driver: bool = True,
                     runtime_env: dict[str, Any] | None = None, include_dashboard: bool = False,
                     warm: bool = True, **init_kwargs: Any) -> None:
-    """``ray.init`` an embedded local Ray: quiet defaults, prestarted workers used, warmed.
+    """``ray.init`` an embedded local Ray: loopback only, token auth, one retry, quiet, warmed.
 
     ``address="local"`` makes sure a ``RAY_ADDRESS`` set later by a library cannot redirect it.
+    A caller passing ``_node_ip_address`` chooses the node's address itself (and its exposure).
     """
     import ray
 
     for key, value in QUIET_RAY_ENV.items():
         os.environ.setdefault(key, value)
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
-             log_to_driver=log_to_driver, runtime_env=env_vars_into_environ(runtime_env),
-             **init_kwargs)
+    ensure_auth_token()
+    kwargs: dict[str, Any] = dict(address="local", num_cpus=num_cpus,
+                                  include_dashboard=include_dashboard, dashboard_host=LOOPBACK,
+                                  log_to_driver=log_to_driver,
+                                  runtime_env=env_vars_into_environ(runtime_env))
+    kwargs.update(init_kwargs)
+    own_address = "_node_ip_address" not in init_kwargs
+    if own_address:
+        kwargs["_node_ip_address"] = LOOPBACK
+    for attempt in range(1, START_ATTEMPTS + 1):
+        before = _ray_descendants()
+        started = time.monotonic()
+        try:
+            with _loopback_node() if own_address else contextlib.nullcontext():
+                ray.init(**kwargs)
+            break
+        except (TypeError, ValueError):
+            raise  # a bad argument: a retry cannot help
+        except Exception as exc:  # noqa: BLE001 - cleaned up, retried once, then raised
+            _clean_up_failed_start(before)
+            if attempt < START_ATTEMPTS:
+                logger.warning("the local Ray did not start (%s, after %.0f s); stopped what it "
+                               "left and trying once more", exc, time.monotonic() - started)
+                continue
+            raise LocalRayStartError(
+                f"the embedded local Ray did not start, twice: {exc}. Cause: Ray gives its GCS "
+                "and raylet a fixed 30 s to register, which a machine whose CPUs are busy can "
+                "miss. Fix: re-run when the machine is less loaded, lower --num-cpus, or start "
+                "Ray yourself (`ray start --head --node-ip-address 127.0.0.1`) and pass "
+                "--ray-address") from exc
+    node_ip = ray.util.get_node_ip_address()
+    if own_address and not is_loopback(node_ip):
+        ray.shutdown()
+        raise LocalRayStartError(
+            f"the embedded local Ray took the network address {node_ip} instead of "
+            f"{LOOPBACK}, and would listen on it; stopped it. Fix: set "
+            f"{CLUSTER_SWITCH_ENV}=0 before Python starts, or report this with your Ray version")
     if warm:
         warm_workers()
