@@ -106,30 +106,14 @@ def test_plan_places_the_stage_on_gpu_where_the_cluster_has_one_else_cpu():
         assert any("model on GPU (0.5 per actor" in n for n in row.notes)
 
 
-def test_embedding_stage_on_ray_runs_as_actor_and_matches_in_process(ray_cluster):
-    from curator_stages.backends.ray_data.adapter import apply_stages
-
-    _, tasks, _ = embedded_test_corpus()
-    inputs = [t.derive(t.data.slice(0, 20).drop_columns(["embedding"])) for t in tasks[:2]]
-    plans: list = []
-    out = apply_stages(ray_cluster.data.from_items(inputs), [EmbeddingStage(device="auto")],
-                       plans=plans).take_all()
-    assert plans[0].mode == "actor" and plans[0].gpus == 0  # no GPU here: CPU actors
-    got = {i: v for r in out for i, v in zip(r["item"].data.column("id").to_pylist(),
-                                             _vectors(r["item"]))}
-    want = {i: v for t in tasks[:2] for i, v in zip(t.data.column("id").to_pylist()[:20],
-                                                    _vectors(t)[:20])}
-    assert sorted(got) == sorted(want)
-    assert min(float(got[i] @ want[i]) for i in want) >= 0.9999
-
-
 def test_bad_model_path_on_ray_fails_the_run_with_a_stage_setup_error(ray_cluster, tmp_path):
     from curator_stages.backends.ray_data import StageSetupError
     from curator_stages.backends.ray_data.adapter import apply_stages, surfaced_stage_errors
 
     task = DocumentBatch(task_id="t", dataset_name="d",
                          data=pa.table({"id": ["a"], "text": ["hello"]}))
-    stage = EmbeddingStage(model_path=str(tmp_path / "nowhere"), device="cpu", name="embed_bad")
+    stage = EmbeddingStage(model_path=str(tmp_path / "nowhere"), device="cpu", name="embed_bad",
+                           max_actors=1)
     with pytest.raises(StageSetupError, match=r"stage 'embed_bad'.*model_path="):
         with surfaced_stage_errors():
             apply_stages(ray_cluster.data.from_items([task]), [stage]).take_all()

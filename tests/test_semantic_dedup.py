@@ -34,6 +34,11 @@ def _task(ids, vectors, task_id="t", **columns) -> DocumentBatch:
     return DocumentBatch(task_id=task_id, dataset_name="d", data=pa.table(data))
 
 
+def _vectors(task: DocumentBatch) -> np.ndarray:
+    col = task.data.column("embedding").combine_chunks()
+    return col.flatten().to_numpy().reshape(len(col), -1)
+
+
 def _removed(filt, tasks) -> set[str]:
     return {i for t in tasks for i, gone in zip(t.data.column("id").to_pylist(),
                                                  filt.remove.contains(t.data.column("id"))) if gone}
@@ -121,8 +126,9 @@ def test_semantic_dedup_finds_paraphrases_that_minhash_misses(ray_cluster):
 
 @needs_model
 def test_ray_pipeline_embeds_dedups_and_accounts_like_the_local_fit(ray_cluster):
-    """EmbeddingStage (CPU actors) -> SemanticDuplicateRemover on Ray: the same rows go as in
-    the in-process fit, and every document is kept or counted as a semantic duplicate."""
+    """EmbeddingStage (a CPU actor: no GPU here) -> SemanticDuplicateRemover on Ray: the actor's
+    vectors equal the in-process ones, the same rows go as in the in-process fit, and every
+    document is kept or counted as a semantic duplicate."""
     from curator_stages.backends.ray_data.adapter import apply_stages
     from tests.paraphrase_corpus import embedded_test_corpus
 
@@ -132,9 +138,15 @@ def test_ray_pipeline_embeds_dedups_and_accounts_like_the_local_fit(ray_cluster)
     expected = _removed(stage.fit_local(list(tasks)), tasks)
     assert expected  # the first 60 documents hold paraphrase pairs
     inputs = [t.derive(t.data.drop_columns(["embedding"])) for t in tasks]
-    out = [r["item"] for r in apply_stages(ray_cluster.data.from_items(inputs),
-                                           [EmbeddingStage(), stage]).take_all()]
+    plans: list = []
+    embed = EmbeddingStage(device="auto", max_actors=1)
+    out = [r["item"] for r in apply_stages(ray_cluster.data.from_items(inputs), [embed, stage],
+                                           plans=plans).take_all()]
+    assert (plans[0].stage_name, plans[0].mode, plans[0].gpus) == ("embedding_stage", "actor", 0)
     kept = {i for t in out for i in t.data.column("id").to_pylist()}
+    want = {i: v for t in tasks for i, v in zip(t.data.column("id").to_pylist(), _vectors(t))}
+    got = {i: v for t in out for i, v in zip(t.data.column("id").to_pylist(), _vectors(t))}
+    assert min(float(got[i] @ want[i]) for i in got) >= 0.9999
     drops: dict[str, int] = defaultdict(int)
     for t in out:
         for stats in t.stage_history:

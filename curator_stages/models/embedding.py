@@ -93,10 +93,10 @@ class EmbeddingStage(ModelStage):
     def __init__(self, text_field: str = "text", embedding_field: str = "embedding",
                  model_path: str | None = None, max_length: int | None = None,
                  normalize: bool | None = None, device: Device = "auto", gpus: float = 1.0,
-                 cpus: float = 1.0, token_budget: int = 16_384, dtype: DType = "auto",
-                 name: str = ""):
+                 cpus: float = 1.0, token_budget: int | None = None, dtype: DType = "auto",
+                 max_actors: int | None = None, name: str = ""):
         super().__init__(device=device, gpus=gpus, cpus=cpus, token_budget=token_budget,
-                         dtype=dtype, name=name)
+                         dtype=dtype, max_actors=max_actors, name=name)
         if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
             raise ValueError(f"stage {self.stage_name!r}: max_length must be an integer >= 2 "
                              f"or None, got {max_length!r}")
@@ -126,6 +126,9 @@ class EmbeddingStage(ModelStage):
         return ["data"], [self.embedding_field]
 
     # ------------------------------------------------------------------ loading
+    def check_weights(self) -> None:
+        self.model_dir()
+
     def model_dir(self) -> Path:
         if self.model_path is None:
             return bundled_model_path()
