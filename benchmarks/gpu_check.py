@@ -65,7 +65,7 @@ class ProbedEmbedding(EmbeddingStage):
                          card=torch.cuda.get_device_name(),
                          max_memory_allocated_mb=round(torch.cuda.max_memory_allocated() / 2**20),
                          memory_reserved_mb=round(torch.cuda.memory_reserved() / 2**20))
-        out._metadata[PROBE_KEY] = probe
+        out._metadata[f"{PROBE_KEY}:{self.stage_name}"] = probe
         return out
 
 
@@ -94,9 +94,9 @@ def _vectors(tasks: list[DocumentBatch], field: str = "embedding") -> dict[str, 
 def _probes(tasks: list[DocumentBatch]) -> list[dict[str, Any]]:
     seen = {}
     for t in tasks:
-        p = t._metadata.get(PROBE_KEY)
-        if p:
-            seen[(p["stage"], p["pid"])] = p
+        for key, p in t._metadata.items():
+            if key.startswith(PROBE_KEY):
+                seen[(p["stage"], p["pid"])] = p
     return list(seen.values())
 
 
@@ -124,18 +124,58 @@ def check_sharing(device: str, n: int) -> dict[str, Any]:
             "seconds": round(elapsed, 1)}
 
 
+class CardSampler:
+    """Samples ``nvidia-smi`` (utilisation %, memory used) every half second while active."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        import subprocess
+
+        while not self._done.wait(0.5):
+            try:
+                line = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                     "--format=csv,noheader,nounits", "-i", "0"],
+                    capture_output=True, text=True, timeout=5).stdout.strip()
+                util, mem = (float(x) for x in line.split(","))
+                self.samples.append((util, mem))
+            except (OSError, ValueError, subprocess.SubprocessError):
+                return
+
+    def __enter__(self) -> "CardSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, Any]:
+        if not self.samples:
+            return {"samples": 0}
+        util = [u for u, _ in self.samples]
+        return {"samples": len(util), "util_mean_pct": round(float(np.mean(util)), 1),
+                "util_max_pct": max(util), "memory_used_max_mb": max(m for _, m in self.samples)}
+
+
 def check_throughput(device: str, n: int, cpus: int) -> dict[str, Any]:
     tasks = doc_tasks(make_docs(n, seed=1), per_task=1000 if n >= 4000 else max(1, n // 4))
-    fast, plans_fast, t_fast = _run([EmbeddingStage(device=device, gpus=1.0, cpus=1)], tasks)
+    with CardSampler() as card:
+        fast, plans_fast, t_fast = _run([EmbeddingStage(device=device, gpus=1.0, cpus=1)], tasks)
     slow, plans_slow, t_slow = _run([EmbeddingStage(device="cpu", cpus=1)], tasks)
     vf, vs = _vectors(fast), _vectors(slow)
     ids = sorted(vs)
     cos = np.array([float(vf[i] @ vs[i]) for i in ids])
     return {"ok": bool(cos.min() >= 0.999) and len(vf) == n, "docs": n,
-            f"{device}_docs_s": round(n / t_fast, 1), "cpu_docs_s": round(n / t_slow, 1),
+            "run_device": device, "run_docs_s": round(n / t_fast, 1),
+            "cpu_docs_s": round(n / t_slow, 1),
             "speedup": round(t_slow / t_fast, 2), "cpu_actors_max": plans_slow[0].pool_max,
             "cpu_count": cpus, "cosine_min": round(float(cos.min()), 6),
-            "cosine_mean": round(float(cos.mean()), 6),
+            "cosine_mean": round(float(cos.mean()), 6), "card_during_run": card.summary(),
             "plans": [plans_fast[0].describe(), plans_slow[0].describe()]}
 
 
