@@ -12,9 +12,9 @@ It shows, each as a section of the printed report and of the JSON written to ``-
    card, and Ray's plan shows 0.5 GPU each.
 3. ``throughput``: docs/s on the GPU against the CPU on the same ``--docs`` documents (default
    20,000), and the cosine between the GPU and CPU embedding of every row (must be >= 0.999).
-4. ``semantic_dedup``: EmbeddingStage on the GPU then SemanticDuplicateRemover on
-   ``--dedup-docs`` documents (default 100,000, with 10% paraphrased copies planted), with
-   the fit's time and the machine's peak memory above its baseline.
+4. ``semantic_dedup``: EmbeddingStage on the GPU then SemanticDuplicateRemover on about
+   ``--dedup-docs`` documents (default 100,000) of the paraphrase corpus, with the recall of
+   its planted paraphrases, the fit's time and the machine's peak memory above its baseline.
 
 With ``--cpu`` every "GPU" step runs on the CPU instead (no card needed), so the script itself
 is known to work on a machine without one. It exits non-zero when a check fails.
@@ -179,20 +179,16 @@ def check_throughput(device: str, n: int, cpus: int) -> dict[str, Any]:
             "plans": [plans_fast[0].describe(), plans_slow[0].describe()]}
 
 
-def _paraphrase_docs(n: int) -> tuple[list[str], int]:
-    """``n`` documents of which 10% restate an earlier one with other words and boilerplate."""
-    from tests.paraphrase_corpus import BOILERPLATE, synonym_swap
-
-    base = make_docs(n - n // 10, tokens=160, seed=2)
-    copies = [f"{BOILERPLATE[i % 3][0]} {synonym_swap(base[i])}" for i in range(n // 10)]
-    return base + copies, len(copies)
-
-
 def check_semantic_dedup(device: str, n: int) -> dict[str, Any]:
+    """Embed and dedup about ``n`` documents of the paraphrase corpus (tests/paraphrase_corpus.py:
+    base, near-miss and paraphrase per group); report the paraphrases' recall and peak memory."""
     import psutil
+    import ray
 
-    texts, planted = _paraphrase_docs(n)
-    tasks = doc_tasks(texts, per_task=1000 if n >= 4000 else max(1, n // 4))
+    from tests.paraphrase_corpus import make_paraphrase_corpus
+
+    corpus = make_paraphrase_corpus(n_base=max(4, n // 3), n_single=0, n_templated=0)
+    tasks = corpus.tasks(docs_per_task=1000 if n >= 4000 else max(1, n // 4))
     baseline = psutil.virtual_memory().used
     peak = [baseline]
     done = threading.Event()
@@ -204,16 +200,24 @@ def check_semantic_dedup(device: str, n: int) -> dict[str, Any]:
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
     embedded, _, t_embed = _run([EmbeddingStage(device=device, gpus=1.0, cpus=1)], tasks)
-    import ray
-
     start = time.perf_counter()
-    filt = SemanticDuplicateRemover().fit(ray.data.from_items(embedded))
+    stage = SemanticDuplicateRemover()
+    filt = stage.fit(ray.data.from_items(embedded))
     t_fit = time.perf_counter() - start
     done.set()
     watcher.join()
-    removed = len(filt.remove)
-    return {"ok": removed >= 0.5 * planted, "docs": n, "planted_paraphrases": planted,
-            "removed": removed, "embed_s": round(t_embed, 1), "fit_s": round(t_fit, 1),
+    removed = {i for t in embedded for i, gone in zip(t.data.column("id").to_pylist(),
+                                                        filt.remove.contains(t.data.column("id")))
+               if gone}
+    score = corpus.score(removed)
+    # With tens of thousands of bases drawn from 64 sentence frames, many bases share most
+    # frames (templated look-alikes), so precision here is not the quality measure; recall is.
+    return {"ok": score["recall"] >= 0.8, "docs": len(corpus.docs),
+            "n_clusters": stage.clusters_for(len(corpus.docs)),
+            "paraphrases": len(corpus.paraphrases), "removed": len(removed),
+            "paraphrase_recall": round(score["recall"], 3),
+            "embed_s": round(t_embed, 1), "embed_docs_s": round(len(corpus.docs) / t_embed, 1),
+            "fit_s": round(t_fit, 1),
             "peak_machine_memory_above_baseline_mb": round((peak[0] - baseline) / 2**20)}
 
 
