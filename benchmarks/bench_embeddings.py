@@ -27,6 +27,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, loopback-only cluster
 _ROOT = str(Path(__file__).resolve().parents[1])
 sys.path.insert(0, _ROOT)
 # Ray workers import this checkout's package (and this script's stages) too, not an installed copy.

@@ -33,6 +33,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, loopback-only cluster
 _ROOT = str(Path(__file__).resolve().parents[1])
 sys.path.insert(0, _ROOT)
 # Ray workers import this checkout's package (and this script's stages) too, not an installed copy.
@@ -229,6 +230,8 @@ def main() -> int:
     parser.add_argument("--probe-docs", type=int, default=2_000,
                         help="documents for the placement and sharing checks")
     parser.add_argument("--out", default="gpu_check.json")
+    parser.add_argument("--checks", default="placement,sharing,throughput,semantic_dedup",
+                        help="comma-separated subset of the checks to run")
     args = parser.parse_args()
 
     import ray
@@ -245,8 +248,17 @@ def main() -> int:
         props = torch.cuda.get_device_properties(0)
         report["card"] = {"name": props.name, "memory_gb": round(props.total_memory / 2**30, 1)}
     cpus = os.cpu_count() or 1
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-             **({"num_gpus": 0} if args.cpu else {}))
+    for attempt in range(3):  # a loaded machine can time out Ray's node start; try again
+        try:
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False,
+                     log_to_driver=False, **({"num_gpus": 0} if args.cpu else {}))
+            break
+        except Exception as exc:  # noqa: BLE001 - re-raised after the last attempt
+            print(f"ray.init failed (attempt {attempt + 1}/3): {exc}", flush=True)
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            time.sleep(10)
     ray.data.DataContext.get_current().enable_progress_bars = False
     report["ray_cluster"] = {k: v for k, v in ray.cluster_resources().items()
                              if k in ("CPU", "GPU", "memory")}
@@ -254,6 +266,11 @@ def main() -> int:
               ("sharing", lambda: check_sharing(device, args.probe_docs)),
               ("throughput", lambda: check_throughput(device, args.docs, cpus)),
               ("semantic_dedup", lambda: check_semantic_dedup(device, args.dedup_docs))]
+    wanted = set(args.checks.split(","))
+    unknown = wanted - {name for name, _ in checks}
+    if unknown:
+        parser.error(f"--checks: unknown {sorted(unknown)}")
+    checks = [(name, check) for name, check in checks if name in wanted]
     try:
         for name, check in checks:
             start = time.perf_counter()
