@@ -188,7 +188,7 @@ def check_semantic_dedup(device: str, n: int) -> dict[str, Any]:
 
     from tests.paraphrase_corpus import make_paraphrase_corpus
 
-    corpus = make_paraphrase_corpus(n_base=max(4, n // 3), n_single=0, n_templated=0)
+    corpus = make_paraphrase_corpus(n_base=max(8, n // 3), n_single=0, n_templated=0)
     tasks = corpus.tasks(docs_per_task=1000 if n >= 4000 else max(1, n // 4))
     baseline = psutil.virtual_memory().used
     peak = [baseline]

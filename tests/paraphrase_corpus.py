@@ -141,7 +141,7 @@ BOILERPLATE = [
 SYNONYMS = {
     "approved": "passed", "plan": "proposal", "build": "construct", "homes": "houses",
     "said": "stated", "project": "scheme", "cost": "be priced at", "about": "roughly",
-    "Residents": "Locals", "raised": "voiced", "concerns": "worries", "roads": "streets",
+    "Residents": "Locals", "concerns": "worries", "roads": "streets",
     "followed": "came after", "drew": "attracted", "responses": "replies",
     "expected": "due", "begin": "start", "spokesperson": "representative", "added": "noted",
     "link": "connect", "Opponents": "Critics", "argued": "claimed", "published": "released",
