@@ -89,7 +89,16 @@ def bench_stage(texts: list[str], cpus: int, repeats: int) -> list[float]:
     from curator_stages.backends.ray_data.adapter import apply_stages
     from curator_stages.models import EmbeddingStage
 
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # a loaded machine can time out Ray's node start; try again
+        try:
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as exc:  # noqa: BLE001 - re-raised after the last attempt
+            print(f"ray.init failed (attempt {attempt + 1}/3): {exc}", flush=True)
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            time.sleep(10)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         tasks = doc_tasks(texts)
