@@ -90,7 +90,10 @@ def plan_pipeline(
                 checkpoint_after=False, notes=tuple(notes),
             )
         else:
-            sp = plan_stage(stage, resolved, ignore_head_node, warn=False)
+            # A model stage fixes its device for this cluster (GPU where one exists) and says so.
+            placed = stage.for_cluster(resolved) if hasattr(stage, "for_cluster") else stage
+            sp = plan_stage(placed, resolved, ignore_head_node, warn=False)
+            notes.extend(getattr(placed, "plan_notes", ()))
             if stage.resources.requires_gpu and stage.batch_size is None:
                 notes.append("GPU stage without batch_size: the backend uses 1")
             notes.extend(sp.notes)

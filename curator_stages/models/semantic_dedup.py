@@ -1,0 +1,291 @@
+"""Semantic deduplication (SemDeDup): documents that *mean* the same, by embedding similarity.
+
+Plan (why it scales, and where it is exact):
+
+1. Every task becomes a compact table (id hash, row key, unit-length embedding); texts never
+   leave the workers. Documents are named by row key (id + source location, see
+   :mod:`curator_stages.text.dedup.rows`), so two records sharing an id are never removed
+   together; a record whose id an earlier record has goes to quarantine, as in the other dedups.
+2. k-means (faiss, spherical) is trained on a deterministic sample: rows whose row-key hash
+   falls under a fraction, sorted by key, so the clusters do not depend on block order.
+   ``n_clusters`` defaults to one per ~``cluster_size`` documents.
+3. Each row goes to its nearest centroid inside the split tasks of a hash-partitioned reduce
+   (:func:`~curator_stages.text.dedup.shuffle.partition_reduce`), so rows of one cluster meet in
+   one reduce task.
+4. Within a cluster, rows in row-key order: a row is dropped when its cosine similarity to a row
+   *kept* before it is >= ``threshold``; so the smallest key of each group is kept, and the
+   answer does not depend on how the data was split. Similarities are computed block by block
+   (``block_size`` rows against at most ``block_size`` kept rows at a time): memory per reduce
+   is O(block_size^2 + cluster rows x dim), never an N x N matrix.
+
+What it misses by design: two near-identical documents that k-means puts in different clusters
+(they sit near a boundary). More documents per cluster (a smaller ``n_clusters``) lowers that
+risk at a quadratic cost per cluster.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from curator_stages.stage import GlobalStage, ProcessingStage
+from curator_stages.tasks import DocumentBatch
+from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet
+from curator_stages.text.dedup.rows import duplicate_ids_local, find_duplicate_ids, key_table
+from curator_stages.text.dedup.shuffle import choose_num_partitions, map_blocks, partition_reduce
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ray.data
+
+#: Drop reason recorded by the filter that :class:`SemanticDuplicateRemover` returns.
+SEMANTIC_DUPLICATE = "semantic_duplicate"
+
+#: Training rows per centroid for k-means (faiss warns below 39), and the cap on the sample.
+TRAIN_ROWS_PER_CLUSTER = 64
+MAX_TRAIN_ROWS = 256_000
+
+
+def _unit_rows(column: pa.ChunkedArray | pa.Array, stage_name: str, field: str) -> np.ndarray:
+    """(rows, dim) float32 with every row scaled to length 1 (cosine = dot product)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_fixed_size_list(arr.type) and not pa.types.is_list(arr.type):
+        raise TypeError(f"stage {stage_name!r}: column {field!r} must hold embedding vectors "
+                        f"(a list of floats per row), got {arr.type}; put an EmbeddingStage "
+                        "before this stage or set embedding_field=")
+    if arr.null_count:
+        raise ValueError(f"stage {stage_name!r}: {arr.null_count} row(s) have no {field!r}; "
+                         "every document needs an embedding (run EmbeddingStage on all of them)")
+    if len(arr) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    vectors = flat.reshape(len(arr), -1)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def _compact(task: DocumentBatch, embedding_field: str, id_field: str,
+             stage_name: str) -> pa.Table:
+    """(ih, key, sample, emb) of one task: what the fit needs of each document."""
+    table = task.to_pyarrow()
+    if table.num_rows == 0:
+        return pa.table({"ih": pa.array([], pa.uint64()), "key": pa.array([], pa.string()),
+                         "sample": pa.array([], pa.uint64()),
+                         "emb": pa.array([], pa.list_(pa.float32()))})
+    if embedding_field not in table.column_names:
+        raise KeyError(f"stage {stage_name!r}: documents lack the embedding field "
+                       f"{embedding_field!r} (columns: {table.column_names}); put an "
+                       "EmbeddingStage before this stage or set embedding_field=")
+    vectors = _unit_rows(table.column(embedding_field), stage_name, embedding_field)
+    keys = key_table(table, id_field, stage_name)
+    digest = xxhash.xxh3_64_intdigest
+    sample = np.fromiter((digest(k.encode("utf-8")) for k in keys.column("key").to_pylist()),
+                         dtype=np.uint64, count=table.num_rows)
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+    return pa.table({"ih": keys.column("ih"), "key": keys.column("key"),
+                     "sample": pa.array(sample), "emb": emb})
+
+
+def _compact_batch(batch: dict[str, np.ndarray], **kwargs: Any) -> pa.Table:
+    tables = [_compact(task, **kwargs) for task in batch["item"]]
+    tables = [t for t in tables if t.num_rows] or tables[:1]
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def _sample_rows(table: pa.Table, cutoff: int) -> pa.Table:
+    """Rows whose key hash is below ``cutoff``: the same sample whatever the block layout."""
+    if table.num_rows == 0:
+        return table.select(["key", "emb"])
+    keep = pc.less(table.column("sample"), pa.scalar(cutoff, pa.uint64()))
+    return table.filter(keep).select(["key", "emb"])
+
+
+def train_centroids(sample: pa.Table, n_clusters: int, iterations: int, seed: int,
+                    stage_name: str) -> np.ndarray:
+    """Unit-length centroids from a sample table (key, emb), trained in key order."""
+    if sample.num_rows == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    sample = sample.take(pc.sort_indices(sample, sort_keys=[("key", "ascending")]))
+    vectors = np.ascontiguousarray(_unit_rows(sample.column("emb"), stage_name, "emb"))
+    k = max(1, min(n_clusters, len(vectors)))
+    if k == 1:
+        centroid = vectors.mean(axis=0, keepdims=True)
+        return centroid / max(float(np.linalg.norm(centroid)), 1e-12)
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ImportError(f"stage {stage_name!r}: semantic dedup clusters with faiss, which is "
+                          f"not installed ({exc}); pip install 'curator-stages[models]'") from exc
+    kmeans = faiss.Kmeans(vectors.shape[1], k, niter=iterations, seed=seed, spherical=True,
+                          verbose=False)
+    kmeans.train(vectors)
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+
+
+def _assign(table: pa.Table, centroids: np.ndarray, exclude: pa.Array | None,
+            chunk: int = 65_536) -> pa.Table:
+    """(cid, key, emb) with ``cid`` the nearest centroid; quarantined rows left out."""
+    if exclude is not None and len(exclude) and table.num_rows:
+        table = table.filter(pc.invert(pc.is_in(table.column("key"), value_set=exclude)))
+    cids = np.zeros(table.num_rows, dtype=np.uint64)
+    if table.num_rows and len(centroids) > 1:
+        vectors = _unit_rows(table.column("emb"), "semantic_dedup", "emb")
+        for start in range(0, len(vectors), chunk):
+            cids[start: start + chunk] = np.argmax(vectors[start: start + chunk] @ centroids.T,
+                                                   axis=1)
+    return pa.table({"cid": pa.array(cids), "key": table.column("key"),
+                     "emb": table.column("emb")})
+
+
+def greedy_duplicates(vectors: np.ndarray, threshold: float, block_size: int) -> np.ndarray:
+    """Mask of rows to drop: similar (>= threshold) to an earlier row that is kept.
+
+    ``vectors`` are unit rows in keep-priority order. Memory: one ``block_size`` x
+    ``block_size`` similarity block at a time.
+    """
+    n = len(vectors)
+    drop = np.zeros(n, dtype=bool)
+    kept: list[np.ndarray] = []  # indices kept so far, one array per processed block
+    for start in range(0, n, block_size):
+        block = vectors[start: start + block_size]
+        alive = np.ones(len(block), dtype=bool)
+        if kept:
+            kept_idx = np.concatenate(kept)
+            for k0 in range(0, len(kept_idx), block_size):
+                sims = block @ vectors[kept_idx[k0: k0 + block_size]].T
+                alive &= sims.max(axis=1) < threshold
+        within = block @ block.T
+        for i in range(len(block)):
+            if alive[i]:  # kept: everything after it that is too similar goes
+                alive[i + 1:] &= within[i, i + 1:] < threshold
+        kept.append(start + np.flatnonzero(alive))
+        drop[start: start + len(block)] = ~alive
+    return drop
+
+
+def _reduce_clusters(table: pa.Table | None, threshold: float, block_size: int) -> pa.Table:
+    """Within one partition: the row keys each cluster drops (see :func:`greedy_duplicates`)."""
+    if table is None or table.num_rows < 2:
+        return pa.table({"key": pa.array([], pa.string())})
+    order = pc.sort_indices(table, sort_keys=[("cid", "ascending"), ("key", "ascending")])
+    table = table.take(order)
+    cids = table.column("cid").to_numpy()
+    vectors = _unit_rows(table.column("emb"), "semantic_dedup", "emb")
+    bounds = np.flatnonzero(np.diff(cids)) + 1
+    drop = np.zeros(table.num_rows, dtype=bool)
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(cids)]):
+        if hi - lo > 1:
+            drop[lo:hi] = greedy_duplicates(vectors[lo:hi], threshold, block_size)
+    return pa.table({"key": table.column("key").filter(pa.array(drop))})
+
+
+class SemanticDuplicateRemover(GlobalStage):
+    """Removes documents whose embedding is within cosine ``threshold`` of a kept document's.
+
+    Needs an ``embedding_field`` column (an :class:`~curator_stages.models.EmbeddingStage`
+    before it). ``threshold`` (default 0.86, chosen on the paraphrase corpus in
+    ``tests/paraphrase_corpus.py``: see the stage's tests), ``n_clusters`` (default: one per
+    ``cluster_size`` documents), ``iterations`` and ``seed`` of k-means, ``block_size`` (rows
+    per similarity block; bounds memory). Drops are recorded as ``dropped.semantic_duplicate``;
+    records whose id an earlier record has go to quarantine.
+    """
+
+    def __init__(self, embedding_field: str = "embedding", id_field: str = "id",
+                 threshold: float = 0.86, n_clusters: int | None = None, cluster_size: int = 1000,
+                 iterations: int = 20, seed: int = 42, block_size: int = 2048,
+                 text_field: str = "text", name: str = ""):
+        label = name or "semantic_duplicate_remover"
+        if not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
+            raise ValueError(f"stage {label!r}: threshold must be a cosine similarity in (0, 1], "
+                             f"got {threshold!r}")
+        for field, value in (("cluster_size", cluster_size), ("iterations", iterations),
+                             ("block_size", block_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"stage {label!r}: {field} must be an integer >= 1, got {value!r}")
+        if n_clusters is not None and (isinstance(n_clusters, bool)
+                                       or not isinstance(n_clusters, int) or n_clusters < 1):
+            raise ValueError(f"stage {label!r}: n_clusters must be an integer >= 1 or None "
+                             f"(chosen from the corpus size), got {n_clusters!r}")
+        self.embedding_field = embedding_field
+        self.id_field = id_field
+        self.threshold = float(threshold)
+        self.n_clusters = n_clusters
+        self.cluster_size = cluster_size
+        self.iterations = iterations
+        self.seed = seed
+        self.block_size = block_size
+        self.text_field = text_field
+        self.name = name
+
+    def params(self) -> dict[str, Any]:
+        params = ProcessingStage.params(self)
+        params.pop("block_size", None)  # memory, not the answer
+        return params
+
+    def clusters_for(self, total: int) -> int:
+        """``n_clusters``, or one cluster per ``cluster_size`` documents."""
+        if self.n_clusters is not None:
+            return self.n_clusters
+        return max(1, math.ceil(total / self.cluster_size))
+
+    def _sample_cutoff(self, total: int, k: int) -> int:
+        wanted = min(total, max(k * TRAIN_ROWS_PER_CLUSTER, 10_000), MAX_TRAIN_ROWS)
+        fraction = 1.0 if total <= 0 else min(1.0, wanted / total)
+        return int(min(fraction * 2.0**64, 2**64 - 1))
+
+    def _filter(self, remove: IdSet, quarantine: dict[str, str]) -> ProcessingStage:
+        return DuplicateIdFilter(remove, SEMANTIC_DUPLICATE, id_field=self.id_field,
+                                 quarantine=quarantine, text_field=self.text_field,
+                                 name=f"{self.stage_name}_filter")
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"embedding_field": self.embedding_field, "id_field": self.id_field,
+                "stage_name": self.stage_name}
+
+    # ------------------------------------------------------------------ Ray fit
+    def find_duplicates(self, dataset: "ray.data.Dataset") -> tuple[IdSet, dict[str, str]]:
+        """(row keys to remove, {row key: quarantine reason} for rows with a duplicate id)."""
+        compact = dataset.map_batches(_compact_batch, batch_format="numpy", batch_size=None,
+                                      fn_kwargs=self._kwargs()).materialize()
+        total = compact.count()
+        refs = compact.to_arrow_refs()
+        if total == 0:
+            return IdSet(), {}
+        quarantine = find_duplicate_ids(refs, self.stage_name, total)
+        exclude = pa.array(sorted(quarantine), pa.string()) if quarantine else None
+        k = self.clusters_for(total)
+        samples = map_blocks(refs, _sample_rows, cutoff=self._sample_cutoff(total, k))
+        sample = pa.concat_tables([s for s in samples if s.num_rows] or samples[:1])
+        centroids = train_centroids(sample, k, self.iterations, self.seed, self.stage_name)
+        outs = partition_reduce(
+            refs, "cid", _reduce_clusters, explode=_assign,
+            explode_kwargs={"centroids": centroids, "exclude": exclude},
+            reduce_kwargs={"threshold": self.threshold, "block_size": self.block_size},
+            num_partitions=choose_num_partitions(total))
+        removed = [c for t in outs for c in t.column("key").chunks]
+        return IdSet(pa.chunked_array(removed, pa.string()) if removed else []), quarantine
+
+    def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:
+        return self._filter(*self.find_duplicates(dataset))
+
+    # ------------------------------------------------------------------ in-process fit
+    def map_local(self, task: DocumentBatch) -> pa.Table:
+        return _compact(task, **self._kwargs())
+
+    def reduce_local(self, parts: list[pa.Table]) -> ProcessingStage:
+        parts = [p for p in parts if p.num_rows]
+        if not parts:
+            return self._filter(IdSet(), {})
+        compact = pa.concat_tables(parts)
+        quarantine = duplicate_ids_local(compact, self.stage_name)
+        exclude = pa.array(sorted(quarantine), pa.string()) if quarantine else None
+        k = self.clusters_for(compact.num_rows)
+        sample = _sample_rows(compact, self._sample_cutoff(compact.num_rows, k))
+        centroids = train_centroids(sample, k, self.iterations, self.seed, self.stage_name)
+        removed = _reduce_clusters(_assign(compact, centroids, exclude), self.threshold,
+                                   self.block_size)
+        return self._filter(IdSet(removed.column("key")), quarantine)
