@@ -91,7 +91,11 @@ class RayDataExecutor:
             if warm:
                 # The warm-up holds every CPU for a few seconds; a plan started meanwhile sees
                 # none free and Ray Data warns that "the Dataset job will hang". Wait for it.
-                ray.get(warm_workers())
+                try:
+                    ray.get(warm_workers())
+                except BaseException:
+                    ray.shutdown()  # ours: do not leave it running behind the error
+                    raise
         return True
 
     # ------------------------------------------------------------------ node setup
