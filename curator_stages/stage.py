@@ -53,6 +53,24 @@ class StageInputError(ValueError):
     """A task reached a stage without an attribute or column the stage declared it needs."""
 
 
+class StageError(RuntimeError):
+    """A stage failed where it ran (a worker); the message names the stage and the cause.
+
+    The common base of the backends' errors (``StageSetupError``: ``setup`` failed, the stage
+    never ran; ``StageRunError``: the stage raised and its own type could not be rebuilt), so a
+    caller catches one type whichever backend ran the stage.
+    """
+
+    def __init__(self, message: str, stage_name: str = "") -> None:
+        super().__init__(message)
+        self.stage_name = stage_name
+        #: Ray's full error text (remote traceback), when translated on the driver.
+        self.remote_traceback = ""
+
+    def __reduce__(self):  # keep stage_name through pickling (Prefect states, Ray errors)
+        return (type(self), (str(self), self.stage_name))
+
+
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 

@@ -15,16 +15,17 @@ import pytest
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="curator-stages-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-# Ray keeps its default token authentication (no RAY_AUTH_MODE=disabled here).
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+# The product's own local-run defaults (one table; imports neither Prefect nor Ray). Ray keeps
+# its default token authentication (no RAY_AUTH_MODE=disabled here).
+from curator_stages.orchestration.local_defaults import apply_local_run_defaults  # noqa: E402
+
+apply_local_run_defaults()
 # Ray workers import test helpers (tests.*) and flows (flows.*) from the checkout. They inherit
 # this environment; a job-level runtime_env would instead leave Ray's prestarted workers unused.
 if str(REPO_ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):

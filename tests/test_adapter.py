@@ -322,3 +322,26 @@ def test_companion_maps_fuse_into_the_stage_tasks_where_ray_allows(ray_cluster):
     assert "MapBatches(WithSetupActor)->MapBatches(WriteX)" not in stats
     assert "MapBatches(WriteX)" in stats
     assert all(t._metadata.get("tagged") for t in done.to_pandas()["item"])
+
+
+def test_stage_errors_share_one_base_exported_by_the_package():
+    import pickle
+
+    import curator_stages
+    from curator_stages.backends.ray_data import StageRunError, StageSetupError
+
+    for cls in (StageSetupError, StageRunError):
+        assert issubclass(cls, curator_stages.StageError)
+        err = pickle.loads(pickle.dumps(cls("stage 'x': broke", "x")))
+        assert isinstance(err, curator_stages.StageError) and err.stage_name == "x"
+
+
+def test_one_environment_default_table():
+    from curator_stages.backends.ray_data import local_ray
+    from curator_stages.backends.ray_data.env_defaults import RAY_ENV_DEFAULTS
+    from curator_stages.orchestration.local_defaults import LOCAL_RUN_ENV_DEFAULTS
+
+    assert local_ray.QUIET_RAY_ENV is RAY_ENV_DEFAULTS
+    assert {k: LOCAL_RUN_ENV_DEFAULTS[k] for k in RAY_ENV_DEFAULTS} == RAY_ENV_DEFAULTS
+    # The test session runs with the product's defaults (conftest applies the same table).
+    assert all(os.environ.get(k) for k in LOCAL_RUN_ENV_DEFAULTS)

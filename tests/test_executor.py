@@ -131,3 +131,68 @@ def test_executor_leaves_session_ray_running(ray_cluster):
     assert [t.num_items for t in out] == [1]
     assert ray_cluster.is_initialized()
     assert ray_cluster.get(ray_cluster.put(41)) == 41
+
+
+def test_execute_restores_data_context_and_summarises_the_run(ray_cluster):
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_fallback_to_arrow_object_ext_type = None  # Ray Data's own default
+    ctx.op_resource_reservation_enabled = True
+    before = {name: getattr(ctx, name) for name in (
+        "enable_fallback_to_arrow_object_ext_type", "op_resource_reservation_enabled",
+        "enable_progress_bars")}
+
+    out = RayDataExecutor().execute(Pipeline("demo", [MakeBatches(), DropOddDocs()]))
+
+    after = {name: getattr(DataContext.get_current(), name) for name in before}
+    assert after == before, "the plan's Ray Data settings leaked into the process"
+    # The result is still a list of tasks, with public counts on it.
+    assert isinstance(out, list) and len(out) == N_BATCHES
+    docs = sum(t.num_items for t in out)
+    assert out.summary.documents_out == docs
+    assert out.summary.documents_dropped == N_BATCHES * DOCS_PER_BATCH - docs > 0
+    assert set(out.summary.dropped_by_stage) == {"drop_odd_docs"}
+
+
+class _Counted(ProcessingStage):
+    """A task-mode stage with setup; records setup/teardown calls in this process."""
+
+    calls: list = []
+
+    def ray_stage_spec(self):
+        return {"is_actor_stage": False}
+
+    def setup(self, worker_metadata=None):
+        _Counted.calls.append(("setup", self.stage_name))
+
+    def teardown(self):
+        _Counted.calls.append(("teardown", self.stage_name))
+
+    def process(self, task):
+        return task
+
+
+def test_task_mode_stage_cache_releases_old_stages_and_keeps_none_without_setup(ray_cluster):
+    from curator_stages.backends.ray_data import workers
+
+    workers._PROCESS_STAGES.clear()
+    _Counted.calls.clear()
+    stages = [_Counted().with_(name=f"counted_{i}")
+              for i in range(workers.PROCESS_STAGE_CACHE_SIZE + 1)]
+    for stage in stages:
+        key = workers.stage_key(stage)
+        assert workers._task_mode_stage(stage, key) is stage
+        assert workers._task_mode_stage(stage, key) is stage  # reused: set up once
+    assert [c for c in _Counted.calls if c[0] == "setup"] == [
+        ("setup", s.stage_name) for s in stages]
+    # The least recently used stage was torn down and released; the newest are kept.
+    assert ("teardown", "counted_0") in _Counted.calls
+    assert len(workers._PROCESS_STAGES) == workers.PROCESS_STAGE_CACHE_SIZE
+    assert all(entry[0] is not stages[0] for entry in workers._PROCESS_STAGES.values())
+    # A stage without setup has nothing to reuse, so it is never kept (a dedup filter holds
+    # its whole id set).
+    plain = DropOddDocs()
+    assert workers._task_mode_stage(plain, workers.stage_key(plain)) is plain
+    assert all(entry[0] is not plain for entry in workers._PROCESS_STAGES.values())
+    workers._teardown_cached()

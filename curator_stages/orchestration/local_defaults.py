@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 
-LOCAL_RUN_ENV_DEFAULTS: dict[str, str] = {
+from curator_stages.backends.ray_data.env_defaults import RAY_ENV_DEFAULTS
+
+#: Prefect's share of the local-run defaults; Ray's share is the backend's one table.
+PREFECT_ENV_DEFAULTS: dict[str, str] = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
@@ -18,11 +21,9 @@ LOCAL_RUN_ENV_DEFAULTS: dict[str, str] = {
     # The temporary API of a local run migrates a fresh database on first use; on a busy
     # machine that takes longer than Prefect's default 20 s.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    "RAY_DEDUP_LOGS": "0",
 }
 
+LOCAL_RUN_ENV_DEFAULTS: dict[str, str] = {**PREFECT_ENV_DEFAULTS, **RAY_ENV_DEFAULTS}
 
 def apply_local_run_defaults() -> None:
     """Put :data:`LOCAL_RUN_ENV_DEFAULTS` into ``os.environ`` where not already set."""

@@ -3,7 +3,9 @@
 ``planning`` is pure (usable against a declared cluster); ``adapter`` turns one stage into a
 ``map_batches`` call; ``workers`` is what runs inside Ray's workers; ``errors`` brings a
 worker's error back to the driver as itself; ``executor`` assembles and runs a whole pipeline
-as one streaming plan.
+as one streaming plan and returns an ``ExecutionResult`` (``result``); ``plan_context`` holds
+the Ray Data settings of one plan, restored after it; ``env_defaults`` is the one table of
+environment defaults for a Ray this package starts.
 """
 
 from curator_stages.backends.ray_data.adapter import (
@@ -18,15 +20,19 @@ from curator_stages.backends.ray_data.errors import (
     surfaced_stage_errors,
 )
 from curator_stages.backends.ray_data.executor import RayDataExecutor, apply_stages, streamed_tasks
+from curator_stages.backends.ray_data.plan_context import data_context_for_plan
 from curator_stages.backends.ray_data.planning import (
     StagePlan,
     UnschedulableStageError,
     plan_stage,
     will_fuse,
 )
+from curator_stages.backends.ray_data.result import ExecutionResult, ExecutionSummary
 
 __all__ = [
     "ClusterResources",
+    "ExecutionResult",
+    "ExecutionSummary",
     "NodeResources",
     "RayDataExecutor",
     "RayDataStageAdapter",
@@ -35,6 +41,7 @@ __all__ = [
     "StagePlan",
     "UnschedulableStageError",
     "apply_stages",
+    "data_context_for_plan",
     "create_actor_from_stage",
     "create_task_from_stage",
     "plan_stage",

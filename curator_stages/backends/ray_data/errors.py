@@ -39,25 +39,16 @@ import importlib
 import re
 from typing import Any, Iterator
 
-from curator_stages.stage import ProcessingStage
+from curator_stages.stage import ProcessingStage, StageError
 
 
-class StageSetupError(RuntimeError):
+class StageSetupError(StageError):
     """A stage's ``setup`` or ``setup_on_node`` raised on a worker: the stage cannot run there.
 
     The message names the stage, where it failed and the cause in one line. Ray does not restart
     or retry the worker (a broken model path fails every attempt the same way); a transient
     cause (a download that timed out) is retried by the stage task's Prefect ``retries``.
     """
-
-    def __init__(self, message: str, stage_name: str = "") -> None:
-        super().__init__(message)
-        self.stage_name = stage_name
-        #: Ray's full error text (remote traceback), when translated on the driver.
-        self.remote_traceback = ""
-
-    def __reduce__(self):  # keep stage_name through pickling (Prefect states, Ray errors)
-        return (type(self), (str(self), self.stage_name))
 
 
 def setup_error(stage: ProcessingStage, hook: str, exc: BaseException,
@@ -74,17 +65,9 @@ def setup_error(stage: ProcessingStage, hook: str, exc: BaseException,
     )
 
 
-class StageRunError(RuntimeError):
+class StageRunError(StageError):
     """A stage raised on a worker and its exception type could not be rebuilt on the driver;
     the message is the original one (it names the stage), prefixed by the original type."""
-
-    def __init__(self, message: str, stage_name: str = "") -> None:
-        super().__init__(message)
-        self.stage_name = stage_name
-        self.remote_traceback = ""
-
-    def __reduce__(self):
-        return (type(self), (str(self), self.stage_name))
 
 
 #: The line a stage's own error leaves in Ray's remote traceback: ``<type>: stage '<name>': ...``
@@ -118,7 +101,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _is_stage_error(err: BaseException) -> bool:
-    if isinstance(err, (StageSetupError, StageRunError)):
+    if isinstance(err, StageError):
         return True
     ray_error = _ray_error_type()
     if ray_error is not None and isinstance(err, ray_error):

@@ -22,7 +22,13 @@ import numpy as np
 
 from curator_stages.backends.ray_data.cluster import ClusterResources, workers_fitting
 from curator_stages.backends.ray_data.errors import surfaced_stage_errors
+from curator_stages.backends.ray_data.plan_context import (
+    data_context_for_plan,
+    default_progress_bars,
+    token_auth_notice_dropped,
+)
 from curator_stages.backends.ray_data.planning import StagePlan, gpu_request
+from curator_stages.backends.ray_data.result import ExecutionResult
 from curator_stages.backends.ray_data.workers import (
     ensure_setup_on_node,
     stage_key,
@@ -49,8 +55,8 @@ def _run_setup_on_node(stage: ProcessingStage, key: str) -> str:
 class RayDataExecutor:
     """Executes stages over initial tasks on Ray Data and returns the output tasks.
 
-    ``progress_bars``: ``None`` leaves Ray Data's setting alone; ``False`` quiets the bars
-    (useful in logs of non-interactive runs).
+    ``progress_bars``: ``None`` shows Ray Data's bars on a terminal and none otherwise (off a
+    terminal Ray Data would print a progress dump every 10 s); ``True``/``False`` force it.
     """
 
     def __init__(self, ignore_head_node: bool = False,
@@ -76,10 +82,20 @@ class RayDataExecutor:
         if kwargs.get("address") or os.environ.get("RAY_ADDRESS"):
             ray.init(**kwargs)
         else:
-            from curator_stages.backends.ray_data.local_ray import start_local_ray
+            from curator_stages.backends.ray_data.local_ray import start_local_ray, warm_workers
 
             kwargs.pop("address", None)
-            start_local_ray(**kwargs)
+            warm = kwargs.pop("warm", True)
+            with token_auth_notice_dropped():
+                start_local_ray(**kwargs, warm=False)
+            if warm:
+                # The warm-up holds every CPU for a few seconds; a plan started meanwhile sees
+                # none free and Ray Data warns that "the Dataset job will hang". Wait for it.
+                try:
+                    ray.get(warm_workers())
+                except BaseException:
+                    ray.shutdown()  # ours: do not leave it running behind the error
+                    raise
         return True
 
     # ------------------------------------------------------------------ node setup
@@ -117,42 +133,44 @@ class RayDataExecutor:
 
     # ------------------------------------------------------------------ run
     def execute(self, stages: Pipeline | Iterable[Any],
-                initial_tasks: Iterable[Task] | None = None) -> list[Task]:
-        """Run all stages as one streaming plan; returns the tasks the last stage emits."""
-        import ray
+                initial_tasks: Iterable[Task] | None = None) -> ExecutionResult:
+        """Run all stages as one streaming plan; returns the tasks the last stage emits.
+
+        The result is a list of those tasks with a ``.summary`` (documents read, out, dropped
+        by reason, quarantined). Ray Data's settings for the plan are restored when it ends
+        (:func:`data_context_for_plan`).
+        """
         import ray.data
 
         execution = (stages.execution_stages() if isinstance(stages, Pipeline)
                      else decompose(stages))
         seeds = list(initial_tasks) if initial_tasks is not None else []
         if not seeds:
-            seeds = [EmptyTask()]
+            # Named after the pipeline: output tasks derive their ids from the seed's.
+            name = stages.name if isinstance(stages, Pipeline) else "pipeline"
+            seeds = [EmptyTask(task_id=name, dataset_name=name)]
         started = self._ensure_ray()
+        progress = (self.progress_bars if self.progress_bars is not None
+                    else default_progress_bars())
         try:
-            context = ray.data.DataContext.get_current()
-            if self.progress_bars is not None:
-                context.enable_progress_bars = self.progress_bars
-            # Ray Data's per-operator reservation splits a small budget (2 CPUs) between the
-            # fan-out and the main map, so the main map ran 1 task while the other CPU idled,
-            # and never queued tasks ahead. Off for this run: 200k docs, 2 CPUs, steady
-            # 51.7-51.9 s vs 59.3-61.2 s (3 runs each), 3-7 tasks in flight instead of 1-2.
-            saved_reservation = context.op_resource_reservation_enabled
-            if not self.op_resource_reservation:
-                context.op_resource_reservation_enabled = False
-            self.setup_nodes(execution)
-            self.plans = []
-            dataset = ray.data.from_items(seeds)
-            # Global stages materialise and fit their upstream here: a stage's error on the
-            # way comes out as itself, as it does in the stage task (one error, both paths).
-            with surfaced_stage_errors():
-                dataset = apply_stages(dataset, execution, self.ignore_head_node,
-                                       plans=self.plans)
-            with streamed_tasks(dataset) as tasks:
-                return list(tasks)
+            with data_context_for_plan(progress_bars=progress,
+                                       op_resource_reservation=self.op_resource_reservation):
+                self.setup_nodes(execution)
+                self.plans = []
+                dataset = ray.data.from_items(seeds)  # inside: the plan copies the settings
+                # Global stages materialise and fit their upstream here: a stage's error on
+                # the way comes out as itself, as it does in the stage task.
+                with surfaced_stage_errors():
+                    dataset = apply_stages(dataset, execution, self.ignore_head_node,
+                                           plans=self.plans)
+                with streamed_tasks(dataset) as tasks:
+                    result = ExecutionResult(tasks)
+            logger.info("pipeline finished: %s", result.summary.to_text())
+            return result
         finally:
-            if "saved_reservation" in locals():
-                context.op_resource_reservation_enabled = saved_reservation
             if started:
+                import ray
+
                 ray.shutdown()
 
 
@@ -254,8 +272,6 @@ def apply_stages(dataset: "ray.data.Dataset",
     ``after`` on every output row of the last, each fused into that stage's Ray tasks where
     Ray Data allows it.
     """
-    from ray.data import DataContext
-
     # Imported here: adapter.py re-exports this module's names (its old import paths).
     from curator_stages.backends.ray_data.adapter import (
         RayDataStageAdapter,
@@ -263,9 +279,10 @@ def apply_stages(dataset: "ray.data.Dataset",
         fuses_after,
     )
 
-    # Tasks travel as pickled Python objects by design; saying so stops Ray Data's warning (one
-    # per worker) that it could not convert the "item" column to Arrow.
-    DataContext.get_current().enable_fallback_to_arrow_object_ext_type = True
+    # Tasks travel as pickled Python objects by design. Said on this plan's own copy of the
+    # context (a public DeveloperAPI property), not the process-wide one: it stops Ray Data's
+    # "Failed to convert column 'item'" warning in the workers (see plan_context).
+    dataset.context.enable_fallback_to_arrow_object_ext_type = True
     ds = dataset
     execution = list(decompose(stages))
     pending_before = before

@@ -45,14 +45,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from curator_stages.backends.ray_data.env_defaults import RAY_ENV_DEFAULTS
+
 logger = logging.getLogger(__name__)
 
-#: Environment defaults for any Ray this package starts or joins (only applied when not set).
-#: Authentication is deliberately absent: Ray's own default (token) applies.
-QUIET_RAY_ENV = {
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
+#: Environment defaults for any Ray this package starts or joins (the one table).
+QUIET_RAY_ENV = RAY_ENV_DEFAULTS
 
 #: Modules a curation worker needs for nearly every plan (imported by :func:`warm_workers`).
 WARM_MODULES = ("ray.data", "pyarrow.parquet", "curator_stages.backends.ray_data.adapter",

@@ -9,8 +9,11 @@ Why each choice is made:
   pass ran first (the Prefect layer calls ``apply_stages`` directly). A marker file in Ray's
   per-session temp dir, taken under a file lock, makes it once per node and session.
 - A task-mode stage that overrides ``setup`` is set up once per worker process and kept in
-  ``_PROCESS_STAGES``; a setup that failed is remembered in ``_PROCESS_SETUP_ERRORS`` so the
-  next task landing in that process fails at once instead of loading the model again.
+  ``_PROCESS_STAGES``, a small least-recently-used cache (a finished plan's stages are torn
+  down and released as newer ones arrive, or at process exit); a setup that failed is
+  remembered in ``_PROCESS_SETUP_ERRORS`` so the next task landing in that process fails at
+  once instead of loading the model again. A stage without ``setup`` is never kept: it is
+  used as it arrives with the task.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import fcntl
 import logging
 import os
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -137,35 +141,67 @@ def _teardown_once(stage: ProcessingStage, guard: dict[str, bool]) -> None:
         logger.exception("stage %r: teardown failed", stage.stage_name)
 
 
-#: Per worker process: stages already set up for task mode, by stage key.
-_PROCESS_STAGES: dict[str, ProcessingStage] = {}
+#: How many set-up task-mode stages one worker process keeps. A stage that is evicted is torn
+#: down; it is set up again if a task of it comes back. Bounded so that a long-lived worker does
+#: not keep a finished plan's stages (and what they hold) for its whole life.
+PROCESS_STAGE_CACHE_SIZE = 4
+
+#: Per worker process: task-mode stages already set up (only those that override ``setup``),
+#: most recently used last, with their teardown guards.
+_PROCESS_STAGES: "OrderedDict[str, tuple[ProcessingStage, dict[str, bool]]]" = OrderedDict()
 #: Per worker process: the setup error of a stage whose setup failed here, by stage key.
-_PROCESS_SETUP_ERRORS: dict[str, StageSetupError] = {}
+_PROCESS_SETUP_ERRORS: "OrderedDict[str, StageSetupError]" = OrderedDict()
+
+
+def _remember(cache: "OrderedDict[str, Any]", key: str, value: Any) -> list[Any]:
+    """Put ``value`` last in ``cache``; returns what fell out over the bound."""
+    cache[key] = value
+    cache.move_to_end(key)
+    evicted = []
+    while len(cache) > PROCESS_STAGE_CACHE_SIZE:
+        evicted.append(cache.popitem(last=False)[1])
+    return evicted
+
+
+def _teardown_cached() -> None:
+    """At process exit: tear down the stages still cached (each at most once)."""
+    while _PROCESS_STAGES:
+        stage, guard = _PROCESS_STAGES.popitem(last=False)[1]
+        _teardown_once(stage, guard)
+
+
+atexit.register(_teardown_cached)
 
 
 def _task_mode_stage(stage: ProcessingStage, key: str) -> ProcessingStage:
     """The set-up copy of ``stage`` in this worker process (setup once per process).
 
-    A setup that failed is not tried again in the same process: the next task that lands
-    here (Ray Data keeps feeding the worker until the plan aborts, and Ray retries failed
-    tasks) gets the same error at once instead of loading the model again.
+    Only a stage that overrides ``setup`` is kept (there is nothing to reuse otherwise, and a
+    stage may be large: a dedup filter holds its id set); at most
+    :data:`PROCESS_STAGE_CACHE_SIZE` are, the least recently used torn down first. A setup that
+    failed is not tried again in the same process: the next task that lands here (Ray Data
+    keeps feeding the worker until the plan aborts, and Ray retries failed tasks) gets the same
+    error at once instead of loading the model again.
     """
     ready = _PROCESS_STAGES.get(key)
     if ready is not None:
-        return ready
+        _PROCESS_STAGES.move_to_end(key)
+        return ready[0]
     failed = _PROCESS_SETUP_ERRORS.get(key)
     if failed is not None:
         raise failed
-    meta = worker_metadata(stage, "task")
+    meta = worker_metadata(stage, "task") if (
+        overrides_setup(stage)
+        or type(stage).setup_on_node is not ProcessingStage.setup_on_node) else None
     ensure_setup_on_node(stage, key, meta)
-    if overrides_setup(stage):
-        try:
-            stage.setup(meta)
-        except Exception as exc:  # noqa: BLE001 - re-raised with the stage named
-            err = setup_error(stage, "setup", exc, meta)
-            _PROCESS_SETUP_ERRORS[key] = err
-            raise err from exc
-        atexit.register(_teardown_once, stage, {"done": False})
-    _PROCESS_STAGES[key] = stage
+    if not overrides_setup(stage):
+        return stage
+    try:
+        stage.setup(meta)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the stage named
+        err = setup_error(stage, "setup", exc, meta)
+        _remember(_PROCESS_SETUP_ERRORS, key, err)
+        raise err from exc
+    for old_stage, guard in _remember(_PROCESS_STAGES, key, (stage, {"done": False})):
+        _teardown_once(old_stage, guard)
     return stage
-

@@ -1,0 +1,120 @@
+"""What :meth:`RayDataExecutor.execute` returns: the output tasks, and a summary of the run.
+
+The result is a ``list`` of the tasks the last stage emitted, so code that iterates, indexes or
+``len()``s the return value keeps working; ``.summary`` adds the run's counts (documents read,
+written, dropped by reason, quarantined) read from the tasks' public ``stage_history``, so a
+library user never reaches into a task's internals for them.
+
+Counting rule (the same as the flows' run summary): every stage call appends one record to the
+tasks it emits and fan-out children copy their parent's history, so one record can reach the end
+on many tasks; each record is counted once, by its ``stats_id``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from curator_stages.tasks import (
+    DOCUMENTS_QUARANTINED,
+    DOCUMENTS_READ,
+    DOCUMENTS_WRITTEN,
+    Task,
+)
+
+
+@dataclass(frozen=True)
+class ExecutionSummary:
+    """The counts of one ``execute()``; ``balanced`` is the accounting identity.
+
+    ``documents_out`` is what the writers wrote (``documents_written``) or, in a pipeline
+    without a writer, the documents in the output tasks (``out_source`` says which).
+    """
+
+    documents_read: int
+    documents_out: int
+    documents_quarantined: int
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
+    dropped_by_stage: dict[str, int] = field(default_factory=dict)
+    output_tasks: int = 0
+    out_source: str = DOCUMENTS_WRITTEN
+
+    @property
+    def documents_dropped(self) -> int:
+        return sum(self.dropped_by_reason.values())
+
+    @property
+    def balanced(self) -> bool:
+        """read = out + dropped + quarantined (true for a pipeline that reads its documents)."""
+        return self.documents_read == (self.documents_out + self.documents_dropped
+                                       + self.documents_quarantined)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "documents_read": self.documents_read,
+            "documents_out": self.documents_out,
+            "documents_dropped": self.documents_dropped,
+            "documents_quarantined": self.documents_quarantined,
+            "dropped_by_reason": dict(self.dropped_by_reason),
+            "dropped_by_stage": dict(self.dropped_by_stage),
+            "output_tasks": self.output_tasks,
+            "out_source": self.out_source,
+            "balanced": self.balanced,
+        }
+
+    def to_text(self) -> str:
+        """A few lines for a console: the identity, then the drops, largest first."""
+        sign = "=" if self.balanced else "!="
+        lines = [f"read {self.documents_read} {sign} out {self.documents_out} + dropped "
+                 f"{self.documents_dropped} + quarantined {self.documents_quarantined}"]
+        for reason, n in sorted(self.dropped_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"  dropped {n:>7}  {reason}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    @classmethod
+    def from_tasks(cls, tasks: Iterable[Any]) -> "ExecutionSummary":
+        seen: set[str] = set()
+        read = quarantined = written = final_docs = n_tasks = 0
+        has_writer = False
+        by_reason: dict[str, int] = {}
+        by_stage: dict[str, int] = {}
+        for task in tasks:
+            n_tasks += 1
+            if not isinstance(task, Task):
+                continue
+            final_docs += int(task.num_items)
+            for stats in task.stage_history:
+                sid = stats.stats_id
+                if sid in seen:
+                    continue
+                seen.add(sid)
+                metrics = stats.custom_metrics
+                read += int(metrics.get(DOCUMENTS_READ, 0))
+                quarantined += int(metrics.get(DOCUMENTS_QUARANTINED, 0))
+                if DOCUMENTS_WRITTEN in metrics:
+                    has_writer = True
+                    written += int(metrics[DOCUMENTS_WRITTEN])
+                for reason, n in stats.dropped_by_reason().items():
+                    by_reason[reason] = by_reason.get(reason, 0) + n
+                    by_stage[stats.stage_name] = by_stage.get(stats.stage_name, 0) + n
+        if has_writer:
+            return cls(read, written, quarantined, by_reason, by_stage, n_tasks)
+        return cls(read, final_docs, quarantined, by_reason, by_stage, n_tasks,
+                   out_source="documents in the output tasks (no writer stage)")
+
+
+class ExecutionResult(list):
+    """The output tasks of ``execute()`` (a list, as before) with a :class:`ExecutionSummary`."""
+
+    def __init__(self, tasks: Iterable[Any] = ()) -> None:
+        super().__init__(tasks)
+        #: The counts of the run; ``print(result.summary)`` for the console lines.
+        self.summary = ExecutionSummary.from_tasks(self)
+
+    @property
+    def tasks(self) -> list[Any]:
+        """The output tasks as a plain list."""
+        return list(self)
