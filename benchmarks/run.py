@@ -250,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.pipeline import check_same_stages
 
-    check_same_stages(str(root), str(scratch / "o"), str(scratch / "w"))
+    # The check only builds both pipelines; it needs an input that exists and holds neither
+    # its output nor its work_dir (the flow's parameters refuse overlapping locations).
+    check_input = root / "check-input"
+    check_input.mkdir(exist_ok=True)
+    (check_input / "seed.jsonl").write_text('{"text": "seed"}\n')
+    check_same_stages(str(check_input), str(scratch / "o"), str(scratch / "w"))
     _warm_prefect_home(root)
 
     plan: list[tuple[int, list[str], int]] = []
