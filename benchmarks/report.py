@@ -76,6 +76,13 @@ def render(result: dict[str, Any], json_path: Path | None = None) -> str:
                 _mmm(e["load_avg_1m_before"], "{:.1f}"),
             ]) + " |")
         lines.append("")
+        same = result.get("same_output", {}).get(size)
+        if same:
+            lines += ["Output digest (order-independent, over id and text): "
+                      + ("every variant wrote the same documents." if same["same_output"] else
+                         "**variants wrote different documents**: " + ", ".join(
+                             f"{LABELS.get(v, v)} {'/'.join(d[:12] for d in ds)}"
+                             for v, ds in same["digests"].items())), ""]
     lines += _scaling(result["summary"])
     failed = [r for r in result["runs"] if not r.get("ok")]
     if failed:

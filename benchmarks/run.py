@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.digest import compare_digests, output_digest
 from benchmarks.monitor import run_measured
 from benchmarks.variant import QUIET_ENV, VARIANTS
 
@@ -146,6 +147,9 @@ def run_one(variant: str, corpus: Path, facts: dict[str, Any], scratch: Path, re
     record["text_mb_per_s"] = round(facts["text_bytes"] / 2**20 / wall, 2) if wall else None
     if record.get("steady_s"):
         record["steady_docs_per_s"] = round(facts["documents"] / record["steady_s"], 1)
+    if usage.returncode == 0:
+        digest = output_digest(out_dir / "data")
+        record["output_digest"], record["output_documents"] = digest["digest"], digest["documents"]
     ok = usage.returncode == 0 and record.get("identity_holds", False)
     record["ok"] = bool(ok)
     if not args.keep_outputs:
@@ -154,7 +158,8 @@ def run_one(variant: str, corpus: Path, facts: dict[str, Any], scratch: Path, re
     print(f"[run] {tag:32s} rc={usage.returncode} wall={wall:7.2f}s "
           f"steady={record.get('steady_s', float('nan')):7.2f}s "
           f"pss={usage.peak_tree_pss_mb:7.0f}MB driver={usage.peak_driver_rss_mb:6.0f}MB "
-          f"cpu={usage.cpu_s:6.1f}s load={load_before[0]:.1f} ok={ok}", flush=True)
+          f"cpu={usage.cpu_s:6.1f}s load={load_before[0]:.1f} ok={ok} "
+          f"digest={str(record.get('output_digest'))[:12]}", flush=True)
     return record
 
 
@@ -245,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.pipeline import check_same_stages
 
-    check_same_stages(str(root), str(scratch / "o"), str(scratch / "w"))
+    # The check only builds both pipelines; it needs an input that exists and holds neither
+    # its output nor its work_dir (the flow's parameters refuse overlapping locations).
+    check_input = root / "check-input"
+    check_input.mkdir(exist_ok=True)
+    (check_input / "seed.jsonl").write_text('{"text": "seed"}\n')
+    check_same_stages(str(check_input), str(scratch / "o"), str(scratch / "w"))
     _warm_prefect_home(root)
 
     plan: list[tuple[int, list[str], int]] = []
@@ -274,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             "config": {k: v for k, v in vars(args).items() if k not in ("results_dir", "name")},
             "corpora": corpora,
             "summary": summarise(runs),
+            "same_output": compare_digests(runs),
             "runs": runs,
         }
         path.write_text(json.dumps(result, indent=1))
@@ -290,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(run_one(variant, corpus, facts, scratch, rep, args, log_dir))
                 write(final=False)
     write(final=True)
+    for size, check in compare_digests(runs).items():
+        verdict = "same documents out" if check["same_output"] else "OUTPUTS DIFFER"
+        print(f"[digest] {size} documents: {verdict}: "
+              + ", ".join(f"{v}={','.join(d[:12] for d in ds)}" for v, ds in check["digests"].items()))
     print(f"[done] results: {path}  (logs: {log_dir})"
           + ("" if args.no_markdown else f"; updated {HERE / 'BENCHMARKS.md'}"))
     return 0

@@ -19,6 +19,10 @@ T = TypeVar("T")
 
 #: Custom-metric key prefix for documents a stage removed; the rest of the key is the reason.
 DROPPED_PREFIX = "dropped."
+#: Metadata key a filter may set to a table of the rows it dropped (the writer's dropped sink).
+DROPPED_DOCUMENTS_KEY = "dropped_documents"
+#: Column of that table naming why each row was dropped.
+DROP_REASON_COLUMN = "drop_reason"
 #: Custom-metric keys that reader and writer stages use for the accounting identity.
 DOCUMENTS_READ = "documents_read"
 DOCUMENTS_QUARANTINED = "documents_quarantined"

@@ -173,9 +173,8 @@ def test_fifty_megabyte_single_line_document(tmp_path: Path):
     with open(tmp_path / "big.jsonl", "w") as f:
         f.write(json.dumps({"text": big}))
         f.write("\n" + json.dumps({"text": "small"}) + "\n")
-    batches = run_reader(JsonlReader(str(tmp_path)))
-    texts = batches[0].to_pyarrow().column("text")
-    assert len(texts[0].as_py()) == len(big) and texts[1].as_py() == "small"
+    texts = [r["text"] for r in rows(run_reader(JsonlReader(str(tmp_path))))]  # may be 2 ranges
+    assert len(texts[0]) == len(big) and texts[1] == "small"
 
 
 def test_id_field_used_and_missing_id_quarantined(tmp_path: Path):

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import fsspec
 
 from curator_stages.io.batch_builder import BatchBuilder
+from curator_stages.io.byte_ranges import BYTE_RANGE, ByteRange
 from curator_stages.io.compression import (
     COMPRESSED_STREAM_ERRORS,
     decoded_bytes,
@@ -23,6 +24,7 @@ from curator_stages.io.compression import (
     open_decompressed,
 )
 from curator_stages.io.partition import (
+    DEFAULT_MIN_RANGE_BYTES,
     FILE_GROUP_KEY,
     INPUT_ROOT,
     FilePartitioningStage,
@@ -92,9 +94,16 @@ class FileReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
         builder = BatchBuilder(self.fields)
         quarantine: list[dict[str, Any]] = []
         read = 0
+        byte_range = task._metadata.get(BYTE_RANGE)
+        part = ByteRange.from_list(byte_range) if byte_range is not None else None
+        if part is not None and len(task.data) != 1:
+            raise ValueError(f"stage {self.stage_name!r}: task {task.task_id!r} has a byte range "
+                             f"but {len(task.data)} files; a range belongs to exactly one file")
         for path, rel in zip(task.data, rels):
             emitted, quarantined = len(builder), len(quarantine)
-            n = self.read_file(path, rel, builder, quarantine)
+            # Whole files keep the four-argument call, so subclasses written before ranges work.
+            n = (self.read_file(path, rel, builder, quarantine) if part is None
+                 else self.read_file(path, rel, builder, quarantine, part))
             self.check_file_counts(path, n, len(builder) - emitted, len(quarantine) - quarantined)
             read += n
         meta = {**task._metadata, FILE_GROUP_KEY: key, INPUT_ROOT: root}
@@ -113,8 +122,11 @@ class FileReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
         return out
 
     def read_file(self, path: str, rel: str, builder: BatchBuilder,
-                  quarantine: list[dict[str, Any]]) -> int:
-        """Append the file's documents and quarantine records; return the records counted as read."""
+                  quarantine: list[dict[str, Any]], byte_range: ByteRange | None = None) -> int:
+        """Append the file's documents and quarantine records; return the records counted as read.
+
+        ``byte_range`` (from the partitioner) limits the read to part of a plain file; a reader
+        that cannot read ranges must refuse it rather than read the whole file once per range."""
         raise NotImplementedError
 
     def check_file_counts(self, path: str, read: int, emitted: int, quarantined: int) -> None:
@@ -177,18 +189,28 @@ class JsonlReadStage(FileReadStage):
         self.compression = compression
 
     def read_file(self, path: str, rel: str, builder: BatchBuilder,
-                  quarantine: list[dict[str, Any]]) -> int:
+                  quarantine: list[dict[str, Any]], byte_range: ByteRange | None = None) -> int:
         codec = infer_codec(path, self.compression)
+        if byte_range is not None and codec is not None:
+            raise ValueError(f"stage {self.stage_name!r}: {path} is {codec}-compressed and cannot "
+                             "be read from a byte range; the partitioner splits plain files only")
         text_field, id_field, fields = self.text_field, self.id_field, self.fields
         loads = json.loads
         add = builder.add
         read = 0
-        lineno = 0
+        first_line = byte_range.first_line if byte_range is not None else 1
+        lineno = first_line - 1
         consumed = 0
         with fsspec.open(path, "rb", **self.storage_options) as raw:
-            stream = open_decompressed(raw, codec)
+            lines: Iterable[bytes]
+            if byte_range is None:
+                stream = lines = open_decompressed(raw, codec)
+            else:
+                raw.seek(byte_range.start)
+                stream = raw
+                lines = _lines_within(raw, byte_range.end - byte_range.start)
             try:
-                for lineno, line in enumerate(stream, 1):
+                for lineno, line in enumerate(lines, first_line):
                     consumed += len(line)
                     stripped = line.strip()
                     if not stripped:
@@ -243,6 +265,12 @@ class JsonlReadStage(FileReadStage):
                 read += 1
                 self._bad(quarantine, path, lineno + 1, f"{REASON_TRUNCATED}: {exc}", None)
             else:
+                if byte_range is not None and consumed != byte_range.end - byte_range.start:
+                    raise ReaderAccountingError(
+                        f"stage {self.stage_name!r}: {path}: bytes {byte_range.start}-"
+                        f"{byte_range.end} held {consumed} bytes of whole lines; the file "
+                        "changed after it was partitioned (rerun on a stable input)"
+                    )
                 produced = decoded_bytes(stream)
                 if produced is not None and produced != consumed:
                     raise ReaderAccountingError(
@@ -251,6 +279,20 @@ class JsonlReadStage(FileReadStage):
                         "the reader (a bug: report it with this file)"
                     )
         return read
+
+
+def _lines_within(f: Any, length: int) -> Iterator[bytes]:
+    """The lines of ``f`` from its position until ``length`` bytes are consumed.
+
+    Ranges end at a line start, so the last line ends exactly there; a line that runs past the
+    end (the file changed) is yielded whole and the caller's byte count catches it."""
+    left = length
+    while left > 0:
+        line = f.readline()
+        if not line:
+            return
+        left -= len(line)
+        yield line
 
 
 def _lone_surrogate_field(names: list[str], values: list[Any]) -> str | None:
@@ -280,7 +322,9 @@ class JsonlReader(CompositeStage):
     """Read JSONL files (plain, ``.gz``, ``.zst``): partition files, then read each group.
 
     Args: ``paths`` (file, directory, glob, list; any fsspec URL), ``files_per_group`` /
-    ``bytes_per_group`` (group size), ``file_extensions`` (defaults to JSONL-like names), and the
+    ``bytes_per_group`` (group size), ``file_extensions`` (defaults to JSONL-like names),
+    ``split_plain_files`` / ``min_tasks`` / ``min_range_bytes`` (large plain files are read as
+    byte ranges by several tasks; ids and line numbers do not depend on the cut), and the
     :class:`JsonlReadStage` options ``text_field``, ``id_field``, ``fields``, ``compression``,
     ``strict``, ``quarantine_dir``, ``storage_options``.
     """
@@ -293,10 +337,14 @@ class JsonlReader(CompositeStage):
                  quarantine_dir: str | None = None, files_per_group: int | None = None,
                  bytes_per_group: int | None = None,
                  file_extensions: Sequence[str] | None = JSONL_EXTENSIONS,
-                 storage_options: dict[str, Any] | None = None, name: str | None = None) -> None:
+                 storage_options: dict[str, Any] | None = None, name: str | None = None,
+                 split_plain_files: bool = True, min_tasks: int | str = "auto",
+                 min_range_bytes: int = DEFAULT_MIN_RANGE_BYTES) -> None:
         self.partition = FilePartitioningStage(
             paths, file_extensions=file_extensions, files_per_group=files_per_group,
-            bytes_per_group=bytes_per_group, storage_options=storage_options)
+            bytes_per_group=bytes_per_group, storage_options=storage_options,
+            split_plain_files=split_plain_files, min_tasks=min_tasks,  # type: ignore[arg-type]
+            min_range_bytes=min_range_bytes, compression=compression)
         self.read = JsonlReadStage(
             text_field=text_field, id_field=id_field, fields=fields, compression=compression,
             strict=strict, quarantine_dir=quarantine_dir, storage_options=storage_options)

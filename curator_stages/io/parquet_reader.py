@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator_stages.io.batch_builder import BASE_SCHEMA, BatchBuilder
+from curator_stages.io.byte_ranges import ByteRange
 from curator_stages.io.jsonl_reader import FileReadStage
 from curator_stages.io.partition import FilePartitioningStage
 from curator_stages.io.quarantine import DEFAULT_RAW_CAP
@@ -54,7 +55,10 @@ class ParquetReadStage(FileReadStage):
         self.row_groups = list(row_groups) if row_groups is not None else None
 
     def read_file(self, path: str, rel: str, builder: BatchBuilder,
-                  quarantine: list[dict[str, Any]]) -> int:
+                  quarantine: list[dict[str, Any]], byte_range: ByteRange | None = None) -> int:
+        if byte_range is not None:
+            raise ValueError(f"stage {self.stage_name!r}: {path}: Parquet is read by row groups, "
+                             "not byte ranges; partition Parquet input with split_plain_files=False")
         wanted = [self.text_field, *([self.id_field] if self.id_field else []), *self.fields]
         columns = list(dict.fromkeys(wanted))
         with fsspec.open(path, "rb", **self.storage_options) as raw:

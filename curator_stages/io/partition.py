@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import glob as _glob
 import hashlib
+import logging
 import os
 import posixpath
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
+from curator_stages.io.byte_ranges import BYTE_RANGE, ByteRange, split_at_lines
+from curator_stages.io.compression import infer_codec
 from curator_stages.io.filesystem import display_path, is_local, resolve
 from curator_stages.stage import ProcessingStage
 from curator_stages.tasks import EmptyTask, FileGroupTask
@@ -22,6 +25,12 @@ from curator_stages.tasks import EmptyTask, FileGroupTask
 INPUT_ROOT = "input_root"
 #: Metadata key holding a stable hash of the group's relative paths (writers name files by it).
 FILE_GROUP_KEY = "file_group_key"
+#: Metadata key saying why a large file is read by one task (it could not be cut into ranges).
+UNSPLIT_REASON = "unsplit_reason"
+#: Smallest byte range worth a task of its own when plain files are split.
+DEFAULT_MIN_RANGE_BYTES = 4 << 20
+
+logger = logging.getLogger(__name__)
 
 
 class NoInputFilesError(FileNotFoundError):
@@ -84,6 +93,15 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
             With neither limit, each file is its own group.
         storage_options: passed to fsspec (credentials, endpoints).
         reader_options: copied into every emitted task's ``reader_options``.
+        split_plain_files: cut plain (uncompressed) line files into byte ranges at line starts
+            so that the read makes at least ``min_tasks`` tasks (readers that read ranges turn
+            this on; see :mod:`curator_stages.io.byte_ranges`). Compressed files (by
+            ``compression``) stay one task each, and the task says so in ``unsplit_reason``.
+        min_tasks: the number of read tasks to aim for when splitting; ``"auto"`` is twice the
+            CPUs this process may use, so that every core gets work and a slow range can be
+            balanced by the others.
+        min_range_bytes: no range is cut smaller than this (a task has a fixed cost).
+        compression: how the reader decides a file is compressed (as the reader's option).
 
     Files and directories whose name starts with ``_`` or ``.`` below the listed directory are
     skipped (``_SUCCESS``, writers' ``_tmp.*`` files, ``_ground_truth.jsonl`` sidecars).
@@ -103,6 +121,10 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
         storage_options: dict[str, Any] | None = None,
         reader_options: dict[str, Any] | None = None,
         name: str | None = None,
+        split_plain_files: bool = False,
+        min_tasks: int | Literal["auto"] = "auto",
+        min_range_bytes: int = DEFAULT_MIN_RANGE_BYTES,
+        compression: str | None = "infer",
     ) -> None:
         if isinstance(paths, (str, os.PathLike)):
             paths = [os.fspath(paths)]
@@ -114,6 +136,18 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
             if value is not None and value < 1:
                 raise ValueError(f"stage {name or self.name!r}: {label} must be >= 1, got {value}")
         self.files_per_group = files_per_group
+        if min_tasks != "auto" and (isinstance(min_tasks, bool) or not isinstance(min_tasks, int)
+                                    or min_tasks < 1):
+            raise ValueError(f"stage {name or self.name!r}: min_tasks must be 'auto' or an "
+                             f"integer >= 1, got {min_tasks!r}")
+        if isinstance(min_range_bytes, bool) or not isinstance(min_range_bytes, int) or min_range_bytes < 1:
+            raise ValueError(f"stage {name or self.name!r}: min_range_bytes must be an integer "
+                             f">= 1, got {min_range_bytes!r}")
+        infer_codec("x", compression)  # refuse an unknown codec before any work
+        self.split_plain_files = bool(split_plain_files)
+        self.min_tasks = min_tasks
+        self.min_range_bytes = min_range_bytes
+        self.compression = compression
         self.bytes_per_group = bytes_per_group
         self.storage_options = dict(storage_options or {})
         self.reader_options = dict(reader_options or {})
@@ -202,14 +236,73 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
             groups.append(current)
         return groups
 
+    # ------------------------------------------------------------------ byte ranges
+    def target_tasks(self) -> int:
+        """The number of read tasks to aim for: ``min_tasks``, or twice the usable CPUs."""
+        if self.min_tasks != "auto":
+            return int(self.min_tasks)
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        return 2 * max(1, cpus)
+
+    def split(self, files: list[tuple[str, int]]) -> tuple[
+            list[tuple[str, int]], list[tuple[str, ByteRange]], dict[str, str]]:
+        """(files read whole, [(path, range)] of split files, {path: why a large file is whole}).
+
+        The range size is the total bytes over the target task count (at least
+        ``min_range_bytes``), so a few files of uneven size end up in ranges of about one size.
+        """
+        if not self.split_plain_files or not files:
+            return files, [], {}
+        target = self.target_tasks()
+        range_bytes = max(self.min_range_bytes, -(-sum(s for _, s in files) // target))
+        whole: list[tuple[str, int]] = []
+        ranges: list[tuple[str, ByteRange]] = []
+        unsplit: dict[str, str] = {}
+        for path, size in files:
+            pieces = -(-size // range_bytes)
+            if pieces <= 1:
+                whole.append((path, size))
+                continue
+            codec = infer_codec(path, self.compression)
+            if codec is not None:
+                unsplit[path] = f"{codec}-compressed: a compressed stream is read from its start"
+                logger.info("stage %r: %s (%d bytes) is read by one task: %s",
+                            self.stage_name, path, size, unsplit[path])
+                whole.append((path, size))
+                continue
+            cut = split_at_lines(path, size, pieces, self.storage_options)
+            if len(cut) == 1:
+                unsplit[path] = "no line break to cut at"
+                whole.append((path, size))
+                continue
+            logger.info("stage %r: %s (%d bytes) is read as %d byte ranges",
+                        self.stage_name, path, size, len(cut))
+            ranges += [(path, r) for r in cut]
+        return whole, ranges, unsplit
+
     def process(self, task: EmptyTask) -> list[FileGroupTask]:
         files, root = self.list_files()
-        groups = self.group(files)
+        whole, ranges, unsplit = self.split(files)
+        groups: list[tuple[list[str], ByteRange | None]] = [(g, None) for g in self.group(whole)]
+        groups += [([path], r) for path, r in ranges]
+        order = {path: i for i, (path, _) in enumerate(files)}
+        groups.sort(key=lambda g: (order[g[0][0]], g[1].start if g[1] else 0))
         out: list[FileGroupTask] = []
-        for index, group in enumerate(groups):
-            key = file_group_key([relative_to_root(p, root) for p in group])
+        for index, (group, byte_range) in enumerate(groups):
+            rels = [relative_to_root(p, root) for p in group]
+            if byte_range is not None:
+                rels = [f"{rels[0]}@{byte_range.start}-{byte_range.end}"]
+            key = file_group_key(rels)
             meta = {**task._metadata, INPUT_ROOT: root, FILE_GROUP_KEY: key,
                     "file_group_index": index, "num_file_groups": len(groups)}
+            if byte_range is not None:
+                meta[BYTE_RANGE] = byte_range.to_list()
+            why = [unsplit[p] for p in group if p in unsplit]
+            if why:
+                meta[UNSPLIT_REASON] = why[0]
             out.append(FileGroupTask(
                 task_id=f"{task.dataset_name}-files-{index:06d}",
                 dataset_name=task.dataset_name,

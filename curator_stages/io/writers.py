@@ -38,12 +38,10 @@ from curator_stages.io.quarantine import (
 )
 from curator_stages.resources import Resources
 from curator_stages.stage import ProcessingStage, record_metrics
-from curator_stages.tasks import DOCUMENTS_WRITTEN, DocumentBatch, FileGroupTask, rows_table
+from curator_stages.tasks import (DOCUMENTS_WRITTEN, DROP_REASON_COLUMN, DROPPED_DOCUMENTS_KEY,
+                                  DocumentBatch, FileGroupTask, rows_table)
 
 MODES = ("error", "overwrite", "ignore")
-#: Metadata key a filter may set to a table of the rows it dropped (with a ``drop_reason`` column).
-DROPPED_DOCUMENTS_KEY = "dropped_documents"
-DROP_REASON_COLUMN = "drop_reason"
 
 
 def output_key(task: DocumentBatch) -> str:

@@ -26,7 +26,8 @@ but the first go to quarantine and take no part in any pair.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -69,6 +70,8 @@ class FuzzyDedupResult:
     remove: pa.Array         # row keys to remove: all but the smallest of each component
     #: {row key: reason} of rows whose id an earlier row has (quarantined, in no pair)
     quarantine: dict | None = None
+    #: wall seconds per step of the fit (signatures, duplicate_ids, lsh, verify, components)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def components(self) -> list[list[str]]:
         """Duplicate clusters (size >= 2) of row keys, each sorted (by id, then location).
@@ -212,6 +215,14 @@ class FuzzyDuplicateRemover(GlobalStage):
         """Run the whole analysis and return clusters and ids to remove (nothing is removed)."""
         bands, rows = self.banding()
         a, b = permutations(self.num_perm, self.seed)
+        timings: dict[str, float] = {}
+        clock = [time.perf_counter()]
+
+        def lap(step: str) -> None:
+            now = time.perf_counter()
+            timings[step] = now - clock[0]
+            clock[0] = now
+
         sigs = dataset.map_batches(
             _signature_batch, batch_format="numpy", batch_size=None,
             fn_kwargs={"text_field": self.text_field, "id_field": self.id_field,
@@ -221,10 +232,13 @@ class FuzzyDuplicateRemover(GlobalStage):
         ).materialize()
         num_docs = sigs.count()
         refs = sigs.to_arrow_refs()
+        lap("signatures")
         quarantine = find_duplicate_ids(refs, self.stage_name, num_docs, key_column="id")
+        lap("duplicate_ids")
         parts = partition_reduce(refs, "key", bucket_pairs, explode=explode_bands,
                                  num_partitions=choose_num_partitions(num_docs * bands))
         parts = [p for p in parts if p.num_rows]
+        lap("lsh")
         if parts:
             cand = pa.concat_tables(parts).group_by(["a", "b"]).aggregate([])
         else:
@@ -234,9 +248,12 @@ class FuzzyDuplicateRemover(GlobalStage):
             cand = cand.filter(pc.invert(pc.or_(pc.is_in(cand.column("a"), value_set=out),
                                                 pc.is_in(cand.column("b"), value_set=out))))
         pairs = self._verify(cand, dataset, refs)
+        lap("verify")
         ids, labels = duplicate_components(pairs.column("a"), pairs.column("b"))
+        remove = ids_to_remove(ids, labels)
+        lap("components")
         return FuzzyDedupResult(bands, rows, num_docs, cand.num_rows, pairs, ids, labels,
-                                ids_to_remove(ids, labels), quarantine)
+                                remove, quarantine, timings)
 
     def _verify(self, cand: pa.Table, dataset: "ray.data.Dataset", refs: list) -> pa.Table:
         n = cand.num_rows

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from curator_stages.stage import ProcessingStage, record_drops, record_metrics
-from curator_stages.tasks import DocumentBatch, json_rows
+from curator_stages.tasks import DROP_REASON_COLUMN, DROPPED_DOCUMENTS_KEY, DocumentBatch, json_rows
 from curator_stages.text.filters.features import TextFeatures
 from curator_stages.text.filters.repetition import (
     DuplicateLineCharFractionRule,
@@ -52,9 +52,6 @@ from curator_stages.text.filters.rules import (
 
 FilterMode = Literal["filter", "score", "both"]
 _MODES = ("filter", "score", "both")
-#: Key of ``task._metadata`` that holds dropped rows (with ``drop_reason``) when keep_dropped.
-DROPPED_DOCUMENTS_KEY = "dropped_documents"
-DROP_REASON_COLUMN = "drop_reason"
 
 
 class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
