@@ -36,6 +36,7 @@ from tests.test_ray_cluster import probe_nodes
 REPO = Path(__file__).resolve().parents[1]
 LOOPBACK_START = REPO / "tests" / "scripts" / "loopback_ray_start.py"
 MARKER = "CURATOR_TEST_EXTERNAL_CLUSTER"
+NODE_MARKER = "CURATOR_TEST_EXTERNAL_NODE"
 INPUT = SAMPLE / "shard-00003.jsonl.zst"
 
 
@@ -44,13 +45,21 @@ def auth_env(token: str) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
 
 
-def start_node(cmd: list[str], env: dict[str, str]) -> None:
-    res = subprocess.run([*cmd, "--disable-usage-stats", "--node-ip-address=127.0.0.1",
-                          f"--dashboard-agent-listen-port={fh.free_port()}",
-                          f"--metrics-export-port={fh.free_port()}"],
-                         env=env, capture_output=True, text=True, timeout=300,
-                         start_new_session=True)  # its own process group, like a separate host
-    assert res.returncode == 0, f"{cmd} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}"
+def start_node(cmd: list[str], env: dict[str, str], attempts: int = 2) -> None:
+    """``ray start`` in its own process group, like a separate host. Ray gives a node a fixed
+    30 s to register, which a busy machine can miss: the processes of a failed attempt (found
+    by a per-attempt marker) are stopped and the start is tried once more."""
+    for attempt in range(attempts):
+        mark = uuid.uuid4().hex
+        res = subprocess.run([*cmd, "--disable-usage-stats", "--node-ip-address=127.0.0.1",
+                              f"--dashboard-agent-listen-port={fh.free_port()}",
+                              f"--metrics-export-port={fh.free_port()}"],
+                             env={**env, NODE_MARKER: mark}, capture_output=True, text=True,
+                             timeout=300, start_new_session=True)
+        if res.returncode == 0:
+            return
+        fh.kill_pids(fh.pids_with_env(NODE_MARKER, mark))
+    raise AssertionError(f"{cmd} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
 
 
 def non_loopback_listeners(pids: list[int]) -> list[str]:
@@ -86,7 +95,7 @@ def cluster():
         start_node([sys.executable, str(LOOPBACK_START), "start", f"--address={address}",
                     "--num-cpus=2", '--resources={"worker_node": 1}'], env)
         nodes = fh.wait_for(lambda: (lambda n: n if len(n) == 2 else None)(
-            probe_nodes(address, env)), 180, "both nodes of the test cluster to be alive",
+            probe_nodes(address, probe_env(env))), 180, "both nodes of the test cluster to be alive",
             interval_s=1.0)
         yield {"address": address, "client": f"ray://127.0.0.1:{client_port}", "env": env,
                "token": token, "marker": marker, "nodes": sorted(n["id"] for n in nodes)}
@@ -95,8 +104,14 @@ def cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def probe_env(env: dict[str, str]) -> dict[str, str]:
+    """A probe joins by the GCS address: on Linux Ray would turn its 127.0.0.1 into the host's
+    network address (where this cluster does not listen) unless single-machine mode is on."""
+    return {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
 def alive_nodes(cluster: dict) -> list[str]:
-    return sorted(n["id"] for n in probe_nodes(cluster["address"], cluster["env"]))
+    return sorted(n["id"] for n in probe_nodes(cluster["address"], probe_env(cluster["env"])))
 
 
 def flow_process(cluster: dict, tmp_path: Path, out: Path, work: Path,
@@ -104,7 +119,7 @@ def flow_process(cluster: dict, tmp_path: Path, out: Path, work: Path,
     """The flow as a Prefect worker on another machine runs it: its own environment (no
     cluster marker, no RAY_ADDRESS), only the client address and the shared token."""
     env = {k: v for k, v in clean_env(tmp_path).items() if not k.startswith("RAY_AUTH_")}
-    env.update(auth_env(cluster["token"]))
+    env["RAY_AUTH_TOKEN"] = cluster["token"]  # the token only: the flow turns token mode on
     env.pop(MARKER, None)
     with open(log, "w") as f:
         return subprocess.Popen(
@@ -136,7 +151,7 @@ def test_cluster_is_private(cluster):
     """Both nodes on loopback only, and a client without the token is refused."""
     pids = fh.pids_with_env(MARKER, cluster["marker"])
     assert pids and non_loopback_listeners(pids) == []
-    env = {**cluster["env"], "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {**probe_env(cluster["env"]), "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env.pop(MARKER)
     res = subprocess.run([sys.executable, "-c", "import ray; ray.init(%r)" % cluster["address"]],
                          env=env, capture_output=True, text=True, timeout=180)
