@@ -45,10 +45,10 @@ def auth_env(token: str) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
 
 
-def start_node(cmd: list[str], env: dict[str, str], attempts: int = 2) -> None:
+def start_node(cmd: list[str], env: dict[str, str], attempts: int = 3) -> None:
     """``ray start`` in its own process group, like a separate host. Ray gives a node a fixed
     30 s to register, which a busy machine can miss: the processes of a failed attempt (found
-    by a per-attempt marker) are stopped and the start is tried once more."""
+    by a per-attempt marker) are stopped and the start is tried again (three attempts in all)."""
     for attempt in range(attempts):
         mark = uuid.uuid4().hex
         res = subprocess.run([*cmd, "--disable-usage-stats", "--node-ip-address=127.0.0.1",
