@@ -91,12 +91,13 @@ def cluster():
         # multi-node mode, where only the wrapper keeps its explicit 127.0.0.1.
         start_node(["ray", "start", "--head", f"--port={port}", "--num-cpus=2",
                     f"--ray-client-server-port={client_port}", "--include-dashboard=false",
-                    f"--temp-dir={temp_dir}"], {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+                    f"--temp-dir={temp_dir}"],
+                   {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
         start_node([sys.executable, str(LOOPBACK_START), "start", f"--address={address}",
                     "--num-cpus=2", '--resources={"worker_node": 1}'], env)
         nodes = fh.wait_for(lambda: (lambda n: n if len(n) == 2 else None)(
-            probe_nodes(address, probe_env(env))), 180, "both nodes of the test cluster to be alive",
-            interval_s=1.0)
+            probe_nodes(address, probe_env(env))), 180,
+            "both nodes of the test cluster to be alive", interval_s=1.0)
         yield {"address": address, "client": f"ray://127.0.0.1:{client_port}", "env": env,
                "token": token, "marker": marker, "nodes": sorted(n["id"] for n in nodes)}
     finally:
@@ -145,6 +146,16 @@ def test_loopback_ray_start_wraps_a_real_function():
     from ray._private import services
 
     assert services.resolve_ip_for_localhost("10.1.2.3") == "10.1.2.3"
+
+
+def test_ray_token_mode_helper_is_where_we_expect():
+    """Guard for the private Ray helper local_ray.join_cluster uses to switch token mode on."""
+    import inspect
+
+    from ray._private.authentication import authentication_token_setup as setup
+
+    params = inspect.signature(setup.maybe_enable_token_auth_if_token_available).parameters
+    assert "warn_if_disabled" in params
 
 
 def test_cluster_is_private(cluster):

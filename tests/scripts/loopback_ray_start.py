@@ -5,9 +5,11 @@ host's network address (``ray._private.services.resolve_ip_for_localhost``) when
 mode is on, and a worker node refuses to start with multi-node mode off. A test cluster on one
 machine needs both nodes on loopback and nothing listening on the network, so this wrapper keeps
 an explicit 127.0.0.1 as given and runs Ray's own CLI. It fails loudly if the Ray function it
-wraps is gone (guard: tests/test_external_cluster.py::test_loopback_ray_start_wraps_a_real_function).
+wraps is gone (guard: tests/test_external_cluster.py::
+test_loopback_ray_start_wraps_a_real_function).
 
-Run as: ``python tests/scripts/loopback_ray_start.py start --address ... --node-ip-address 127.0.0.1``
+Run as: ``python tests/scripts/loopback_ray_start.py start --address ...
+--node-ip-address 127.0.0.1``
 """
 
 from __future__ import annotations

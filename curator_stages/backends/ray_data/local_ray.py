@@ -156,7 +156,7 @@ def join_cluster(address: str, *, log_to_driver: bool = True,
     for key, value in QUIET_RAY_ENV.items():
         os.environ.setdefault(key, value)
     if "RAY_AUTH_MODE" not in os.environ and token_configured():
-        os.environ["RAY_AUTH_MODE"] = "token"
+        _enable_token_mode()
     try:
         try:
             ray.init(address=address, log_to_driver=log_to_driver, runtime_env=runtime_env)
@@ -174,6 +174,25 @@ def join_cluster(address: str, *, log_to_driver: bool = True,
             "port, default 10001, for ray://), and, when the cluster uses token authentication, "
             "give this process the cluster's token (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
         ) from exc
+
+
+def _enable_token_mode() -> None:
+    """``RAY_AUTH_MODE=token`` for this process, also in Ray's cached config (read before).
+
+    Setting the variable alone is not enough once ``ray`` has read its config; Ray's own helper
+    (used by ``ray.init(address="auto")``) refreshes it. Guarded by
+    tests/test_external_cluster.py::test_ray_token_mode_helper_is_where_we_expect.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError as exc:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        logger.warning("Ray's token-mode helper is gone (%s): set RAY_AUTH_MODE=token before "
+                       "Python starts if the connection is refused", exc)
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 class ClusterConnectError(ConnectionError):
