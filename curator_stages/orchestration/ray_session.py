@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from prefect_ray.task_runners import RayTaskRunner
 
-from curator_stages.backends.ray_data.local_ray import QUIET_RAY_ENV, start_local_ray
+from curator_stages.backends.ray_data.local_ray import QUIET_RAY_ENV, join_cluster, start_local_ray
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ class RaySession:
             logger.debug("reusing the Ray session already initialised in this process")
         elif self.requested_address:
             logger.info("connecting to the Ray cluster at %s", self.requested_address)
-            ray.init(address=self.requested_address, log_to_driver=self.log_to_driver,
-                     runtime_env=self.runtime_env)
+            join_cluster(self.requested_address, log_to_driver=self.log_to_driver,
+                         runtime_env=self.runtime_env)
             self.owns_connection = True
         else:
             start_local_ray(self.num_cpus, log_to_driver=self.log_to_driver,

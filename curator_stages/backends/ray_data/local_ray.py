@@ -127,11 +127,74 @@ def ensure_auth_token() -> str | None:
         logger.warning("RAY_AUTH_MODE=%s: the embedded Ray accepts unauthenticated connections "
                        "(on loopback only)", mode)
         return mode
-    configured = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-                  or (Path.home() / ".ray" / "auth_token").is_file())
-    if not configured:
+    if not token_configured():
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     return "token"
+
+
+def token_configured() -> bool:
+    """A Ray auth token is available to this process (env, token file, or Ray's default file)."""
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
+
+
+def join_cluster(address: str, *, log_to_driver: bool = True,
+                 runtime_env: dict[str, Any] | None = None) -> None:
+    """``ray.init`` on a cluster someone else runs: ``"auto"``, ``"host:port"`` or a Ray Client
+    ``"ray://host:10001"`` address. Never starts, and never stops, that cluster.
+
+    Ray sends its token only when ``RAY_AUTH_MODE=token``, and a *joining* process defaults to
+    ``disabled`` even with ``RAY_AUTH_TOKEN`` set: a Ray Client connection then waits for minutes
+    and fails with "ray client connection timeout", naming neither the token nor the fix. So a
+    configured token switches the mode on (an explicit ``RAY_AUTH_MODE`` is left as it is), and a
+    failed connection is reported with the address, the auth mode and what to check.
+    """
+    import ray
+
+    for key, value in QUIET_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    if "RAY_AUTH_MODE" not in os.environ and token_configured():
+        _enable_token_mode()
+    try:
+        try:
+            ray.init(address=address, log_to_driver=log_to_driver, runtime_env=runtime_env)
+        except ConnectionAbortedError as exc:
+            # The Ray Client server could not start this client's session process (seen on a
+            # busy head node: "Initialization failure from server"); a second try usually works.
+            logger.warning("the Ray Client server at %s failed to start a session (%s); "
+                           "trying once more", address, str(exc).strip().splitlines()[-1])
+            ray.init(address=address, log_to_driver=log_to_driver, runtime_env=runtime_env)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+        mode = os.environ.get("RAY_AUTH_MODE", "disabled")
+        raise ClusterConnectError(
+            f"could not connect to the Ray cluster at {address} (auth mode {mode}): {exc}. "
+            "Fix: check that the address and port are reachable from this machine (Ray Client "
+            "port, default 10001, for ray://), and, when the cluster uses token authentication, "
+            "give this process the cluster's token (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
+        ) from exc
+
+
+def _enable_token_mode() -> None:
+    """``RAY_AUTH_MODE=token`` for this process, also in Ray's cached config (read before).
+
+    Setting the variable alone is not enough once ``ray`` has read its config; Ray's own helper
+    (used by ``ray.init(address="auto")``) refreshes it. Guarded by
+    tests/test_external_cluster.py::test_ray_token_mode_helper_is_where_we_expect.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError as exc:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        logger.warning("Ray's token-mode helper is gone (%s): set RAY_AUTH_MODE=token before "
+                       "Python starts if the connection is refused", exc)
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+class ClusterConnectError(ConnectionError):
+    """Joining an existing Ray cluster failed; the message names the address and the fix."""
 
 
 @contextlib.contextmanager
