@@ -15,6 +15,8 @@ from typing import Any, Iterable, Literal, Sequence
 
 import fsspec
 
+from curator_stages.io.filesystem import resolve
+
 FINGERPRINT_VERSION = "1"
 
 
@@ -97,7 +99,7 @@ def input_fingerprint(files: Sequence[str], extra: Any = None,
         raise ValueError(f"verify must be 'metadata' or 'content', got {verify!r}")
     parts = ["input-files" if verify == "metadata" else "input-files-content"]
     for path in sorted(files):
-        fs, _, (p,) = fsspec.get_fs_token_paths(path)
+        fs, p = resolve(path)
         info = fs.info(p)
         if verify == "content":
             parts.append(f"{path}|{info.get('size')}|{content_digest(fs, p, info)}")

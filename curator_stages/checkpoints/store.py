@@ -2,14 +2,23 @@
 
 Layout: ``<work_dir>/<fingerprint[:16]>-<stage names>/`` holding one file per output task and a
 ``manifest.json`` written last. Task files are Parquet (documents) or JSON (file groups, the
-empty seed), never pickles: see :mod:`curator_stages.orchestration.task_files`, which also
+empty seed), never pickles: see :mod:`curator_stages.checkpoints.task_files`, which also
 refuses, unread, any other file a manifest lists. A manifest is self-describing: fingerprint,
 stages, counts and history are all a resume needs, under any Prefect home, worker or machine.
 
-Atomicity: files go to a sibling temporary directory; the manifest is written there last
-(temp file + rename) and then the directory is renamed into place. A directory without a
-manifest (a crashed attempt on a store without atomic rename) is incomplete: it is ignored and
-removed before the next attempt. So a retried or resumed stage never sees partial output.
+Atomicity, without trusting a rename the store does not have:
+
+* local disks: files go to a sibling temporary directory ``<checkpoint>.tmp-<id>``; the manifest
+  is written there last (temp file + rename) and the directory is renamed into place;
+* object stores (no directory rename; a "move" copies and deletes object by object): files go
+  under an attempt prefix ``<checkpoint>/attempt-<id>/`` and the manifest, listing
+  ``attempt-<id>/part-...``, is uploaded last, in one PUT, which an object store publishes whole
+  or not at all. Then every object under the checkpoint the manifest does not list (parts of a
+  failed or killed attempt, an earlier manifest's files on refresh) is removed.
+
+Either way a reader trusts only what the manifest lists: a checkpoint without one is incomplete
+and ignored, so a retried or resumed stage never sees partial output. This package imports
+neither Prefect nor the flows: it runs inside Ray workers, which load and write task files.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from typing import Any, Callable, Iterable, Sequence
 import fsspec
 import numpy as np
 
-from curator_stages.orchestration.task_files import (
+from curator_stages.io.filesystem import exists, is_local, put_bytes, resolve
+from curator_stages.checkpoints.task_files import (
     TASK_METADATA_KEY,
     CheckpointWriteError,
     UnsafeCheckpointError,
@@ -47,17 +57,14 @@ CHECKPOINT_FORMAT = 2
 URL_STALE_TEMPORARY_AGE_S = 6 * 3600.0
 
 
+#: Prefix of an object-store attempt's directory inside its checkpoint.
+ATTEMPT_PREFIX = "attempt-"
+
+_fs = resolve
+_is_local = is_local
+
+
 # ----------------------------------------------------------------------------- paths
-def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, _, (p,) = fsspec.get_fs_token_paths(path)
-    return fs, p
-
-
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
-
-
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
@@ -101,6 +108,25 @@ def remove(path: str) -> None:
     fs, p = _fs(path)
     if fs.exists(p):
         fs.rm(p, recursive=True)
+
+
+def clear_for_attempt(path: str, refresh: bool = False) -> None:
+    """Make room for a new attempt at ``path`` (a complete checkpoint stays unless ``refresh``).
+
+    Local work dirs (the caller holds their lock): remove whatever is there. Object stores (no
+    lock): remove only a refreshed checkpoint's manifest, which makes it incomplete; leftover
+    objects, perhaps another run's live attempt, are not touched here but by the commit, which
+    removes every object its manifest does not list.
+    """
+    fs, p = _fs(path)
+    if not exists(path):
+        return
+    if _is_local(fs):
+        remove(path)
+    elif refresh:
+        manifest = join(p, MANIFEST)
+        if fs.exists(manifest):
+            fs.rm(manifest)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -172,8 +198,14 @@ class CheckpointWriter:
 
     def __init__(self, final_path: str):
         self.final_path = final_path.rstrip("/")
-        self.tmp_path = f"{self.final_path}.tmp-{uuid.uuid4().hex[:8]}"
         self.fs, _ = _fs(self.final_path)
+        token = uuid.uuid4().hex[:8]
+        #: Local: a sibling directory renamed into place at commit. Object stores: a prefix
+        #: inside the checkpoint that the manifest's entries point into (no rename needed).
+        self.in_place = not _is_local(self.fs)
+        self.tmp_path = (join(self.final_path, f"{ATTEMPT_PREFIX}{token}") if self.in_place
+                         else f"{self.final_path}.tmp-{token}")
+        self._entry_prefix = f"{ATTEMPT_PREFIX}{token}/" if self.in_place else ""
         self.files: list[dict[str, Any]] = []
         self.num_documents = 0
         self._committed = False
@@ -191,20 +223,21 @@ class CheckpointWriter:
         except OSError as exc:
             raise _write_error(self.final_path, exc) from exc
         num_items = int(task.num_items)
-        self.files.append({"file": name, "task_type": type(task).__name__, "num_items": num_items})
+        self.files.append({"file": self._entry_prefix + name, "task_type": type(task).__name__,
+                           "num_items": num_items})
         if isinstance(task, DocumentBatch):
             self.num_documents += num_items
 
     def add_part(self, part: CheckpointPart) -> None:
         """Record a task file a worker wrote with :func:`write_part` into :attr:`tmp_path`."""
-        self.files.append({"file": part.file, "task_type": part.task_type,
+        self.files.append({"file": self._entry_prefix + part.file, "task_type": part.task_type,
                            "num_items": part.num_items, "task_id": part.task_id})
         if part.is_documents:
             self.num_documents += part.num_items
 
     def _remove_unlisted(self) -> None:
         """Files of Ray task attempts that failed after writing: not in the manifest, removed."""
-        listed = {f["file"] for f in self.files}
+        listed = {f["file"].rsplit("/", 1)[-1] for f in self.files}
         _, tmp = _fs(self.tmp_path)
         for entry in self.fs.ls(tmp, detail=False):
             name = entry.rstrip("/").rsplit("/", 1)[-1]
@@ -231,6 +264,8 @@ class CheckpointWriter:
             "files": self.files,
             **extra,
         }
+        if self.in_place:
+            return self._commit_in_place(manifest)
         _, tmp_manifest = _fs(join(self.tmp_path, MANIFEST + ".tmp"))
         _, manifest_path = _fs(join(self.tmp_path, MANIFEST))
         try:
@@ -255,10 +290,52 @@ class CheckpointWriter:
         self._committed = True
         return manifest
 
+    def _commit_in_place(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Object stores: upload the manifest (one PUT), then remove what it does not list."""
+        existing = read_manifest(self.final_path)
+        if existing is not None and existing.get("fingerprint") == manifest.get("fingerprint") \
+                and existing.get("fingerprint") is not None:
+            # Someone else completed the same fingerprint: equal by construction; keep theirs.
+            self.abort()
+            self._committed = True
+            return existing
+        try:
+            put_bytes(join(self.final_path, MANIFEST),
+                      json.dumps(manifest, indent=1, default=repr).encode())
+        except OSError as exc:
+            raise _write_error(self.final_path, exc) from exc
+        self._committed = True
+        try:
+            self._remove_orphans(manifest)
+        except OSError:
+            pass  # the checkpoint is complete; leftovers go at the next commit here
+        return manifest
+
+    def _remove_orphans(self, manifest: dict[str, Any]) -> None:
+        """Everything under the checkpoint that its manifest does not list: parts of failed or
+        killed attempts, the previous manifest's files after a refresh. Skipped when the
+        manifest read back is no longer ours (a concurrent run committed after us)."""
+        current = read_manifest(self.final_path)
+        if current is None or current.get("files") != manifest["files"]:
+            return
+        keep = {f["file"] for f in manifest["files"]} | {MANIFEST}
+        _, root = _fs(self.final_path)
+        for entry in self.fs.find(root, withdirs=False):
+            rel = entry[len(root):].lstrip("/")
+            if rel not in keep:
+                self.fs.rm(entry)
+
     def abort(self) -> None:
         _, tmp = _fs(self.tmp_path)
         if self.fs.exists(tmp):
             self.fs.rm(tmp, recursive=True)
+        if self.in_place:
+            _, final = _fs(self.final_path)
+            try:
+                if self.fs.exists(final) and not self.fs.find(final, withdirs=False):
+                    self.fs.rm(final, recursive=True)  # an empty pseudo-directory
+            except OSError:
+                pass
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self._committed:
@@ -362,3 +439,12 @@ def load_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None):
 def read_tasks(path: str) -> list[Task]:
     """All tasks of a checkpoint, in file order (for tests and small outputs)."""
     return [read_task(f) for f in checkpoint_files(path)]
+
+
+__all__ = [
+    "ATTEMPT_PREFIX", "CHECKPOINT_FORMAT", "CheckpointPart", "CheckpointWriteError",
+    "CheckpointWriter", "MANIFEST", "URL_STALE_TEMPORARY_AGE_S", "UnsafeCheckpointError",
+    "UnsafeTaskError", "checkpoint_files", "checkpoint_path", "clear_for_attempt",
+    "file_dataset", "is_complete", "join", "load_dataset", "load_tasks_batch", "parts_writer",
+    "read_manifest", "read_tasks", "remove", "remove_stale_temporaries", "write_part",
+]
