@@ -108,3 +108,6 @@ def pytest_unconfigure(config):
     import logging
 
     logging.raiseExceptions = False
+
+
+from s3_server import s3_server  # noqa: E402,F401 - session fixture: a SeaweedFS S3 server

@@ -81,15 +81,22 @@ def checkpoint_path(work_dir: str, fingerprint: str, stage_names: Sequence[str])
 
 
 def read_manifest(path: str | None) -> dict[str, Any] | None:
-    """The manifest of a complete checkpoint, or None when there is none (or it is unreadable)."""
+    """The manifest of a complete checkpoint, or None when there is none (or it is not JSON).
+
+    Read with one GET (``cat_file``), never through a cached directory listing: on an object
+    store a listing taken before the manifest was uploaded would call it absent. A read that
+    fails for another reason (past the store's retries) raises, naming the checkpoint: a
+    transient fault must not make a complete checkpoint look incomplete.
+    """
     if not path:
         return None
     fs, p = _fs(join(path, MANIFEST))
     try:
-        with fs.open(p, "rb") as f:
-            manifest = json.loads(f.read())
-    except (FileNotFoundError, OSError, ValueError):
+        manifest = json.loads(fs.cat_file(p))
+    except (FileNotFoundError, ValueError):
         return None
+    except OSError as exc:  # not "absent": a store that failed past its retries
+        raise OSError(exc.errno, f"checkpoint {path!r}: cannot read {MANIFEST}: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != CHECKPOINT_FORMAT:
         return None
     files = manifest.get("files")
