@@ -24,9 +24,10 @@ from typing import Iterator
 import pytest
 
 BUCKET = "curator-test"
-#: weed listens on each port and on port + 10000 (gRPC).
+#: Every port weed would open, each set explicitly (its defaults are fixed numbers).
 _PORT_FLAGS = ("master.port", "volume.port", "filer.port", "s3.port", "s3.port.iceberg",
-               "s3.port.lance", "admin.port")
+               "s3.port.lance", "admin.port", "master.port.grpc", "volume.port.grpc",
+               "filer.port.grpc", "s3.port.grpc", "admin.port.grpc")
 
 
 @dataclass
@@ -83,20 +84,37 @@ def _free(port: int) -> bool:
 
 
 def _ports(n: int) -> list[int]:
-    """``n`` loopback ports p (with p + 10000 free too) in 20000-29999, outside the ephemeral range."""
+    """``n`` free loopback ports in 61000-65535: above Linux's ephemeral range (32768-60999) and
+    the ranges Ray and the Prefect harness pick from, so none is taken before weed binds it."""
     chosen: list[int] = []
     while len(chosen) < n:
-        p = random.randint(20000, 29999)
-        if p not in chosen and p + 10000 not in chosen and _free(p) and _free(p + 10000):
+        p = random.randint(61000, 65535)
+        if p not in chosen and _free(p):
             chosen.append(p)
     return chosen
 
 
-def start(data_dir: str, timeout_s: float = 120.0) -> tuple[S3Server, subprocess.Popen]:
+_RESERVED: dict[str, object] = {}
+
+
+def reserve_environment() -> None:
+    """Choose this session's ports and key now and put them in ``os.environ`` (conftest calls
+    it before any Ray starts): Ray workers then find the credentials where any S3 client looks,
+    in their environment, as on a real cluster; the product never ships them to workers."""
     ports = dict(zip(_PORT_FLAGS, _ports(len(_PORT_FLAGS))))
     server = S3Server(endpoint=f"http://127.0.0.1:{ports['s3.port']}", bucket=BUCKET,
                       access_key="curator" + secrets.token_hex(4),
-                      secret_key="S3CRET" + secrets.token_hex(16), data_dir=data_dir)
+                      secret_key="S3CRET" + secrets.token_hex(16), data_dir="")
+    _RESERVED.update(ports=ports, server=server)
+    os.environ.update(server.env())
+
+
+def start(data_dir: str, timeout_s: float = 120.0) -> tuple[S3Server, subprocess.Popen]:
+    if not _RESERVED:
+        reserve_environment()
+    ports = _RESERVED["ports"]
+    server = _RESERVED["server"]
+    server.data_dir = data_dir
     cmd = [weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
            f"-bucket={BUCKET}", "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
            *[f"-{flag}={port}" for flag, port in ports.items()]]
