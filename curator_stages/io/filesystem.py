@@ -97,7 +97,7 @@ def put_bytes(path: str, data: bytes, storage_options: dict[str, Any] | None = N
     """
     fs, target = resolve(path, storage_options)
     if not is_local(fs):
-        fs.pipe_file(target, data)  # an object appears only when its upload completes
+        _upload(fs, target, data)
         return
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
@@ -161,8 +161,8 @@ def atomic_write(
             fs.makedirs(parent, exist_ok=True)
             if tmp is None:
                 buffer = io.BytesIO()
-                write(buffer)
-                fs.pipe_file(target, buffer.getvalue())
+                write(buffer)  # an encoding failure leaves nothing: nothing was sent yet
+                _upload(fs, target, buffer.getvalue())
             else:
                 with fs.open(tmp, "wb") as handle:
                     write(handle)
@@ -188,6 +188,24 @@ def atomic_write(
         )
         err.errno = exc.errno
         raise err from exc
+
+
+def _upload(fs: fsspec.AbstractFileSystem, target: str, data: bytes) -> None:
+    """Send ``data`` as one object: one write of the whole bytes, so the store sees one upload
+    (a PUT, or a multipart upload completed only on close) and publishes all of it or nothing."""
+    try:
+        with fs.open(target, "wb") as handle:
+            handle.write(data)
+    except BaseException:
+        # Object stores publish nothing from a failed upload. A filesystem that is neither
+        # local nor atomic per upload may leave a torn file: remove what is not the whole file
+        # (an earlier version of it included; a re-run rewrites it).
+        try:
+            if fs.exists(target) and fs.size(target) != len(data):
+                fs.rm(target)
+        except OSError:
+            pass
+        raise
 
 
 def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:
