@@ -31,19 +31,17 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import fsspec
 import numpy as np
 
 from curator_stages.io.filesystem import exists, is_local, put_bytes, resolve
 from curator_stages.checkpoints.task_files import (
-    TASK_METADATA_KEY,
     CheckpointWriteError,
     UnsafeCheckpointError,
     UnsafeTaskError,
     check_task_file_name,
-    read_task,
     write_task,
 )
 from curator_stages.tasks import DocumentBatch, StagePerfStats, Task
@@ -394,64 +392,9 @@ def _last_write_age_s(fs: fsspec.AbstractFileSystem, path: str) -> float:
     return 0.0 if newest is None else max(0.0, time.time() - float(newest))
 
 
-# ----------------------------------------------------------------------------- loading
-def checkpoint_files(path: str, manifest: dict[str, Any] | None = None) -> list[str]:
-    manifest = manifest or read_manifest(path)
-    if manifest is None:
-        raise FileNotFoundError(
-            f"checkpoint {path!r} is incomplete (no {MANIFEST}); rerun the stage that writes it")
-    return [join(path, f["file"]) for f in manifest["files"]]
-
-
-def load_tasks_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Ray Data batch function: checkpoint file paths in, their tasks out (one row each)."""
-    paths = batch["item"]
-    out = np.empty(len(paths), dtype=object)
-    for i, path in enumerate(paths):
-        out[i] = read_task(str(path))
-    return {"item": out}
-
-
-load_tasks_batch.__name__ = load_tasks_batch.__qualname__ = "LoadCheckpoint"
-
-
-
-
-def file_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None):
-    """(dataset, loader): the checkpoint's file paths with :func:`load_tasks_batch` to turn
-    them into tasks inside the first stage's workers, or the seed tasks and ``None``."""
-    import ray.data
-
-    if path is None:
-        return ray.data.from_items([{"item": t} for t in (seed_tasks or [])]), None
-    files = checkpoint_files(path)
-    if not files:
-        return ray.data.from_items([{"item": None}]).filter(lambda row: False), None
-    return ray.data.from_items(files, override_num_blocks=min(len(files), 256)), load_tasks_batch
-
-
-def load_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None):
-    """A lazy Ray Dataset of the tasks of a checkpoint (tasks under ``"item"``).
-
-    Each file is loaded by a Ray task, in parallel and streaming, so the next stage starts
-    before the whole checkpoint is read. ``path=None`` gives the seed tasks instead. (Stage
-    tasks use :func:`file_dataset`, which loads inside the first stage's own Ray tasks.)
-    """
-    dataset, loader = file_dataset(path, seed_tasks)
-    if loader is None:
-        return dataset
-    return dataset.map_batches(loader, batch_size=1, batch_format="numpy", num_cpus=0.5)
-
-
-def read_tasks(path: str) -> list[Task]:
-    """All tasks of a checkpoint, in file order (for tests and small outputs)."""
-    return [read_task(f) for f in checkpoint_files(path)]
-
-
 __all__ = [
     "ATTEMPT_PREFIX", "CHECKPOINT_FORMAT", "CheckpointPart", "CheckpointWriteError",
     "CheckpointWriter", "MANIFEST", "URL_STALE_TEMPORARY_AGE_S", "UnsafeCheckpointError",
-    "UnsafeTaskError", "checkpoint_files", "checkpoint_path", "clear_for_attempt",
-    "file_dataset", "is_complete", "join", "load_dataset", "load_tasks_batch", "parts_writer",
-    "read_manifest", "read_tasks", "remove", "remove_stale_temporaries", "write_part",
+    "UnsafeTaskError", "checkpoint_path", "clear_for_attempt", "is_complete", "join",
+    "parts_writer", "read_manifest", "remove", "remove_stale_temporaries", "write_part",
 ]
