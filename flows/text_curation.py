@@ -252,7 +252,7 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
 
 
 def _missing_outputs(final: DatasetRef) -> list[str]:
-    from curator_stages.orchestration.checkpoint import read_tasks
+    from curator_stages.checkpoints import read_tasks
 
     paths = [p for t in read_tasks(final.path) if isinstance(t.data, list) for p in t.data]
     return [p for p in paths if "://" not in p and not os.path.exists(p)]
@@ -260,7 +260,7 @@ def _missing_outputs(final: DatasetRef) -> list[str]:
 
 def written_outputs(final: DatasetRef) -> list[str]:
     """Every file the run's writer produced: documents, quarantine and dropped examples."""
-    from curator_stages.orchestration.checkpoint import read_tasks
+    from curator_stages.checkpoints import read_tasks
 
     files: list[str] = []
     for task in read_tasks(final.path):

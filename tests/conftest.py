@@ -109,3 +109,11 @@ def pytest_unconfigure(config):
     import logging
 
     logging.raiseExceptions = False
+
+
+from s3_server import reserve_environment, s3_server  # noqa: E402,F401 - SeaweedFS S3 server
+
+
+def pytest_configure(config):
+    """S3 credentials and endpoint go into the environment before any Ray starts (see s3_server)."""
+    reserve_environment()

@@ -31,7 +31,7 @@ from curator_stages.orchestration import (
     StageTaskOptions,
     run_stage_groups,
 )
-from curator_stages.orchestration import checkpoint as ckpt
+from curator_stages import checkpoints as ckpt
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -22,8 +22,8 @@ import ray.cloudpickle
 from prefect import flow
 
 from curator_stages import DocumentBatch, EmptyTask, FileGroupTask, ProcessingStage, StagePerfStats
-from curator_stages.orchestration import checkpoint as ckpt
-from curator_stages.orchestration.task_files import (
+from curator_stages import checkpoints as ckpt
+from curator_stages.checkpoints.task_files import (
     UnsafeCheckpointError,
     UnsafeTaskError,
     read_task,

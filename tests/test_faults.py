@@ -38,7 +38,7 @@ from curator_stages.backends.ray_data import (
 )
 from curator_stages.io import JsonlWriter, ParquetWriter
 from curator_stages.io.filesystem import OutputWriteError
-from curator_stages.orchestration import checkpoint as ckpt
+from curator_stages import checkpoints as ckpt
 from tests import fault_helpers as fh
 
 ray.cloudpickle.register_pickle_by_value(fh)

@@ -32,7 +32,7 @@ from curator_stages.orchestration import (
     stages_fingerprint,
     summarise,
 )
-from curator_stages.orchestration import checkpoint as ckpt
+from curator_stages import checkpoints as ckpt
 from curator_stages.stage import record_drops, record_metrics
 from curator_stages.tasks import DOCUMENTS_READ, DOCUMENTS_WRITTEN
 

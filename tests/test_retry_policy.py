@@ -22,7 +22,7 @@ from curator_stages.orchestration import (
     run_stage_groups,
 )
 from curator_stages.orchestration.retry_policy import is_permanent
-from curator_stages.orchestration.task_files import UnsafeTaskError
+from curator_stages.checkpoints.task_files import UnsafeTaskError
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from curator_stages.orchestration import checkpoint as ckpt
+from curator_stages import checkpoints as ckpt
 from curator_stages.orchestration.work_dir_lock import (
     HOLDER_FILE,
     LOCK_FILE,

@@ -4,14 +4,24 @@ Every I/O stage goes through fsspec so that ``/local/path``, ``file://``, ``memo
 scheme whose fsspec package is installed (``s3://`` with s3fs, ...) behave the same. Local paths
 stay plain paths (not ``file://`` URLs) so that ids, logs and error messages read naturally.
 
-Writes are atomic: bytes go to a temporary name that no reader picks up (it starts with ``_``,
-which the file partitioner skips), and only a complete file is renamed to its final name. A
-crash, a retry or a full disk therefore never leaves a file that *looks* complete.
+Writes are atomic: on local disks bytes go to a temporary name that no reader picks up (it
+starts with ``_``, which the file partitioner skips), and only a complete file is renamed to its
+final name. Object stores have no rename (a "move" is a copy and a delete), but they publish an
+object only when its upload completes: there a file is encoded in memory and sent in one upload,
+so a failure before the upload leaves nothing. A crash, a retry or a full disk therefore never
+leaves a file that *looks* complete.
+
+Object stores are reached with the credentials of the standard places (environment variables,
+the AWS profile and config files, instance roles; ``AWS_ENDPOINT_URL`` for S3-compatible
+servers): this module never takes, logs or stores a key. Throttling (503 SlowDown), server errors
+and dropped connections are retried by botocore's own retry machinery with exponential backoff
+and jitter, up to :data:`S3_RETRY_MAX_ATTEMPTS` attempts (see :func:`storage_options_for`).
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import posixpath
 import uuid
@@ -37,14 +47,68 @@ class OutputWriteError(OSError):
     """
 
 
+#: Attempts per S3 request (the first one included) before an error names the object. With
+#: botocore's "standard" mode the waits grow exponentially (base 2, full jitter, capped at 20 s),
+#: so 10 attempts ride out about a minute of throttling.
+S3_RETRY_MAX_ATTEMPTS = 10
+_S3_PROTOCOLS = ("s3", "s3a")
+
+
+def storage_options_for(path: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``storage_options`` with this product's defaults for ``path``'s scheme filled in.
+
+    For ``s3://``: botocore retries in ``"standard"`` mode (503 SlowDown, 500/502/504,
+    connection resets and timeouts; exponential backoff with jitter) up to
+    :data:`S3_RETRY_MAX_ATTEMPTS`. A caller's own ``config_kwargs["retries"]`` wins. Nothing
+    here names a server or a credential: the same options serve AWS S3, MinIO or GCS's S3 API.
+    """
+    options = dict(storage_options or {})
+    protocol = path.split("://", 1)[0].lower() if "://" in path else "file"
+    if protocol in _S3_PROTOCOLS:
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("retries", {"max_attempts": S3_RETRY_MAX_ATTEMPTS, "mode": "standard"})
+        options["config_kwargs"] = config
+    return options
+
+
 def resolve(path: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem of ``path`` and the path as that filesystem names it (no protocol)."""
-    fs, stripped = fsspec.core.url_to_fs(path, **(storage_options or {}))
+    """The filesystem of ``path`` and the path as that filesystem names it (no protocol).
+
+    The one place paths become filesystems (checkpoints, writers, listings), so every caller
+    gets the same retry defaults (:func:`storage_options_for`).
+    """
+    fs, stripped = fsspec.core.url_to_fs(path, **storage_options_for(path, storage_options))
     return fs, stripped
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
+
+
+def exists(path: str, storage_options: dict[str, Any] | None = None) -> bool:
+    fs, stripped = resolve(path, storage_options)
+    return fs.exists(stripped)
+
+
+def put_bytes(path: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+    """Publish ``data`` at ``path`` whole or not at all: local temp + rename, else one upload.
+
+    Raises the filesystem's own ``OSError``; callers add what they were writing.
+    """
+    fs, target = resolve(path, storage_options)
+    if not is_local(fs):
+        _upload(fs, target, data)
+        return
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f"_tmp.{os.path.basename(target)}.{uuid.uuid4().hex[:10]}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        _remove_quietly(fs, tmp)
+        raise
 
 
 def display_path(fs: fsspec.AbstractFileSystem, stripped: str) -> str:
@@ -81,9 +145,9 @@ def atomic_write(
     """Write ``path`` through ``write(fileobj)`` so that it appears complete or not at all.
 
     Local files: a temporary sibling ``_tmp.<name>.<random>`` then ``os.replace`` (atomic on POSIX).
-    Other filesystems (object stores have no rename): the bytes are staged under ``_staging/`` of
-    the output directory and moved into place; object stores publish an object only when its upload
-    completes, so the final name still never holds a partial file. The temporary is removed on any
+    Other filesystems (object stores have no rename, and a streamed upload that fails midway
+    may still publish what it had on close): the file is encoded in memory and published in one
+    upload, so the final name never holds a partial file. The temporary is removed on any
     failure. A permission or read-only-filesystem failure becomes :class:`OutputNotWritableError`
     naming the stage and the path.
     """
@@ -91,23 +155,21 @@ def atomic_write(
     parent = posixpath.dirname(target) if not is_local(fs) else os.path.dirname(target)
     name = posixpath.basename(target)
     token = uuid.uuid4().hex[:10]
-    if is_local(fs):
-        tmp = os.path.join(parent, f"_tmp.{name}.{token}")
-    else:
-        tmp = posixpath.join(parent, "_staging", f"{name}.{token}")
+    tmp = os.path.join(parent, f"_tmp.{name}.{token}") if is_local(fs) else None
     try:
         try:
             fs.makedirs(parent, exist_ok=True)
-            if not is_local(fs):
-                fs.makedirs(posixpath.dirname(tmp), exist_ok=True)
-            with fs.open(tmp, "wb") as handle:
-                write(handle)
-            if is_local(fs):
-                os.replace(tmp, target)
+            if tmp is None:
+                buffer = io.BytesIO()
+                write(buffer)  # an encoding failure leaves nothing: nothing was sent yet
+                _upload(fs, target, buffer.getvalue())
             else:
-                fs.mv(tmp, target)
+                with fs.open(tmp, "wb") as handle:
+                    write(handle)
+                os.replace(tmp, target)
         except BaseException:
-            _remove_quietly(fs, tmp)
+            if tmp is not None:
+                _remove_quietly(fs, tmp)
             raise
     except OSError as exc:
         if isinstance(exc, PermissionError) or exc.errno in _UNWRITABLE:
@@ -126,6 +188,24 @@ def atomic_write(
         )
         err.errno = exc.errno
         raise err from exc
+
+
+def _upload(fs: fsspec.AbstractFileSystem, target: str, data: bytes) -> None:
+    """Send ``data`` as one object: one write of the whole bytes, so the store sees one upload
+    (a PUT, or a multipart upload completed only on close) and publishes all of it or nothing."""
+    try:
+        with fs.open(target, "wb") as handle:
+            handle.write(data)
+    except BaseException:
+        # Object stores publish nothing from a failed upload. A filesystem that is neither
+        # local nor atomic per upload may leave a torn file: remove what is not the whole file
+        # (an earlier version of it included; a re-run rewrites it).
+        try:
+            if fs.exists(target) and fs.size(target) != len(data):
+                fs.rm(target)
+        except OSError:
+            pass
+        raise
 
 
 def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:

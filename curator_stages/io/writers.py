@@ -10,7 +10,8 @@ Re-running a pipeline therefore targets the same files, which is what makes the 
   from an earlier identical run) and the ``files_skipped_existing`` metric says so.
 
 Every file is written through :func:`~curator_stages.io.filesystem.atomic_write`, so a failure
-leaves no file that looks complete. An empty batch writes no file but still emits a task with its
+leaves no file that looks complete (on object stores: one upload per file, no temporary object
+and no rename). An empty batch writes no file but still emits a task with its
 stats. Side outputs: a batch's ``_metadata["dropped_documents"]`` (a table with a ``drop_reason``
 column, put there by filters that keep what they drop) goes to ``dropped_output``, and
 ``_metadata["quarantine"]`` records (from a reader without ``quarantine_dir``) go to
@@ -28,7 +29,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curator_stages.io.compression import CompressedWriter, extension_for, infer_codec
-from curator_stages.io.filesystem import OutputExistsError, atomic_write, join, resolve
+from curator_stages.io.filesystem import (
+    OutputExistsError,
+    OutputWriteError,
+    atomic_write,
+    join,
+    resolve,
+)
 from curator_stages.io.partition import FILE_GROUP_KEY
 from curator_stages.io.quarantine import (
     QUARANTINE_FILES_KEY,
@@ -133,7 +140,14 @@ class _Writer(ProcessingStage[DocumentBatch, FileGroupTask]):
         """Write one file honouring the mode; 1 when skipped because it exists (mode ignore)."""
         if self.mode != "overwrite":
             fs, stripped = resolve(target, self.storage_options)
-            if fs.exists(stripped):
+            try:
+                present = fs.exists(stripped)
+            except OSError as exc:  # a store failing past its retries
+                raise OutputWriteError(
+                    f"stage {self.stage_name!r}: cannot check whether {target!r} exists: "
+                    f"{exc.strerror or exc} (errno {exc.errno}); the store kept failing after "
+                    "retries: check it and re-run (nothing was written)") from exc
+            if present:
                 if self.mode == "ignore":
                     return 1
                 raise OutputExistsError(

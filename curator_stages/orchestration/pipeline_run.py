@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 from prefect.logging import get_run_logger
 
-from curator_stages.orchestration import checkpoint as ckpt
+from curator_stages import checkpoints as ckpt
 from curator_stages.orchestration.artifacts import Progress, publish_run_summary
-from curator_stages.orchestration.dataset_ref import DatasetRef
+from curator_stages.checkpoints.dataset_ref import DatasetRef
 from curator_stages.orchestration.ray_session import worker_api_settings
 from curator_stages.orchestration.retry_policy import DEFAULT_RETRY_MAX_TOTAL_S
 from curator_stages.orchestration.run_summary import RunSummary, summarise

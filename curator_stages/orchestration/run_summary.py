@@ -16,8 +16,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-import fsspec
 
+from curator_stages.io.filesystem import put_bytes
 from curator_stages.tasks import (
     DOCUMENTS_QUARANTINED,
     DOCUMENTS_READ,
@@ -182,12 +182,8 @@ class RunSummary:
         """Write ``run_summary.json`` into ``directory`` (atomic: temp then rename)."""
         if "://" not in directory:
             directory = os.path.abspath(directory)
-        fs, _, (d,) = fsspec.get_fs_token_paths(directory)
-        fs.makedirs(d, exist_ok=True)
-        path, tmp = f"{d}/{RUN_SUMMARY_FILE}", f"{d}/.{RUN_SUMMARY_FILE}.tmp"
-        with fs.open(tmp, "w") as f:
-            f.write(json.dumps(self.to_dict(), indent=2, default=repr))
-        fs.mv(tmp, path)
+        put_bytes(f"{directory.rstrip('/')}/{RUN_SUMMARY_FILE}",
+                  json.dumps(self.to_dict(), indent=2, default=repr).encode())
         return f"{directory.rstrip('/')}/{RUN_SUMMARY_FILE}"
 
 

@@ -27,9 +27,9 @@ from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 
-from curator_stages.orchestration import checkpoint as ckpt
+from curator_stages import checkpoints as ckpt
 from curator_stages.orchestration.artifacts import publish_stage_table, stage_rows
-from curator_stages.orchestration.dataset_ref import DatasetRef
+from curator_stages.checkpoints.dataset_ref import DatasetRef
 from curator_stages.orchestration.fingerprint import stages_fingerprint
 from curator_stages.orchestration.retry_policy import (
     DEFAULT_RETRY_MAX_TOTAL_S,
@@ -89,8 +89,7 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
         logger.info("stages %s: complete checkpoint %s found; skipping", names, path)
         ref = ref_from_manifest(path, manifest)
         return Completed(name=CACHED, data=ref, message=f"served from checkpoint {path}")
-    if manifest is not None or _exists(path):
-        ckpt.remove(path)  # refresh, or an incomplete leftover without manifest
+    ckpt.clear_for_attempt(path, refresh=refresh)  # refresh, or an incomplete leftover
 
     quiet_ray_data()
     # As in RayDataExecutor: Ray Data's per-operator reservation splits a small cluster's CPUs
@@ -136,11 +135,6 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
                 names, input_ref.num_documents, ref.num_documents, input_ref.num_tasks,
                 ref.num_tasks, wall, drops or "none", path)
     return ref
-
-
-def _exists(path: str) -> bool:
-    fs, p = ckpt._fs(path)
-    return fs.exists(p)
 
 
 def _counts(stats: dict[str, Any]) -> dict[str, StageCounts]:

@@ -2,14 +2,23 @@
 
 Layout: ``<work_dir>/<fingerprint[:16]>-<stage names>/`` holding one file per output task and a
 ``manifest.json`` written last. Task files are Parquet (documents) or JSON (file groups, the
-empty seed), never pickles: see :mod:`curator_stages.orchestration.task_files`, which also
+empty seed), never pickles: see :mod:`curator_stages.checkpoints.task_files`, which also
 refuses, unread, any other file a manifest lists. A manifest is self-describing: fingerprint,
 stages, counts and history are all a resume needs, under any Prefect home, worker or machine.
 
-Atomicity: files go to a sibling temporary directory; the manifest is written there last
-(temp file + rename) and then the directory is renamed into place. A directory without a
-manifest (a crashed attempt on a store without atomic rename) is incomplete: it is ignored and
-removed before the next attempt. So a retried or resumed stage never sees partial output.
+Atomicity, without trusting a rename the store does not have:
+
+* local disks: files go to a sibling temporary directory ``<checkpoint>.tmp-<id>``; the manifest
+  is written there last (temp file + rename) and the directory is renamed into place;
+* object stores (no directory rename; a "move" copies and deletes object by object): files go
+  under an attempt prefix ``<checkpoint>/attempt-<id>/`` and the manifest, listing
+  ``attempt-<id>/part-...``, is uploaded last, in one PUT, which an object store publishes whole
+  or not at all. Then every object under the checkpoint the manifest does not list (parts of a
+  failed or killed attempt, an earlier manifest's files on refresh) is removed.
+
+Either way a reader trusts only what the manifest lists: a checkpoint without one is incomplete
+and ignored, so a retried or resumed stage never sees partial output. This package imports
+neither Prefect nor the flows: it runs inside Ray workers, which load and write task files.
 """
 
 from __future__ import annotations
@@ -22,18 +31,17 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import fsspec
 import numpy as np
 
-from curator_stages.orchestration.task_files import (
-    TASK_METADATA_KEY,
+from curator_stages.io.filesystem import exists, is_local, put_bytes, resolve
+from curator_stages.checkpoints.task_files import (
     CheckpointWriteError,
     UnsafeCheckpointError,
     UnsafeTaskError,
     check_task_file_name,
-    read_task,
     write_task,
 )
 from curator_stages.tasks import DocumentBatch, StagePerfStats, Task
@@ -47,17 +55,14 @@ CHECKPOINT_FORMAT = 2
 URL_STALE_TEMPORARY_AGE_S = 6 * 3600.0
 
 
+#: Prefix of an object-store attempt's directory inside its checkpoint.
+ATTEMPT_PREFIX = "attempt-"
+
+_fs = resolve
+_is_local = is_local
+
+
 # ----------------------------------------------------------------------------- paths
-def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, _, (p,) = fsspec.get_fs_token_paths(path)
-    return fs, p
-
-
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
-
-
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
@@ -74,15 +79,22 @@ def checkpoint_path(work_dir: str, fingerprint: str, stage_names: Sequence[str])
 
 
 def read_manifest(path: str | None) -> dict[str, Any] | None:
-    """The manifest of a complete checkpoint, or None when there is none (or it is unreadable)."""
+    """The manifest of a complete checkpoint, or None when there is none (or it is not JSON).
+
+    Read with one GET (``cat_file``), never through a cached directory listing: on an object
+    store a listing taken before the manifest was uploaded would call it absent. A read that
+    fails for another reason (past the store's retries) raises, naming the checkpoint: a
+    transient fault must not make a complete checkpoint look incomplete.
+    """
     if not path:
         return None
     fs, p = _fs(join(path, MANIFEST))
     try:
-        with fs.open(p, "rb") as f:
-            manifest = json.loads(f.read())
-    except (FileNotFoundError, OSError, ValueError):
+        manifest = json.loads(fs.cat_file(p))
+    except (FileNotFoundError, ValueError):
         return None
+    except OSError as exc:  # not "absent": a store that failed past its retries
+        raise OSError(exc.errno, f"checkpoint {path!r}: cannot read {MANIFEST}: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != CHECKPOINT_FORMAT:
         return None
     files = manifest.get("files")
@@ -101,6 +113,25 @@ def remove(path: str) -> None:
     fs, p = _fs(path)
     if fs.exists(p):
         fs.rm(p, recursive=True)
+
+
+def clear_for_attempt(path: str, refresh: bool = False) -> None:
+    """Make room for a new attempt at ``path`` (a complete checkpoint stays unless ``refresh``).
+
+    Local work dirs (the caller holds their lock): remove whatever is there. Object stores (no
+    lock): remove only a refreshed checkpoint's manifest, which makes it incomplete; leftover
+    objects, perhaps another run's live attempt, are not touched here but by the commit, which
+    removes every object its manifest does not list.
+    """
+    fs, p = _fs(path)
+    if not exists(path):
+        return
+    if _is_local(fs):
+        remove(path)
+    elif refresh:
+        manifest = join(p, MANIFEST)
+        if fs.exists(manifest):
+            fs.rm(manifest)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -172,8 +203,14 @@ class CheckpointWriter:
 
     def __init__(self, final_path: str):
         self.final_path = final_path.rstrip("/")
-        self.tmp_path = f"{self.final_path}.tmp-{uuid.uuid4().hex[:8]}"
         self.fs, _ = _fs(self.final_path)
+        token = uuid.uuid4().hex[:8]
+        #: Local: a sibling directory renamed into place at commit. Object stores: a prefix
+        #: inside the checkpoint that the manifest's entries point into (no rename needed).
+        self.in_place = not _is_local(self.fs)
+        self.tmp_path = (join(self.final_path, f"{ATTEMPT_PREFIX}{token}") if self.in_place
+                         else f"{self.final_path}.tmp-{token}")
+        self._entry_prefix = f"{ATTEMPT_PREFIX}{token}/" if self.in_place else ""
         self.files: list[dict[str, Any]] = []
         self.num_documents = 0
         self._committed = False
@@ -191,20 +228,21 @@ class CheckpointWriter:
         except OSError as exc:
             raise _write_error(self.final_path, exc) from exc
         num_items = int(task.num_items)
-        self.files.append({"file": name, "task_type": type(task).__name__, "num_items": num_items})
+        self.files.append({"file": self._entry_prefix + name, "task_type": type(task).__name__,
+                           "num_items": num_items})
         if isinstance(task, DocumentBatch):
             self.num_documents += num_items
 
     def add_part(self, part: CheckpointPart) -> None:
         """Record a task file a worker wrote with :func:`write_part` into :attr:`tmp_path`."""
-        self.files.append({"file": part.file, "task_type": part.task_type,
+        self.files.append({"file": self._entry_prefix + part.file, "task_type": part.task_type,
                            "num_items": part.num_items, "task_id": part.task_id})
         if part.is_documents:
             self.num_documents += part.num_items
 
     def _remove_unlisted(self) -> None:
         """Files of Ray task attempts that failed after writing: not in the manifest, removed."""
-        listed = {f["file"] for f in self.files}
+        listed = {f["file"].rsplit("/", 1)[-1] for f in self.files}
         _, tmp = _fs(self.tmp_path)
         for entry in self.fs.ls(tmp, detail=False):
             name = entry.rstrip("/").rsplit("/", 1)[-1]
@@ -231,6 +269,8 @@ class CheckpointWriter:
             "files": self.files,
             **extra,
         }
+        if self.in_place:
+            return self._commit_in_place(manifest)
         _, tmp_manifest = _fs(join(self.tmp_path, MANIFEST + ".tmp"))
         _, manifest_path = _fs(join(self.tmp_path, MANIFEST))
         try:
@@ -255,10 +295,52 @@ class CheckpointWriter:
         self._committed = True
         return manifest
 
+    def _commit_in_place(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Object stores: upload the manifest (one PUT), then remove what it does not list."""
+        existing = read_manifest(self.final_path)
+        if existing is not None and existing.get("fingerprint") == manifest.get("fingerprint") \
+                and existing.get("fingerprint") is not None:
+            # Someone else completed the same fingerprint: equal by construction; keep theirs.
+            self.abort()
+            self._committed = True
+            return existing
+        try:
+            put_bytes(join(self.final_path, MANIFEST),
+                      json.dumps(manifest, indent=1, default=repr).encode())
+        except OSError as exc:
+            raise _write_error(self.final_path, exc) from exc
+        self._committed = True
+        try:
+            self._remove_orphans(manifest)
+        except OSError:
+            pass  # the checkpoint is complete; leftovers go at the next commit here
+        return manifest
+
+    def _remove_orphans(self, manifest: dict[str, Any]) -> None:
+        """Everything under the checkpoint that its manifest does not list: parts of failed or
+        killed attempts, the previous manifest's files after a refresh. Skipped when the
+        manifest read back is no longer ours (a concurrent run committed after us)."""
+        current = read_manifest(self.final_path)
+        if current is None or current.get("files") != manifest["files"]:
+            return
+        keep = {f["file"] for f in manifest["files"]} | {MANIFEST}
+        _, root = _fs(self.final_path)
+        for entry in self.fs.find(root, withdirs=False):
+            rel = entry[len(root):].lstrip("/")
+            if rel not in keep:
+                self.fs.rm(entry)
+
     def abort(self) -> None:
         _, tmp = _fs(self.tmp_path)
         if self.fs.exists(tmp):
             self.fs.rm(tmp, recursive=True)
+        if self.in_place:
+            _, final = _fs(self.final_path)
+            try:
+                if self.fs.exists(final) and not self.fs.find(final, withdirs=False):
+                    self.fs.rm(final, recursive=True)  # an empty pseudo-directory
+            except OSError:
+                pass
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self._committed:
@@ -310,55 +392,9 @@ def _last_write_age_s(fs: fsspec.AbstractFileSystem, path: str) -> float:
     return 0.0 if newest is None else max(0.0, time.time() - float(newest))
 
 
-# ----------------------------------------------------------------------------- loading
-def checkpoint_files(path: str, manifest: dict[str, Any] | None = None) -> list[str]:
-    manifest = manifest or read_manifest(path)
-    if manifest is None:
-        raise FileNotFoundError(
-            f"checkpoint {path!r} is incomplete (no {MANIFEST}); rerun the stage that writes it")
-    return [join(path, f["file"]) for f in manifest["files"]]
-
-
-def load_tasks_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Ray Data batch function: checkpoint file paths in, their tasks out (one row each)."""
-    paths = batch["item"]
-    out = np.empty(len(paths), dtype=object)
-    for i, path in enumerate(paths):
-        out[i] = read_task(str(path))
-    return {"item": out}
-
-
-load_tasks_batch.__name__ = load_tasks_batch.__qualname__ = "LoadCheckpoint"
-
-
-
-
-def file_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None):
-    """(dataset, loader): the checkpoint's file paths with :func:`load_tasks_batch` to turn
-    them into tasks inside the first stage's workers, or the seed tasks and ``None``."""
-    import ray.data
-
-    if path is None:
-        return ray.data.from_items([{"item": t} for t in (seed_tasks or [])]), None
-    files = checkpoint_files(path)
-    if not files:
-        return ray.data.from_items([{"item": None}]).filter(lambda row: False), None
-    return ray.data.from_items(files, override_num_blocks=min(len(files), 256)), load_tasks_batch
-
-
-def load_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None):
-    """A lazy Ray Dataset of the tasks of a checkpoint (tasks under ``"item"``).
-
-    Each file is loaded by a Ray task, in parallel and streaming, so the next stage starts
-    before the whole checkpoint is read. ``path=None`` gives the seed tasks instead. (Stage
-    tasks use :func:`file_dataset`, which loads inside the first stage's own Ray tasks.)
-    """
-    dataset, loader = file_dataset(path, seed_tasks)
-    if loader is None:
-        return dataset
-    return dataset.map_batches(loader, batch_size=1, batch_format="numpy", num_cpus=0.5)
-
-
-def read_tasks(path: str) -> list[Task]:
-    """All tasks of a checkpoint, in file order (for tests and small outputs)."""
-    return [read_task(f) for f in checkpoint_files(path)]
+__all__ = [
+    "ATTEMPT_PREFIX", "CHECKPOINT_FORMAT", "CheckpointPart", "CheckpointWriteError",
+    "CheckpointWriter", "MANIFEST", "URL_STALE_TEMPORARY_AGE_S", "UnsafeCheckpointError",
+    "UnsafeTaskError", "checkpoint_path", "clear_for_attempt", "is_complete", "join",
+    "parts_writer", "read_manifest", "remove", "remove_stale_temporaries", "write_part",
+]

@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-import fsspec
+import re
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curator_stages.io.filesystem import resolve
 from curator_stages.tasks import DocumentBatch, EmptyTask, FileGroupTask, StagePerfStats, Task
 
 TASK_METADATA_KEY = b"curator_stages.task"
@@ -45,9 +47,7 @@ class UnsafeCheckpointError(ValueError):
     type, a path outside the checkpoint): refused, never loaded."""
 
 
-def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, _, (p,) = fsspec.get_fs_token_paths(path)
-    return fs, p
+_fs = resolve
 
 
 # ----------------------------------------------------------------------------- JSON checks
@@ -199,10 +199,20 @@ def write_task(task: Task, path_without_ext: str, label: str | None = None) -> s
     return writer(task, path_without_ext).rsplit("/", 1)[-1]
 
 
+#: An object store's checkpoint lists its files under one attempt prefix (see ``store``).
+_ATTEMPT_DIR = re.compile(r"attempt-[0-9a-f]{8}")
+
+
 def check_task_file_name(name: Any, where: str) -> str:
-    """A file name a manifest may list: a plain name with a task-file suffix (refused else)."""
-    if (not isinstance(name, str) or not name or "/" in name or "\\" in name
-            or name.startswith(".") or not name.endswith(TASK_FILE_SUFFIXES)):
+    """A file name a manifest may list: a plain name with a task-file suffix, optionally under
+    one ``attempt-<hex>/`` prefix (refused else: nothing outside the checkpoint is read)."""
+    base = name
+    if isinstance(name, str) and name.count("/") == 1:
+        prefix, base = name.split("/")
+        if not _ATTEMPT_DIR.fullmatch(prefix):
+            base = ""
+    if (not isinstance(base, str) or not base or "/" in base or "\\" in base
+            or base.startswith(".") or not base.endswith(TASK_FILE_SUFFIXES)):
         raise UnsafeCheckpointError(
             f"checkpoint {where!r} lists {name!r}, which this product never loads: checkpoints "
             f"hold only {' and '.join(TASK_FILE_SUFFIXES)} task files (pickles are never "
@@ -215,7 +225,7 @@ def check_task_file_name(name: Any, where: str) -> str:
 def read_task(path: str) -> Task:
     """Load one task file written by :func:`write_task`; anything else is refused, unread."""
     name = path.rstrip("/").rsplit("/", 1)[-1]
-    check_task_file_name(name, path.rsplit("/", 1)[0])
+    check_task_file_name(name, path.rsplit("/", 1)[0])  # manifests were checked as they were read
     if name.endswith(".parquet"):
         return _read_documents(path)
     fs, p = _fs(path)
