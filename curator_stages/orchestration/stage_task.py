@@ -37,6 +37,7 @@ from curator_stages.orchestration.retry_policy import (
     note_attempt_start,
 )
 from curator_stages.orchestration.run_summary import HistoryAggregator, StageCounts
+from curator_stages.orchestration.stage_progress import StageProgress
 from curator_stages.tasks import EmptyTask
 
 
@@ -109,10 +110,12 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
         output = apply_stages(dataset, stages, ignore_head_node=ignore_head_node, plans=plans,
                               before=loader, after=ckpt.parts_writer(writer.tmp_path,
                                                                      "+".join(names)))
+        progress = StageProgress(names, logger.info)
         with streamed_tasks(output) as parts:  # a failed run releases its actors
             for part in parts:
                 writer.add_part(part)
                 history.add_task(part)
+                progress.update(history.stages)
         wall = time.perf_counter() - start
         manifest = writer.commit(
             fingerprint=fp, stages=names, input=input_ref.path,
