@@ -14,7 +14,8 @@ import pytest
 from curator_stages.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
-FLOW_FILES = sorted((REPO / "flows").glob("[!_]*.py")) + [REPO / "tests" / "scripts" / "fault_flow.py"]
+FLOW_FILES = [*sorted((REPO / "flows").glob("[!_]*.py")),
+              REPO / "tests" / "scripts" / "fault_flow.py"]
 
 
 def _load(path: Path):

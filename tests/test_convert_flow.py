@@ -55,7 +55,8 @@ def test_bad_parameters_are_rejected_before_work(flow_module, tmp_path):
                        ({"compression": "lz77"}, "compression"),
                        ({"input": str(tmp_path / "missing")}, "input")):
         with pytest.raises(ValidationError) as err:
-            flow_module.ConvertParams(**{"input": corpus, "output": out, "work_dir": str(tmp_path / "w"), **bad})
+            flow_module.ConvertParams(**{"input": corpus, "output": out,
+                                         "work_dir": str(tmp_path / "w"), **bad})
         assert [e["loc"][0] for e in err.value.errors()] == [field]
 
 

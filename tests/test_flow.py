@@ -125,7 +125,8 @@ def test_stage_progress_lines_are_throttled_and_name_each_stage():
     now[0] = 110.0
     counts["read"].items_in = 100
     line = progress.update(counts)
-    assert line == "progress read+filter after 10s: read 100 docs (10 docs/s), filter 4 docs (0 docs/s)"
+    assert line == ("progress read+filter after 10s: read 100 docs (10 docs/s), "
+                    "filter 4 docs (0 docs/s)")
     assert lines == [lines[0], line]
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -142,9 +143,10 @@ def _first_run_in_home() -> bool:
         url = PREFECT_API_DATABASE_CONNECTION_URL.value() or ""
         if url and "sqlite" not in url:
             return False
-        path = url.split(":///", 1)[1] if ":///" in url else str(PREFECT_HOME.value() / "prefect.db")
-        import os
-
+        if ":///" in url:
+            path = url.split(":///", 1)[1]
+        else:
+            path = str(PREFECT_HOME.value() / "prefect.db")
         return not os.path.exists(os.path.expanduser(path))
     except Exception as exc:  # noqa: BLE001 - only decides whether to print a hint
         logger.debug("could not tell whether Prefect's database exists: %r", exc)

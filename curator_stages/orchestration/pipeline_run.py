@@ -1,8 +1,9 @@
 """Driving a pipeline from inside a flow: one stage task per group, in order, then the summary.
 
 A flow decides *which* stages run and how they are grouped (one cheap chain fused into one stage
-task, or one task per stage); this module submits the groups to the flow's task runner with the
-right refresh decision and remote options, moves the progress artifact, and turns the
+task, or one task per stage); this module runs the groups as stage tasks where the flow's
+``driver`` says (:mod:`ray_seam`) with the right refresh decision, moves the progress artifact,
+logs what each stage task wrote, and turns the
 final reference into the run summary (``run_summary.json`` + artifacts), failing the run when
 the accounting identity does not hold.
 

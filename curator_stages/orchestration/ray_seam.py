@@ -133,6 +133,24 @@ def _importable(name: str, file: str | None) -> bool:
     return spec is not None and spec.origin == file and "." in name
 
 
+#: DataContext settings a stage task changes for its own plan (``run_stages``); in the flow's
+#: process they are put back afterwards, so a library user's context is left as it was.
+_STAGE_TASK_CONTEXT_FIELDS = ("op_resource_reservation_enabled",)
+
+
+@contextlib.contextmanager
+def _data_context_restored() -> Iterator[None]:
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    saved = {name: getattr(ctx, name) for name in _STAGE_TASK_CONTEXT_FIELDS if hasattr(ctx, name)}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(ctx, name, value)
+
+
 def submit_stage_task(task_fn: Any, driver: Driver, driver_num_cpus: float,
                       **parameters: Any) -> tuple[Any, str]:
     """Run one configured stage task where ``driver`` says; returns (output ref, state name).
@@ -140,7 +158,8 @@ def submit_stage_task(task_fn: Any, driver: Driver, driver_num_cpus: float,
     A failed stage task raises its exception here, either way.
     """
     if driver == "in_flow":
-        state = task_fn(**parameters, return_state=True)
+        with _data_context_restored():
+            state = task_fn(**parameters, return_state=True)
         return state.result(), state.name
     if driver != "in_cluster":
         raise ValueError(f"driver must be 'in_flow' or 'in_cluster', not {driver!r}")
