@@ -43,8 +43,9 @@ from prefect_ray.task_runners import RayTaskRunner
 
 #: Where a stage task's driver runs (see the module docstring).
 Driver = Literal["in_flow", "in_cluster"]
-#: The default for every flow: measured on the sample data (2 CPUs, 3 runs each, see
-#: BENCHMARKS.md), in_flow is not slower and shows progress on the console.
+#: The default for every flow: on the sample data in_flow was not slower than in_cluster (within
+#: the noise; benchmarks/BENCHMARKS.md, "Stage-task driver"), it shows stage-task progress on
+#: a local run's console, and it needs none of the in_cluster workarounds.
 DEFAULT_DRIVER: Driver = "in_flow"
 
 
