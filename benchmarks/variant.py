@@ -108,28 +108,34 @@ def run(args: argparse.Namespace) -> dict:
                     groups = [*groups[:-2], [*groups[-2], *groups[-1]]]
                 return groups
 
-            flow_module.build_stage_groups = fused_writer_groups
+            import dataclasses
+
+            # The flow runs the groups its SPEC names (looked up at call time).
+            flow_module.SPEC = dataclasses.replace(flow_module.SPEC,
+                                                   build_stage_groups=fused_writer_groups)
 
         params = TextCurationParams(**flow_params(
             args.input, args.output, args.work_dir, fused=args.variant == "prefect_fused",
-            files_per_group=args.files_per_group, num_cpus=args.num_cpus))
+            files_per_group=args.files_per_group, num_cpus=args.num_cpus,
+            **({"driver": args.driver} if args.driver else {})))
         # Start what a long-lived worker already has, Ray and Prefect's API, the way
-        # `python flows/text_curation.py` does: the API server starts while Ray starts, and
-        # joining it waits until the API answers. No warm-up flow: a user's run has none, so
-        # the first flow run's own start (engine, client) is part of the steady phase.
-        server = flow_module._start_ephemeral_api_in_background()
-        _ray_init(args.num_cpus)
-        if server is not None:
-            server.join()
-        t_ready = time.perf_counter()
-        summary = text_curation(params)
-        t_done = time.perf_counter()
-        for key in ("documents_read", "documents_written", "documents_dropped",
-                    "documents_quarantined", "dropped_by_reason"):
-            result[key] = summary[key]
-        result["identity_holds"] = summary["identity"]["holds"]
-        result["stage_tasks"] = [{k: t.get(k) for k in ("stages", "status", "wall_time_s")}
-                                 for t in summary.get("stage_tasks", [])]
+        # `python flows/text_curation.py` does (orchestration.local_run): the API server starts
+        # while Ray starts, and use_api() waits until the API answers. No warm-up flow: a
+        # user's run has none, so the first flow run's own start is part of the steady phase.
+        from curator_stages.orchestration.local_run import local_run
+
+        with local_run() as local:
+            _ray_init(args.num_cpus)
+            local.use_api()
+            t_ready = time.perf_counter()
+            summary = text_curation(params)
+            t_done = time.perf_counter()
+            for key in ("documents_read", "documents_written", "documents_dropped",
+                        "documents_quarantined", "dropped_by_reason"):
+                result[key] = summary[key]
+            result["identity_holds"] = summary["identity"]["holds"]
+            result["stage_tasks"] = [{k: t.get(k) for k in ("stages", "status", "wall_time_s")}
+                                     for t in summary.get("stage_tasks", [])]
         result["ray_spill"] = ray_spill_stats()
         import ray
 
@@ -150,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files-per-group", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2, help="mp variant: pool size")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
+    parser.add_argument("--driver", choices=("in_flow", "in_cluster"), default=None,
+                        help="Prefect variants: where stage tasks run (default: the flow's)")
     parser.add_argument("--fuse-writer", action="store_true",
                         help="Prefect variants: run the writer in the last dedup's stage task")
     args = parser.parse_args(argv)

@@ -1,14 +1,15 @@
 """The ``curator-stages`` command: plan a flow's pipeline, rebuild a run report.
 
     curator-stages plan flows/text_curation.py [--cluster "2 nodes x 16 cpus"] [--ignore-head-node]
-    curator-stages plan my_package.flows:build_pipeline --param input_path=data/ --format markdown
+    curator-stages plan my_package.pipelines:build_pipeline --param input=data/ --format markdown
     curator-stages report <output dir>
 
-Flow convention: a flow module exposes either ``build_pipeline(params) -> Pipeline`` (with
-``stage_task_groups(params) -> list[list[str]]`` when it groups stages into stage tasks) or
-``build_stage_groups(params) -> list[list[stage]]`` (the groups themselves); the pydantic model
-of its parameters is the annotation of that argument. ``plan`` never processes data and never
-starts Ray for a declared cluster.
+A curation flow module exposes ``SPEC``, its
+:class:`~curator_stages.orchestration.curation_run.CurationFlowSpec` (parameter model and stage
+groups); ``plan`` reads that. A library module may instead expose ``build_pipeline(params) ->
+Pipeline`` (with ``stage_task_groups(params) -> list[list[str]]`` when it groups stages), the
+pydantic model of its parameters being that argument's annotation. ``plan`` never processes
+data and never starts Ray for a declared cluster.
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ def load_target(target: str) -> tuple[Any, Any]:
     else:
         module = importlib.import_module(where)
     if not attr:
-        attr = next((a for a in ("build_pipeline", "build_stage_groups") if hasattr(module, a)),
-                    "build_pipeline")
+        attr = "SPEC" if _is_spec(getattr(module, "SPEC", None)) else "build_pipeline"
     if not hasattr(module, attr):
         raise SystemExit(
-            f"curator-stages: {where!r} has no {attr!r}; a flow module exposes "
-            "build_pipeline(params) -> Pipeline (or name the attribute: file.py:attr)")
+            f"curator-stages: {where!r} has no {attr!r}; a flow module exposes SPEC (a "
+            "CurationFlowSpec) or build_pipeline(params) -> Pipeline (or name the attribute: "
+            "file.py:attr)")
     return module, getattr(module, attr)
 
 
@@ -106,78 +107,53 @@ def _build(module: Any, obj: Any, params: Any, target: str) -> tuple[Any, Any]:
         p = params
     else:
         pipeline, p = obj(), None
-    if _is_groups(pipeline):  # build_stage_groups: the flow's stage tasks, as stage lists
-        name = getattr(module, "FLOW_NAME", None) or Path(target.split(":")[0]).stem
-        return (Pipeline(name, [s for g in pipeline for s in g]), p)
     if not isinstance(pipeline, Pipeline):
         raise SystemExit(f"curator-stages: {target!r} returned {type(pipeline).__name__}, "
                          "not a Pipeline")
     return pipeline, p
 
 
-def _is_groups(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(g, (list, tuple)) for g in value)
+def _is_spec(value: Any) -> bool:
+    from curator_stages.orchestration.curation_run import CurationFlowSpec
+
+    return isinstance(value, CurationFlowSpec)
+
+
+def _spec_params(spec: Any, params: dict[str, Any], ignore_head_node: bool) -> Any:
+    from pydantic import ValidationError
+
+    from curator_stages.orchestration.params import format_validation_error
+
+    if ignore_head_node:
+        params = {**params, "ignore_head_node": True}
+    try:
+        return spec.params_model.model_validate(params)
+    except ValidationError as exc:
+        raise SystemExit("curator-stages: invalid flow parameters: "
+                         + format_validation_error(spec.params_model, exc)) from None
 
 
 def _plan_for(module: Any, obj: Any, params: Any, target: str, cluster: str | None,
               ignore_head_node: bool) -> Any:
     from curator_stages.plan import plan_pipeline
 
+    if _is_spec(obj):
+        from curator_stages.orchestration.curation_run import plan_for
+
+        return plan_for(obj, _spec_params(obj, params, ignore_head_node), cluster=cluster)
     pipeline, p = _build(module, obj, params, target)
     groups = None
     grouping = getattr(module, "stage_task_groups", None)
     if callable(grouping):
         groups = grouping(p) if inspect.signature(grouping).parameters else grouping()
-    elif callable(getattr(module, "build_stage_groups", None)) and p is not None:
-        groups = [[s.stage_name for s in g] for g in module.build_stage_groups(p)]
     return plan_pipeline(pipeline, cluster=cluster, ignore_head_node=ignore_head_node,
                          stage_task_groups=groups)
 
 
-def flow_plan_main(module: Any, argv: Sequence[str]) -> int:
-    """``python flows/x.py --plan [--cluster ...] [flow parameters]``: print the plan, run nothing.
-
-    A flow's ``main`` hands over here when it sees ``--plan``; the remaining arguments are the
-    flow's own parameters, parsed by its parameter model like a normal run.
-    """
-    from curator_stages.plan import UnschedulableStageError
-
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--plan", action="store_true")
-    pre.add_argument("--cluster", default=None)
-    pre.add_argument("--plan-format", choices=("text", "markdown", "json"), default="text")
-    known, rest = pre.parse_known_args(list(argv))
-    _, obj = _module_builder(module)
-    model = _params_model(obj)
-    params: Any = {}
-    if model is not None:
-        from curator_stages.orchestration.params import parse_params
-
-        params = parse_params(model, rest, prog=f"{Path(module.__file__).name} --plan")
-    try:
-        plan = _plan_for(module, obj, params, module.__file__, known.cluster,
-                         bool(getattr(params, "ignore_head_node", False)))
-    except UnschedulableStageError as exc:
-        print(f"plan: {exc}", file=sys.stderr)
-        return 2
-    _emit(plan, known.plan_format)
-    return 0
-
-
-def _module_builder(module: Any) -> tuple[Any, Any]:
-    for attr in ("build_pipeline", "build_stage_groups"):
-        if callable(getattr(module, attr, None)):
-            return module, getattr(module, attr)
-    raise SystemExit(f"{module.__name__}: exposes neither build_pipeline nor build_stage_groups")
-
-
 def _emit(plan: Any, fmt: str) -> None:
-    if fmt == "markdown":
-        print(plan.to_markdown())
-    elif fmt == "json":
-        print(json.dumps(plan.to_dict(), indent=2))
-    else:
-        plan.print()
+    from curator_stages.orchestration.flow_cli import emit_plan
+
+    emit_plan(plan, fmt)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -213,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="show how a flow's pipeline will run, without running it")
     p.add_argument("target", help="flow file (flows/x.py[:attr]) or module[:attr]; "
-                                  "attr defaults to build_pipeline")
+                                  "attr defaults to SPEC, else build_pipeline")
     p.add_argument("--cluster", default=None,
                    help='declared cluster, e.g. "2 nodes x 16 cpus, 1 node x 8 cpus 2 gpus" '
                         "(default: the live Ray cluster, else this machine)")

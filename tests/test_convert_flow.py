@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -51,17 +53,18 @@ def test_bad_parameters_are_rejected_before_work(flow_module, tmp_path):
     corpus, out = str(_corpus(tmp_path)), str(tmp_path / "out")
     for bad, field in (({"files_per_group": 0}, "files_per_group"),
                        ({"compression": "lz77"}, "compression"),
-                       ({"input_path": str(tmp_path / "missing")}, "input_path")):
+                       ({"input": str(tmp_path / "missing")}, "input")):
         with pytest.raises(ValidationError) as err:
-            flow_module.ConvertParams(**{"input_path": corpus, "output_path": out, **bad})
+            flow_module.ConvertParams(**{"input": corpus, "output": out,
+                                         "work_dir": str(tmp_path / "w"), **bad})
         assert [e["loc"][0] for e in err.value.errors()] == [field]
 
 
 def test_convert_flow_writes_parquet_with_stable_ids(tmp_path, flow_module, ray_cluster,
                                                      prefect_harness):
     corpus = _corpus(tmp_path)
-    params = flow_module.ConvertParams(input_path=str(corpus), output_path=str(tmp_path / "out"),
-                                       fields=["source"])
+    params = flow_module.ConvertParams(input=str(corpus), output=str(tmp_path / "out"),
+                                       work_dir=str(tmp_path / "work"), fields=["source"])
     summary = flow_module.convert_to_parquet(params)
     out = tmp_path / "out"
     table, files = _read_output(out)
@@ -82,7 +85,7 @@ def test_convert_flow_writes_parquet_with_stable_ids(tmp_path, flow_module, ray_
     assert (out / "report.md").is_file() and (out / "funnel.png").read_bytes()[:4] == b"\x89PNG"
 
     # Stable ids: a second, recomputed run to another directory gives the same ids per row.
-    params2 = params.model_copy(update={"output_path": str(tmp_path / "out2"), "refresh": True})
+    params2 = params.model_copy(update={"output": str(tmp_path / "out2"), "refresh": True})
     flow_module.convert_to_parquet(params2)
     table2, _ = _read_output(tmp_path / "out2")
     assert table2["id"].to_pylist() == ids
@@ -91,7 +94,7 @@ def test_convert_flow_writes_parquet_with_stable_ids(tmp_path, flow_module, ray_
 
 def test_plan_flag_prints_plan_without_running(tmp_path, flow_module, capsys):
     corpus = _corpus(tmp_path)
-    code = flow_module.main(["--input-path", str(corpus), "--output-path", str(tmp_path / "o"),
+    code = flow_module.main(["--input", str(corpus), "--output", str(tmp_path / "o"),
                              "--plan", "--cluster", "2 nodes x 16 cpus"])
     assert code == 0
     text = capsys.readouterr().out
@@ -99,11 +102,11 @@ def test_plan_flag_prints_plan_without_running(tmp_path, flow_module, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_stage_task_groups_cover_the_pipeline(flow_module, tmp_path):
-    params = flow_module.ConvertParams(input_path=str(_corpus(tmp_path)),
-                                       output_path=str(tmp_path / "out"))
-    names = [s.stage_name for s in flow_module.build_pipeline(params).execution_stages()]
-    assert [n for g in flow_module.stage_task_groups(params) for n in g] == names
+def test_read_and_write_are_one_stage_task(flow_module, tmp_path):
+    params = flow_module.ConvertParams(input=str(_corpus(tmp_path)), output=str(tmp_path / "out"),
+                                       work_dir=str(tmp_path / "w"))
+    assert flow_module.SPEC.stage_task_names(params) == [
+        ["file_partitioning", "jsonl_read", "parquet_writer"]]
 
 
 def test_cli_turns_a_boolean_off_and_refuses_bad_values_naming_the_flag(flow_module, tmp_path,
@@ -112,7 +115,7 @@ def test_cli_turns_a_boolean_off_and_refuses_bad_values_naming_the_flag(flow_mod
     defaults to True (the hand-written store_true parser could not), and a bad value exits 2
     naming the flag."""
     corpus, out = str(_corpus(tmp_path)), str(tmp_path / "out")
-    base = ["--input-path", corpus, "--output-path", out, "--work-dir", str(tmp_path / "w")]
+    base = ["--input", corpus, "--output", out, "--work-dir", str(tmp_path / "w")]
     assert flow_module.ConvertParams.model_fields["write_report"].default is True
     params = flow_module.parse_args([*base, "--no-write-report", "--no-strict"])
     assert params.write_report is False and params.strict is False
@@ -123,3 +126,37 @@ def test_cli_turns_a_boolean_off_and_refuses_bad_values_naming_the_flag(flow_mod
     assert exit_.value.code == 2
     assert "--files-per-group" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
+
+
+def test_missing_input_exits_2_before_ray_starts(tmp_path):
+    """``python flows/convert_to_parquet.py --input data/raw`` (the old quickstart) with no such
+    directory: refused by the shared parameter validation, exit 2 naming --input, no Ray, no
+    traceback (it used to start Ray, run for a minute and print two tracebacks)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))}
+    env.update(PREFECT_HOME=str(tmp_path / "ph"), PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, str(REPO / "flows" / "convert_to_parquet.py"),
+                          "--input", "data/raw", "--output", str(tmp_path / "o"),
+                          "--work-dir", str(tmp_path / "w")],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "--input" in res.stderr and "data/raw" in res.stderr
+    assert "Traceback" not in res.stderr and "Ray" not in res.stdout + res.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
+
+
+def test_rerun_prunes_shards_an_earlier_run_wrote(tmp_path, flow_module, ray_cluster,
+                                                  prefect_harness):
+    """The convert flow records its outputs and prunes the ones a later run does not rewrite
+    (here: two files per shard instead of one), leaving files it did not write alone."""
+    corpus, out = _corpus(tmp_path), tmp_path / "out"
+    common = dict(input=str(corpus), output=str(out), work_dir=str(tmp_path / "w"))
+    flow_module.convert_to_parquet(flow_module.ConvertParams(**common))
+    first = {p.name for p in (out / "data").glob("*.parquet")}
+    assert len(first) == 2
+    (out / "data" / "mine.txt").write_text("a user's file\n")
+    summary = flow_module.convert_to_parquet(flow_module.ConvertParams(files_per_group=2,
+                                                                       **common))
+    now = {p.name for p in (out / "data").glob("*.parquet")}
+    assert len(now) == 1, (first, now)  # both shards of the first run are gone
+    assert (out / "data" / "mine.txt").exists()
+    assert _read_output(out)[0].num_rows == summary["documents_written"] == 10

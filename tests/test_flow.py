@@ -71,8 +71,11 @@ def test_unfused_flow_gives_the_same_output(ray_cluster, prefect_harness, tmp_pa
     common = dict(input=one, **FAST)
     fused = text_curation(TextCurationParams(output=str(tmp_path / "a"),
                                              work_dir=str(tmp_path / "w"), **common))
+    # The split run drives its stage tasks as Ray tasks (driver="in_cluster"), the fused one in
+    # the flow's process (the default): the two drivers give the same output.
+    assert TextCurationParams.model_fields["driver"].default == "in_flow"
     split = text_curation(TextCurationParams(output=str(tmp_path / "b"),
-                                             work_dir=str(tmp_path / "w"),
+                                             work_dir=str(tmp_path / "w"), driver="in_cluster",
                                              fuse_cheap_stages=False, **common))
     # Split: every stage alone. Fused: read..normalise+langid, filter, exact, fuzzy+writer.
     assert len(split["stage_tasks"]) == len(fused["stage_tasks"]) + 4
@@ -103,6 +106,28 @@ def test_invalid_parameter_fails_the_flow_naming_the_field(prefect_harness, tmp_
             id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     assert runs == []  # rejected before any stage task (and before Ray) started
     assert not (tmp_path / "o").exists()
+
+
+def test_stage_progress_lines_are_throttled_and_name_each_stage():
+    """One line when the first part arrives, then at most one per interval, each with the
+    documents each stage has processed and its rate."""
+    from curator_stages.orchestration.run_summary import StageCounts
+    from curator_stages.orchestration.stage_progress import StageProgress
+
+    now = [100.0]
+    lines: list[str] = []
+    progress = StageProgress(["read", "filter"], lines.append, every_s=5, clock=lambda: now[0])
+    counts = {"read": StageCounts("read", items_in=10), "filter": StageCounts("filter", items_in=4)}
+    now[0] = 102.0
+    assert progress.update(counts) is not None  # the first part
+    now[0] = 104.0
+    assert progress.update(counts) is None  # throttled
+    now[0] = 110.0
+    counts["read"].items_in = 100
+    line = progress.update(counts)
+    assert line == ("progress read+filter after 10s: read 100 docs (10 docs/s), "
+                    "filter 4 docs (0 docs/s)")
+    assert lines == [lines[0], line]
 
 
 def test_cli_help_and_bad_values_exit_2_before_ray(tmp_path):
@@ -145,4 +170,25 @@ def test_local_run_without_prefect_server(tmp_path):
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["identity"]["holds"]
     assert [t["status"] for t in summary["stage_tasks"]] == ["Completed"] * 4
+    # What starts is said while it starts, one line each.
+    for what in ("starting Prefect's temporary API", "creating Prefect's database",
+                 "starting Ray"):
+        assert text.count(what) == 1, what
+    # Progress while a stage task runs (stage tasks run in this process: driver in_flow).
+    assert "progress file_partitioning+jsonl_read" in text and "docs/s" in text
+    # The stage task that writes says how many documents it wrote.
+    assert f"fuzzy_dedup+parquet_writer: Completed, wrote {summary['documents_written']} " \
+           "documents" in text
+    # One input file: the log says it runs as one task.
+    assert "one input file: it is read as one task" in text
+    # The report's stage table, one unit (documents), and one wall time, start-up apart.
+    from curator_stages.reporting import load_report_context, summary_rows
+
+    headers, rows = summary_rows(summary, load_report_context(out, summary))
+    for header in headers:
+        assert header in res.stdout
+    for row in rows:
+        assert row[0] in res.stdout and row[2] in res.stdout
+    assert res.stdout.count("wall time:") == 1
+    assert f"wall time: {summary['wall_time_s']:.1f}s (+ " in res.stdout
     print(f"local run wall time: {wall:.1f}s")

@@ -144,13 +144,13 @@ def test_convert_flow_refuses_overlaps_naming_the_field(tmp_path):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     data = input_dir(tmp_path)
-    cases = (({"output_path": str(data.parent)}, "output_path"),
-             ({"output_path": str(data / "parquet")}, "output_path"),
+    cases = (({"output": str(data.parent)}, "output"),
+             ({"output": str(data / "parquet")}, "output"),
              ({"work_dir": str(data)}, "work_dir"),
              ({"work_dir": str(tmp_path / "out" / ".checkpoints")}, "work_dir"))
     for bad, field in cases:
         with pytest.raises(ValidationError) as err:
-            module.ConvertParams(**{"input_path": str(data), "output_path": str(tmp_path / "out"),
+            module.ConvertParams(**{"input": str(data), "output": str(tmp_path / "out"),
                                     "work_dir": str(tmp_path / "W"), **bad})
         assert refused_field(err.value) == [field], bad
 

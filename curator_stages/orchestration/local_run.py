@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -38,8 +39,17 @@ from curator_stages.orchestration.api_server import (
 logger = logging.getLogger(__name__)
 
 
+def announce(message: str) -> None:
+    """One status line on the console while something slow starts (stderr, so a script's
+    stdout holds only its result)."""
+    print(f"{message} ...", file=sys.stderr, flush=True)
+
+
 class LocalRun:
-    """What a local run's body may use: :meth:`use_api` before the first Prefect call."""
+    """What a local run's body may use: :meth:`use_api` before the first Prefect call, and
+    :meth:`announce` to say what starts (pass it to ``RaySession(announce=...)``)."""
+
+    announce = staticmethod(announce)
 
     def __init__(self) -> None:
         self.server: TemporaryApiServer | None = None
@@ -113,10 +123,34 @@ def local_run() -> Iterator[LocalRun]:
     with sigterm_as_interrupt(run):
         try:
             # Spawned now, before Ray starts in this thread: both take seconds and overlap.
+            first = _first_run_in_home()
             run.server = start_temporary_api()
+            if run.server is not None:
+                announce(f"starting Prefect's temporary API (PREFECT_HOME={run.server.home})")
+                if first:
+                    announce("first run in this PREFECT_HOME: creating Prefect's database "
+                             "(once; later runs start faster)")
             yield run
         finally:
             run.close()
+
+
+def _first_run_in_home() -> bool:
+    """True when the temporary API will create its SQLite database (Prefect's default URL)."""
+    try:
+        from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_HOME
+
+        url = PREFECT_API_DATABASE_CONNECTION_URL.value() or ""
+        if url and "sqlite" not in url:
+            return False
+        if ":///" in url:
+            path = url.split(":///", 1)[1]
+        else:
+            path = str(PREFECT_HOME.value() / "prefect.db")
+        return not os.path.exists(os.path.expanduser(path))
+    except Exception as exc:  # noqa: BLE001 - only decides whether to print a hint
+        logger.debug("could not tell whether Prefect's database exists: %r", exc)
+        return False
 
 
 def run_local(body: Callable[[LocalRun], int], *, what: str = "the run") -> int:

@@ -1,8 +1,9 @@
 """Driving a pipeline from inside a flow: one stage task per group, in order, then the summary.
 
 A flow decides *which* stages run and how they are grouped (one cheap chain fused into one stage
-task, or one task per stage); this module submits the groups to the flow's task runner with the
-right refresh decision and remote options, moves the progress artifact, and turns the
+task, or one task per stage); this module runs the groups as stage tasks where the flow's
+``driver`` says (:mod:`ray_seam`) with the right refresh decision, moves the progress artifact,
+logs what each stage task wrote, and turns the
 final reference into the run summary (``run_summary.json`` + artifacts), failing the run when
 the accounting identity does not hold.
 
@@ -22,7 +23,7 @@ from prefect.logging import get_run_logger
 from curator_stages import checkpoints as ckpt
 from curator_stages.orchestration.artifacts import Progress, publish_run_summary
 from curator_stages.checkpoints.dataset_ref import DatasetRef
-from curator_stages.orchestration.ray_session import worker_api_settings
+from curator_stages.orchestration.ray_seam import DEFAULT_DRIVER, Driver, submit_stage_task
 from curator_stages.orchestration.retry_policy import DEFAULT_RETRY_MAX_TOTAL_S
 from curator_stages.orchestration.run_summary import RunSummary, summarise
 from curator_stages.orchestration.stage_task import output_location, stage_names, stage_task
@@ -43,6 +44,8 @@ class StageTaskOptions:
     #: CPUs the Ray task that drives a stage task holds. 0: the stage's own Ray Data work
     #: gets every CPU (the driver mostly waits and writes the checkpoint).
     driver_num_cpus: float = 0.0
+    #: Where the stage task's driver runs (see :mod:`ray_seam`).
+    driver: Driver = DEFAULT_DRIVER
 
 
 @dataclass
@@ -66,15 +69,13 @@ def run_stage_groups(groups: Sequence[Sequence[Any]], seed: DatasetRef, work_dir
     once from its manifest, in state ``Cached``; the first group without one runs, and so does
     everything after it. Raises :class:`WorkDirBusyError` when another run holds ``work_dir``.
     """
-    from prefect_ray.context import remote_options
-
     logger = get_run_logger()
     progress = Progress(progress_key or "stage-progress", len(groups),
                         description=f"{len(groups)} stage task(s)")
     refs: list[DatasetRef] = []
     records: list[dict[str, Any]] = []
     ref = seed
-    with work_dir_lock(work_dir) as locked, worker_api_settings():
+    with work_dir_lock(work_dir) as locked:
         if not locked:
             logger.info("work_dir %s is an object store: no lock is taken; stale temporary "
                         "checkpoints are only removed after %.0f h without writes", work_dir,
@@ -95,22 +96,30 @@ def run_stage_groups(groups: Sequence[Sequence[Any]], seed: DatasetRef, work_dir
                 timeout_seconds=opts.timeout_seconds, tags=opts.tags,
             )
             started = time.perf_counter()
-            with remote_options(num_cpus=opts.driver_num_cpus):
-                future = task_fn.submit(input_ref=ref, stages=list(group), work_dir=work_dir,
-                                        ignore_head_node=ignore_head_node, refresh=refresh)
-            ref = future.result()
-            state = future.state
-            status = state.name if state is not None else "Completed"
+            ref, status = submit_stage_task(
+                task_fn, opts.driver, opts.driver_num_cpus, input_ref=ref, stages=list(group),
+                work_dir=work_dir, ignore_head_node=ignore_head_node, refresh=refresh)
             elapsed = time.perf_counter() - started
             refs.append(ref)
             records.append({"stages": "+".join(names), "status": status,
                             "tasks_out": ref.num_tasks, "documents_out": ref.num_documents,
                             "wall_time_s": round(elapsed, 3), "checkpoint": ref.path})
             pct = progress.advance()
-            logger.info("[%d/%d] %s: %s, %d documents in %d tasks (%.1fs, %.0f%% done)",
-                        i + 1, len(groups), "+".join(names), status, ref.num_documents,
-                        ref.num_tasks, elapsed, pct)
+            written = documents_written(ref, names)
+            what = (f"wrote {written} documents" if written is not None
+                    else f"{ref.num_documents} documents in {ref.num_tasks} tasks")
+            logger.info("[%d/%d] %s: %s, %s (%.1fs, %.0f%% done)", i + 1, len(groups),
+                        "+".join(names), status, what, elapsed, pct)
     return GroupsResult(refs=refs, records=records)
+
+
+def documents_written(ref: DatasetRef, names: Sequence[str]) -> int | None:
+    """Documents the writers among ``names`` wrote (their ``documents_written`` metric), or
+    None when the group has no writer: a writer's output tasks are file lists, so the group's
+    ``num_documents`` (0) says nothing about what it wrote."""
+    counts = [ref.stats.get(n, {}).get("metrics", {}).get("documents_written") for n in names]
+    found = [c for c in counts if c is not None]
+    return int(sum(found)) if found else None
 
 
 def finish_run(result: GroupsResult, output: str, title: str, artifact_key: str,

@@ -37,6 +37,7 @@ from curator_stages.orchestration.retry_policy import (
     note_attempt_start,
 )
 from curator_stages.orchestration.run_summary import HistoryAggregator, StageCounts
+from curator_stages.orchestration.stage_progress import StageProgress
 from curator_stages.tasks import EmptyTask
 
 
@@ -75,8 +76,9 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
     ``refresh``). Run it under :func:`run_stage_groups`, which holds the work directory's lock
     and removes stale temporaries first.
     """
-    from curator_stages.backends.ray_data import apply_stages, streamed_tasks, surfaced_stage_errors
-    from curator_stages.orchestration.ray_session import quiet_ray_data
+    from curator_stages.backends.ray_data import (
+        apply_stages, data_context_for_plan, streamed_tasks, surfaced_stage_errors,
+    )
 
     logger = get_run_logger()
     ctx = TaskRunContext.get()
@@ -91,27 +93,26 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
         return Completed(name=CACHED, data=ref, message=f"served from checkpoint {path}")
     ckpt.clear_for_attempt(path, refresh=refresh)  # refresh, or an incomplete leftover
 
-    quiet_ray_data()
-    # As in RayDataExecutor: Ray Data's per-operator reservation splits a small cluster's CPUs
-    # between operators, so the main map ran one task while a CPU idled. This worker runs one
-    # stage task's plan at a time, so the setting stays local to it.
-    from ray.data import DataContext
-
-    DataContext.get_current().op_resource_reservation_enabled = False
     start = time.perf_counter()
-    dataset, loader = ckpt.file_dataset(input_ref.path, seed_tasks=[EmptyTask()])
     plans: list[Any] = []
     history = HistoryAggregator()
-    with ckpt.CheckpointWriter(path) as writer, surfaced_stage_errors():
+    # Ray Data's per-operator reservation splits a small cluster's CPUs between operators (the
+    # main map ran one task while a CPU idled), and progress bars garble logs under Prefect: both
+    # are set for this plan only, and the dataset is created inside the block so it takes them.
+    with data_context_for_plan(quiet=True), ckpt.CheckpointWriter(path) as writer, \
+            surfaced_stage_errors():
+        dataset, loader = ckpt.file_dataset(input_ref.path, seed_tasks=[EmptyTask()])
         # Workers load the input files and write the output files themselves, inside the
         # first and last stages' own Ray tasks: only small CheckpointPart records come back.
         output = apply_stages(dataset, stages, ignore_head_node=ignore_head_node, plans=plans,
                               before=loader, after=ckpt.parts_writer(writer.tmp_path,
                                                                      "+".join(names)))
+        progress = StageProgress(names, logger.info)
         with streamed_tasks(output) as parts:  # a failed run releases its actors
             for part in parts:
                 writer.add_part(part)
                 history.add_task(part)
+                progress.update(history.stages)
         wall = time.perf_counter() - start
         manifest = writer.commit(
             fingerprint=fp, stages=names, input=input_ref.path,

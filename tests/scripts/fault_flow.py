@@ -12,12 +12,12 @@ Four stage tasks, four checkpoints, like the reference flow; the stages record w
   a stage parameter, so the blocked run and the resumed run have the same fingerprints.
 
 Run: ``python tests/scripts/fault_flow.py --input DIR --output DIR --work-dir DIR
---record-dir DIR [--ignore-head-node] [--ray-address ADDR]``; prints the run summary as JSON.
+--record-dir DIR [--ignore-head-node] [--ray-address ADDR] [--driver in_flow|in_cluster]``
+(the CLI every flow has); prints the run summary as JSON. The run is :func:`run_curation`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -30,24 +30,23 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
-import ray.cloudpickle  # noqa: E402
+import ray  # noqa: E402
 from prefect import flow  # noqa: E402
+from pydantic import Field, ValidationInfo, field_validator  # noqa: E402
 
 from curator_stages import ProcessingStage  # noqa: E402
 from curator_stages.io import JsonlReader, JsonlWriter  # noqa: E402
 from curator_stages.orchestration import (  # noqa: E402
     DatasetRef,
     RaySession,
-    SessionRayTaskRunner,
     StageTaskOptions,
-    finish_run,
-    input_fingerprint,
-    resolve_input_files,
     run_stage_groups,
 )
-
+from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
+from curator_stages.orchestration.curation_run import CurationFlowSpec, run_curation  # noqa: E402
+from curator_stages.orchestration.params import parse_params  # noqa: E402
+from curator_stages.orchestration.ray_seam import SessionRayTaskRunner, ship_by_value  # noqa: E402
 BLOCK_ENV = "CURATOR_FAULT_BLOCK_DIR"
 BLOCK_FILE = "part-03.jsonl"
 
@@ -113,27 +112,46 @@ class SlowUpper(ProcessingStage):
                                             pc.utf8_upper(table["text"])))
 
 
-def build_groups(input_path: str, output: str, record_dir: str) -> list[list[Any]]:
-    reader = JsonlReader(input_path, files_per_group=1, quarantine_dir=f"{output}/quarantine")
-    return [reader.decompose(), [Tag(record_dir)], [Where(record_dir), SlowUpper(record_dir)],
-            [JsonlWriter(f"{output}/data", mode="overwrite")]]
+class FaultParams(CurationParams):
+    """The fault flow's parameters: the shared vocabulary plus where to record executions."""
+
+    retries: int = Field(0, ge=0, le=10, description="Retries of a failed stage task")
+    record_dir: str = Field("", description="Directory for the stages' execution records")
+
+    @field_validator("output", "work_dir")
+    @classmethod
+    def _apart_and_writable(cls, value: str, info: ValidationInfo) -> str:
+        # Not probed here: a test gives an output under a file on purpose, so that the writer's
+        # stage task fails after three checkpoints and a re-run resumes.
+        return value if "://" in value else os.path.abspath(value)
+
+
+def build_groups(p: FaultParams) -> list[list[Any]]:
+    reader = JsonlReader(p.input, files_per_group=1, quarantine_dir=f"{p.output}/quarantine")
+    return [reader.decompose(), [Tag(p.record_dir)],
+            [Where(p.record_dir), SlowUpper(p.record_dir)],
+            [JsonlWriter(f"{p.output}/data", mode="overwrite")]]
+
+
+def runtime_env(p: FaultParams) -> dict[str, Any]:
+    env = {"PYTHONPATH": str(REPO)}
+    if os.environ.get(BLOCK_ENV):
+        env[BLOCK_ENV] = os.environ[BLOCK_ENV]
+    return {"env_vars": env}
+
+
+SPEC = CurationFlowSpec("fault-test-flow", "fault test", FaultParams, build_groups,
+                        runtime_env=runtime_env, report=False)
 
 
 @flow(name="fault-test-flow", task_runner=SessionRayTaskRunner())
 def fault_flow(input_path: str, output: str, work_dir: str, record_dir: str = "",
-               ignore_head_node: bool = False, ray_address: str | None = None) -> dict:
-    files = resolve_input_files(input_path)
-    groups = build_groups(input_path, output, record_dir)
-    env = {"PYTHONPATH": str(REPO)}
-    if os.environ.get(BLOCK_ENV):
-        env[BLOCK_ENV] = os.environ[BLOCK_ENV]
-    with RaySession(ray_address, runtime_env={"env_vars": env}):
-        result = run_stage_groups(groups, DatasetRef.seed(input_fingerprint(files)), work_dir,
-                                  options=StageTaskOptions(retries=0),
-                                  ignore_head_node=ignore_head_node,
-                                  progress_key="fault-test-progress")
-        summary = finish_run(result, output, "fault test", "fault-test-summary")
-    return summary.to_dict()
+               ignore_head_node: bool = False, ray_address: str | None = None,
+               driver: str | None = None) -> dict:
+    params = FaultParams(input=input_path, output=output, work_dir=work_dir,
+                         record_dir=record_dir, ignore_head_node=ignore_head_node,
+                         ray_address=ray_address, **({"driver": driver} if driver else {}))
+    return run_curation(SPEC, params)
 
 
 class LoadModel(ProcessingStage):
@@ -160,25 +178,16 @@ def setup_failure_flow(attempts_dir: str, work_dir: str, retries: int = 1) -> No
                          options=StageTaskOptions(retries=retries))
 
 
-if __name__ != "__main__" and __name__ in sys.modules:
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+ship_by_value(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", required=True)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--work-dir", required=True)
-    parser.add_argument("--record-dir", default="")
-    parser.add_argument("--ignore-head-node", action="store_true")
-    parser.add_argument("--ray-address", default=None)
-    args = parser.parse_args(argv)
-    summary = fault_flow(args.input, args.output, args.work_dir, args.record_dir,
-                         args.ignore_head_node, args.ray_address)
+    params = parse_params(FaultParams, argv, prog="python tests/scripts/fault_flow.py")
+    summary = fault_flow(params.input, params.output, params.work_dir, params.record_dir,
+                         params.ignore_head_node, params.ray_address, params.driver)
     print("SUMMARY " + json.dumps(summary, default=str))
     return 0
 
 
 if __name__ == "__main__":
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     sys.exit(main())

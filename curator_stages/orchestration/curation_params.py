@@ -1,0 +1,120 @@
+"""The parameters every curation flow shares: one vocabulary, one validation, before Ray starts.
+
+A flow's parameter model subclasses :class:`CurationParams` and adds its own fields. Every flow
+therefore takes ``--input/--output/--work-dir`` with the same meaning, refuses a missing or
+unsafe input, an output or work dir overlapping it, and an oversized embedded Ray the same way,
+in a CLI run, a Python call and a deployment run alike, and before any work starts.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from curator_stages.orchestration.params import (
+    check_input_files,
+    check_num_cpus,
+    check_output_location,
+)
+from curator_stages.orchestration.ray_seam import DEFAULT_DRIVER, Driver
+
+
+class CurationParams(BaseModel):
+    """Parameters shared by every curation flow (the Prefect UI shows them as a form)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    #: File name endings the flow's reader reads (its listing rule for ``input``).
+    input_extensions: ClassVar[tuple[str, ...] | None] = None
+    #: A relative ``input`` that matches nothing in the working directory is tried against
+    #: this directory (the flow's checkout), so the defaults work from anywhere.
+    input_root: ClassVar[Path | None] = None
+    #: (low, high) field pairs where high must be >= low.
+    ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    input: str = Field("data/sample", min_length=1, description="Input: a file, a directory "
+                       "or a glob (local path or fsspec URL)")
+    output: str = Field("output", min_length=1, description="Output directory")
+    work_dir: str = Field(".curator_work", min_length=1, description="Checkpoint directory "
+                          "(one complete checkpoint per stage task; makes re-runs resume); "
+                          "must not overlap the input or the output")
+    verify_input: Literal["metadata", "content"] = Field(
+        "metadata", description="How a re-run recognises an unchanged input (and reuses its "
+        "checkpoints): 'metadata' compares each file's path, size and mtime (reads nothing; "
+        "misses an edit that keeps the size and restores the mtime); 'content' hashes each "
+        "file's bytes (xxh3_128; an object store's ETag or version id where it has one)")
+    refresh: bool = Field(False, description="Recompute every stage, ignoring checkpoints")
+    retries: int = Field(1, ge=0, le=10, description="Retries of a failed stage task")
+    retry_delay_seconds: float = Field(2.0, ge=0, le=3600, description="Delay before a retry")
+    timeout_seconds: float | None = Field(None, gt=0, description="Timeout of one stage task")
+    # --- execution
+    driver: Driver = Field(DEFAULT_DRIVER, description="Where each stage task's driver runs: "
+                           "'in_flow' in the flow's process (a local run, or a Prefect worker "
+                           "that can reach the Ray cluster); 'in_cluster' as a Ray task (a "
+                           "Prefect worker outside the Ray cluster)")
+    ray_address: str | None = Field(None, description="Ray cluster to join (default: "
+                                    "RAY_ADDRESS, else an embedded local Ray)")
+    num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs of an embedded local "
+                                 "Ray (default: all; at most this machine's CPU count, since "
+                                 "each CPU gets a worker process; not bounded when joining a "
+                                 "cluster)")
+    ignore_head_node: bool = Field(False, description="Keep stage workers off the Ray head node")
+    log_to_driver: bool = Field(False, description="Show Ray worker logs on this console")
+
+    @classmethod
+    def input_files(cls, path: str) -> list[str]:
+        """The files the flow's reader reads from ``path`` (its own listing rule), sorted."""
+        from curator_stages.orchestration.fingerprint import resolve_input_files
+
+        return resolve_input_files(path, file_extensions=cls.input_extensions)
+
+    @classmethod
+    def resolve_input(cls, path: str) -> str:
+        """A relative path is relative to the working directory, else to :attr:`input_root`;
+        URLs are left alone."""
+        if "://" in path:
+            return path
+        path = os.path.expanduser(path)
+        if os.path.isabs(path):
+            return path
+        here = os.path.abspath(path)
+        if cls.input_root is None or os.path.lexists(here) or (
+                glob.has_magic(here) and cls.input_files(here)):
+            return here
+        there = str(Path(cls.input_root) / path)
+        try:
+            return there if cls.input_files(there) else here
+        except OSError:
+            return here
+
+    @field_validator("input")
+    @classmethod
+    def _input_exists(cls, value: str) -> str:
+        return check_input_files("input", value, cls.resolve_input(value), cls.input_files)
+
+    @field_validator("output", "work_dir")
+    @classmethod
+    def _apart_and_writable(cls, value: str, info: ValidationInfo) -> str:
+        value = value if "://" in value else os.path.abspath(os.path.expanduser(value))
+        check_output_location(info.field_name, value, info.data)
+        return value
+
+    @field_validator("num_cpus")
+    @classmethod
+    def _within_machine(cls, value: int | None, info: ValidationInfo) -> int | None:
+        return check_num_cpus(value, info.data)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "CurationParams":
+        for low, high in self.ordered:
+            if getattr(self, high) < getattr(self, low):
+                raise ValueError(f"{high} ({getattr(self, high)}) must be >= {low} "
+                                 f"({getattr(self, low)})")
+        return self
+
+
+__all__ = ["CurationParams"]

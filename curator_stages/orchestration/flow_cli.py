@@ -1,0 +1,113 @@
+"""``python flows/<name>.py``: the one command line of every curation flow, from its spec.
+
+The options are generated from the flow's parameter model (:func:`params.parse_params`): a bad
+value exits 2 naming the option, before Ray or Prefect starts. ``--plan [--cluster ...]`` prints
+the execution plan and processes nothing. Otherwise the flow runs as a local run
+(:func:`local_run.run_local`): the temporary Prefect API starts while Ray starts, each says so
+on the console while it starts, and the run ends with the stage table of its report and one
+wall time (the run's, with the start-up stated apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from curator_stages.orchestration.curation_run import SINGLE_FILE_NOTE, CurationFlowSpec, plan_for
+from curator_stages.orchestration.params import parse_params
+
+PLAN_FORMATS = ("text", "markdown", "json")
+
+
+def plan_main(spec: CurationFlowSpec[Any], argv: Sequence[str], prog: str) -> int:
+    """``--plan [--cluster "2 nodes x 16 cpus"] [--plan-format F] [flow parameters]``."""
+    from curator_stages.plan import UnschedulableStageError
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plan", action="store_true")
+    pre.add_argument("--cluster", default=None)
+    pre.add_argument("--plan-format", choices=PLAN_FORMATS, default="text")
+    known, rest = pre.parse_known_args(list(argv))
+    params = parse_params(spec.params_model, rest, prog=f"{prog} --plan")
+    try:
+        plan = plan_for(spec, params, cluster=known.cluster)
+    except UnschedulableStageError as exc:
+        print(f"plan: {exc}", file=sys.stderr)
+        return 2
+    emit_plan(plan, known.plan_format)
+    if known.plan_format == "text" and len(params.input_files(params.input)) == 1:
+        print(f"note: {SINGLE_FILE_NOTE}")
+    return 0
+
+
+def emit_plan(plan: Any, fmt: str) -> None:
+    if fmt == "markdown":
+        print(plan.to_markdown())
+    elif fmt == "json":
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        plan.print()
+
+
+def flow_main(spec: CurationFlowSpec[Any], flow_fn: Callable[..., Any],
+              argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """The ``main`` of a flow script; returns its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    prog = prog or f"python flows/{spec.name.replace('-', '_')}.py"
+    if "--plan" in args:  # print the plan, process nothing
+        return plan_main(spec, args, prog)
+    params = parse_params(spec.params_model, args, prog=prog)
+    from curator_stages.orchestration.local_run import run_local
+    from curator_stages.orchestration.ray_session import RaySession
+
+    start = time.perf_counter()
+
+    def body(run: Any) -> int:
+        # The temporary API (without PREFECT_API_URL) starts while Ray starts; SIGTERM stops
+        # the run like Ctrl-C, and nothing the run started outlives it (local_run). The flow's
+        # own RaySession then reuses this one.
+        with RaySession(params.ray_address, num_cpus=params.num_cpus,
+                        log_to_driver=params.log_to_driver,
+                        runtime_env=spec.runtime_env(params), announce=run.announce):
+            run.use_api()
+            state = flow_fn(params, return_state=True)
+        if not state.is_completed():
+            print(f"{spec.title} failed: {state.message}", file=sys.stderr)
+            return 1
+        print_summary(spec, state.result(), params.output, time.perf_counter() - start)
+        return 0
+
+    return run_local(body, what=spec.title)
+
+
+def print_summary(spec: CurationFlowSpec[Any], summary: dict[str, Any], output: str,
+                  total_s: float) -> None:
+    """The report's stage table (one unit: documents), the accounting, one wall time."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from curator_stages.reporting import load_report_context, summary_rows
+
+    headers, rows = summary_rows(summary, load_report_context(output, summary))
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # a log: no wrapping
+    table = Table(title=spec.title)
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i == 0 or "drop" in header else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    ident = summary["identity"]
+    console.print(f"accounting: {ident['text']} -> "
+                  f"{'[green]holds[/green]' if ident['holds'] else '[red]BROKEN[/red]'}")
+    console.print("stage tasks: " + ", ".join(t["status"] for t in summary["stage_tasks"]))
+    run_s = float(summary.get("wall_time_s") or 0.0)
+    startup = f" (+ {total_s - run_s:.1f}s start-up: Ray, Prefect's API)" if run_s else ""
+    console.print(f"output: {output}/data  summary: {output}/run_summary.json  "
+                  f"report: {output}/report.md", soft_wrap=True)
+    console.print(f"wall time: {run_s or total_s:.1f}s{startup}")
+
+
+__all__ = ["emit_plan", "flow_main", "plan_main", "print_summary"]
