@@ -28,7 +28,7 @@ VARIANTS = ("local", "mp", "ray", "prefect_per_stage", "prefect_fused")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Environment defaults of a local flow run, applied to every variant alike.
-from curator_stages.orchestration.local_defaults import LOCAL_RUN_ENV_DEFAULTS as QUIET_ENV  # noqa: E402
+from curator_stages.env_defaults import LOCAL_RUN_ENV_DEFAULTS as QUIET_ENV  # noqa: E402
 
 
 def _ray_init(num_cpus: int | None) -> None:

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from curator_stages.orchestration.local_defaults import apply_local_run_defaults
+from curator_stages.env_defaults import apply_local_run_defaults
 
 apply_local_run_defaults()  # quiet defaults for a local run, before Prefect is imported
 

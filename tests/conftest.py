@@ -23,7 +23,7 @@ if str(REPO_ROOT) not in sys.path:
 
 # The product's own local-run defaults (one table; imports neither Prefect nor Ray). Ray keeps
 # its default token authentication (no RAY_AUTH_MODE=disabled here).
-from curator_stages.orchestration.local_defaults import apply_local_run_defaults  # noqa: E402
+from curator_stages.env_defaults import apply_local_run_defaults  # noqa: E402
 
 apply_local_run_defaults()
 # Ray workers import test helpers (tests.*) and flows (flows.*) from the checkout. They inherit

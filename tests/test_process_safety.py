@@ -190,7 +190,7 @@ def test_sigkill_of_a_local_run_takes_its_processes_along(tmp_path):
 
 API_PROBE = textwrap.dedent("""
     import json, urllib.request
-    from curator_stages.orchestration.local_defaults import apply_local_run_defaults
+    from curator_stages.env_defaults import apply_local_run_defaults
     apply_local_run_defaults()  # as the flow scripts do, before Prefect is imported
     from curator_stages.orchestration.api_server import start_temporary_api
 

@@ -4,8 +4,8 @@
 ``map_batches`` call; ``workers`` is what runs inside Ray's workers; ``errors`` brings a
 worker's error back to the driver as itself; ``executor`` assembles and runs a whole pipeline
 as one streaming plan and returns an ``ExecutionResult`` (``result``); ``plan_context`` holds
-the Ray Data settings of one plan, restored after it; ``env_defaults`` is the one table of
-environment defaults for a Ray this package starts.
+the Ray Data settings of one plan, restored after it. The environment defaults for a Ray this
+package starts are the core's one table (``curator_stages.env_defaults``).
 """
 
 from curator_stages.backends.ray_data.adapter import (

@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from curator_stages.backends.ray_data.env_defaults import RAY_ENV_DEFAULTS
+from curator_stages.env_defaults import RAY_ENV_DEFAULTS
 
 logger = logging.getLogger(__name__)
 
