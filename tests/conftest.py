@@ -52,21 +52,12 @@ def ray_cluster():
 
 
 def _quiet_port() -> int:
-    """A free loopback port outside the OS's ephemeral range (32768-60999) and Ray's worker range
-    (10002-19999). Prefect's harness asks the OS for one, and during its seconds-long start a Ray
-    process binding port 0 can take the same port: the health check then talks to Ray's gRPC."""
-    import random
-    import socket
+    """Prefect's harness asks the OS for a port, and during its seconds-long start a Ray process
+    binding port 0 can take the same one (the health check then talks to Ray's gRPC): use the
+    product's own pick outside the ephemeral range and Ray's worker ports instead."""
+    from curator_stages.orchestration.api_server import pick_loopback_port
 
-    for _ in range(200):
-        port = random.randint(20000, 29999)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free loopback port in 20000-29999 for the Prefect test server")
+    return pick_loopback_port()
 
 
 @pytest.fixture(scope="session")
@@ -117,3 +108,25 @@ from s3_server import reserve_environment, s3_server  # noqa: E402,F401 - Seawee
 def pytest_configure(config):
     """S3 credentials and endpoint go into the environment before any Ray starts (see s3_server)."""
     reserve_environment()
+
+
+@pytest.fixture()
+def cluster_left_free():
+    """After the test, wait until every CPU of the session cluster is free again.
+
+    Actors of a finished plan go when Ray Data's executor is collected (it sits in reference
+    cycles); a later test with a fixed pool of two actors needs every CPU, so collect and wait.
+    """
+    yield
+    import gc
+    import time
+
+    import ray
+
+    if not ray.is_initialized():
+        return
+    gc.collect()
+    deadline = time.monotonic() + 60
+    while (ray.available_resources().get("CPU", 0.0) < ray.cluster_resources().get("CPU", 0.0)
+           and time.monotonic() < deadline):
+        time.sleep(0.25)

@@ -34,21 +34,7 @@ from curator_stages.backends.ray_data import errors
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-@pytest.fixture(autouse=True)
-def _leave_the_cluster_free():
-    """Actors of a finished plan go when Ray Data's executor is collected (it sits in reference
-    cycles); later tests (a fixed pool of two actors) need every CPU, so collect and wait."""
-    yield
-    import gc
-    import time as _time
-
-    if not ray.is_initialized():
-        return
-    gc.collect()
-    deadline = _time.monotonic() + 60
-    while (ray.available_resources().get("CPU", 0.0) < ray.cluster_resources().get("CPU", 0.0)
-           and _time.monotonic() < deadline):
-        _time.sleep(0.25)
+pytestmark = pytest.mark.usefixtures("cluster_left_free")
 
 
 PACKAGE = Path(__file__).resolve().parents[1] / "curator_stages"

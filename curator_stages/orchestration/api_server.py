@@ -103,7 +103,7 @@ def api_start_lock(home: Path | None = None) -> Iterator[Path]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _pick_port() -> int:
+def pick_loopback_port() -> int:
     """A free loopback port outside the OS's ephemeral range (32768-60999) and Ray's worker
     ports (10002-19999), where a Ray process binding port 0 could take it during the start."""
     for _ in range(200):
@@ -114,7 +114,7 @@ def _pick_port() -> int:
             except OSError:
                 continue
             return port
-    raise RuntimeError("no free loopback port in 20000-29999 for the temporary Prefect API")
+    raise RuntimeError("no free loopback port in 20000-29999 for a Prefect API server")
 
 
 def _spawn(port: int) -> subprocess.Popen[Any]:
@@ -171,7 +171,7 @@ class TemporaryApiServer:
     def _start_under_lock(self) -> None:
         deadline = time.monotonic() + self.timeout
         for _ in range(PORT_ATTEMPTS):
-            port = _pick_port()
+            port = pick_loopback_port()
             self.process = _spawn(port)
             url = f"http://127.0.0.1:{port}/api"
             while time.monotonic() < deadline and not self._stop.is_set():
