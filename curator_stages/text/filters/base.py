@@ -23,32 +23,13 @@ importing the others; :mod:`curator_stages.text.filters.rules` gathers them unde
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal, TypeVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from curator_stages.text.filters.features import TextFeatures
 
-#: The module every rule class has always been defined in, and still answers to.
-RULES_MODULE = "curator_stages.text.filters.rules"
 
-_T = TypeVar("_T", bound=type)
-
-
-def named_in_rules(cls: _T) -> _T:
-    """Keep a rule class's module path at :data:`RULES_MODULE` after it moved to a sibling module.
-
-    Why: a stage's checkpoint identity names each rule by ``module.qualname``, and pickles refer
-    to classes the same way. Rules used to live in ``rules.py``; pinning the path keeps existing
-    checkpoints valid (no silent recompute of every filter stage) and pickles loadable, and it
-    stays the same whichever module is imported first. ``rules`` re-exports every such class,
-    so the pinned path always resolves.
-    """
-    cls.__module__ = RULES_MODULE
-    return cls
-
-
-@named_in_rules
 class Rule(ABC):
     """A named, thresholded, batched document score (see module docstring)."""
 

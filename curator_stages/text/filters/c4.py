@@ -18,14 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.compute as pc
 
-from curator_stages.text.filters.base import Rule, named_in_rules
+from curator_stages.text.filters.base import Rule
 from curator_stages.text.filters.features import TextFeatures, ratio
 
 #: URLs with a scheme or a ``www.`` host, up to the next whitespace or quote/angle bracket.
 URL_REGEX = r"(?i)(?:\b[a-z][a-z0-9+.\-]*://|\bwww\.)[^\s<>\"'`]+"
 
 
-@named_in_rules
 @dataclass(frozen=True)
 class LoremIpsumRule(Rule):
     """C4: drop a page that contains "lorem ipsum" (any case): placeholder text. Score 1/0."""
@@ -43,7 +42,6 @@ class LoremIpsumRule(Rule):
         return s == 0
 
 
-@named_in_rules
 @dataclass(frozen=True)
 class CurlyBracketRule(Rule):
     """C4: drop a page that contains ``{`` (likely code or templates). Score 1/0.
@@ -68,7 +66,6 @@ class CurlyBracketRule(Rule):
 SENTENCE_END_REGEX = r"[.!?]+[\"'”’»)\]]*(?:\s|$)|[。！？]+"
 
 
-@named_in_rules
 @dataclass(frozen=True)
 class SentenceCountRule(Rule):
     """C4: at least ``min_sentences`` sentences (default 3, TFDS ``_MIN_NUM_SENTENCES``).
@@ -90,7 +87,6 @@ class SentenceCountRule(Rule):
         return s >= self.min_sentences
 
 
-@named_in_rules
 @dataclass(frozen=True)
 class UrlRatioRule(Rule):
     """Share of the document's characters inside URLs at most ``max_ratio`` (NeMo default 0.2).
@@ -115,7 +111,6 @@ class UrlRatioRule(Rule):
         return s <= self.max_ratio
 
 
-@named_in_rules
 @dataclass(frozen=True)
 class NonAlphaNumericRule(Rule):
     """Share of characters that are not letters, marks, digits (any script) at most ``max_ratio``.

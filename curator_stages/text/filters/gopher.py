@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curator_stages.text.filters.base import Rule, named_in_rules
+from curator_stages.text.filters.base import Rule
 from curator_stages.text.filters.features import (
     TextFeatures,
     normalise_language,
@@ -74,7 +74,6 @@ _EDGE_PUNCTUATION = "\"'“”‘’«»„()[]{}<>.,;:!?¡¿…-–—*_/\\|`~"
 _BULLET_REGEX = r"^[•●○◦‣⁃∙▪▫■□◆◇►▶➢➤✓✔*\-]"
 
 
-@named_in_rules
 @dataclass(frozen=True)
 class WordCountRule(Rule):
     """Words per document within ``[min_words, max_words]``.
@@ -102,7 +101,6 @@ class WordCountRule(Rule):
         return f.language_in(UNSEGMENTED_LANGUAGES) if f.languages is not None else None
 
 
-@named_in_rules
 @dataclass(frozen=True)
 class MeanWordLengthRule(Rule):
     """Mean characters per word within ``[min_length, max_length]`` (Gopher default 3..10).
@@ -136,7 +134,6 @@ class MeanWordLengthRule(Rule):
         return mostly_cjk | f.language_in(UNSEGMENTED_LANGUAGES)
 
 
-@named_in_rules
 @dataclass(frozen=True)
 class SymbolWordRatioRule(Rule):
     """(hash symbols ``#`` + ellipses ``...``/``…``) per word at most ``max_ratio`` (Gopher 0.1).
@@ -167,7 +164,6 @@ class SymbolWordRatioRule(Rule):
         return s <= self.max_ratio
 
 
-@named_in_rules
 @dataclass(frozen=True)
 class BulletLinesRule(Rule):
     """Share of non-blank lines that start with a bullet at most ``max_ratio`` (Gopher 0.9).
@@ -190,7 +186,6 @@ class BulletLinesRule(Rule):
         return s <= self.max_ratio
 
 
-@named_in_rules
 @dataclass(frozen=True)
 class EllipsisLinesRule(Rule):
     """Share of non-blank lines ending with ``...`` or ``…`` at most ``max_ratio`` (Gopher 0.3)."""
@@ -211,7 +206,6 @@ class EllipsisLinesRule(Rule):
         return s <= self.max_ratio
 
 
-@named_in_rules
 @dataclass(frozen=True)
 class AlphabeticWordsRule(Rule):
     """Share of words containing at least one letter (any script) at least ``min_ratio``.
@@ -234,7 +228,6 @@ class AlphabeticWordsRule(Rule):
         return s >= self.min_ratio
 
 
-@named_in_rules
 @dataclass(frozen=True)
 class StopWordsRule(Rule):
     """At least ``min_count`` stop-word occurrences in the document's language (Gopher: 2).

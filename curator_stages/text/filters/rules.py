@@ -3,9 +3,7 @@
 Why this module: rules are written in three modules of one job each (:mod:`.base` the contract
 every rule keeps, :mod:`.gopher` the Gopher quality rules, :mod:`.c4` the C4 document rules with
 NeMo Curator's URL and symbol ratios), and the repetition rules in :mod:`.repetition`. Code and
-user pipelines import rules from here, and every rule class still names this module as its own
-(see :func:`~curator_stages.text.filters.base.named_in_rules`), so stage identities, and with them
-existing checkpoints, are what they were before the split.
+user pipelines import rules from here.
 """
 
 from curator_stages.text.filters.base import Rule
