@@ -73,7 +73,10 @@ def test_unfused_flow_gives_the_same_output(ray_cluster, prefect_harness, tmp_pa
                                              work_dir=str(tmp_path / "w"), **common))
     # The split run drives its stage tasks as Ray tasks (driver="in_cluster"), the fused one in
     # the flow's process (the default): the two drivers give the same output.
-    assert TextCurationParams.model_fields["driver"].default == "in_flow"
+    from curator_stages.orchestration.ray_seam import resolve_driver
+
+    assert resolve_driver(TextCurationParams.model_fields["driver"].default, None) == "in_flow"
+    assert resolve_driver("auto", "ray://head:10001") == "in_cluster"
     split = text_curation(TextCurationParams(output=str(tmp_path / "b"),
                                              work_dir=str(tmp_path / "w"), driver="in_cluster",
                                              fuse_cheap_stages=False, **common))

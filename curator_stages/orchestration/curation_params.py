@@ -54,8 +54,9 @@ class CurationParams(BaseModel):
     # --- execution
     driver: Driver = Field(DEFAULT_DRIVER, description="Where each stage task's driver runs: "
                            "'in_flow' in the flow's process (a local run, or a Prefect worker "
-                           "that can reach the Ray cluster); 'in_cluster' as a Ray task (a "
-                           "Prefect worker outside the Ray cluster)")
+                           "that is a member of the Ray cluster); 'in_cluster' as a Ray task (a "
+                           "Prefect worker outside the cluster); 'auto': in_cluster over the Ray "
+                           "Client (ray://), else in_flow")
     ray_address: str | None = Field(None, description="Ray cluster to join (default: "
                                     "RAY_ADDRESS, else an embedded local Ray)")
     num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs of an embedded local "

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
 from curator_stages.orchestration.curation_params import CurationParams
+from curator_stages.orchestration.ray_seam import resolve_driver
 
 P = TypeVar("P", bound=CurationParams)
 
@@ -77,7 +78,8 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
     groups = spec.build_stage_groups(params)
     logger.info("input: %d file(s) under %s; %d stage task(s): %s; drivers %s", len(files),
                 params.input, len(groups),
-                " | ".join("+".join(s.stage_name for s in g) for g in groups), params.driver)
+                " | ".join("+".join(s.stage_name for s in g) for g in groups),
+                resolve_driver(params.driver, params.ray_address))
     if len(files) == 1:
         logger.info(SINGLE_FILE_NOTE)
     seed = DatasetRef.seed(input_fingerprint(files, extra=spec.fingerprint_extra,
@@ -86,7 +88,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
                                retry_delay_seconds=params.retry_delay_seconds,
                                retry_jitter_factor=0.2 if params.retry_delay_seconds else None,
                                timeout_seconds=params.timeout_seconds, tags=(spec.name,),
-                               driver=params.driver)
+                               driver=resolve_driver(params.driver, params.ray_address))
     session = RaySession(params.ray_address, num_cpus=params.num_cpus,
                          log_to_driver=params.log_to_driver, runtime_env=spec.runtime_env(params))
     with work_dir_lock(params.work_dir), session:

@@ -41,12 +41,26 @@ from typing import Any, Iterator, Literal
 
 from prefect_ray.task_runners import RayTaskRunner
 
-#: Where a stage task's driver runs (see the module docstring).
-Driver = Literal["in_flow", "in_cluster"]
-#: The default for every flow: on the sample data in_flow was not slower than in_cluster (within
-#: the noise; benchmarks/BENCHMARKS.md, "Stage-task driver"), it shows stage-task progress on
-#: a local run's console, and it needs none of the in_cluster workarounds.
-DEFAULT_DRIVER: Driver = "in_flow"
+#: Where a stage task's driver runs (see the module docstring); "auto" is resolved per run by
+#: :func:`resolve_driver`.
+Driver = Literal["auto", "in_flow", "in_cluster"]
+#: The default for every flow. On the sample data in_flow was not slower than in_cluster
+#: (within the noise; benchmarks/BENCHMARKS.md, "Stage-task driver"), shows stage-task progress
+#: on a local run's console and needs none of the in_cluster workarounds, so "auto" picks it,
+#: except over the Ray Client, whose process is no member of the cluster: a Ray Data plan driven
+#: from there would ship every block through the client connection.
+DEFAULT_DRIVER: Driver = "auto"
+
+
+def resolve_driver(driver: Driver, ray_address: str | None) -> Driver:
+    """``in_cluster`` for "auto" when the run joins a cluster over the Ray Client (``ray://``,
+    from the flow's ``ray_address`` or ``RAY_ADDRESS``), else ``in_flow``; explicit choices win."""
+    if driver != "auto":
+        return driver
+    import os
+
+    address = ray_address or os.environ.get("RAY_ADDRESS") or ""
+    return "in_cluster" if address.startswith("ray://") else "in_flow"
 
 
 class SessionRayTaskRunner(RayTaskRunner):
@@ -158,6 +172,7 @@ def submit_stage_task(task_fn: Any, driver: Driver, driver_num_cpus: float,
 
     A failed stage task raises its exception here, either way.
     """
+    driver = resolve_driver(driver, None)
     if driver == "in_flow":
         with _data_context_restored():
             state = task_fn(**parameters, return_state=True)
@@ -174,5 +189,5 @@ def submit_stage_task(task_fn: Any, driver: Driver, driver_num_cpus: float,
     return ref, state.name if state is not None else "Completed"
 
 
-__all__ = ["DEFAULT_DRIVER", "Driver", "SessionRayTaskRunner", "ship_by_value",
+__all__ = ["DEFAULT_DRIVER", "Driver", "SessionRayTaskRunner", "resolve_driver", "ship_by_value",
            "submit_stage_task", "worker_api_settings"]
