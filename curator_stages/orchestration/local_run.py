@@ -168,7 +168,10 @@ def run_local(body: Callable[[LocalRun], int], *, what: str = "the run") -> int:
             code = body(run)
     except KeyboardInterrupt:
         pass
-    except Exception as exc:
+    except BaseException as exc:  # noqa: BLE001 - re-raised unless a stop signal caused it
+        # A stage task running in this process (driver in_flow) meets SIGTERM inside Prefect's
+        # task engine, which turns it into its own TerminationSignal or an exit; the signal
+        # itself was recorded, and the outcome is the same clean stop as Ctrl-C.
         if not (holder and holder[0].stop_signal):
             raise
         logger.debug("the run failed while stopping: %r", exc)
