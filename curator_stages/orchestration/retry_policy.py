@@ -71,17 +71,15 @@ def _remote_verdict(exc: BaseException) -> bool | None:
     """For a Ray error that could not be rebuilt as the stage's own exception (a library's
     error without this package's ``stage '<name>'`` prefix): judge the first error of the
     remote traceback (the original one; wrappers follow it) by its type and errno."""
-    try:
-        from ray.exceptions import RayError
+    from ray.exceptions import RayError
 
-        from curator_stages.backends.ray_data.adapter import _exception_class
-    except ImportError:  # pragma: no cover - ray is a dependency
-        return None
+    from curator_stages.backends.ray_data.errors import exception_class
+
     if not isinstance(exc, RayError):
         return None
     text = getattr(exc, "traceback_str", "") or str(exc)
     for match in _ERROR_LINE.finditer(text):
-        cls = _exception_class(match.group("cls"))
+        cls = exception_class(match.group("cls"))
         if cls is None:
             continue
         code = _ERRNO.search(match.group("msg"))

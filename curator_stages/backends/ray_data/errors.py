@@ -124,7 +124,7 @@ def _from_cause_chain(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _exception_class(qualified: str) -> type[BaseException] | None:
+def exception_class(qualified: str) -> type[BaseException] | None:
     """The exception class a traceback line names, if it is ours or a builtin."""
     module_name, _, name = qualified.rpartition(".")
     if not module_name:
@@ -147,7 +147,7 @@ def _from_text(exc: BaseException) -> BaseException | None:
         return None
     match = matches[-1]
     qualified, message, stage_name = match.group("cls"), match.group("msg"), match.group("stage")
-    cls = _exception_class(qualified)
+    cls = exception_class(qualified)
     err: BaseException | None = None
     if cls is not None:
         try:
