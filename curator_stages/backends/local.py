@@ -244,6 +244,8 @@ class MultiprocessExecutor:
         tasks: list[Task] = seeds or [EmptyTask()]
         if self.spill_dir:
             os.makedirs(self.spill_dir, exist_ok=True)
+        # A stage the workers cannot receive is refused before any process is forked.
+        _pickle_stages(list(execution))
         spill_root = tempfile.mkdtemp(prefix="curator-spill-", dir=self.spill_dir)
         ctx = mp.get_context(self.start_method)
         driver_ready: list[ProcessingStage] = []
