@@ -54,6 +54,9 @@ def test_reference_flow_on_s3_end_to_end_and_the_secret_key_is_written_nowhere(
     assert summary["identity"]["holds"], summary["identity"]
     assert summary["documents_written"] > 0 and summary["documents_quarantined"] > 0
     assert any(k.startswith("out/data/part-") for k in written)
+    # The report sits next to the data in the bucket, not in a local "s3:" directory.
+    assert {"out/report.md", "out/funnel.png"} <= set(written)
+    assert not Path("s3:").exists() and not (tmp_path / "s3:").exists()
     # Checkpoints: every task file under one attempt prefix, listed by a manifest written last;
     # nothing else is stored (no temporary directories, no orphans).
     manifests = [k for k in written if k.startswith("work/") and k.endswith("/manifest.json")]

@@ -74,8 +74,9 @@ def write_run_report(output_dir: str | Path, summary: RunSummary | dict[str, Any
                      quarantine_dirs: Iterable[str | Path] = (),
                      plan: Any = None, title: str | None = None,
                      dropped_hint: str | None = None,
-                     publish_artifact: bool = True) -> Path:
-    """Write ``report.md`` and ``funnel.png`` into ``output_dir``; return the report's path.
+                     publish_artifact: bool = True) -> Path | str:
+    """Write ``report.md`` and ``funnel.png`` into ``output_dir``; return the report's path
+    (a URL string for an object-store output).
 
     ``summary`` defaults to the directory's ``run_summary.json``. Quarantine and dropped-document
     directories default to ``<output_dir>/quarantine`` and ``<output_dir>/dropped`` when present.
@@ -87,6 +88,10 @@ def write_run_report(output_dir: str | Path, summary: RunSummary | dict[str, Any
     markdown is published as an artifact (the image is referenced by file name, so it shows
     where the markdown sits next to it).
     """
+    if "://" in str(output_dir):
+        return _write_remote_report(str(output_dir), summary, dropped_dirs=dropped_dirs,
+                                    quarantine_dirs=quarantine_dirs, plan=plan, title=title,
+                                    dropped_hint=dropped_hint, publish_artifact=publish_artifact)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if summary is None:
@@ -109,6 +114,30 @@ def write_run_report(output_dir: str | Path, summary: RunSummary | dict[str, Any
     if publish_artifact:
         publish_report_artifact(markdown, data.title)
     return report
+
+
+def _write_remote_report(output_url: str, summary: RunSummary | dict[str, Any] | None,
+                         **options: Any) -> str:
+    """An object-store output: the report is rendered in a local temporary directory (pathlib
+    and matplotlib write local files) and each file is then uploaded whole next to the data.
+    What the report reads from the output's files (quarantine reasons, language mix, dropped
+    examples) is then left out; every count still comes from the run summary."""
+    import tempfile
+
+    from curator_stages.io.filesystem import put_bytes
+
+    if summary is None:
+        from curator_stages.io.filesystem import resolve
+
+        fs, path = resolve(f"{output_url.rstrip('/')}/{RUN_SUMMARY_FILE}")
+        with fs.open(path, "rb") as f:
+            summary = json.loads(f.read())
+    with tempfile.TemporaryDirectory(prefix="curator-report-") as local:
+        report = write_run_report(local, summary, **options)
+        for name in (REPORT_FILE, FUNNEL_FILE, REPORT_CONTEXT_FILE):
+            if (Path(local) / name).is_file():
+                put_bytes(f"{output_url.rstrip('/')}/{name}", (Path(local) / name).read_bytes())
+        return f"{output_url.rstrip('/')}/{report.name}"
 
 
 def publish_report_artifact(markdown: str, title: str) -> str | None:
