@@ -7,6 +7,7 @@ keeps its database in a temporary PREFECT_HOME and Ray stays quiet.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import tempfile
 from pathlib import Path
@@ -35,17 +36,29 @@ if str(REPO_ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """The one Ray cluster of the test session: 2 CPUs, no dashboard, started by the tests."""
+    """The one Ray cluster of the test session: 2 CPUs, no dashboard, started by the tests the way
+    the product starts an embedded Ray (127.0.0.1 only, token authentication).
+
+    The token is this session's own, put into the environment before Ray starts: the suite never
+    reads or writes ``~/.ray/auth_token``, and a flow subprocess joins with exactly this token
+    (:func:`tests.fault_helpers.join_env`), whatever another test did to the environment since.
+    """
     import ray
     from ray.data import DataContext
 
+    from curator_stages.backends.ray_data.local_ray import start_local_ray
+    from tests import fault_helpers
+
     if not ray.is_initialized():
-        ray.init(
-            address="local",  # never join a cluster another process left recorded in /tmp/ray
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=True,
-        )
+        # Ray itself turns token mode on for a new local node (and refreshes its cached config,
+        # which setting RAY_AUTH_MODE here would not).
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+        start_local_ray(2, log_to_driver=True, warm=False)
+    fault_helpers.SESSION_CLUSTER.update(
+        RAY_ADDRESS=ray.get_runtime_context().gcs_address,
+        RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "token"),
+        RAY_AUTH_TOKEN=os.environ.get("RAY_AUTH_TOKEN", ""))
     DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

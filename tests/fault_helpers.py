@@ -27,6 +27,25 @@ from curator_stages import DocumentBatch, ProcessingStage
 #: How long an injected block waits before giving up on its own (a test that never kills it).
 BLOCK_SAFETY_TIMEOUT_S = 240.0
 
+#: How a subprocess joins the test session's Ray cluster (filled in by the ``ray_cluster`` fixture):
+#: its address, and the token it was started with.
+SESSION_CLUSTER: dict[str, str] = {}
+
+
+def join_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a flow subprocess on the session's Ray cluster.
+
+    The address and token are the ones the cluster was started with, not whatever the environment
+    holds now (a test may have changed it), and no token file path competes with them.
+    """
+    if not SESSION_CLUSTER:
+        raise RuntimeError("join_env() needs the ray_cluster fixture")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST_", "RAY_AUTH_TOKEN_PATH"))}
+    env.update(SESSION_CLUSTER)
+    env.update(extra)
+    return env
+
 
 # ----------------------------------------------------------------------------- waiting
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str,

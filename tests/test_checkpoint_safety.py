@@ -29,6 +29,7 @@ from curator_stages.checkpoints.task_files import (
     read_task,
     write_task,
 )
+from tests import fault_helpers as fh
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -216,11 +217,9 @@ def test_planted_pickle_in_a_checkpoint_is_refused_and_never_run(curated, tmp_pa
 def flow_env(tmp_path: Path, home: str, ray_cluster) -> dict[str, str]:
     """A `python flows/text_curation.py` environment with its own PREFECT_HOME (a temporary
     API on it, no server), on this session's Ray cluster."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "RAY_ADDRESS", "PYTEST_"))}
+    env = {k: v for k, v in fh.join_env().items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / home), PYTHONPATH=str(REPO),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address)
+               PREFECT_SERVER_ANALYTICS_ENABLED="false")
     return env
 
 

@@ -182,12 +182,7 @@ def subprocess_env(ray_cluster, **extra: str) -> dict[str, str]:
     """Environment of a flow subprocess: this session's Ray cluster and Prefect API."""
     from prefect.settings import PREFECT_API_URL
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env["RAY_ADDRESS"] = ray_cluster.get_runtime_context().gcs_address
-    env["PREFECT_API_URL"] = PREFECT_API_URL.value()
-    env["PYTHONPATH"] = str(REPO)
-    env.update(extra)
-    return env
+    return fh.join_env(PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONPATH=str(REPO), **extra)
 
 
 def records(record_dir: Path, stage: str) -> list[str]:

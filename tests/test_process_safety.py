@@ -271,6 +271,12 @@ def test_ray_loopback_switch_is_where_we_expect():
     assert isinstance(ray_constants.ENABLE_RAY_CLUSTER, bool)
     assert ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
     assert "ray_constants.ENABLE_RAY_CLUSTER" in inspect.getsource(services.get_node_ip_address)
+    # Joining: Ray rewrites a 127.0.0.1 address to the node address unless the switch is off, and
+    # "auto" is read from RAY_ADDRESS or the address file of the newest local cluster.
+    assert "get_node_ip_address" in inspect.getsource(services.resolve_ip_for_localhost)
+    from ray._private.utils import read_ray_address
+
+    assert read_ray_address.__module__ == "ray._private.utils"
 
 
 FAILED_START = textwrap.dedent("""

@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-import fault_helpers as fh
 from s3_fault_proxy import FaultProxy
+from tests import fault_helpers as fh
 from curator_stages import checkpoints as ckpt
 from curator_stages.io import JsonlWriter, ParquetWriter
 from curator_stages.io.filesystem import OutputWriteError

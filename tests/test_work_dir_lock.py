@@ -105,10 +105,7 @@ def test_url_work_dir_takes_no_lock_and_keeps_young_temporaries():
 def flow_env(ray_cluster) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env.update(RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address,
-               PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONPATH=str(REPO))
-    return env
+    return fh.join_env(PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONPATH=str(REPO))
 
 
 def test_two_concurrent_runs_on_one_work_dir(ray_cluster, prefect_harness, tmp_path):

@@ -155,9 +155,11 @@ def join_cluster(address: str, *, log_to_driver: bool = True,
         os.environ.setdefault(key, value)
     if "RAY_AUTH_MODE" not in os.environ and token_configured():
         _enable_token_mode()
+    on_loopback = is_loopback(_bootstrap_address(address))
     try:
         try:
-            ray.init(address=address, log_to_driver=log_to_driver, runtime_env=runtime_env)
+            with _loopback_node() if on_loopback else contextlib.nullcontext():
+                ray.init(address=address, log_to_driver=log_to_driver, runtime_env=runtime_env)
         except ConnectionAbortedError as exc:
             # The Ray Client server could not start this client's session process (seen on a
             # busy head node: "Initialization failure from server"); a second try usually works.
@@ -172,6 +174,21 @@ def join_cluster(address: str, *, log_to_driver: bool = True,
             "port, default 10001, for ray://), and, when the cluster uses token authentication, "
             "give this process the cluster's token (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
         ) from exc
+
+
+def _bootstrap_address(address: str) -> str:
+    """The ``host:port`` a plain (not Ray Client) address resolves to, ``""`` when unknown.
+
+    ``"auto"`` is read the way ``ray.init`` reads it: ``RAY_ADDRESS``, else the address file of
+    the newest cluster started on this machine (Ray's own reader; guarded by
+    tests/test_process_safety.py::test_ray_loopback_switch_is_where_we_expect).
+    """
+    if address == "auto":
+        from ray._private.utils import read_ray_address
+
+        env = os.environ.get("RAY_ADDRESS", "")
+        address = env if env not in ("", "auto") else (read_ray_address() or "")
+    return "" if address.startswith("ray://") else address
 
 
 def _enable_token_mode() -> None:
