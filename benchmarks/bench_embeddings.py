@@ -7,9 +7,10 @@ dedup fit on ``--semdedup-docs`` synthetic embeddings.
 
 Both sides use the bundled all-MiniLM-L6-v2 on the CPU with ``--cpus`` cores: the loop as one
 process with that many torch threads (``encode(batch_size=32)``), the stage as a Ray Data actor
-pool of one-thread actors (token-budget batches). Each repeat of the stage is a whole Ray Data
-execution, so it pays for starting its actors and loading the weights; the loop loads once
-before timing. Prints min/median/max docs/s per side and one JSON line at the end.
+pool of one-thread actors (token-budget batches). The passes alternate (loop, stage, loop, ...)
+so both see the same load. Each stage pass is a whole Ray Data execution, so it pays for
+starting its actors and loading the weights; the loop loads once before timing. Prints
+min/median/max docs/s per side and one JSON line at the end.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, loopback-only cluster
 _ROOT = str(Path(__file__).resolve().parents[1])
 sys.path.insert(0, _ROOT)
 # Ray workers import this checkout's package (and this script's stages) too, not an installed copy.
@@ -66,7 +66,7 @@ def doc_tasks(texts: list[str], per_task: int = 250) -> list[DocumentBatch]:
             for i in range(0, len(texts), per_task) for chunk in [texts[i:i + per_task]]]
 
 
-def bench_loop(texts: list[str], cpus: int, repeats: int) -> list[float]:
+def load_loop_model(cpus: int):
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -74,44 +74,50 @@ def bench_loop(texts: list[str], cpus: int, repeats: int) -> list[float]:
 
     torch.set_num_threads(cpus)
     model = SentenceTransformer(str(bundled_model_path()), device="cpu")
-    model.encode(texts[:32], batch_size=32)  # warm-up
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.encode(texts, batch_size=32, normalize_embeddings=True)
-        rates.append(len(texts) / (time.perf_counter() - start))
-    return rates
+    model.encode(["warm-up"] * 32, batch_size=32)
+    return model
 
 
-def bench_stage(texts: list[str], cpus: int, repeats: int) -> list[float]:
+def loop_rate(model, texts: list[str]) -> float:
+    """One pass of the plain sentence-transformers loop (weights already loaded), docs/s."""
+    start = time.perf_counter()
+    model.encode(texts, batch_size=32, normalize_embeddings=True)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def stage_rate(texts: list[str]) -> float:
+    """One whole Ray Data execution of EmbeddingStage (actor start and weight load included)."""
     import ray
 
     from curator_stages.backends.ray_data.adapter import apply_stages
     from curator_stages.models import EmbeddingStage
 
-    for attempt in range(3):  # a loaded machine can time out Ray's node start; try again
-        try:
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception as exc:  # noqa: BLE001 - re-raised after the last attempt
-            print(f"ray.init failed (attempt {attempt + 1}/3): {exc}", flush=True)
-            ray.shutdown()
-            if attempt == 2:
-                raise
-            time.sleep(10)
+    ds = ray.data.from_items(doc_tasks(texts))
+    start = time.perf_counter()
+    rows = sum(r["item"].num_items for r in apply_stages(
+        ds, [EmbeddingStage(device="cpu", cpus=1)]).iter_rows())
+    return rows / (time.perf_counter() - start)
+
+
+def bench_interleaved(texts: list[str], cpus: int, repeats: int) -> tuple[list[float], list[float]]:
+    """Loop pass, stage pass, loop pass, ...: both sides see the same machine load. The embedded
+    Ray is the product's own (127.0.0.1, token auth); its actors are idle during loop passes."""
+    import ray
+
+    from curator_stages.backends.ray_data.local_ray import start_local_ray
+
+    model = load_loop_model(cpus)
+    start_local_ray(cpus, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    loop, stage = [], []
     try:
-        tasks = doc_tasks(texts)
-        rates = []
         for _ in range(repeats):
-            ds = ray.data.from_items(tasks)
-            start = time.perf_counter()
-            rows = sum(r["item"].num_items for r in apply_stages(
-                ds, [EmbeddingStage(device="cpu", cpus=1)]).iter_rows())
-            rates.append(rows / (time.perf_counter() - start))
-        return rates
+            loop.append(loop_rate(model, texts))
+            stage.append(stage_rate(texts))
+            print(f"loop {loop[-1]:.1f} docs/s, stage {stage[-1]:.1f} docs/s", flush=True)
     finally:
         ray.shutdown()
+    return loop, stage
 
 
 def bench_semdedup(n: int, dim: int = 384, seed: int = 0) -> dict[str, float]:
@@ -171,10 +177,9 @@ def main() -> None:
     texts = make_docs(args.docs, args.tokens)
     result: dict = {"docs": args.docs, "tokens": args.tokens, "cpus": args.cpus,
                     "load_avg_start": os.getloadavg()[0]}
-    loop = bench_loop(texts, args.cpus, args.repeats)
+    loop, stage = bench_interleaved(texts, args.cpus, args.repeats)
     result["st_encode_loop_docs_s"] = _summary(loop)
     print("sentence-transformers encode loop, docs/s:", result["st_encode_loop_docs_s"], flush=True)
-    stage = bench_stage(texts, args.cpus, args.repeats)
     result["embedding_stage_ray_docs_s"] = _summary(stage)
     print("EmbeddingStage on Ray Data, docs/s:   ", result["embedding_stage_ray_docs_s"], flush=True)
     result["ratio_median"] = round(statistics.median(stage) / statistics.median(loop), 2)
