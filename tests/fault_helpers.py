@@ -61,6 +61,53 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str,
         time.sleep(interval_s)
 
 
+def kill_flow_when_blocked(cmd: list[str], env: dict[str, str], cwd: Path, tmp_path: Path,
+                           block_dir: Path, partial: Callable[[], Any], timeout_s: float,
+                           what: str, before_kill: Callable[[], Any] = lambda: None) -> tuple[Any, Any]:
+    """Run a fault flow until its blocking stage has parked (``block_dir/blocked.pid``) and
+    ``partial()`` finds part of that stage's checkpoint written; then take ``before_kill()``'s
+    snapshot, SIGKILL the flow process and reap the parked worker (Ray also reaps a dead driver's
+    workers, but not at once). Returns ``(partial(), before_kill())``; the flow's output is in
+    ``tmp_path/killed-run.log``."""
+    import subprocess
+
+    log_path = tmp_path / "killed-run.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+    blocked_pid = None
+    try:
+        def blocked_with_partial_checkpoint() -> Any:
+            if proc.poll() is not None:
+                raise AssertionError(f"flow exited early ({proc.returncode}): "
+                                     f"{log_path.read_text()[-3000:]}")
+            pid = read_pid(block_dir / "blocked.pid")
+            found = partial() if pid else None
+            return (pid, found) if found else None
+
+        blocked_pid, found = wait_for(blocked_with_partial_checkpoint, timeout_s, what)
+        snapshot = before_kill()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+        if blocked_pid:
+            kill_pids([blocked_pid])
+    assert proc.returncode == -signal.SIGKILL
+    return found, snapshot
+
+
+def run_flow_summary(cmd: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> dict:
+    """Run a fault flow to the end; its run summary (the ``SUMMARY {json}`` line it prints)."""
+    import json
+    import subprocess
+
+    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(done.stdout.split("SUMMARY ", 1)[1].splitlines()[0])
+
+
 def read_pid(path: Path) -> int | None:
     try:
         text = path.read_text().strip()

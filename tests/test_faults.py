@@ -19,7 +19,6 @@ import errno
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -197,32 +196,12 @@ def test_flow_process_killed_mid_run_resumes_from_last_complete_checkpoint(
     block.mkdir()
     cmd = [sys.executable, str(FAULT_FLOW), "--input", str(inp), "--output", str(out),
            "--work-dir", str(work), "--record-dir", str(rec)]
-    log = open(tmp_path / "killed-run.log", "wb")
-    proc = subprocess.Popen(cmd, env=subprocess_env(ray_cluster, CURATOR_FAULT_BLOCK_DIR=str(block)),
-                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    blocked_pid = None
-    try:
-        def blocked_with_partial_checkpoint():
-            if proc.poll() is not None:
-                raise AssertionError(f"flow exited early ({proc.returncode}): "
-                                     f"{(tmp_path / 'killed-run.log').read_text()[-3000:]}")
-            pid = fh.read_pid(block / "blocked.pid")
-            partial = [d for d in work.glob("*.tmp-*") if list(d.glob("part-*"))]
-            return (pid, partial) if pid and partial else None
-
-        blocked_pid, partial = fh.wait_for(blocked_with_partial_checkpoint, 300,
-                                           "stage 3 to block with part of its output written")
-        complete = sorted(d.name for d in work.iterdir()
-                          if d.is_dir() and ckpt.is_complete(str(d)))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
-        if blocked_pid:
-            fh.kill_pids([blocked_pid])  # Ray also reaps the dead driver's workers
-    assert proc.returncode == -signal.SIGKILL
+    partial, complete = fh.kill_flow_when_blocked(
+        cmd, subprocess_env(ray_cluster, CURATOR_FAULT_BLOCK_DIR=str(block)), REPO, tmp_path,
+        block, lambda: [d for d in work.glob("*.tmp-*") if list(d.glob("part-*"))], 300,
+        "stage 3 to block with part of its output written",
+        before_kill=lambda: sorted(d.name for d in work.iterdir()
+                                   if d.is_dir() and ckpt.is_complete(str(d))))
     # At the kill: stages 1-2 complete, stage 3 half-written (parts, no manifest).
     assert sorted(c.split("-", 1)[1] for c in complete) == [
         "file_partitioning+jsonl_read", "tag"], complete
@@ -231,10 +210,7 @@ def test_flow_process_killed_mid_run_resumes_from_last_complete_checkpoint(
     tags_before = records(rec, "tag")
     assert len(tags_before) == 6
 
-    resumed = subprocess.run(cmd, env=subprocess_env(ray_cluster), cwd=REPO,
-                             capture_output=True, text=True, timeout=400)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    summary = json.loads(resumed.stdout.split("SUMMARY ", 1)[1].splitlines()[0])
+    summary = fh.run_flow_summary(cmd, subprocess_env(ray_cluster), REPO, 400)
     assert [t["status"] for t in summary["stage_tasks"]] == [
         "Cached", "Cached", "Completed", "Completed"]
     assert records(rec, "tag") == tags_before, "a stage before the crash ran again"

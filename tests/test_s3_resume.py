@@ -8,8 +8,6 @@ the killed attempt's objects at commit, and writes the same output as an uninter
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
 import uuid
 
@@ -58,41 +56,17 @@ def test_flow_killed_with_work_dir_on_s3_resumes_with_same_output(
     cmd = [sys.executable, str(FAULT_FLOW), "--input", s3_server.url(run, "in"),
            "--output", s3_server.url(run, "out"), "--work-dir", s3_server.url(run, "work"),
            "--record-dir", str(rec)]
-    log = open(tmp_path / "killed-run.log", "wb")
-    proc = subprocess.Popen(cmd, env=subprocess_env(ray_cluster, CURATOR_FAULT_BLOCK_DIR=str(block)),
-                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    blocked_pid = None
-    try:
-        def blocked_with_partial_checkpoint():
-            if proc.poll() is not None:
-                raise AssertionError(f"flow exited early ({proc.returncode}): "
-                                     f"{(tmp_path / 'killed-run.log').read_text()[-3000:]}")
-            pid = fh.read_pid(block / "blocked.pid")
-            if not pid:
-                return None
-            partial = [n for n, m in checkpoints(fs, f"{base}/work").items() if m is None
-                       and [p for p in fs.find(f"{base}/work/{n}") if "/attempt-" in p]]
-            return (pid, partial) if partial else None
-
-        blocked_pid, partial = fh.wait_for(blocked_with_partial_checkpoint, 400,
-                                           "stage 3 to block with part of its output on S3")
-        before = {n: m for n, m in checkpoints(fs, f"{base}/work").items() if m is not None}
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
-        if blocked_pid:
-            fh.kill_pids([blocked_pid])
-    assert proc.returncode == -signal.SIGKILL
+    work = f"{base}/work"
+    _, before = fh.kill_flow_when_blocked(
+        cmd, subprocess_env(ray_cluster, CURATOR_FAULT_BLOCK_DIR=str(block)), REPO, tmp_path,
+        block, lambda: [n for n, m in checkpoints(fs, work).items() if m is None
+                        and [p for p in fs.find(f"{work}/{n}") if "/attempt-" in p]], 400,
+        "stage 3 to block with part of its output on S3",
+        before_kill=lambda: {n: m for n, m in checkpoints(fs, work).items() if m is not None})
     assert sorted(c.split("-", 1)[1] for c in before) == ["file_partitioning+jsonl_read", "tag"]
     tags_before = records(rec, "tag")
 
-    resumed = subprocess.run(cmd, env=subprocess_env(ray_cluster), cwd=REPO,
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    summary = json.loads(resumed.stdout.split("SUMMARY ", 1)[1].splitlines()[0])
+    summary = fh.run_flow_summary(cmd, subprocess_env(ray_cluster), REPO, 600)
     assert [t["status"] for t in summary["stage_tasks"]] == [
         "Cached", "Cached", "Completed", "Completed"]
     assert records(rec, "tag") == tags_before, "a stage before the kill ran again"
