@@ -133,6 +133,18 @@ def test_stage_progress_lines_are_throttled_and_name_each_stage():
     assert lines == [lines[0], line]
 
 
+def test_start_up_is_counted_from_the_process_start():
+    """The start-up a local run reports counts from the process's own start (the imports
+    before flow_main are waited for too), not from flow_main's first line."""
+    import psutil
+
+    from curator_stages.orchestration.flow_cli import process_age_s
+
+    age = process_age_s()
+    started = psutil.Process(os.getpid()).create_time()
+    assert abs((time.time() - started) - age) < 1.0 and age > 0
+
+
 def test_stage_progress_says_when_a_stage_task_starts():
     """A line as the stage task starts, before any output part: the first part can take
     seconds (worker start-up), and the console must not stay silent meanwhile."""
