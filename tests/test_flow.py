@@ -133,6 +133,32 @@ def test_stage_progress_lines_are_throttled_and_name_each_stage():
     assert lines == [lines[0], line]
 
 
+def test_start_up_is_counted_from_the_process_start():
+    """The start-up a local run reports counts from the process's own start (the imports
+    before flow_main are waited for too), not from flow_main's first line."""
+    import psutil
+
+    from curator_stages.orchestration.flow_cli import process_age_s
+
+    age = process_age_s()
+    started = psutil.Process(os.getpid()).create_time()
+    assert abs((time.time() - started) - age) < 1.0 and age > 0
+
+
+def test_stage_progress_says_when_a_stage_task_starts():
+    """A line as the stage task starts, before any output part: the first part can take
+    seconds (worker start-up), and the console must not stay silent meanwhile."""
+    from curator_stages.orchestration.stage_progress import StageProgress
+
+    lines: list[str] = []
+    progress = StageProgress(["read", "filter"], lines.append, every_s=5)
+    assert progress.start(3000, 4) == ("stages read+filter: started on 3000 documents in 4 "
+                                       "tasks; progress every 5s once output arrives")
+    assert StageProgress(["partition"], lines.append).start(0, 1).startswith(
+        "stages partition: started on the input files;")
+    assert len(lines) == 2
+
+
 def test_cli_help_and_bad_values_exit_2_before_ray(tmp_path):
     env = clean_env(tmp_path)
     res = subprocess.run([sys.executable, str(FLOW_SCRIPT), "--help"], env=env,

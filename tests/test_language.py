@@ -27,16 +27,18 @@ def _batch(texts: dict[str, str]) -> DocumentBatch:
     return DocumentBatch("t", "lang", {"id": list(texts), "text": list(texts.values())})
 
 
-def test_model_ships_in_wheel_and_stage_is_an_actor():
+def test_model_ships_in_wheel_and_stage_runs_as_tasks():
     path = default_model_path()
     assert path.name == "lid.176.ftz" and path.is_file()
     stage = LanguageIdentifier()
-    assert overrides_setup(stage)  # the adapter's rule: overriding setup -> actor mode
+    # Setup (the model load) is per worker process; the stage asks for task mode so it runs on
+    # the warm workers instead of a freshly started actor pool.
+    assert overrides_setup(stage)
     from curator_stages.backends.ray_data.adapter import RayDataStageAdapter
     from curator_stages.backends.ray_data.cluster import ClusterResources
 
     plan = RayDataStageAdapter(stage).plan_for(ClusterResources.parse("1 node x 4 cpus"))
-    assert plan.mode == "actor"
+    assert plan.mode == "task"
 
 
 def test_labels_five_languages_correctly():
@@ -80,13 +82,13 @@ def test_missing_model_error_names_path_and_fix(tmp_path):
         stage.setup_on_node()
 
 
-def test_runs_through_the_ray_data_adapter_as_actor(ray_cluster):
+def test_runs_through_the_ray_data_adapter_as_tasks(ray_cluster):
     from curator_stages.backends.ray_data.adapter import apply_stages
 
     plans: list = []
     ds = ray_cluster.data.from_items([_batch(SAMPLES), _batch(SAMPLES)])
     out = apply_stages(ds, [LanguageIdentifier(languages=["fr", "ru"])], plans=plans).take_all()
-    assert plans[0].mode == "actor"
+    assert plans[0].mode == "task"
     tasks = [r["item"] for r in out]
     ids = sorted(i for t in tasks for i in t.to_pyarrow().column("id").to_pylist())
     assert ids == ["fr", "fr", "ru", "ru"]

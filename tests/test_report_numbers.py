@@ -126,7 +126,7 @@ def test_stage_modes_and_title_come_from_the_flow(flow_run):
     _, _, report, _ = flow_run
     assert report.startswith("# Run report: Text curation\n")
     modes = {row["stage"]: row["mode"] for row in table(report, "Stages")}
-    assert modes["language_identifier"] == "actor"
+    assert modes["language_identifier"] == "task"  # model per worker process, no actor pool
     assert modes["jsonl_read"] == "task"
     # The filters the dedup stages' fit returns run as part of those global stages.
     assert modes["exact_dedup_filter"] == modes["fuzzy_dedup_filter"] == "global"

@@ -32,6 +32,18 @@ class StageProgress:
         self.last = float("-inf")  # the first part always gets a line
         self.lines = 0
 
+    def start(self, documents: int, tasks: int) -> str:
+        """Log the stage task's start: the first output part can take seconds to come (Ray Data
+        starts the plan, a first stage task also its workers), so the console is never silent
+        in between."""
+        source = (f"{documents} documents in {tasks} tasks" if documents
+                  else "the input files")
+        line = (f"stages {'+'.join(self.names)}: started on {source}; progress every "
+                f"{self.every_s:.0f}s once output arrives")
+        self.lines += 1
+        self.log(line)
+        return line
+
     def update(self, stages: dict[str, Any], *, final: bool = False) -> str | None:
         """Log a line if ``every_s`` passed since the last (or ``final``); returns the line."""
         now = self.clock()

@@ -94,6 +94,8 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
     ckpt.clear_for_attempt(path, refresh=refresh)  # refresh, or an incomplete leftover
 
     start = time.perf_counter()
+    progress = StageProgress(names, logger.info)
+    progress.start(input_ref.num_documents, input_ref.num_tasks)
     plans: list[Any] = []
     history = HistoryAggregator()
     # Ray Data's per-operator reservation splits a small cluster's CPUs between operators (the
@@ -107,7 +109,6 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
         output = apply_stages(dataset, stages, ignore_head_node=ignore_head_node, plans=plans,
                               before=loader, after=ckpt.parts_writer(writer.tmp_path,
                                                                      "+".join(names)))
-        progress = StageProgress(names, logger.info)
         with streamed_tasks(output) as parts:  # a failed run releases its actors
             for part in parts:
                 writer.add_part(part)

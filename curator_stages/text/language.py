@@ -126,7 +126,7 @@ class LanguageIdentifier(ProcessingStage[DocumentBatch, DocumentBatch]):
             )
 
     def setup(self, worker_metadata: dict[str, Any] | None = None) -> None:
-        """Load the model once per worker (about 50 ms; ~1 MB of memory)."""
+        """Load the model once per worker process (about 50 ms; ~1 MB of memory)."""
         if self._model is not None:
             return
         self.setup_on_node()
@@ -138,6 +138,15 @@ class LanguageIdentifier(ProcessingStage[DocumentBatch, DocumentBatch]):
 
     def teardown(self) -> None:
         self._model = None
+
+    def ray_stage_spec(self) -> dict[str, Any]:
+        """Ray tasks, not an actor pool: the model loads in ~50 ms, once per worker process
+        (the backend keeps a task-mode stage that overrides ``setup`` set up per process), so
+        the stage runs on the already started, warmed workers and fuses with the read and the
+        normaliser into one task. An actor pool started fresh worker processes for every stage
+        task, each importing Ray Data, pyarrow and the stage modules again before its first
+        batch (benchmarks/BENCHMARKS.md, "Start-up, per-task cost and memory")."""
+        return {"is_actor_stage": False}
 
     def __getstate__(self) -> dict[str, Any]:
         # The loaded model is per-process state: never pickle it to another worker.
