@@ -18,6 +18,8 @@ from typing import Any
 
 import fsspec
 
+from curator_stages.io.filesystem import storage_options_for
+
 #: Task metadata key of a read task that covers part of one file: ``[start, end, first_line]``.
 BYTE_RANGE = "byte_range"
 _CHUNK = 8 << 20
@@ -55,7 +57,7 @@ def split_at_lines(path: str, size: int, pieces: int,
     lines_before = 0
     offset = 0
     t = 0
-    with fsspec.open(path, "rb", **(storage_options or {})) as f:
+    with fsspec.open(path, "rb", **storage_options_for(path, storage_options)) as f:
         while True:
             chunk = f.read(_CHUNK)
             if not chunk:

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import fsspec
 
+from curator_stages.io.filesystem import storage_options_for
 from curator_stages.io.batch_builder import BatchBuilder
 from curator_stages.io.byte_ranges import BYTE_RANGE, ByteRange
 from curator_stages.io.compression import (
@@ -201,7 +202,7 @@ class JsonlReadStage(FileReadStage):
         first_line = byte_range.first_line if byte_range is not None else 1
         lineno = first_line - 1
         consumed = 0
-        with fsspec.open(path, "rb", **self.storage_options) as raw:
+        with fsspec.open(path, "rb", **storage_options_for(path, self.storage_options)) as raw:
             lines: Iterable[bytes]
             if byte_range is None:
                 stream = lines = open_decompressed(raw, codec)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curator_stages.io.filesystem import storage_options_for
 from curator_stages.io.batch_builder import BASE_SCHEMA, BatchBuilder
 from curator_stages.io.byte_ranges import ByteRange
 from curator_stages.io.jsonl_reader import FileReadStage
@@ -61,7 +62,7 @@ class ParquetReadStage(FileReadStage):
                              "not byte ranges; partition Parquet input with split_plain_files=False")
         wanted = [self.text_field, *([self.id_field] if self.id_field else []), *self.fields]
         columns = list(dict.fromkeys(wanted))
-        with fsspec.open(path, "rb", **self.storage_options) as raw:
+        with fsspec.open(path, "rb", **storage_options_for(path, self.storage_options)) as raw:
             try:
                 pfile = pq.ParquetFile(raw)
                 schema = pfile.schema_arrow

@@ -18,6 +18,7 @@ from typing import Any, Literal, Sequence
 from curator_stages.io.byte_ranges import BYTE_RANGE, ByteRange, split_at_lines
 from curator_stages.io.compression import infer_codec
 from curator_stages.io.filesystem import display_path, is_local, resolve
+from curator_stages.io.listing import InputListing, ListedFile, listed_file
 from curator_stages.stage import ProcessingStage
 from curator_stages.tasks import EmptyTask, FileGroupTask
 
@@ -106,6 +107,10 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
     Files and directories whose name starts with ``_`` or ``.`` below the listed directory are
     skipped (``_SUCCESS``, writers' ``_tmp.*`` files, ``_ground_truth.jsonl`` sidecars).
 
+    A run lists the input once, at start (:func:`~curator_stages.io.listing.list_run_input`),
+    and hands the listing over with :meth:`use_listing`; used on its own, the stage lists in
+    :meth:`process`.
+
     Each task gets ``reader_options["input_root"]`` (and the same in ``_metadata``): the directory
     readers make document ids relative to, so ids do not depend on where the data is mounted.
     """
@@ -151,6 +156,8 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
         self.bytes_per_group = bytes_per_group
         self.storage_options = dict(storage_options or {})
         self.reader_options = dict(reader_options or {})
+        #: The run's listing of ``paths`` (:meth:`use_listing`); None: list in :meth:`process`.
+        self._listing: InputListing | None = None
         if name:
             self.name = name
 
@@ -158,17 +165,33 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
         return {"is_fanout_stage": True, "is_actor_stage": False}
 
     # ------------------------------------------------------------------ listing
+    def use_listing(self, listing: InputListing) -> InputListing:
+        """Partition ``listing`` (the run's one listing of this stage's ``paths``) instead of
+        listing again in the stage task. Kept in a private attribute: not part of the stage's
+        identity or its plan, so 100k paths never enter a fingerprint's parameters or a plan."""
+        self._listing = listing
+        return listing
+
     def list_files(self) -> tuple[list[tuple[str, int]], str]:
         """(sorted [(path, size)], input root). Raises :class:`NoInputFilesError` on an empty match."""
-        found: dict[str, int] = {}
+        listing = self.list_input()
+        return listing.sizes(), listing.root
+
+    def list_input(self) -> InputListing:
+        """List ``paths`` now: each file's path, size and version metadata, and the input root.
+
+        One recursive listing per directory (fsspec ``find``; on S3, one request per 1000
+        objects) or glob gives all of it: no per-file ``info``. Raises
+        :class:`NoInputFilesError` on an empty match.
+        """
+        found: dict[str, ListedFile] = {}
         roots: list[str] = []
         for spec in self.paths:
             fs, stripped = resolve(spec, self.storage_options)
             if _has_magic(stripped):
                 root = _glob_root(stripped)
                 matches = fs.glob(stripped, detail=True)
-                files = {p: int(info.get("size") or 0) for p, info in matches.items()
-                         if info.get("type") != "directory"}
+                files = {p: info for p, info in matches.items() if info.get("type") != "directory"}
                 files = self._filtered(files, root)
                 if not files:
                     raise NoInputFilesError(
@@ -176,41 +199,52 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
                         + self._ext_hint() + "; check the pattern and that the data is where you expect",
                         stage_name=self.stage_name, path=spec,
                     )
-            elif fs.isdir(stripped):
-                root = stripped.rstrip("/") or "/"
-                listing = fs.find(stripped, detail=True)
-                files = {p: int(info.get("size") or 0) for p, info in listing.items()
-                         if info.get("type") != "directory"}
-                files = self._filtered(files, root)
-                if not files:
-                    raise NoInputFilesError(
-                        f"stage {self.stage_name!r}: directory {spec!r} holds no input files"
-                        + self._ext_hint() + "; point paths at the directory that holds the data",
-                        stage_name=self.stage_name, path=spec,
-                    )
-            elif fs.exists(stripped):
-                root = posixpath.dirname(stripped) if not is_local(fs) else os.path.dirname(stripped)
-                files = {stripped: int(fs.info(stripped).get("size") or 0)}
             else:
-                raise NoInputFilesError(
-                    f"stage {self.stage_name!r}: input path {spec!r} does not exist; "
-                    "fix the path (or the storage_options that reach it)",
-                    stage_name=self.stage_name, path=spec,
-                )
+                root, files = self._list_path(fs, stripped, spec)
             roots.append(display_path(fs, root))
-            for path, size in files.items():
-                found[display_path(fs, path)] = size
+            for path, info in files.items():
+                shown = display_path(fs, path)
+                found[shown] = listed_file(shown, info)
         root = roots[0] if len(set(roots)) == 1 else _common_root(roots)
-        return sorted(found.items()), root
+        return InputListing(tuple(found[p] for p in sorted(found)), root)
 
-    def _filtered(self, files: dict[str, int], root: str) -> dict[str, int]:
+    def _list_path(self, fs: Any, stripped: str, spec: str) -> tuple[str, dict[str, Any]]:
+        """(root, {path: info}) of a directory (its files, recursively) or of one file.
+
+        One recursive listing (fsspec ``find``) tells both apart: asking ``isdir`` first would,
+        on S3, list the prefix's first level in full (s3fs does), a second listing of it.
+        """
+        bare = stripped.rstrip("/") or "/"
+        found = fs.find(stripped, detail=True)
+        files = {p: info for p, info in found.items() if info.get("type") != "directory"}
+        if files and set(files) != {bare}:
+            files = self._filtered(files, bare)
+            if files:
+                return bare, files
+        elif files:  # the path is one file (named explicitly: kept whatever its name)
+            info = files[bare] if "size" in files[bare] else fs.info(bare)
+            parent = posixpath.dirname(bare) if not is_local(fs) else os.path.dirname(bare)
+            return parent, {bare: info}
+        if files or fs.exists(stripped):
+            raise NoInputFilesError(
+                f"stage {self.stage_name!r}: directory {spec!r} holds no input files"
+                + self._ext_hint() + "; point paths at the directory that holds the data",
+                stage_name=self.stage_name, path=spec,
+            )
+        raise NoInputFilesError(
+            f"stage {self.stage_name!r}: input path {spec!r} does not exist; "
+            "fix the path (or the storage_options that reach it)",
+            stage_name=self.stage_name, path=spec,
+        )
+
+    def _filtered(self, files: dict[str, Any], root: str) -> dict[str, Any]:
         out = {}
-        for path, size in files.items():
+        for path, info in files.items():
             if _hidden_below(path, root):
                 continue
             if self.file_extensions and not path.lower().endswith(tuple(self.file_extensions)):
                 continue
-            out[path] = size
+            out[path] = info
         return out
 
     def _ext_hint(self) -> str:
@@ -284,7 +318,10 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
         return whole, ranges, unsplit
 
     def process(self, task: EmptyTask) -> list[FileGroupTask]:
-        files, root = self.list_files()
+        listing = getattr(self, "_listing", None)
+        if listing is None:  # a stage used on its own (no run listed for it)
+            listing = self.list_input()
+        files, root = listing.sizes(), listing.root
         whole, ranges, unsplit = self.split(files)
         groups: list[tuple[list[str], ByteRange | None]] = [(g, None) for g in self.group(whole)]
         groups += [([path], r) for path, r in ranges]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from curator_stages.io.filesystem import atomic_write, join
+from curator_stages.io.filesystem import atomic_write, join, storage_options_for
 
 #: Default cap on the raw bytes kept per quarantined record.
 DEFAULT_RAW_CAP = 4096
@@ -85,5 +85,5 @@ def read_quarantine(path: str, storage_options: dict[str, Any] | None = None) ->
     """The records of one quarantine file (for tests, reports and re-processing)."""
     import fsspec
 
-    with fsspec.open(path, "rb", **(storage_options or {})) as f:
+    with fsspec.open(path, "rb", **storage_options_for(path, storage_options)) as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -21,6 +21,9 @@ from curator_stages.orchestration.params import (
     check_output_location,
 )
 from curator_stages.orchestration.ray_seam import DEFAULT_DRIVER, Driver
+
+if TYPE_CHECKING:
+    from curator_stages.io.listing import InputListing
 
 
 class CurationParams(BaseModel):
@@ -74,6 +77,30 @@ class CurationParams(BaseModel):
         return resolve_input_files(path, file_extensions=cls.input_extensions)
 
     @classmethod
+    def input_listing(cls, path: str) -> "InputListing | None":
+        """:meth:`input_files` with each file's size and version metadata (None: no file)."""
+        from curator_stages.orchestration.fingerprint import list_input
+
+        return list_input(path, file_extensions=cls.input_extensions)
+
+    @classmethod
+    def input_present(cls, path: str) -> list[str]:
+        """What validation checks of ``path``: local inputs are listed (a dangling link or a
+        link loop among the files is refused now); for an object store only the input's prefix
+        (a glob's base) is probed, since the run lists it once anyway, refusing an empty match
+        before any work starts. On S3 the probe is at most one HEAD and one one-key LIST,
+        whatever the prefix holds, where a listing costs a request per 1000 objects and
+        validation runs more than once per run (CLI, Prefect, the run itself)."""
+        from curator_stages.io.filesystem import is_local, resolve
+        from curator_stages.io.path_safety import glob_base
+
+        if "://" in path:
+            fs, stripped = resolve(path)
+            if not is_local(fs):
+                return [path] if fs.exists(glob_base(stripped)) else []
+        return cls.input_files(path)
+
+    @classmethod
     def resolve_input(cls, path: str) -> str:
         """A relative path is relative to the working directory, else to :attr:`input_root`;
         URLs are left alone."""
@@ -95,7 +122,7 @@ class CurationParams(BaseModel):
     @field_validator("input")
     @classmethod
     def _input_exists(cls, value: str) -> str:
-        return check_input_files("input", value, cls.resolve_input(value), cls.input_files)
+        return check_input_files("input", value, cls.resolve_input(value), cls.input_present)
 
     @field_validator("output", "work_dir")
     @classmethod

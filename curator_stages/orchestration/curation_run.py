@@ -1,10 +1,11 @@
 """One way to run a curation flow: a spec (what the flow is) and :func:`run_curation` (the run).
 
-Every curation flow does the same thing around its own stages: list the input files, seed the
-fingerprint chain, build the stage groups, open the Ray session, publish the plan, run the
-groups as stage tasks, rewrite outputs a user deleted, prune what an earlier run of this flow
-wrote and this run did not, write ``run_summary.json`` (failing on broken accounting), and write
-the report. A flow file holds only what differs: its parameter model (a
+Every curation flow does the same thing around its own stages: list the input files once (the
+fingerprint and the file partitioner share that listing), seed the fingerprint chain, build the
+stage groups, open the Ray session, publish the plan, run the groups as stage tasks, rewrite
+outputs a user deleted, prune what an earlier run of this flow wrote and this run did not, write
+``run_summary.json`` (failing on broken accounting), and write the report. A flow file holds
+only what differs: its parameter model (a
 :class:`~curator_stages.orchestration.curation_params.CurationParams`), its stage groups, and a
 :class:`CurationFlowSpec` naming them; its ``@flow`` function calls ``run_curation(SPEC, params)``.
 
@@ -61,6 +62,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
     from prefect import get_run_logger
 
     from curator_stages.checkpoints.dataset_ref import DatasetRef
+    from curator_stages.io.listing import list_run_input
     from curator_stages.orchestration.fingerprint import input_fingerprint
     from curator_stages.orchestration.pipeline_run import (
         StageTaskOptions, finish_run, run_stage_groups,
@@ -74,15 +76,19 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
     params = spec.params_model.model_validate(raw)
     logger = get_run_logger()
     started = time.perf_counter()
-    files = params.input_files(params.input)
     groups = spec.build_stage_groups(params)
+    # The run's one listing of its input: the fingerprint is computed from it, and the file
+    # partitioners partition it instead of listing again in their stage tasks.
+    listing = list_run_input(s for g in groups for s in g) or params.input_listing(params.input)
+    files = listing.paths if listing is not None else []
     logger.info("input: %d file(s) under %s; %d stage task(s): %s; drivers %s", len(files),
                 params.input, len(groups),
                 " | ".join("+".join(s.stage_name for s in g) for g in groups),
                 resolve_driver(params.driver, params.ray_address))
     if len(files) == 1:
         logger.info(SINGLE_FILE_NOTE)
-    seed = DatasetRef.seed(input_fingerprint(files, extra=spec.fingerprint_extra,
+    seed = DatasetRef.seed(input_fingerprint(listing if listing is not None else [],
+                                             extra=spec.fingerprint_extra,
                                              verify=params.verify_input))
     options = StageTaskOptions(retries=params.retries,
                                retry_delay_seconds=params.retry_delay_seconds,

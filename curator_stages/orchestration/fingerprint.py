@@ -17,6 +17,7 @@ from typing import Any, Iterable, Literal, Sequence
 import fsspec
 
 from curator_stages.io.filesystem import resolve
+from curator_stages.io.listing import VERSION_KEYS, InputListing, listed_file
 
 FINGERPRINT_VERSION = "1"
 
@@ -47,27 +48,32 @@ def stages_fingerprint(input_fingerprint: str, stages: Sequence[Any]) -> str:
     )
 
 
-def resolve_input_files(pattern: str | Sequence[str],
-                        file_extensions: Sequence[str] | None = None) -> list[str]:
+def list_input(pattern: str | Sequence[str],
+               file_extensions: Sequence[str] | None = None) -> InputListing | None:
     """The files a reader of ``pattern`` (file, directory, glob, or a list; local or fsspec URL)
-    reads, sorted: the file partitioner's own listing, so that a cache fingerprint covers exactly
-    the files the pipeline reads (hidden ``_``/``.`` names below the root skipped, ``file_extensions``
-    applied to directories and globs). An empty match gives ``[]``.
+    reads, with their sizes and version metadata: the file partitioner's own listing, so that a
+    fingerprint covers exactly the files the pipeline reads (hidden ``_``/``.`` names below the
+    root skipped, ``file_extensions`` applied to directories and globs). None on an empty match.
     """
     from curator_stages.io.partition import FilePartitioningStage, NoInputFilesError
 
     try:
-        listed, _ = FilePartitioningStage(pattern, file_extensions=file_extensions).list_files()
+        return FilePartitioningStage(pattern, file_extensions=file_extensions).list_input()
     except NoInputFilesError:
-        return []
-    return [path for path, _ in listed]
+        return None
+
+
+def resolve_input_files(pattern: str | Sequence[str],
+                        file_extensions: Sequence[str] | None = None) -> list[str]:
+    """The paths of :func:`list_input`, sorted; ``[]`` on an empty match."""
+    listing = list_input(pattern, file_extensions)
+    return listing.paths if listing is not None else []
 
 
 #: How the input is recognised between runs (a flow's ``verify_input`` parameter).
 VerifyInput = Literal["metadata", "content"]
 _CHUNK = 4 << 20
-#: Object-store metadata that changes whenever an object's bytes do (first found wins).
-_VERSION_KEYS = ("VersionId", "version_id", "generation", "ETag", "etag", "md5Hash", "md5")
+_VERSION_KEYS = VERSION_KEYS
 
 
 def content_digest(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any]) -> str:
@@ -108,28 +114,45 @@ def _listed_infos(files: Sequence[str]) -> dict[str, dict[str, Any]]:
     return {u: listing[p] for u, p in stripped.items() if p in listing}
 
 
-def input_fingerprint(files: Sequence[str], extra: Any = None,
+def input_fingerprint(files: Sequence[str] | InputListing, extra: Any = None,
                       verify: VerifyInput = "metadata") -> str:
     """Hash of the input file list with what identifies each file's content.
 
     ``verify="metadata"`` (default): each file's size and modification time, what build tools
     use. It reads no data, and misses only an edit that keeps the size and restores the mtime.
     ``verify="content"``: each file's bytes (xxh3_128), or an object store's version id or ETag
-    where fsspec's ``info()`` gives one, which catches that edit too at the cost of reading the
+    where the listing gives one, which catches that edit too at the cost of reading the
     corpus once per run (local files).
+
+    ``files``: the run's :class:`~curator_stages.io.listing.InputListing` (what a flow passes:
+    its metadata is used as listed, nothing is listed or asked again), or paths, whose metadata
+    is then fetched (one listing of their common prefix on an object store, else ``info()``).
+    Both give the same fingerprint for the same files.
     """
     if verify not in ("metadata", "content"):
         raise ValueError(f"verify must be 'metadata' or 'content', got {verify!r}")
     parts = ["input-files" if verify == "metadata" else "input-files-content"]
-    listed = _listed_infos(files)
-    for path in sorted(files):
-        fs, p = resolve(path)
-        info = listed.get(path) or fs.info(p)
+    if isinstance(files, InputListing):
+        entries = list(files.files)
+    else:
+        listed = _listed_infos(files)
+        entries = [listed_file(path, listed.get(path) or _info(path)) for path in files]
+    for entry in sorted(entries, key=lambda f: f.path):
         if verify == "content":
-            parts.append(f"{path}|{info.get('size')}|{content_digest(fs, p, info)}")
+            digest = entry.version or _bytes_digest(entry.path)
+            parts.append(f"{entry.path}|{entry.size}|{digest}")
             continue
-        mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or ""
-        parts.append(f"{path}|{info.get('size')}|{mtime}")
+        parts.append(f"{entry.path}|{entry.size}|{entry.modified}")
     if extra is not None:
         parts.append(json.dumps(extra, sort_keys=True, default=repr))
     return _sha(parts)
+
+
+def _info(path: str) -> dict[str, Any]:
+    fs, p = resolve(path)
+    return fs.info(p)
+
+
+def _bytes_digest(path: str) -> str:
+    fs, p = resolve(path)
+    return content_digest(fs, p, {})

@@ -1,0 +1,97 @@
+"""A run's one listing of its input: each file's path, size and the store's version metadata.
+
+Listing an object-store prefix costs one request per 1000 objects; 100k objects take seconds to
+minutes. A run therefore lists its input once, at start, and both the input fingerprint (which
+names the checkpoints) and the file partitioner (which makes the read tasks) use that listing:
+nothing lists again per stage task, and no object is asked for its metadata one by one (a HEAD
+per object). Because the same listing feeds both, the fingerprint describes exactly the files
+the run reads, even when the input changes while the run starts.
+
+The listing lives in memory only: the partitioner holds it in a private attribute, outside its
+identity (a listing of 100k paths is not a parameter, and never appears in a plan). A resumed
+run lists again, which is how it notices a changed input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, NamedTuple, Sequence
+
+#: Object-store metadata that changes whenever an object's bytes do (first found wins).
+VERSION_KEYS = ("VersionId", "version_id", "generation", "ETag", "etag", "md5Hash", "md5")
+
+
+class ListedFile(NamedTuple):
+    """One input file as its listing describes it (a tuple: 100k of them pickle small)."""
+
+    #: The path a reader opens: plain for local files, a URL (``s3://b/k``) otherwise.
+    path: str
+    size: int
+    #: The modification time as the filesystem gives it (``mtime``, ``LastModified``,
+    #: ``created``), as text; ``""`` when it gives none.
+    modified: str
+    #: ``"<key>:<value>"`` of the first of :data:`VERSION_KEYS` the store gives (its version id
+    #: or ETag), ``""`` when none: what ``verify_input="content"`` compares without a read.
+    version: str
+
+
+def listed_file(path: str, info: dict[str, Any]) -> ListedFile:
+    """``path`` with the metadata of its fsspec ``info`` (from a listing, not a HEAD)."""
+    modified = info.get("mtime") or info.get("LastModified") or info.get("created") or ""
+    version = ""
+    for key in VERSION_KEYS:
+        value = info.get(key)
+        if value:
+            version = f"{key}:{str(value).strip(chr(34))}"
+            break
+    return ListedFile(path, int(info.get("size") or 0), f"{modified}", version)
+
+
+@dataclass(frozen=True)
+class InputListing:
+    """Files of an input, sorted by path, and the root that document ids are relative to."""
+
+    files: tuple[ListedFile, ...]
+    root: str
+
+    @property
+    def paths(self) -> list[str]:
+        return [f.path for f in self.files]
+
+    def sizes(self) -> list[tuple[str, int]]:
+        return [(f.path, f.size) for f in self.files]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __repr__(self) -> str:  # never 100k paths in a log line or a traceback
+        return f"InputListing({len(self.files)} files under {self.root!r})"
+
+    @classmethod
+    def merged(cls, listings: Sequence["InputListing"]) -> "InputListing":
+        """Several partitioners' listings as one (for the fingerprint of a run that has more)."""
+        if len(listings) == 1:
+            return listings[0]
+        by_path = {f.path: f for listing in listings for f in listing.files}
+        roots = sorted({listing.root for listing in listings})
+        return cls(tuple(by_path[p] for p in sorted(by_path)), ";".join(roots))
+
+
+def list_run_input(stages: Iterable[Any]) -> InputListing | None:
+    """List the input of every file partitioner among ``stages`` once, hand each its listing,
+    and return them together (None when no stage lists files).
+
+    The run's fingerprint is then computed from what the partitioners will read, and their
+    stage tasks do not list again. Raises the partitioner's ``NoInputFilesError`` on an empty
+    input, before any work starts.
+    """
+    from curator_stages.io.partition import FilePartitioningStage
+
+    listings = []
+    for stage in stages:
+        if isinstance(stage, FilePartitioningStage):
+            listings.append(stage.use_listing(stage.list_input()))
+    return InputListing.merged(listings) if listings else None
+
+
+__all__ = ["InputListing", "ListedFile", "VERSION_KEYS", "list_run_input", "listed_file"]
