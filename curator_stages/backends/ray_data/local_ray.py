@@ -149,8 +149,8 @@ def join_cluster(address: str, *, log_to_driver: bool = True,
     configured token switches the mode on (an explicit ``RAY_AUTH_MODE`` is left as it is), and a
     failed connection is reported with the address, the auth mode and what to check.
 
-    The warm local Ray (``curator-stages ray start``, :mod:`.warm_ray`) is recognised by its
-    address: with no token of its own this process uses the warm Ray's token file, and a
+    The warm local Ray (``curator-stages ray start``, :mod:`.warm_ray`) is what ``"auto"`` means
+    while the user runs one, and is recognised by its address: with no token of its own this process uses the warm Ray's token file, and a
     runtime_env that only repeats the warm workers' PYTHONPATH is left out (it would make every
     worker of the run a runtime-env worker).
     """
@@ -160,6 +160,7 @@ def join_cluster(address: str, *, log_to_driver: bool = True,
 
     for key, value in QUIET_RAY_ENV.items():
         os.environ.setdefault(key, value)
+    address = warm_ray.resolve_auto(address)
     bootstrap = _bootstrap_address(address)
     if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
         warm_token = warm_ray.token_path_for(bootstrap)

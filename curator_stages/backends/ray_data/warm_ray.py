@@ -22,9 +22,12 @@ How, and why this way:
   (:func:`token_path_for`, used by ``local_ray.join_cluster``), so ``RAY_ADDRESS`` is all a user
   exports; plain Ray tools need the printed ``RAY_AUTH_TOKEN_PATH`` too. The token is never
   printed, and ``~/.ray/auth_token`` (shared with every other Ray of the user) is not touched.
-* **Auto-detection.** The holder records its address where ``ray.init(address="auto")`` looks
-  (Ray's address file, as ``ray start`` does), so ``RAY_ADDRESS=auto`` joins it too, as long as
-  no other cluster was started on this machine since.
+* **Auto-detection, per user.** ``RAY_ADDRESS=auto`` (or a flow's ``--ray-address auto``) joins
+  this user's warm Ray when one runs (:func:`resolve_auto`); without one it means what Ray
+  says (the newest ``ray start`` cluster on the machine). The holder deliberately does *not*
+  write Ray's machine-wide address file (``/tmp/ray/ray_current_cluster``) as ``ray start``
+  does: a plain ``ray.init()`` of any process on the machine would then try to join this
+  cluster instead of starting its own, and fail on the token.
 * **Stopping stops only this cluster**: the recorded holder (checked by pid *and* start time, so a
   reused pid is never signalled) and the processes descended from it, never a global
   ``ray stop`` that would take other users' clusters along.
@@ -96,6 +99,16 @@ def token_path_for(address: str) -> str | None:
     if warm is None or not address or address != warm.address:
         return None
     return warm.token_path if Path(warm.token_path).is_file() else None
+
+
+def resolve_auto(address: str) -> str:
+    """``address``, with ``"auto"`` (argument or ``RAY_ADDRESS``) made this user's warm Ray's
+    address when one runs; anything else is returned unchanged."""
+    if address == "auto" or (not address and os.environ.get("RAY_ADDRESS") == "auto"):
+        warm = recorded()
+        if warm is not None:
+            return warm.address
+    return address
 
 
 def redundant_env(runtime_env: dict[str, Any] | None, address: str) -> bool:
@@ -194,7 +207,6 @@ def stop(timeout_s: float = 30.0) -> WarmRay | None:
             (folder / STATE_FILE).unlink()
         return None
     _stop_tree(warm.pid, timeout_s)
-    _forget_address_file(warm.address)
     for name in (STATE_FILE, TOKEN_FILE):
         with contextlib.suppress(FileNotFoundError):
             (folder / name).unlink()
@@ -219,16 +231,6 @@ def _stop_tree(pid: int, timeout_s: float = 30.0) -> None:
     psutil.wait_procs(alive, timeout=timeout_s)
 
 
-def _forget_address_file(address: str) -> None:
-    """Remove Ray's "newest cluster" address file when it still names this (now gone) cluster."""
-    from ray._common.utils import get_ray_address_file
-
-    path = Path(get_ray_address_file(None))
-    with contextlib.suppress(OSError):
-        if path.read_text().strip() == address:
-            path.unlink()
-
-
 # ----------------------------------------------------------------------------- holder
 def _hold(num_cpus: int | None) -> int:
     """Body of the holder process: start the embedded Ray, record it, wait for SIGTERM."""
@@ -246,9 +248,6 @@ def _hold(num_cpus: int | None) -> int:
     # Workers are per job: warming the holder's own workers would help no later run.
     start_local_ray(num_cpus, log_to_driver=False, warm=False)
     address = ray.get_runtime_context().gcs_address
-    from ray._private.utils import write_ray_address
-
-    write_ray_address(address)  # what RAY_ADDRESS=auto reads (as `ray start` does)
     me = __import__("psutil").Process()
     warm = WarmRay(pid=os.getpid(), create_time=me.create_time(), address=address,
                    num_cpus=float(ray.cluster_resources().get("CPU", 0)),
