@@ -15,6 +15,10 @@ Two things decide how soon a local run's first batch is processed:
   those imports at once, while the driver is still building its plan (and, in a flow, while
   Prefect's API starts).
 
+What Ray starts that a local run does not need is switched off where Ray 2.60 lets ``ray.init``
+do it, through the env table (task events, metrics collection, the agent's 2.5 s process sweep:
+:data:`curator_stages.env_defaults.RAY_LEAN_ENV`, which also lists what stays on and why).
+
 And three things keep an embedded Ray private to the user who started it:
 
 * **Loopback only.** On Linux Ray gives a new node the host's network address, and its GCS,
