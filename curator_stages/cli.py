@@ -3,13 +3,15 @@
     curator-stages plan flows/text_curation.py [--cluster "2 nodes x 16 cpus"] [--ignore-head-node]
     curator-stages plan my_package.pipelines:build_pipeline --param input=data/ --format markdown
     curator-stages report <output dir>
+    curator-stages ray start [--num-cpus N] | ray status | ray stop
 
 A curation flow module exposes ``SPEC``, its
 :class:`~curator_stages.orchestration.curation_run.CurationFlowSpec` (parameter model and stage
 groups); ``plan`` reads that. A library module may instead expose ``build_pipeline(params) ->
 Pipeline`` (with ``stage_task_groups(params) -> list[list[str]]`` when it groups stages), the
 pydantic model of its parameters being that argument's annotation. ``plan`` never processes
-data and never starts Ray for a declared cluster.
+data and never starts Ray for a declared cluster. ``ray`` keeps a warm local Ray for many runs
+(:mod:`curator_stages.backends.ray_data.warm_ray`).
 """
 
 from __future__ import annotations
@@ -184,6 +186,37 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ray(args: argparse.Namespace) -> int:
+    from curator_stages.backends.ray_data import warm_ray
+
+    if args.ray_command == "start":
+        try:
+            warm = warm_ray.start(args.num_cpus)
+        except warm_ray.WarmRayError as exc:
+            print(f"curator-stages: {exc}", file=sys.stderr)
+            return 1
+        print(f"started a warm local Ray at {warm.address} ({warm.num_cpus:g} CPUs; 127.0.0.1 "
+              f"only, token authentication; holder pid {warm.pid})")
+        print("runs of this shell join it after:")
+        print(f"export RAY_ADDRESS={warm.address} RAY_AUTH_TOKEN_PATH={warm.token_path}")
+        print("(flows find the token by the address alone; stop it with: curator-stages ray stop)")
+        return 0
+    if args.ray_command == "status":
+        warm = warm_ray.recorded()
+        if warm is None:
+            print("no warm Ray is running (start one with: curator-stages ray start)")
+            return 3
+        print(f"warm Ray running at {warm.address}: {warm.num_cpus:g} CPUs, holder pid "
+              f"{warm.pid}, token file {warm.token_path}")
+        return 0
+    stopped = warm_ray.stop()
+    if stopped is None:
+        print("no warm Ray was running")
+    else:
+        print(f"stopped the warm Ray at {stopped.address} (holder pid {stopped.pid})")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curator-stages", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +235,14 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="(re)build report.md and funnel.png from run_summary.json")
     r.add_argument("output_dir", help="output directory of a finished flow run")
     r.set_defaults(func=cmd_report)
+    w = sub.add_parser("ray", help="a warm local Ray that many runs join (RAY_ADDRESS)")
+    wsub = w.add_subparsers(dest="ray_command", required=True)
+    ws = wsub.add_parser("start", help="start it (127.0.0.1 only, token auth); prints the "
+                                        "export line for RAY_ADDRESS")
+    ws.add_argument("--num-cpus", type=int, default=None, help="CPUs (default: all)")
+    wsub.add_parser("status", help="whether it runs, its address and CPUs (exit 3: not running)")
+    wsub.add_parser("stop", help="stop it (only the cluster `ray start` started)")
+    w.set_defaults(func=cmd_ray)
     return parser
 
 

@@ -79,8 +79,15 @@ class RayDataExecutor:
         if ray.is_initialized():
             return False
         kwargs = dict(self.ray_init_kwargs)
-        if kwargs.get("address") or os.environ.get("RAY_ADDRESS"):
-            ray.init(**kwargs)
+        address = kwargs.pop("address", None) or os.environ.get("RAY_ADDRESS")
+        if address and address != "local":
+            # Joining goes the one way local_ray knows: a loopback cluster stays on 127.0.0.1,
+            # a configured (or the warm Ray's) token is sent. A joined cluster is never stopped:
+            # ray.shutdown() in a driver that joined only detaches it.
+            from curator_stages.backends.ray_data.local_ray import join_cluster
+
+            kwargs.pop("warm", None)
+            join_cluster(address, **kwargs)
         else:
             from curator_stages.backends.ray_data.local_ray import start_local_ray, warm_workers
 

@@ -15,6 +15,10 @@ Two things decide how soon a local run's first batch is processed:
   those imports at once, while the driver is still building its plan (and, in a flow, while
   Prefect's API starts).
 
+What Ray starts that a local run does not need is switched off where Ray 2.60 lets ``ray.init``
+do it, through the env table (task events, metrics collection, the agent's 2.5 s process sweep:
+:data:`curator_stages.env_defaults.RAY_LEAN_ENV`, which also lists what stays on and why).
+
 And three things keep an embedded Ray private to the user who started it:
 
 * **Loopback only.** On Linux Ray gives a new node the host's network address, and its GCS,
@@ -139,7 +143,7 @@ def token_configured() -> bool:
 
 
 def join_cluster(address: str, *, log_to_driver: bool = True,
-                 runtime_env: dict[str, Any] | None = None) -> None:
+                 runtime_env: dict[str, Any] | None = None, **init_kwargs: Any) -> None:
     """``ray.init`` on a cluster someone else runs: ``"auto"``, ``"host:port"`` or a Ray Client
     ``"ray://host:10001"`` address. Never starts, and never stops, that cluster.
 
@@ -148,24 +152,41 @@ def join_cluster(address: str, *, log_to_driver: bool = True,
     and fails with "ray client connection timeout", naming neither the token nor the fix. So a
     configured token switches the mode on (an explicit ``RAY_AUTH_MODE`` is left as it is), and a
     failed connection is reported with the address, the auth mode and what to check.
+
+    The warm local Ray (``curator-stages ray start``, :mod:`.warm_ray`) is what ``"auto"`` means
+    while the user runs one, and is recognised by its address: with no token of its own this process uses the warm Ray's token file, and a
+    runtime_env that only repeats the warm workers' PYTHONPATH is left out (it would make every
+    worker of the run a runtime-env worker).
     """
     import ray
 
+    from curator_stages.backends.ray_data import warm_ray
+
     for key, value in QUIET_RAY_ENV.items():
         os.environ.setdefault(key, value)
+    address = warm_ray.resolve_auto(address)
+    bootstrap = _bootstrap_address(address)
+    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        warm_token = warm_ray.token_path_for(bootstrap)
+        if warm_token:
+            os.environ["RAY_AUTH_TOKEN_PATH"] = warm_token
+    if warm_ray.redundant_env(runtime_env, bootstrap):
+        runtime_env = None
     if "RAY_AUTH_MODE" not in os.environ and token_configured():
         _enable_token_mode()
-    on_loopback = is_loopback(_bootstrap_address(address))
+    on_loopback = is_loopback(bootstrap)
+    init = dict(init_kwargs, address=address, log_to_driver=log_to_driver,
+                runtime_env=runtime_env)
     try:
         try:
             with _loopback_node() if on_loopback else contextlib.nullcontext():
-                ray.init(address=address, log_to_driver=log_to_driver, runtime_env=runtime_env)
+                ray.init(**init)
         except ConnectionAbortedError as exc:
             # The Ray Client server could not start this client's session process (seen on a
             # busy head node: "Initialization failure from server"); a second try usually works.
             logger.warning("the Ray Client server at %s failed to start a session (%s); "
                            "trying once more", address, str(exc).strip().splitlines()[-1])
-            ray.init(address=address, log_to_driver=log_to_driver, runtime_env=runtime_env)
+            ray.init(**init)
     except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
         mode = os.environ.get("RAY_AUTH_MODE", "disabled")
         raise ClusterConnectError(
