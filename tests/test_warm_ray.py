@@ -160,3 +160,26 @@ def test_warm_ray_serves_runs_privately_outlives_them_and_stops_cleanly(tmp_path
                 proc.kill()
             except psutil.Error:
                 pass
+
+
+def test_a_state_file_another_user_could_write_is_not_trusted(tmp_path, monkeypatch):
+    """A planted state file would point runs at a cluster and a token of someone else's choosing:
+    a state directory or file writable by others is ignored, as if no warm Ray ran."""
+    from curator_stages.backends.ray_data import warm_ray
+
+    folder = tmp_path / "warm-ray"
+    folder.mkdir(mode=0o700)
+    me = psutil.Process()
+    state = folder / warm_ray.STATE_FILE
+    state.write_text(json.dumps({"pid": me.pid, "create_time": me.create_time(),
+                                 "address": "127.0.0.1:1", "num_cpus": 1.0,
+                                 "token_path": str(folder / warm_ray.TOKEN_FILE)}))
+    state.chmod(0o600)
+    monkeypatch.setenv(warm_ray.STATE_DIR_ENV, str(folder))
+    assert warm_ray.recorded() is not None  # the live holder (this process), private files
+    state.chmod(0o666)
+    assert warm_ray.recorded() is None
+    state.chmod(0o600)
+    folder.chmod(0o777)
+    assert warm_ray.recorded() is None
+    assert warm_ray.resolve_auto("auto") == "auto"

@@ -83,11 +83,24 @@ def state_dir() -> Path:
     return Path(base) / "curator-stages" / "ray"
 
 
+def _private_to_this_user(path: Path) -> bool:
+    """Owned by this user and writable by nobody else (a file another user could plant would
+    point runs at a cluster, and a token, of that user's choosing)."""
+    st = path.stat()
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 def recorded() -> WarmRay | None:
-    """The warm Ray recorded in the state directory, if its holder is still alive."""
+    """The warm Ray recorded in the state directory, if its holder is still alive.
+
+    A state directory or file that another user owns or can write is not trusted: the run then
+    behaves as if no warm Ray were running (and ``start`` refuses that directory).
+    """
+    folder = state_dir()
     try:
-        data = json.loads((state_dir() / STATE_FILE).read_text())
-        warm = WarmRay(**data)
+        if not (_private_to_this_user(folder) and _private_to_this_user(folder / STATE_FILE)):
+            return None
+        warm = WarmRay(**json.loads((folder / STATE_FILE).read_text()))
     except (OSError, ValueError, TypeError):
         return None
     return warm if _holder(warm) is not None else None
@@ -157,6 +170,9 @@ def start(num_cpus: int | None = None, *, timeout_s: float = START_TIMEOUT_S) ->
         raise WarmRayError(f"--num-cpus must be at least 1, got {num_cpus}")
     folder = state_dir()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if folder.stat().st_uid != os.getuid():
+        raise WarmRayError(f"the warm Ray's state directory {folder} belongs to another user; "
+                           f"set {STATE_DIR_ENV} to a directory of your own")
     os.chmod(folder, 0o700)
     for stale in (STATE_FILE, TOKEN_FILE):
         with contextlib.suppress(FileNotFoundError):
@@ -255,7 +271,10 @@ def _hold(num_cpus: int | None) -> int:
                    pythonpath=os.environ.get("PYTHONPATH", ""))
     path = state_dir() / STATE_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(warm)))
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(json.dumps(asdict(warm)))
     os.replace(tmp, path)
     print(f"warm Ray at {address} ({warm.num_cpus:g} CPUs), holder pid {warm.pid}", flush=True)
     while not stopping:
