@@ -3,11 +3,14 @@
 Executors may write the same documents into different files and in a different order; what
 must not differ is the set of (id, text) pairs. The digest is sha256 over the sorted
 per-document xxh3_128 hashes of ``id + NUL + text``; duplicates count (a document written twice
-changes it).
+changes it). Read: Parquet (the library's writer) and JSONL, plain or gzip (datatrove's
+``JsonlWriter`` writes ``<rank>.jsonl.gz`` with ``id`` and ``text`` at the top level and the rest
+under ``metadata``, which the digest ignores as it ignores extra Parquet columns).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -21,8 +24,9 @@ def _documents(path: Path):
     if path.name.endswith(".parquet"):
         table = pq.read_table(path, columns=["id", "text"])
         yield from zip(table.column("id").to_pylist(), table.column("text").to_pylist())
-    elif path.name.endswith((".jsonl", ".json")):
-        with open(path, encoding="utf-8") as f:
+    elif path.name.endswith((".jsonl", ".json", ".jsonl.gz")):
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as f:
             for line in f:
                 if line.strip():
                     row = json.loads(line)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-ORDER = ["local", "ray", "prefect_per_stage", "prefect_fused", "mp", "flow_cli"]
+ORDER = ["local", "ray", "prefect_per_stage", "prefect_fused", "mp", "datatrove", "flow_cli"]
 
 
 def _mmm(s: dict[str, float] | None, fmt: str = "{:.2f}") -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 from benchmarks.digest import compare_digests, output_digest
 from benchmarks.monitor import run_measured
-from benchmarks.variant import QUIET_ENV, VARIANTS
+from benchmarks.variant import DATATROVE_MISSING, QUIET_ENV, VARIANTS, datatrove_version
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -36,6 +36,7 @@ LABELS = {
     "prefect_per_stage": "(3) Prefect, one task per stage",
     "prefect_fused": "(4) Prefect, cheap stages fused",
     "mp": "(5) multiprocessing, 2 workers",
+    "datatrove": "(6) datatrove LocalPipelineExecutor, 2 workers",
     "flow_cli": "`python flows/text_curation.py` (cold CLI)",
 }
 
@@ -90,6 +91,7 @@ def machine_info() -> dict[str, Any]:
             versions[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001
             versions[mod] = "?"
+    versions["datatrove"] = datatrove_version() or "not installed"
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                              capture_output=True, text=True).stdout.strip()
@@ -247,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = scratch / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     repeats_for = {int(k): int(v) for k, v in (s.split("=") for s in args.repeats_for)}
+    if "datatrove" in args.variants and datatrove_version() is None:
+        print(f"[skip] {DATATROVE_MISSING}", flush=True)
+        args.variants = [v for v in args.variants if v != "datatrove"]
 
     from benchmarks.pipeline import check_same_stages
 

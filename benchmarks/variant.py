@@ -4,7 +4,9 @@
 
 Variants: ``local`` (single-process loop over the stage objects), ``mp`` (2-worker
 multiprocessing pool), ``ray`` (RayDataExecutor, one streaming plan), ``prefect_per_stage`` and
-``prefect_fused`` (the Prefect flow, one stage task per stage / cheap stages fused).
+``prefect_fused`` (the Prefect flow, one stage task per stage / cheap stages fused), ``datatrove``
+(datatrove's ``LocalPipelineExecutor`` over the same stage objects, see
+:mod:`benchmarks.datatrove_peer`; only when datatrove is installed).
 
 Writes a JSON with the phases measured inside the process: ``startup_s`` (imports, Ray and
 Prefect start) and ``steady_s`` (the pipeline with everything started), the accounting, and for
@@ -22,7 +24,24 @@ import time
 
 T_START = time.perf_counter()
 
-VARIANTS = ("local", "mp", "ray", "prefect_per_stage", "prefect_fused")
+VARIANTS = ("local", "mp", "ray", "prefect_per_stage", "prefect_fused", "datatrove")
+
+#: What the harness prints instead of running the datatrove peer when datatrove is absent.
+DATATROVE_MISSING = "datatrove not installed: pip install datatrove (the datatrove peer is skipped)"
+
+
+def datatrove_version() -> str | None:
+    """datatrove's version, or None when it is not importable (the peer is then skipped)."""
+    import importlib.util
+
+    if importlib.util.find_spec("datatrove") is None:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("datatrove")
+    except PackageNotFoundError:
+        return "?"
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +86,16 @@ def run(args: argparse.Namespace) -> dict:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     result: dict = {"variant": args.variant}
-    if args.variant in ("local", "mp", "ray"):
+    if args.variant == "datatrove":
+        if datatrove_version() is None:
+            raise SystemExit(DATATROVE_MISSING)
+        from benchmarks.datatrove_peer import run_datatrove
+
+        t_ready = time.perf_counter()
+        result.update(run_datatrove(args.input, args.output, args.work_dir, args.workers))
+        t_done = time.perf_counter()
+        result["datatrove_version"] = datatrove_version()
+    elif args.variant in ("local", "mp", "ray"):
         stages = reference_stages(args.input, args.output, args.files_per_group)
         if args.variant == "local":
             from curator_stages.backends.local import LocalExecutor
@@ -154,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", required=True)
     parser.add_argument("--result", required=True, help="JSON file to write")
     parser.add_argument("--files-per-group", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=2, help="mp variant: pool size")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="mp and datatrove variants: worker processes")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
     parser.add_argument("--driver", choices=("in_flow", "in_cluster"), default=None,
                         help="Prefect variants: where stage tasks run (default: the flow's)")
