@@ -54,6 +54,8 @@ GUARDED_PRIVATE_USES = {
         "tests/test_external_cluster.py::test_ray_token_mode_helper_is_where_we_expect",
     ("backends/ray_data/local_ray.py", "ray._private.ray_constants"):
         "tests/test_process_safety.py::test_ray_loopback_switch_is_where_we_expect",
+    ("backends/ray_data/local_ray.py", "ray._private.utils"):
+        "tests/test_process_safety.py::test_ray_loopback_switch_is_where_we_expect",
     ("backends/ray_data/plan_context.py", "ray.data._internal.progress"):
         "tests/test_library_output.py::test_readme_library_example_prints_no_warning_and_a_balanced_summary",
     ("backends/ray_data/plan_context.py", "ray._private.authentication.authentication_token_setup"):
