@@ -25,6 +25,7 @@ import multiprocessing as mp
 import os
 import pickle
 import shutil
+import signal
 import socket
 import tempfile
 import uuid
@@ -151,6 +152,11 @@ _WORKER_STAGES: dict[int, list[ProcessingStage]] = {}
 
 
 def _worker_init() -> None:
+    """A forked worker inherits the parent's signal handlers (Prefect's, Ray's, a local run's
+    SIGTERM handler); one that only records the signal would keep a worker blocked on the task
+    queue alive through ``Pool.terminate()``, and the pool's join would wait forever. A pool
+    worker dies on SIGTERM, as ``terminate()`` expects."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _WORKER_STAGES.clear()
 
 
