@@ -24,6 +24,17 @@ from benchmarks.monitor import run_measured
 REPO = Path(__file__).resolve().parents[1]
 
 
+def peak_note(timeline: list[dict]) -> str:
+    """When the tree peaked, and what each kind held then (the timeline is in ``--json``)."""
+    if not timeline:
+        return "no samples"
+    peak = max(timeline, key=lambda row: row["pss_mb"])
+    held = ", ".join(f"{k} {v:.0f}" for k, v in sorted(peak.items(), key=lambda kv: -kv[1])
+                     if k not in ("t", "pss_mb", "processes"))
+    return (f"peak {peak['pss_mb']:.0f} MB at {peak['t']:.0f} s of the run, "
+            f"{peak['processes']} processes: {held} (MB)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=50_000)
@@ -50,7 +61,8 @@ def main() -> int:
                              env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
     result = {"docs": known.docs, "log": str(work / "flow.log"), **usage.to_dict()}
     result.pop("process_names", None)
-    print(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "timeline"}, indent=1))
+    print(peak_note(result["timeline"]))
     if known.json:
         Path(known.json).write_text(json.dumps(result, indent=1))
     return 0 if usage.returncode == 0 else 1

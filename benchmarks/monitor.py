@@ -58,6 +58,9 @@ class TreeUsage:
     peak_pss_by_kind_mb: dict[str, float] = field(default_factory=dict)
     #: CPU seconds per process kind (sampled): who burns the CPU.
     cpu_s_by_kind: dict[str, float] = field(default_factory=dict)
+    #: One row per sample: seconds since the start, tree PSS (MB), and PSS (MB) per process
+    #: kind, so a peak can be matched with the run's log (which stage, which process).
+    timeline: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +77,7 @@ class _Sampler(threading.Thread):
         self.kind_of: dict[int, str] = {}
         #: (pid, create_time) -> last user+system CPU seconds read.
         self.cpu_of: dict[tuple[int, float], float] = {}
+        self.started = time.perf_counter()
 
     def tree(self) -> list[psutil.Process]:
         me = psutil.Process()
@@ -104,6 +108,9 @@ class _Sampler(threading.Thread):
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         u = self.usage
+        u.timeline.append({"t": round(time.perf_counter() - self.started, 2),
+                           "pss_mb": round(pss / 2**20, 1), "processes": len(procs),
+                           **{k: round(v / 2**20, 1) for k, v in kinds.items()}})
         for kind, value in kinds.items():
             mb = round(value / 2**20, 1)
             if mb > u.peak_pss_by_kind_mb.get(kind, 0.0):

@@ -135,7 +135,8 @@ def run_one(variant: str, corpus: Path, facts: dict[str, Any], scratch: Path, re
                               "repeat": repeat, "load_avg_1m_before": round(load_before[0], 2),
                               "load_avg_1m_after": round(os.getloadavg()[0], 2),
                               **{k: (round(v, 3) if isinstance(v, float) else v)
-                                 for k, v in usage.to_dict().items() if k != "process_names"}}
+                                 for k, v in usage.to_dict().items()
+                                 if k not in ("process_names", "timeline")}}
     if result.exists():
         inner = json.loads(result.read_text())
         record.update({k: v for k, v in inner.items() if k != "variant"})

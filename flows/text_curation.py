@@ -19,6 +19,10 @@ from typing import Any, Literal
 from curator_stages.env_defaults import apply_local_run_defaults
 
 apply_local_run_defaults()  # quiet defaults for a local run, before Prefect is imported
+if __name__ == "__main__":  # Prefect's temporary API imports its server while we import Prefect
+    from curator_stages.orchestration.api_server import start_early
+
+    start_early(sys.argv[1:])
 
 from prefect import flow  # noqa: E402
 from pydantic import Field as F  # noqa: E402

@@ -147,8 +147,16 @@ class SpyNGram(TopNGramRule):
         return super().score(f)
 
 
+@pytest.fixture
+def one_chunk(monkeypatch):
+    """The whole batch in one row chunk, so the spy sees the batch's features in one call."""
+    from curator_stages.text.filters import filter_stage
+
+    monkeypatch.setattr(filter_stage, "MAX_CHARS_PER_CHUNK", 10**12)
+
+
 @pytest.mark.parametrize("mode", ["filter", "both"])
-def test_document_failing_word_count_never_reaches_costly_rules(mode):
+def test_document_failing_word_count_never_reaches_costly_rules(mode, one_chunk):
     rng = random.Random(1)
     huge = "word " * 1_200_000  # 6 MB, 1.2 M words: fails the 100,000-word limit
     texts = [huge, _prose(rng, 300), _prose(rng, 200), _prose(rng, 10)]
@@ -164,7 +172,7 @@ def test_document_failing_word_count_never_reaches_costly_rules(mode):
     assert _SEEN[0][0] == 4 and _SEEN[0][1] > len(huge)  # off: the whole batch, as before
 
 
-def test_score_mode_scores_every_rule_on_every_document():
+def test_score_mode_scores_every_rule_on_every_document(one_chunk):
     texts, langs = _varied_texts()
     _SEEN.clear()
     scored, _, _ = _run([WordCountRule(), SpyNGram()], "score", True, False, texts, langs)
@@ -183,3 +191,40 @@ def test_subset_features_score_like_the_whole_batch():
     for rule in default_quality_rules():
         np.testing.assert_array_equal(rule.score(sub), rule.score(full)[rows], err_msg=rule.name)
         np.testing.assert_array_equal(rule.score(sub), rule.score(fresh), err_msg=rule.name)
+
+
+@pytest.mark.parametrize("mode,keep_dropped", [("filter", True), ("both", True), ("score", False)])
+def test_row_chunks_give_the_same_result_as_one_chunk(monkeypatch, mode, keep_dropped):
+    """The batch is scored in row chunks of bounded text (memory); every rule judges a document
+    alone, so kept rows, scores, drop reasons and dropped examples match one whole-batch chunk."""
+    from curator_stages.text.filters import filter_stage
+
+    texts, langs = [], []
+    for seed in range(4):
+        t, g = _varied_texts(seed)
+        texts += t
+        langs += g
+    rules = default_quality_rules()
+    monkeypatch.setattr(filter_stage, "MAX_CHARS_PER_CHUNK", 10**12)
+    whole = _run(rules, mode, True, keep_dropped, texts, langs)
+    monkeypatch.setattr(filter_stage, "MAX_CHARS_PER_CHUNK", 3_000)  # most documents alone
+    chunked = _run(rules, mode, True, keep_dropped, texts, langs)
+    assert chunked[0].equals(whole[0]) and chunked[1] == whole[1]
+    if keep_dropped:
+        assert rows_table(chunked[2]).equals(rows_table(whole[2]))
+    assert len(whole[1]) >= 4 if mode != "score" else whole[0].num_rows == len(texts)
+
+
+def test_row_chunks_cover_every_row_once_within_the_budget():
+    from curator_stages.text.filters.filter_stage import _row_chunks
+
+    sizes = [5, 0, 70, 3, 3, 3, 200, 1, 1]
+    column = pa.chunked_array([pa.array(["x" * s for s in sizes[:4]]),
+                               pa.array(["x" * s for s in sizes[4:]] + [None])])
+    chunks = _row_chunks(column, 10)
+    assert chunks[0][0] == 0 and chunks[-1][1] == len(column)
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))  # contiguous, no overlap
+    sizes.append(0)
+    for lo, hi in chunks:
+        assert sum(sizes[lo:hi]) <= 10 or hi - lo == 1  # a longer document is a chunk alone
+    assert _row_chunks(pa.chunked_array([], pa.string()), 10) == [(0, 0)]

@@ -183,12 +183,12 @@ def test_local_run_without_prefect_server(tmp_path):
     report to the flow's API (no per-worker servers), and the console stays clean."""
     env = clean_env(tmp_path)
     out = tmp_path / "out"
+    command = [sys.executable, str(FLOW_SCRIPT), "--input", str(SAMPLE / "shard-00003.jsonl.zst"),
+               "--output", str(out), "--work-dir", str(tmp_path / "work"), "--num-cpus", "2",
+               "--fuzzy-num-perm", "32"]
     start = time.perf_counter()
-    res = subprocess.run(
-        [sys.executable, str(FLOW_SCRIPT), "--input", str(SAMPLE / "shard-00003.jsonl.zst"),
-         "--output", str(out), "--work-dir", str(tmp_path / "work"), "--num-cpus", "2",
-         "--fuzzy-num-perm", "32"],
-        env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    res = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400,
+                         cwd=tmp_path)
     wall = time.perf_counter() - start
     text = res.stdout + res.stderr
     assert res.returncode == 0, text[-3000:]
@@ -221,3 +221,15 @@ def test_local_run_without_prefect_server(tmp_path):
     assert res.stdout.count("wall time:") == 1
     assert f"wall time: {summary['wall_time_s']:.1f}s (+ " in res.stdout
     print(f"local run wall time: {wall:.1f}s")
+    assert "spawned at process start" not in text  # a first run: no database to start on yet
+
+    # The same command again: the home has its database now, so the script spawns the API at
+    # process start (api_server.start_early) and the run adopts it; every stage task resumes.
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400,
+                           cwd=tmp_path)
+    text = again.stdout + again.stderr
+    assert again.returncode == 0, text[-3000:]
+    assert text.count("starting Prefect's temporary API") == 1, text[-3000:]
+    assert "spawned at process start" in text and "creating Prefect's database" not in text
+    assert "Traceback" not in text and "accounting: read" in again.stdout
+    assert json.loads((out / "run_summary.json").read_text())["identity"]["holds"]

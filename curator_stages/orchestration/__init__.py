@@ -1,38 +1,50 @@
 """The Prefect layer: stage tasks over checkpoints, the Ray session, artifacts and accounting.
 
 Flows in ``flows/`` build stages, group them, and call :func:`run_stage_groups` then
-:func:`finish_run`; everything between Prefect tasks is a :class:`DatasetRef`. Checkpoints themselves live in
-:mod:`curator_stages.checkpoints`, which Ray workers import without Prefect, so this package
-imports its modules eagerly.
+:func:`finish_run`; everything between Prefect tasks is a :class:`DatasetRef`. Checkpoints
+themselves live in :mod:`curator_stages.checkpoints`, which Ray workers import without Prefect.
+
+The names below load on first use, not with the package: a flow script imports
+:mod:`.api_server` (standard library only) before Prefect, to start the temporary API while
+Prefect itself is still being imported.
 """
 
-from curator_stages.checkpoints.dataset_ref import DatasetRef
-from curator_stages.orchestration.fingerprint import (
-    input_fingerprint,
-    resolve_input_files,
-    stages_fingerprint,
-)
-from curator_stages.orchestration.pipeline_run import (
-    GroupsResult,
-    StageTaskOptions,
-    finish_run,
-    run_stage_groups,
-)
-from curator_stages.orchestration.ray_session import (
-    RaySession,
-    SessionRayTaskRunner,
-    worker_api_settings,
-)
-from curator_stages.orchestration.retry_policy import RetryPolicy
-from curator_stages.orchestration.run_summary import (
-    AccountingError,
-    HistoryAggregator,
-    RunSummary,
-    StageCounts,
-    summarise,
-)
-from curator_stages.orchestration.stage_task import output_location, run_stages, stage_task
-from curator_stages.orchestration.work_dir_lock import WorkDirBusyError, work_dir_lock
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "DatasetRef": "curator_stages.checkpoints.dataset_ref",
+    **dict.fromkeys(("input_fingerprint", "resolve_input_files", "stages_fingerprint"),
+                    "curator_stages.orchestration.fingerprint"),
+    **dict.fromkeys(("GroupsResult", "StageTaskOptions", "finish_run", "run_stage_groups"),
+                    "curator_stages.orchestration.pipeline_run"),
+    **dict.fromkeys(("RaySession", "SessionRayTaskRunner", "worker_api_settings"),
+                    "curator_stages.orchestration.ray_session"),
+    "RetryPolicy": "curator_stages.orchestration.retry_policy",
+    **dict.fromkeys(("AccountingError", "HistoryAggregator", "RunSummary", "StageCounts",
+                     "summarise"), "curator_stages.orchestration.run_summary"),
+    **dict.fromkeys(("output_location", "run_stages", "stage_task"),
+                    "curator_stages.orchestration.stage_task"),
+    **dict.fromkeys(("WorkDirBusyError", "work_dir_lock"),
+                    "curator_stages.orchestration.work_dir_lock"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "AccountingError",

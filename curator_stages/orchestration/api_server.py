@@ -26,12 +26,25 @@ changes) and makes it safe:
 
 If the server does not answer, the fallback is Prefect's public path: a client health check
 (under the same lock) makes Prefect start its own temporary server.
+
+**Early start.** The server needs about 4 CPU-seconds to import Prefect's server modules, and the
+flow script needs about 2 to import Prefect itself. :func:`start_early`, called by a flow
+script run as ``__main__`` before it imports Prefect, spawns the server at once, so both imports
+run side by side; :func:`start_temporary_api` then adopts it only where Prefect's resolved
+settings agree (no API URL, ephemeral mode allowed, same ``PREFECT_HOME``) and stops it
+otherwise. Without Prefect's settings the guess is conservative (:func:`early_start_refusal`):
+no early start for ``--help`` or ``--plan``, with any API URL, profile or project setting that
+could change the answer, or on a home whose database does not exist yet (a first run migrates;
+a mistyped option must not kill a migration). An early server that is never adopted (bad
+parameters) is stopped at exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
+import importlib.util
 import logging
 import os
 import random
@@ -43,7 +56,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -67,20 +80,31 @@ _LAUNCHER = (
 )
 
 
+def _prefect_package_dir() -> Path:
+    """Prefect's package directory (``prefect.__module_path__``), found without importing it."""
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("prefect is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 def server_command(port: int) -> list[str]:
     """The server command, identical to Prefect's own temporary server's (bar the port)."""
-    import prefect
-
-    return [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
+    return [sys.executable, "-m", "uvicorn", "--app-dir", str(_prefect_package_dir().parent),
             "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "error", "--lifespan", "on"]
 
 
-def server_env() -> dict[str, str]:
-    from prefect.settings import get_current_settings
+def server_env(resolved: bool = True) -> dict[str, str]:
+    """The server's environment: ours, Prefect's temporary-server switches and (``resolved``)
+    the settings this process resolved; an early start has none yet, and the server resolves
+    the same ones itself from the same environment, profile and working directory."""
+    settings: dict[str, str] = {}
+    if resolved:
+        from prefect.settings import get_current_settings
 
-    return {**os.environ, **SERVER_ENV,
-            **get_current_settings().to_environment_variables(exclude_unset=True)}
+        settings = get_current_settings().to_environment_variables(exclude_unset=True)
+    return {**os.environ, **SERVER_ENV, **settings}
 
 
 def prefect_home() -> Path:
@@ -117,11 +141,11 @@ def pick_loopback_port() -> int:
     raise RuntimeError("no free loopback port in 20000-29999 for a Prefect API server")
 
 
-def _spawn(port: int) -> subprocess.Popen[Any]:
+def _spawn(port: int, resolved_settings: bool = True) -> subprocess.Popen[Any]:
     command = server_command(port)
     if sys.platform.startswith("linux"):
         command = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *command]
-    return subprocess.Popen(command, env=server_env(), stdin=subprocess.DEVNULL)
+    return subprocess.Popen(command, env=server_env(resolved_settings), stdin=subprocess.DEVNULL)
 
 
 #: No proxy from the environment for a loopback health check.
@@ -139,11 +163,18 @@ def _healthy(url: str) -> bool:
 class TemporaryApiServer:
     """The local run's API server: started in the background, waited for, stopped with us."""
 
-    def __init__(self, timeout: float | None = None) -> None:
-        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+    def __init__(self, timeout: float | None = None, home: Path | None = None) -> None:
+        """``home`` given (an early start): Prefect's settings are not read, ``timeout`` must
+        be given too, and the server resolves its settings itself."""
+        self.resolved_settings = home is None
+        #: Spawned by :func:`start_early`, before this process imported Prefect.
+        self.spawned_early = False
+        if timeout is None:
+            from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
-        self.timeout = float(timeout or PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
-        self.home = prefect_home()
+            timeout = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        self.timeout = float(timeout)
+        self.home = home if home is not None else prefect_home()
         self.process: subprocess.Popen[Any] | None = None
         self.api_url: str | None = None
         self.error: str | None = None
@@ -172,7 +203,7 @@ class TemporaryApiServer:
         deadline = time.monotonic() + self.timeout
         for _ in range(PORT_ATTEMPTS):
             port = pick_loopback_port()
-            self.process = _spawn(port)
+            self.process = _spawn(port, self.resolved_settings)
             url = f"http://127.0.0.1:{port}/api"
             while time.monotonic() < deadline and not self._stop.is_set():
                 if _healthy(url):
@@ -224,13 +255,105 @@ def fallback_to_prefect_start(home: Path | None = None) -> None:
 
 
 def start_temporary_api(timeout: float | None = None) -> TemporaryApiServer | None:
-    """Start the temporary API now (no-op with ``PREFECT_API_URL`` or ephemeral mode off).
+    """Start the temporary API now (no-op with ``PREFECT_API_URL`` or ephemeral mode off), or
+    adopt the one :func:`start_early` spawned when Prefect's settings agree with its guess.
 
     Returns the server, running; the caller points Prefect at ``server.api_url`` and calls
     ``stop()`` at the end. None when no temporary server is needed.
     """
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
 
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+    global _early
+    early, _early = _early, None
+    needed = not PREFECT_API_URL.value() and PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value()
+    if early is not None:
+        if needed and early.home == prefect_home():
+            return early
+        logger.info("the early temporary API (PREFECT_HOME=%s) does not match Prefect's "
+                    "settings; stopping it", early.home)
+        early.stop()
+    if not needed:
         return None
     return TemporaryApiServer(timeout).start()
+
+
+#: The server :func:`start_early` spawned, until :func:`start_temporary_api` adopts or stops it.
+_early: TemporaryApiServer | None = None
+#: What Prefect reads besides the environment, in the working directory and in a profile, that
+#: could point a run at another API, home or database.
+_PROJECT_FILES = {"prefect.toml": "", "pyproject.toml": "[tool.prefect", ".env": "PREFECT_"}
+_PROFILE_KEYS = ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_API_DATABASE_CONNECTION_URL",
+                 "PREFECT_PROFILES_PATH", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+_EARLY_ARGS = ("-h", "--help", "--plan")
+
+
+def early_home(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+
+
+def early_start_refusal(argv: Sequence[str], environ: Mapping[str, str],
+                        cwd: Path) -> str | None:
+    """Why a flow script must not spawn its temporary API before Prefect's settings are known;
+    None when the early start is safe (then :func:`start_temporary_api` still checks)."""
+    if any(arg in _EARLY_ARGS or arg.startswith("--plan=") for arg in argv):
+        return "help or plan: nothing runs"
+    for name in ("PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_PROFILE",
+                 "PREFECT_PROFILES_PATH", "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"):
+        if environ.get(name):
+            return f"{name} is set"
+    home = early_home(environ)
+    profiles = home / "profiles.toml"
+    if profiles.exists():
+        try:
+            import tomllib
+
+            data = tomllib.loads(profiles.read_text())
+            active = data.get("profiles", {}).get(data.get("active") or "ephemeral", {})
+        except (OSError, ValueError) as exc:
+            return f"{profiles} unreadable: {exc}"
+        ephemeral = str(active.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+                        if isinstance(active, dict) else "")
+        if (not isinstance(active, dict) or any(k in active for k in _PROFILE_KEYS)
+                or ephemeral.strip().lower() not in ("true", "1", "yes", "on")):
+            return f"the active profile in {profiles} sets the API, home or database"
+    for name, marker in _PROJECT_FILES.items():
+        path = cwd / name
+        try:
+            if path.exists() and marker in path.read_text(errors="replace"):
+                return f"{path} may set Prefect's settings"
+        except OSError as exc:
+            return f"{path} unreadable: {exc}"
+    if not (home / "prefect.db").is_file():
+        return "no database in this PREFECT_HOME yet (a first run migrates it)"
+    if importlib.util.find_spec("prefect") is None:
+        return "prefect is not installed"
+    try:
+        float(environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 20)
+    except ValueError:
+        return "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS is not a number"
+    return None
+
+
+def start_early(argv: Sequence[str] | None = None) -> TemporaryApiServer | None:
+    """Spawn the temporary API before the flow script imports Prefect (see the module's
+    docstring); returns it, or None where :func:`early_start_refusal` says no."""
+    global _early
+    argv = list(sys.argv[1:] if argv is None else argv)
+    reason = early_start_refusal(argv, os.environ, Path.cwd())
+    if reason is not None or _early is not None:
+        logger.debug("no early temporary API: %s", reason or "already started")
+        return None
+    timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 20)
+    _early = TemporaryApiServer(timeout, home=early_home(os.environ))
+    _early.spawned_early = True
+    _early.start()
+    atexit.register(_stop_unadopted)
+    return _early
+
+
+def _stop_unadopted() -> None:
+    """At exit: an early server nobody adopted (the run was refused) is stopped."""
+    global _early
+    early, _early = _early, None
+    if early is not None:
+        early.stop()

@@ -12,7 +12,8 @@ server. None of them may outlive the run, whichever way it ends:
 * **SIGKILL cannot be handled**, so the children are tied to the process instead: Ray's own
   processes share its fate (Ray sets ``PR_SET_PDEATHSIG`` on Linux and runs a reaper), and the
   API server does the same (see :mod:`curator_stages.orchestration.api_server`).
-* **The temporary API** starts in the background while Ray starts, one at a time per
+* **The temporary API** starts in the background while Ray starts (on a home with a database,
+  already while the flow script imports Prefect: ``api_server.start_early``), one at a time per
   ``PREFECT_HOME``; the flow is pointed at it with Prefect's public ``temporary_settings``.
 
 Nothing here runs at import; a library user's signal handlers are left alone.
@@ -71,10 +72,38 @@ class LocalRun:
         return url
 
     def close(self) -> None:
+        if self.server is not None and self.server.api_url is not None:
+            send_prefect_backlog()  # while the API that receives it still runs
         self._settings.close()
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+
+#: Seconds to wait for Prefect's queued logs and events before the temporary API stops.
+BACKLOG_TIMEOUT_S = 30.0
+
+
+def send_prefect_backlog(timeout: float = BACKLOG_TIMEOUT_S) -> None:
+    """Send the logs and events Prefect still queues (it batches them every few seconds).
+
+    Prefect drains them at interpreter exit, after this run has stopped its temporary API: the
+    last lines of the run were then lost ("Error logging to API") and the exit waited on
+    connection retries for about a minute. ``drain_all`` is the services' public class method.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        try:
+            done, pending = service.drain_all(timeout=timeout, at_exit=False)
+        except Exception as exc:  # noqa: BLE001 - reported; stopping the API goes on
+            logger.warning("could not send Prefect's queued %s before stopping the temporary "
+                           "API: %r", service.__name__, exc)
+            continue
+        if pending:
+            logger.warning("Prefect's queued %s were not all sent within %.0f s; the rest is "
+                           "lost with the temporary API", service.__name__, timeout)
 
 
 @contextlib.contextmanager
@@ -126,7 +155,8 @@ def local_run() -> Iterator[LocalRun]:
             first = _first_run_in_home()
             run.server = start_temporary_api()
             if run.server is not None:
-                announce(f"starting Prefect's temporary API (PREFECT_HOME={run.server.home})")
+                when = "; spawned at process start" if run.server.spawned_early else ""
+                announce(f"starting Prefect's temporary API (PREFECT_HOME={run.server.home}{when})")
                 if first:
                     announce("first run in this PREFECT_HOME: creating Prefect's database "
                              "(once; later runs start faster)")

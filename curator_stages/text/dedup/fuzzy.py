@@ -84,7 +84,7 @@ class FuzzyDedupResult:
 
 
 #: Characters shingled at once: the token and n-gram arrays cost ~16 bytes per character.
-MAX_CHARS_PER_CHUNK = 4_000_000
+MAX_CHARS_PER_CHUNK = 1_000_000
 
 
 def _chunks_by_chars(texts: list[str], max_chars: int) -> list[list[str]]:

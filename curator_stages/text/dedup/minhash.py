@@ -21,7 +21,7 @@ import unicodedata
 import numpy as np
 import xxhash
 
-MAX_CELLS = 8_000_000  # 64 MB of uint64 temporaries per chunk
+MAX_CELLS = 1_000_000  # 8 MB of uint64 temporaries per chunk, small enough to stay in cache
 _POLY = np.uint64(0x100000001B3)
 _EMPTY = np.uint32(0xFFFFFFFF)
 

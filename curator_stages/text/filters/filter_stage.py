@@ -156,29 +156,21 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
                 raise TypeError(f"stage {self.stage_name!r}: field {self.language_field!r} must "
                                 f"hold language codes (strings), got {languages.type}; set "
                                 "language_field to the language column, or '' to ignore it")
-        features = TextFeatures(column, languages)
-        first_fail = np.full(n, -1, dtype=np.int64)
-        scores: list[np.ndarray] = []
         # Skip failed documents in costly rules only where no score of a failed document is
         # output: a failed document keeps its first failing rule whatever later rules say.
         lazy = self._skip_failed_costly and (
             self.mode == "filter" or (self.mode == "both" and not self.keep_dropped))
-        # The rows the costly rules are scored on, and their features: the whole batch (sharing
-        # the cheap rules' intermediates) until enough of its text has failed to pay a subset.
-        costly: tuple[np.ndarray, TextFeatures] = (np.arange(n), features)
-        for i, rule in enumerate(self.rules):
-            if not (lazy and rule.cost == "costly"):
-                s, failed = _judge(rule, features)
-            else:
-                alive = np.flatnonzero(first_fail < 0)
-                if _worth_subset(features, costly, alive):
-                    costly = (alive, features.subset(alive))
-                rows, sub = costly
-                s, failed = np.full(n, np.nan), np.zeros(n, dtype=bool)
-                if len(rows):
-                    s[rows], failed[rows] = _judge(rule, sub)
-            first_fail[failed & (first_fail < 0)] = i
-            scores.append(s)
+        # Every rule judges each document alone, so row chunks give the same scores while the
+        # shared features (words, lines, n-grams) are held for one chunk at a time.
+        first_fail = np.full(n, -1, dtype=np.int64)
+        scores = [np.full(n, np.nan) for _ in self.rules]
+        for lo, hi in _row_chunks(column, MAX_CHARS_PER_CHUNK):
+            sub_languages = None if languages is None else languages.slice(lo, hi - lo)
+            chunk_fail, chunk_scores = self._judge_rows(column.slice(lo, hi - lo),
+                                                        sub_languages, lazy)
+            first_fail[lo:hi] = chunk_fail
+            for whole, part in zip(scores, chunk_scores):
+                whole[lo:hi] = part
 
         out_table = table
         if self.mode != "filter":
@@ -215,6 +207,56 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         counts = np.bincount(first_fail[~keep], minlength=len(self.rules))
         record_drops(out, {r.name: int(c) for r, c in zip(self.rules, counts)})
         return out
+
+
+    def _judge_rows(self, column: pa.ChunkedArray | pa.Array,
+                    languages: pa.ChunkedArray | pa.Array | None,
+                    lazy: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(index of the first failing rule or -1, every rule's scores) for these rows."""
+        n = len(column)
+        features = TextFeatures(column, languages)
+        first_fail = np.full(n, -1, dtype=np.int64)
+        scores: list[np.ndarray] = []
+        # The rows the costly rules are scored on, and their features: the whole chunk (sharing
+        # the cheap rules' intermediates) until enough of its text has failed to pay a subset.
+        costly: tuple[np.ndarray, TextFeatures] = (np.arange(n), features)
+        for i, rule in enumerate(self.rules):
+            if not (lazy and rule.cost == "costly"):
+                s, failed = _judge(rule, features)
+            else:
+                alive = np.flatnonzero(first_fail < 0)
+                if _worth_subset(features, costly, alive):
+                    costly = (alive, features.subset(alive))
+                rows, sub = costly
+                s, failed = np.full(n, np.nan), np.zeros(n, dtype=bool)
+                if len(rows):
+                    s[rows], failed[rows] = _judge(rule, sub)
+            first_fail[failed & (first_fail < 0)] = i
+            scores.append(s)
+        return first_fail, scores
+
+
+#: Text (UTF-8 bytes) one chunk of rows is scored with: the shared features cost about 40 times
+#: the text they describe, so a whole 13 MB batch held ~550 MB in one worker.
+MAX_CHARS_PER_CHUNK = 1_000_000
+
+
+def _row_chunks(column: pa.ChunkedArray | pa.Array, max_bytes: int) -> list[tuple[int, int]]:
+    """``(start, end)`` row ranges of at most ``max_bytes`` of text each (a longer document
+    is a chunk of its own); one range where the lengths cannot be read cheaply."""
+    n = len(column)
+    if n == 0 or not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return [(0, n)]
+    import pyarrow.compute as pc
+
+    ends = np.cumsum(pc.binary_length(column).fill_null(0).to_numpy(zero_copy_only=False))
+    bounds, lo = [], 0
+    while lo < n:
+        limit = (ends[lo - 1] if lo else 0) + max_bytes
+        hi = max(int(np.searchsorted(ends, limit, side="right")), lo + 1)
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
 
 
 def _judge(rule: Rule, features: TextFeatures) -> tuple[np.ndarray, np.ndarray]:
