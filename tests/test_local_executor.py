@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.pipeline import accounting, reference_stages
+from curator_stages import processing_stage
 from curator_stages.backends.local import LocalExecutor, MultiprocessExecutor
 from curator_stages.stage import GlobalStage
 
@@ -68,3 +69,34 @@ def test_global_stage_without_local_fit_names_stage_and_fix():
 
     with pytest.raises(NotImplementedError, match="needs_ray.*RayDataExecutor"):
         LocalExecutor().execute([NeedsRay()], initial_tasks=[])
+
+
+def test_multiprocess_pool_ends_without_signals_when_the_work_succeeds(tmp_path, monkeypatch):
+    """The pool's workers end by the task queue's end marker: ``Pool.terminate()`` would SIGTERM
+    a worker that may still be starting with the parent's inherited handler (one that only
+    records the signal keeps it alive, and the pool's join then waits forever)."""
+    import multiprocessing.process
+
+    import pyarrow as pa
+
+    from curator_stages import DocumentBatch
+
+    signalled: list[int] = []
+    real = multiprocessing.process.BaseProcess.terminate
+
+    def spy(self):
+        signalled.append(self.pid)
+        real(self)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "terminate", spy)
+
+    batches = [DocumentBatch(f"b{i}", "d", pa.table({"id": [f"x{i}"], "text": ["y"]}))
+               for i in range(3)]
+    out = MultiprocessExecutor(workers=4, spill_dir=str(tmp_path)).execute([_same], batches)
+    assert sorted(t.to_pyarrow().column("id")[0].as_py() for t in out) == ["x0", "x1", "x2"]
+    assert signalled == []
+
+
+@processing_stage(name="same")
+def _same(task):
+    return task

@@ -160,6 +160,15 @@ def _worker_init() -> None:
     _WORKER_STAGES.clear()
 
 
+def _close_gracefully(pool: Any) -> None:
+    """End the pool's workers by their task queue's end marker, not by a signal: a worker still
+    starting when the work is done (another did it all) may not have run :func:`_worker_init`
+    yet, and the parent's inherited SIGTERM handler would then keep it alive through
+    ``terminate()``. ``with Pool`` still terminates on an error path."""
+    pool.close()
+    pool.join()
+
+
 def _worker_run(args: tuple[int, bytes, "list[Task] | str", str | None, bytes | None]) -> Any:
     """Run one segment on one job in a pool worker.
 
@@ -275,7 +284,9 @@ class MultiprocessExecutor:
                             for p in payloads]
                     results = pool.imap(_worker_run, jobs, chunksize=1)
                     if global_stage is None:
-                        return [t for out in results for t in out]
+                        done = [t for out in results for t in out]
+                        _close_gracefully(pool)
+                        return done
                     spills, parts = [], []
                     for path, task_parts in results:
                         spills.append(path)

@@ -27,8 +27,8 @@ changes) and makes it safe:
 If the server does not answer, the fallback is Prefect's public path: a client health check
 (under the same lock) makes Prefect start its own temporary server.
 
-**Early start.** The server needs about 4 CPU-seconds to import Prefect's server modules, and the
-flow script needs about 2 to import Prefect itself. :func:`start_early`, called by a flow
+**Early start.** Importing Prefect's server modules is most of the server's start, and importing
+Prefect itself is most of the flow script's. :func:`start_early`, called by a flow
 script run as ``__main__`` before it imports Prefect, spawns the server at once, so both imports
 run side by side; :func:`start_temporary_api` then adopts it only where Prefect's resolved
 settings agree (no API URL, ephemeral mode allowed, same ``PREFECT_HOME``) and stops it

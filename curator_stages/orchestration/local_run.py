@@ -89,7 +89,7 @@ def send_prefect_backlog(timeout: float = BACKLOG_TIMEOUT_S) -> None:
 
     Prefect drains them at interpreter exit, after this run has stopped its temporary API: the
     last lines of the run were then lost ("Error logging to API") and the exit waited on
-    connection retries for about a minute. ``drain_all`` is the services' public class method.
+    connection retries. ``drain_all`` is the services' public class method.
     """
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker

@@ -236,8 +236,9 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         return first_fail, scores
 
 
-#: Text (UTF-8 bytes) one chunk of rows is scored with: the shared features cost about 40 times
-#: the text they describe, so a whole 13 MB batch held ~550 MB in one worker.
+#: Text (UTF-8 bytes) one chunk of rows is scored with. The shared features cost many times the
+#: text they describe, so a whole task's batch scored at once held far more memory, and ran
+#: slower, than the same batch in chunks (benchmarks/BENCHMARKS.md, "Issue 14 on a quiet machine").
 MAX_CHARS_PER_CHUNK = 1_000_000
 
 
