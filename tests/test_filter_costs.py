@@ -152,7 +152,7 @@ def one_chunk(monkeypatch):
     """The whole batch in one row chunk, so the spy sees the batch's features in one call."""
     from curator_stages.text.filters import filter_stage
 
-    monkeypatch.setattr(filter_stage, "MAX_CHARS_PER_CHUNK", 10**12)
+    monkeypatch.setattr(filter_stage, "MAX_TEXT_BYTES_PER_CHUNK", 10**12)
 
 
 @pytest.mark.parametrize("mode", ["filter", "both"])
@@ -205,9 +205,9 @@ def test_row_chunks_give_the_same_result_as_one_chunk(monkeypatch, mode, keep_dr
         texts += t
         langs += g
     rules = default_quality_rules()
-    monkeypatch.setattr(filter_stage, "MAX_CHARS_PER_CHUNK", 10**12)
+    monkeypatch.setattr(filter_stage, "MAX_TEXT_BYTES_PER_CHUNK", 10**12)
     whole = _run(rules, mode, True, keep_dropped, texts, langs)
-    monkeypatch.setattr(filter_stage, "MAX_CHARS_PER_CHUNK", 3_000)  # most documents alone
+    monkeypatch.setattr(filter_stage, "MAX_TEXT_BYTES_PER_CHUNK", 3_000)  # most documents alone
     chunked = _run(rules, mode, True, keep_dropped, texts, langs)
     assert chunked[0].equals(whole[0]) and chunked[1] == whole[1]
     if keep_dropped:

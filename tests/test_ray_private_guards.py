@@ -57,9 +57,9 @@ GUARDED_PRIVATE_USES = {
     ("backends/ray_data/local_ray.py", "ray._private.utils"):
         "tests/test_process_safety.py::test_ray_loopback_switch_is_where_we_expect",
     ("backends/ray_data/plan_context.py", "ray.data._internal.progress"):
-        "tests/test_library_output.py::test_readme_library_example_prints_no_warning_and_a_balanced_summary",
+        "tests/test_ray_private_guards.py::test_the_ray_loggers_we_filter_are_where_we_expect",
     ("backends/ray_data/plan_context.py", "ray._private.authentication.authentication_token_setup"):
-        "tests/test_library_output.py::test_readme_library_example_prints_no_warning_and_a_balanced_summary",
+        "tests/test_ray_private_guards.py::test_the_ray_loggers_we_filter_are_where_we_expect",
 }
 _PRIVATE_NAME = re.compile(r"ray(?:\.data)?\._(?:private|internal)(?:\.\w+)*")
 
@@ -136,8 +136,29 @@ def test_will_fuse_matches_the_operators_ray_fuses(ray_cluster, label, up, down)
 
 # --------------------------------------------------------------------------- head node label
 def test_head_node_carries_the_internal_head_resource(ray_cluster):
+    from curator_stages.backends.ray_data.cluster import HEAD_NODE_RESOURCE
+
+    [head] = [n for n in ray.nodes() if n["Alive"]]  # the session cluster is one (head) node
+    assert HEAD_NODE_RESOURCE in head["Resources"], sorted(head["Resources"])
     nodes = ClusterResources.from_ray().nodes
-    assert len(nodes) == 1 and nodes[0].is_head  # the session cluster is one (head) node
+    assert len(nodes) == 1 and nodes[0].is_head
+
+
+# --------------------------------------------------------------------------- logger names
+def test_the_ray_loggers_we_filter_are_where_we_expect():
+    """Guard for plan_context: the two Ray logger names it filters one message of each are the
+    loggers of those modules, and each module still logs that message."""
+    import importlib
+    import inspect
+
+    from curator_stages.backends.ray_data import plan_context as pc
+
+    for name, messages in ((pc._PROGRESS_LOGGER, pc._PROGRESS_HINTS),
+                           (pc._AUTH_LOGGER, pc._AUTH_NOTICE)):
+        module = importlib.import_module(name)
+        assert module.logger.name == name
+        source = inspect.getsource(module)
+        assert all(message.rstrip(".") in source for message in messages), (name, messages)
 
 
 # --------------------------------------------------------------------------- error carriers

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: The logger of Ray Data's progress-manager choice, and the start of the one hint it logs when
 #: bars are off. A logger name, not an API: tests/test_library_output.py fails if the hint
-#: comes back (renamed logger or message).
+#: comes back, and tests/test_ray_private_guards.py if the logger or message is renamed.
 _PROGRESS_LOGGER = "ray.data._internal.progress"
 _PROGRESS_HINTS = ("Progress bars disabled.", "Progress bars for operators disabled.")
 
@@ -60,7 +60,8 @@ class _DropHints(logging.Filter):
 #: new local cluster and says so at WARNING, suggesting ``RAY_AUTH_MODE=disabled``). Token auth
 #: is this package's deliberate choice for its embedded Ray, so on a successful start that
 #: notice is not a warning for our user. Only that message is dropped: a warning that auth is
-#: *disabled* still shows. tests/test_library_output.py fails if it comes back.
+#: *disabled* still shows. tests/test_library_output.py fails if it comes back, and
+#: tests/test_ray_private_guards.py if the logger or message is renamed.
 _AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 _AUTH_NOTICE = ("Token authentication is enabled for this Ray cluster.",)
 

@@ -22,6 +22,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curator_stages.stage import ProcessingStage, record_drops, record_metrics
 from curator_stages.tasks import DROP_REASON_COLUMN, DROPPED_DOCUMENTS_KEY, DocumentBatch, json_rows
@@ -164,7 +165,7 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         # shared features (words, lines, n-grams) are held for one chunk at a time.
         first_fail = np.full(n, -1, dtype=np.int64)
         scores = [np.full(n, np.nan) for _ in self.rules]
-        for lo, hi in _row_chunks(column, MAX_CHARS_PER_CHUNK):
+        for lo, hi in _row_chunks(column, MAX_TEXT_BYTES_PER_CHUNK):
             sub_languages = None if languages is None else languages.slice(lo, hi - lo)
             chunk_fail, chunk_scores = self._judge_rows(column.slice(lo, hi - lo),
                                                         sub_languages, lazy)
@@ -208,7 +209,6 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         record_drops(out, {r.name: int(c) for r, c in zip(self.rules, counts)})
         return out
 
-
     def _judge_rows(self, column: pa.ChunkedArray | pa.Array,
                     languages: pa.ChunkedArray | pa.Array | None,
                     lazy: bool) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -239,7 +239,7 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
 #: Text (UTF-8 bytes) one chunk of rows is scored with. The shared features cost many times the
 #: text they describe, so a whole task's batch scored at once held far more memory, and ran
 #: slower, than the same batch in chunks (benchmarks/BENCHMARKS.md, "Issue 14 on a quiet machine").
-MAX_CHARS_PER_CHUNK = 1_000_000
+MAX_TEXT_BYTES_PER_CHUNK = 1_000_000
 
 
 def _row_chunks(column: pa.ChunkedArray | pa.Array, max_bytes: int) -> list[tuple[int, int]]:
@@ -248,8 +248,6 @@ def _row_chunks(column: pa.ChunkedArray | pa.Array, max_bytes: int) -> list[tupl
     n = len(column)
     if n == 0 or not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         return [(0, n)]
-    import pyarrow.compute as pc
-
     ends = np.cumsum(pc.binary_length(column).fill_null(0).to_numpy(zero_copy_only=False))
     bounds, lo = [], 0
     while lo < n:
