@@ -10,12 +10,13 @@ whose accounting must hold (read = written + quarantined), a report and a funnel
     python flows/convert_to_parquet.py --input data/raw --output out --plan
     python flows/convert_to_parquet.py --help             # every parameter
 
-Layout of the output directory: ``data/part-<key>.parquet`` (one shard per file group),
-``quarantine/quarantine-<key>.jsonl``, ``run_summary.json``, ``report.md``, ``funnel.png``;
-checkpoints go to ``work_dir`` (never inside the output or the input, which validation refuses).
-Parameters, validation, the command line and the run are those of every curation flow
-(:mod:`curator_stages.orchestration.curation_run`); a re-run prunes shards of an earlier run
-that this one did not write again.
+Layout of the output directory: ``data/part-<snapshot>-<key>.parquet`` (one shard per file
+group), ``quarantine/quarantine-<snapshot>-<key>.jsonl``, ``run_summary.json``, ``report.md``,
+``funnel.png``, ``_curator_outputs.json`` (the published snapshot); checkpoints go to
+``work_dir`` (never inside the output or the input, which validation refuses). Parameters,
+validation, the command line and the run are those of every curation flow
+(:mod:`curator_stages.orchestration.curation_run`): a run publishes its shards whole, replacing
+the previous run's, only when it succeeds.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class ConvertParams(CurationParams):
         "zstd", description="Parquet compression codec")
     row_group_size: int | None = Field(None, ge=1, description="Rows per Parquet row group")
     mode: Literal["error", "overwrite", "ignore"] = Field(
-        "overwrite", description="What to do when a shard already exists")
+        "overwrite", description="What to do when a shard already exists in the run's attempt "
+        "location (a retried stage task); the publish replaces the previous snapshot")
     strict: bool = Field(False, description="Fail on the first malformed line instead of "
                          "quarantining it")
     write_report: bool = Field(True, description="Write report.md and funnel.png beside "
@@ -84,10 +86,11 @@ def build_stage_groups(params: ConvertParams) -> list[list[Any]]:
     from curator_stages.io import JsonlReader, ParquetWriter
 
     out = params.output.rstrip("/")
+    # Quarantine records ride to the writer, which stages them with the shards for the publish.
     reader = JsonlReader(params.input, text_field=params.text_field, id_field=params.id_field,
                          fields=params.fields, strict=params.strict,
-                         quarantine_dir=f"{out}/quarantine", files_per_group=params.files_per_group)
-    writer = ParquetWriter(f"{out}/data", mode=params.mode,
+                         files_per_group=params.files_per_group)
+    writer = ParquetWriter(f"{out}/data", mode=params.mode, quarantine_output=f"{out}/quarantine",
                            compression=None if params.compression == "none" else params.compression,
                            row_group_size=params.row_group_size)
     return [[*reader.decompose(), writer]]

@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 import fsspec
 import numpy as np
 
-from curator_stages.io.filesystem import exists, is_local, put_bytes, resolve
+from curator_stages.io.filesystem import exists, is_local, last_write_age_s, put_bytes, resolve
 from curator_stages.checkpoints.task_files import (
     CheckpointWriteError,
     UnsafeCheckpointError,
@@ -367,7 +367,7 @@ def remove_stale_temporaries(final_path: str, older_than_s: float | None = None)
     for entry in fs.ls(parent, detail=False):
         if not entry.rstrip("/").rsplit("/", 1)[-1].startswith(prefix):
             continue
-        if older_than_s > 0 and _last_write_age_s(fs, entry) < older_than_s:
+        if older_than_s > 0 and last_write_age_s(fs, entry) < older_than_s:
             continue  # perhaps a live attempt of another run: leave it
         if _is_local(fs):
             shutil.rmtree(entry, ignore_errors=True)
@@ -375,21 +375,6 @@ def remove_stale_temporaries(final_path: str, older_than_s: float | None = None)
             fs.rm(entry, recursive=True)
         removed.append(entry)
     return removed
-
-
-def _last_write_age_s(fs: fsspec.AbstractFileSystem, path: str) -> float:
-    """Seconds since anything under ``path`` was last written (0 when unknown: keep it)."""
-    newest = None
-    try:
-        for info in fs.find(path, detail=True, withdirs=False).values():
-            stamp = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
-            if hasattr(stamp, "timestamp"):
-                stamp = stamp.timestamp()
-            if isinstance(stamp, (int, float)):
-                newest = stamp if newest is None else max(newest, stamp)
-    except (OSError, ValueError):
-        return 0.0
-    return 0.0 if newest is None else max(0.0, time.time() - float(newest))
 
 
 __all__ = [

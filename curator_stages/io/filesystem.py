@@ -24,6 +24,7 @@ import errno
 import io
 import os
 import posixpath
+import time
 import uuid
 from typing import Any, Callable, BinaryIO
 
@@ -109,6 +110,21 @@ def put_bytes(path: str, data: bytes, storage_options: dict[str, Any] | None = N
     except BaseException:
         _remove_quietly(fs, tmp)
         raise
+
+
+def last_write_age_s(fs: fsspec.AbstractFileSystem, path: str) -> float:
+    """Seconds since anything under ``path`` was last written (0 when unknown: keep it)."""
+    newest = None
+    try:
+        for info in fs.find(path, detail=True, withdirs=False).values():
+            stamp = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+            if hasattr(stamp, "timestamp"):
+                stamp = stamp.timestamp()
+            if isinstance(stamp, (int, float)):
+                newest = stamp if newest is None else max(newest, stamp)
+    except (OSError, ValueError):
+        return 0.0
+    return 0.0 if newest is None else max(0.0, time.time() - float(newest))
 
 
 def display_path(fs: fsspec.AbstractFileSystem, stripped: str) -> str:

@@ -2,7 +2,8 @@
 
 File names come from the task, not from a counter or a clock: ``part-<key>.<ext>`` where ``key``
 hashes the reader's file-group key and the task id, both deterministic from the input listing.
-Re-running a pipeline therefore targets the same files, which is what makes the modes meaningful:
+Re-running a pipeline therefore targets the same files, which is what makes the modes meaningful
+(a flow stages its writers instead, see :meth:`_Writer.stage_into`):
 
 * ``"error"`` (default): a target that already exists raises :class:`OutputExistsError` naming it;
 * ``"overwrite"``: the target is replaced atomically;
@@ -62,6 +63,8 @@ class _Writer(ProcessingStage[DocumentBatch, FileGroupTask]):
 
     resources = Resources(cpus=1.0)
     extension = ""
+    #: (output, attempt location, snapshot) once a flow staged this writer (stage_into).
+    _staging: tuple[str, str, str] | None = None
 
     def __init__(self, path: str, mode: str = "error", compression: str | None = None,
                  drop_columns: Sequence[str] | None = None, dropped_output: str | None = None,
@@ -81,6 +84,25 @@ class _Writer(ProcessingStage[DocumentBatch, FileGroupTask]):
         if name:
             self.name = name
 
+    def stage_into(self, output: str, attempt: str, snapshot: str) -> None:
+        """Write what would go under ``output`` under ``attempt`` instead, with ``snapshot`` in
+        every file name (``part-<snapshot>-<key>``): how a flow stages a run's files for its
+        publish (:mod:`~curator_stages.io.output_commit`). Not part of the stage's identity:
+        ``snapshot`` is the fingerprint of that identity. Refused for a path not under
+        ``output``, which the publish could not place."""
+        output = output.rstrip("/")
+        for where in (self.path, self.dropped_output, self.quarantine_output):
+            if where and not (where.rstrip("/") == output or where.startswith(output + "/")):
+                raise ValueError(f"stage {self.stage_name!r}: writes to {where!r}, outside the "
+                                 f"flow's output {output!r}; write under the output")
+        self._staging = (output, attempt.rstrip("/"), snapshot)
+
+    def _place(self, directory: str, name: str) -> str:
+        if self._staging is None:
+            return join(directory, name)
+        output, attempt, _ = self._staging
+        return join(attempt + directory.rstrip("/")[len(output):], name)
+
     def ray_stage_spec(self) -> dict[str, Any]:
         return {"is_actor_stage": False}
 
@@ -94,6 +116,8 @@ class _Writer(ProcessingStage[DocumentBatch, FileGroupTask]):
     # ------------------------------------------------------------------------
     def process(self, task: DocumentBatch) -> FileGroupTask:
         key = output_key(task)
+        if self._staging is not None:
+            key = f"{self._staging[2]}-{key}"
         table = task.to_pyarrow()
         drop = [c for c in self.drop_columns if c in table.column_names]
         if drop:
@@ -101,7 +125,7 @@ class _Writer(ProcessingStage[DocumentBatch, FileGroupTask]):
         written: list[str] = []
         skipped = 0
         if table.num_rows:
-            target = join(self.path, self.file_name(key))
+            target = self._place(self.path, self.file_name(key))
             skipped += self._write(target, lambda h, t=table: self.encode(t, h))
             written.append(target)
         meta = dict(task._metadata)
@@ -116,13 +140,13 @@ class _Writer(ProcessingStage[DocumentBatch, FileGroupTask]):
                     f"{task.task_id!r} lacks a {DROP_REASON_COLUMN!r} column; the stage that "
                     "dropped the rows must say why"
                 )
-            target = join(self.dropped_output, self.file_name(key))
+            target = self._place(self.dropped_output, self.file_name(key))
             skipped += self._write(target, lambda h, t=dropped: self.encode(t, h))
             meta["dropped_files"] = [*meta.get("dropped_files", []), target]
             dropped_written = dropped.num_rows
         records = meta.pop(QUARANTINE_KEY, None) if self.quarantine_output else None
         if records:
-            target = join(self.quarantine_output, quarantine_file_name(key))
+            target = self._place(self.quarantine_output, quarantine_file_name(key))
             payload = encode_records(records)
             skipped += self._write(target, lambda h: h.write(payload))
             meta[QUARANTINE_FILES_KEY] = [*meta.get(QUARANTINE_FILES_KEY, []), target]

@@ -2,20 +2,20 @@
 
 Every curation flow does the same thing around its own stages: list the input files once (the
 fingerprint and the file partitioner share that listing), seed the fingerprint chain, build the
-stage groups, open the Ray session, publish the plan, run the groups as stage tasks, rewrite
-outputs a user deleted, prune what an earlier run of this flow wrote and this run did not, write
-``run_summary.json`` (failing on broken accounting), and write the report. A flow file holds
-only what differs: its parameter model (a
+stage groups, stage the writers into the run's attempt location, open the Ray session, publish
+the plan, run the groups as stage tasks, check the accounting, publish the output snapshot
+(:mod:`~curator_stages.io.output_commit`), write ``run_summary.json``, and write the report.
+A flow file holds only what differs: its parameter model (a
 :class:`~curator_stages.orchestration.curation_params.CurationParams`), its stage groups, and a
 :class:`CurationFlowSpec` naming them; its ``@flow`` function calls ``run_curation(SPEC, params)``.
 
-The whole run holds the work directory's lock (:mod:`work_dir_lock`), the prune included, so
-two runs on one work directory never interleave their stage tasks or their clean-up.
+The whole run holds the work directory's lock and the output's (:mod:`work_dir_lock`), so two
+runs on one work directory never interleave their stage tasks, and two runs on one output never
+interleave their files or their clean-up.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
@@ -25,6 +25,8 @@ from curator_stages.orchestration.ray_seam import resolve_driver
 
 P = TypeVar("P", bound=CurationParams)
 
+#: Hex digits of the writer's checkpoint fingerprint that name a snapshot (and its files).
+SNAPSHOT_CHARS = 16
 #: Said by the run's log and by ``--plan`` when the input is one file.
 SINGLE_FILE_NOTE = ("one input file: it is read as one task, with no parallelism across files "
                     "(split it into several files to use more CPUs)")
@@ -63,12 +65,14 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
 
     from curator_stages.checkpoints.dataset_ref import DatasetRef
     from curator_stages.io.listing import list_run_input
+    from curator_stages.io.output_commit import attempt_root, clean_unfinished, verify
     from curator_stages.orchestration.fingerprint import input_fingerprint
     from curator_stages.orchestration.pipeline_run import (
         StageTaskOptions, finish_run, run_stage_groups,
     )
     from curator_stages.orchestration.ray_session import RaySession
-    from curator_stages.orchestration.work_dir_lock import work_dir_lock
+    from curator_stages.orchestration.stage_task import CACHED
+    from curator_stages.orchestration.work_dir_lock import output_lock, work_dir_lock
 
     # Prefect validated the fields it was given; validating again covers the defaults and a
     # model built without validation, still before Ray starts or any file is touched.
@@ -97,29 +101,67 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
                                driver=resolve_driver(params.driver, params.ray_address))
     session = RaySession(params.ray_address, num_cpus=params.num_cpus,
                          log_to_driver=params.log_to_driver, runtime_env=spec.runtime_env(params))
-    with work_dir_lock(params.work_dir), session:
+    with work_dir_lock(params.work_dir), output_lock(params.output), session:
+        left = clean_unfinished(params.output)
+        if left:
+            logger.info("removed %d leftover(s) of an unfinished earlier run from %s",
+                        len(left), params.output)
+        snapshot = stage_writers(groups, seed.fingerprint, params.output)
         plan = _publish_plan(spec, groups, params, logger)
         result = run_stage_groups(groups, seed, params.work_dir, options=options,
                                   refresh=params.refresh, ignore_head_node=params.ignore_head_node,
                                   progress_key=f"{spec.name}-progress")
-        if missing_outputs(result.final):
-            # The writer's checkpoint says "done" but its files were deleted: write them again.
-            logger.warning("output files under %s are missing; rewriting them", params.output)
-            again = run_stage_groups(groups[-1:], result.refs[-2] if len(groups) > 1 else seed,
-                                     params.work_dir, options=options, refresh=True,
-                                     ignore_head_node=params.ignore_head_node)
-            result.refs[-1] = again.final
-            result.records[-1] = again.records[-1]
-        _prune(spec, result.final, params.output, logger)
-        summary = finish_run(result, params.output, spec.title, f"{spec.name}-summary",
-                             started=started)
-    if spec.report and getattr(params, "write_report", True):
-        from curator_stages.reporting import write_run_report
+        if result.final.fingerprint[:SNAPSHOT_CHARS] != snapshot:
+            raise RuntimeError(f"flow {spec.name!r}: the writer's checkpoint "
+                               f"{result.final.fingerprint} is not the staged snapshot "
+                               f"{snapshot}; nothing was published")
+        stale = True
+        if result.records[-1]["status"] == CACHED:
+            # The writer's checkpoint says "done": the output must be the snapshot it wrote.
+            problem = verify(params.output, spec.name, snapshot)
+            stale = problem is not None
+            if stale:
+                logger.warning("%s; writing the output again", problem)
+                again = run_stage_groups(groups[-1:], result.refs[-2] if len(groups) > 1
+                                         else seed, params.work_dir, options=options,
+                                         refresh=True, ignore_head_node=params.ignore_head_node)
+                result.refs[-1] = again.final
+                result.records[-1] = again.records[-1]
 
-        report = write_run_report(params.output, summary.to_dict(), plan=plan, title=spec.title,
-                                  dropped_hint=spec.dropped_hint)
-        logger.info("report: %s", report)
+        def commit(summary: Any) -> None:
+            _publish(spec, result.final, params.output, snapshot, summary, logger)
+
+        summary = finish_run(result, params.output, spec.title, f"{spec.name}-summary",
+                             started=started, snapshot=snapshot,
+                             commit=commit if stale else None,
+                             failed_dir=attempt_root(params.output, snapshot))
+        if spec.report and getattr(params, "write_report", True):  # still under the locks
+            from curator_stages.reporting import write_run_report
+
+            report = write_run_report(params.output, summary.to_dict(), plan=plan,
+                                      title=spec.title, dropped_hint=spec.dropped_hint)
+            logger.info("report: %s", report)
     return summary.to_dict()
+
+
+def stage_writers(groups: list[list[Any]], seed_fingerprint: str, output: str) -> str:
+    """Point the writers of the last stage task at the run's attempt location and return the
+    snapshot id: the start of that stage task's checkpoint fingerprint (which covers the flow,
+    the input and every parameter), so its files never share a name with another run's."""
+    from curator_stages.io.output_commit import attempt_root
+    from curator_stages.orchestration.fingerprint import stages_fingerprint
+
+    fingerprint = seed_fingerprint
+    for group in groups:
+        fingerprint = stages_fingerprint(fingerprint, group)
+    snapshot = fingerprint[:SNAPSHOT_CHARS]
+    writers = [s for s in groups[-1] if hasattr(s, "stage_into")]
+    if not writers:
+        raise ValueError("a curation flow's last stage task must hold its writer (a flow's "
+                         "output is what its writer wrote); append the writer to the last group")
+    for writer in writers:
+        writer.stage_into(output, attempt_root(output, snapshot), snapshot)
+    return snapshot
 
 
 def written_outputs(final: Any) -> list[str]:
@@ -135,33 +177,30 @@ def written_outputs(final: Any) -> list[str]:
     return files
 
 
-def missing_outputs(final: Any) -> list[str]:
-    """Local output files the final checkpoint lists that are gone."""
-    from curator_stages.checkpoints import read_tasks
+def _publish(spec: CurationFlowSpec[Any], final: Any, output: str, snapshot: str, summary: Any,
+             logger: Any) -> None:
+    """Publish this run's snapshot (its accounting held), then say what it replaced."""
+    from prefect.context import FlowRunContext
 
-    paths = [p for t in read_tasks(final.path) if isinstance(t.data, list) for p in t.data
-             if isinstance(p, str)]
-    return [p for p in paths if "://" not in p and not os.path.exists(p)]
+    from curator_stages.io.output_commit import publish
 
-
-def _prune(spec: CurationFlowSpec[Any], final: Any, output: str, logger: Any) -> None:
-    """Remove this flow's files of an earlier run that this run did not write again, so
-    ``output`` holds this run's documents only, and record this run's files in
-    ``<output>/_curator_outputs.json``. Only files that record lists are ever deleted."""
-    from curator_stages.io.output_manifest import prune_and_record
-
-    pruned = prune_and_record(output, spec.name, written_outputs(final))
-    if pruned.unreadable:
-        logger.warning("output record unreadable, nothing pruned: %s", pruned.unreadable)
-    if pruned.removed:
-        logger.info("removed %d stale file(s) an earlier run of this flow wrote in %s",
-                    len(pruned.removed), output)
-    if pruned.unknown:
-        logger.info("left %d file(s) in %s/{data,quarantine,dropped} that this flow did not "
-                    "write", pruned.unknown, output)
-    if pruned.failed:
-        logger.warning("could not remove %d stale file(s): %s", len(pruned.failed),
-                       ", ".join(pruned.failed[:5]))
+    ctx = FlowRunContext.get()
+    flow_run = ctx.flow_run if ctx is not None else None
+    run = {"flow_run_id": str(flow_run.id) if flow_run else None,
+           "flow_run_name": flow_run.name if flow_run else None,
+           "counts": {k: getattr(summary, k) for k in ("documents_read", "documents_written",
+                                                        "documents_dropped",
+                                                        "documents_quarantined")}}
+    done = publish(output, spec.name, snapshot, written_outputs(final), run=run)
+    logger.info("published snapshot %s of %s: %d file(s) in %s", snapshot, spec.name,
+                len(done.files), output)
+    if done.unreadable:
+        logger.warning("output record unreadable, nothing pruned: %s", done.unreadable)
+    if done.removed:
+        logger.info("removed %d file(s) of the previous snapshot", len(done.removed))
+    if done.failed:
+        logger.warning("could not remove %d file(s) of the previous snapshot (retried by the "
+                       "next run): %s", len(done.failed), ", ".join(done.failed[:5]))
 
 
 def plan_for(spec: CurationFlowSpec[P], params: P, groups: list[list[Any]] | None = None,
@@ -190,4 +229,4 @@ def _publish_plan(spec: CurationFlowSpec[P], groups: list[list[Any]], params: P,
         return None
 
 
-__all__ = ["CurationFlowSpec", "missing_outputs", "plan_for", "run_curation", "written_outputs"]
+__all__ = ["CurationFlowSpec", "plan_for", "run_curation", "stage_writers", "written_outputs"]

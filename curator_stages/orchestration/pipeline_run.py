@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from prefect.logging import get_run_logger
 
@@ -123,16 +123,26 @@ def documents_written(ref: DatasetRef, names: Sequence[str]) -> int | None:
 
 
 def finish_run(result: GroupsResult, output: str, title: str, artifact_key: str,
-               started: float | None = None) -> RunSummary:
-    """Write ``run_summary.json`` into ``output``, publish the summary artifacts, then fail the
-    run (``AccountingError``) if read != written + dropped + quarantined."""
+               started: float | None = None, *, snapshot: str | None = None,
+               commit: Callable[[RunSummary], None] | None = None,
+               failed_dir: str | None = None) -> RunSummary:
+    """Publish the summary artifacts, fail the run (``AccountingError``) if read != written +
+    dropped + quarantined, run ``commit`` (a flow's publish of its output), then write
+    ``run_summary.json`` into ``output``: the summary there describes what is published.
+    A run whose accounting fails writes its summary into ``failed_dir`` (default ``output``)
+    and commits nothing."""
     final = result.final
     summary = summarise(final.stats, final_documents=final.num_documents, output=output)
     summary.stage_tasks = result.records
+    summary.snapshot = snapshot
     if started is not None:
         summary.wall_time_s = round(time.perf_counter() - started, 3)
-    summary.write(output)
     publish_run_summary(summary, artifact_key, title)
     get_run_logger().info("accounting: %s", summary.identity_text())
-    summary.check()
+    if not summary.identity_holds:
+        summary.write(failed_dir or output)
+        summary.check()
+    if commit is not None:
+        commit(summary)
+    summary.write(output)
     return summary

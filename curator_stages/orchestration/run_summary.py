@@ -110,6 +110,8 @@ class RunSummary:
     written_source: str = DOCUMENTS_WRITTEN
     stage_tasks: list[dict[str, Any]] = field(default_factory=list)
     wall_time_s: float | None = None
+    #: The published snapshot this summary describes (a flow's run; see output_commit).
+    snapshot: str | None = None
 
     @property
     def identity_holds(self) -> bool:
@@ -150,6 +152,7 @@ class RunSummary:
             "stages": [asdict(s) for s in self.stages],
             "stage_tasks": self.stage_tasks,
             "output": self.output,
+            "snapshot": self.snapshot,
             "wall_time_s": self.wall_time_s,
         }
 
@@ -172,6 +175,7 @@ class RunSummary:
                 written_source=d.get("identity", {}).get("written_source", DOCUMENTS_WRITTEN),
                 stage_tasks=list(d.get("stage_tasks") or []),
                 wall_time_s=d.get("wall_time_s"),
+                snapshot=d.get("snapshot"),
             )
         except KeyError as exc:
             raise ValueError(

@@ -4,7 +4,9 @@ Two runs on one work directory (a scheduled run overlapping a manual one) would 
 the other's in-progress temporary checkpoints as "stale", and could commit into one checkpoint
 together. So a run holds ``<work_dir>/.curator.lock`` while its stage tasks run, and only the
 holder removes temporaries. A second run is refused at once, with the holder's pid, host, start
-time and flow run, and what to do: wait, or use another work_dir.
+time and flow run, and what to do: wait, or use another work_dir. A flow run also holds its
+output directory's lock (:func:`output_lock`, the same lock in ``<output>/.curator.lock``), so
+two runs never publish into one output together.
 
 The lock is ``fcntl.flock`` (non-blocking) on that file: the kernel releases it when the holder's
 process ends, however it ends (SIGKILL, a crash), so a stale lock never needs clearing by hand.
@@ -69,6 +71,10 @@ def describe_holder(work_dir: str) -> str:
     return f"pid {h.get('pid')} on host {h.get('host')}{run}, since {h.get('started_at')}"
 
 
+class OutputBusyError(WorkDirBusyError):
+    """Another run holds the output's lock: this run is refused before it starts."""
+
+
 @contextlib.contextmanager
 def work_dir_lock(work_dir: str) -> Iterator[bool]:
     """Hold ``work_dir``'s lock for the block; yields True when a lock is held (local work dir),
@@ -77,6 +83,23 @@ def work_dir_lock(work_dir: str) -> Iterator[bool]:
     Raises :class:`WorkDirBusyError` naming the holder when another run holds it. Re-entrant
     within one thread; another thread or process is refused.
     """
+    with _dir_lock(work_dir, "work_dir") as held:
+        yield held
+
+
+@contextlib.contextmanager
+def output_lock(output: str) -> Iterator[bool]:
+    """Hold the output directory's lock for the block (the same lock as :func:`work_dir_lock`,
+    in ``<output>/.curator.lock``): two runs publishing into one output would interleave their
+    files, so the second is refused at once with :class:`OutputBusyError` naming the holder.
+    Yields False, taking no lock, on object stores (their publish is "last manifest wins
+    whole", see :mod:`~curator_stages.io.output_commit`)."""
+    with _dir_lock(output, "output") as held:
+        yield held
+
+
+@contextlib.contextmanager
+def _dir_lock(work_dir: str, what: str) -> Iterator[bool]:
     if "://" in work_dir and not work_dir.startswith("file://"):
         yield False
         return
@@ -87,7 +110,7 @@ def work_dir_lock(work_dir: str) -> Iterator[bool]:
         return
     os.makedirs(path, exist_ok=True)
     lock_path, holder_path = os.path.join(path, LOCK_FILE), os.path.join(path, HOLDER_FILE)
-    fd = _acquire(lock_path, path)
+    fd = _acquire(lock_path, path, what)
     held.add(path)
     try:
         record = json.dumps(_holder_record())
@@ -106,7 +129,7 @@ def work_dir_lock(work_dir: str) -> Iterator[bool]:
         os.close(fd)  # releases the flock
 
 
-def _acquire(lock_path: str, work_dir: str) -> int:
+def _acquire(lock_path: str, work_dir: str, what: str = "work_dir") -> int:
     """An fd holding the flock of ``lock_path`` (the file the path names now, not an unlinked
     one a finishing holder just removed)."""
     import fcntl
@@ -115,21 +138,22 @@ def _acquire(lock_path: str, work_dir: str) -> int:
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise OSError(exc.errno, f"work_dir {work_dir!r}: cannot create its lock file "
-                          f"{LOCK_FILE}: {exc.strerror}; choose a work_dir this process may "
-                          "write to (--work-dir)") from None
+            raise OSError(exc.errno, f"{what} {work_dir!r}: cannot create its lock file "
+                          f"{LOCK_FILE}: {exc.strerror}; choose a {what} this process may "
+                          f"write to (--{what.replace('_', '-')})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            raise WorkDirBusyError(
-                f"work_dir {work_dir!r} is in use by another run: {describe_holder(work_dir)}. "
-                "Two runs on one work_dir would delete each other's in-progress checkpoints, so "
-                "this run did not start. Wait for that run to finish (its lock is released when "
-                "its process ends, even if it is killed), or give this run another work_dir "
-                "(--work-dir)") from None
+            harm = ("would delete each other's in-progress checkpoints" if what == "work_dir"
+                    else "would mix their files and summaries")
+            raise (WorkDirBusyError if what == "work_dir" else OutputBusyError)(
+                f"{what} {work_dir!r} is in use by another run: {describe_holder(work_dir)}. "
+                f"Two runs on one {what} {harm}, so this run did not start. Wait for that run "
+                "to finish (its lock is released when its process ends, even if it is killed), "
+                f"or give this run another {what} (--{what.replace('_', '-')})") from None
         try:
             if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
                 return fd
@@ -138,4 +162,5 @@ def _acquire(lock_path: str, work_dir: str) -> int:
         os.close(fd)  # locked a file its holder had just unlinked: try the current one
 
 
-__all__ = ["HOLDER_FILE", "LOCK_FILE", "WorkDirBusyError", "describe_holder", "work_dir_lock"]
+__all__ = ["HOLDER_FILE", "LOCK_FILE", "OutputBusyError", "WorkDirBusyError", "describe_holder",
+           "output_lock", "work_dir_lock"]

@@ -6,8 +6,9 @@ from the :class:`~curator_stages.tasks.StagePerfStats` custom metrics: ``documen
 accounting check can never disagree. The summary is read through
 :meth:`~curator_stages.orchestration.run_summary.RunSummary.from_dict`, the reader of exactly what
 the run wrote. What the summary does not carry (the language mix, the text of dropped documents,
-quarantine reasons) is read from the files the run wrote, and is simply left out when those files
-do not exist; the title and stage modes come from the :class:`ReportContext`.
+quarantine reasons) is read from the files the run wrote (for a flow's output: only the files
+``_curator_outputs.json`` lists for the snapshot the summary names), and is simply left out when
+those files do not exist; the title and stage modes come from the :class:`ReportContext`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from curator_stages.io.output_commit import published_files
 from curator_stages.orchestration.run_summary import RunSummary
 from curator_stages.reporting.context import LIBRARY_DROPPED_HINT, ReportContext
 from curator_stages.tasks import DOCUMENTS_QUARANTINED, DOCUMENTS_READ, DOCUMENTS_WRITTEN
@@ -208,7 +210,10 @@ def summary_rows(summary: RunSummary | dict[str, Any], context: ReportContext | 
 
 # ---------------------------------------------------------------------------- files
 def _files(directory: Path, patterns: Iterable[str]) -> list[Path]:
+    """The files under ``directory`` matching ``patterns`` (``directory`` itself if a file)."""
     found: list[Path] = []
+    if directory.is_file():
+        return [directory] if any(directory.match(p) for p in patterns) else []
     if directory.is_dir():
         for pattern in patterns:
             found.extend(p for p in directory.rglob(pattern) if p.is_file())
@@ -240,12 +245,16 @@ def _read_table(path: Path, columns: list[str] | None = None):
 _DATA_PATTERNS = ("*.parquet", "*.jsonl", "*.jsonl.gz", "*.jsonl.zst")
 
 
-def language_mix(output_dir: Path, column: str = "language") -> dict[str, int]:
-    """Documents per language in the run's output files (empty when there is no such column)."""
+def language_mix(locations: Path | Iterable[Path], column: str = "language") -> dict[str, int]:
+    """Documents per language in the run's output files (a directory, or the files themselves);
+    empty when there is no such column."""
     counts: Counter[str] = Counter()
-    for path in _files(output_dir, _DATA_PATTERNS):
-        if any(part.startswith(("dropped", "quarantine", ".")) for part in
-               path.relative_to(output_dir).parts[:-1]) or path.name.startswith("quarantine-"):
+    found = [(loc, p) for loc in ([locations] if isinstance(locations, Path) else locations)
+             for p in _files(loc, _DATA_PATTERNS)]
+    for location, path in found:
+        if path != location and (any(part.startswith(("dropped", "quarantine", ".")) for part in
+                                     path.relative_to(location).parts[:-1])
+                                 or path.name.startswith("quarantine-")):
             continue
         table = _read_table(path, [column])
         if table is None or column not in table.column_names:
@@ -327,17 +336,22 @@ def build_report_data(summary: RunSummary | dict[str, Any],
     out_dir = Path(output_dir) if output_dir else None
     q_dirs = [Path(p) for p in quarantine_dirs]
     d_dirs = [Path(p) for p in dropped_dirs]
-    if out_dir is not None:
+    data: list[Path] = []
+    listed = published_files(str(out_dir), summary.snapshot) if out_dir is not None else None
+    if out_dir is not None and listed is not None:
+        # A flow's output: only the files of the published snapshot this summary describes.
+        def part(sub: str) -> list[Path]:
+            return [out_dir / rel for rel in listed if rel.startswith(f"{sub}/")]
+        q_dirs, d_dirs, data = q_dirs or part("quarantine"), d_dirs or part("dropped"), part("data")
+    elif out_dir is not None:  # a library pipeline's output: no record, the directories
         q_dirs = q_dirs or [out_dir / "quarantine" if (out_dir / "quarantine").is_dir()
                             else out_dir]
         d_dirs = d_dirs or [p for p in (out_dir / "dropped",) if p.is_dir()]
+        data = [out_dir / "data" if (out_dir / "data").is_dir() else out_dir]
     q_by_reason, q_examples = quarantine_reasons(q_dirs) if q_dirs else ({}, [])
     if not q_by_reason and summary.documents_quarantined:
         q_by_reason = {"(records not found on disk; count from the run summary)":
                        summary.documents_quarantined}
-    data_dir = out_dir
-    if out_dir is not None and (out_dir / "data").is_dir():
-        data_dir = out_dir / "data"
     return RunReportData(
         title=context.title,
         documents_read=summary.documents_read, documents_written=summary.documents_written,
@@ -346,7 +360,7 @@ def build_report_data(summary: RunSummary | dict[str, Any],
         stages=rows, drops_by_rule=dict(sorted(drops.items(), key=lambda kv: -kv[1])),
         dropped_hint=context.dropped_hint,
         quarantine_by_reason=q_by_reason, quarantine_examples=q_examples,
-        language_mix=language_mix(data_dir) if data_dir is not None else {},
+        language_mix=language_mix(data),
         duplicates=duplicates,
         dropped_examples=dropped_examples(d_dirs) if d_dirs else {},
         wall_time_s=summary.wall_time_s,

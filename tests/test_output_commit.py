@@ -1,0 +1,181 @@
+"""The output commit protocol (issue 20 items 1-3): a flow run's output is one snapshot, staged
+in its attempt location and published whole by a manifest written last; a cache hit verifies
+the published snapshot; a failed run leaves the previous snapshot whole; one run per output.
+
+The first tests are quick (real files, real writers, no Ray); the flow tests are slow.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curator_stages.io import ParquetWriter
+from curator_stages.io.output_commit import (
+    ATTEMPTS_DIR, INTENT_FILE, attempt_root, clean_unfinished, file_digest, publish,
+    published_files, verify,
+)
+from curator_stages.io.output_manifest import MANIFEST_NAME
+from curator_stages.tasks import DocumentBatch
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+FLOW = "text-curation"
+
+
+def _batch(task_id: str, n: int = 4, quarantine: bool = False) -> DocumentBatch:
+    table = pa.table({"id": [f"{task_id}-{i}" for i in range(n)],
+                      "text": [f"text {task_id} {i}" for i in range(n)]})
+    meta = {"file_group_key": task_id}
+    if quarantine:
+        meta["quarantine"] = [{"file": "f.jsonl", "line": 1, "reason": "invalid JSON",
+                               "raw": "{", "raw_size": 1, "stage": "jsonl_read"}]
+    return DocumentBatch(task_id=task_id, dataset_name="ds", data=table, _metadata=meta)
+
+
+def _stage(out: Path, snapshot: str, tasks: list[str]) -> list[str]:
+    """Write ``tasks`` with a writer staged for ``snapshot``, as a flow's writer does."""
+    writer = ParquetWriter(f"{out}/data", mode="overwrite", quarantine_output=f"{out}/quarantine")
+    writer.stage_into(str(out), attempt_root(str(out), snapshot), snapshot)
+    files: list[str] = []
+    for t in writer.run([_batch(t, quarantine=(i == 0)) for i, t in enumerate(tasks)]):
+        files += [*t.data, *t._metadata.get("quarantine_files", [])]
+    return files
+
+
+def _section(out: Path, flow: str = FLOW) -> dict:
+    return json.loads((out / MANIFEST_NAME).read_text())["flows"][flow]
+
+
+def test_a_staged_writer_writes_only_into_its_attempt_with_the_snapshot_in_each_name(tmp_path):
+    out = tmp_path / "out"
+    files = _stage(out, "aaaa1111", ["t0", "t1"])
+    assert not (out / "data").exists() and not (out / "quarantine").exists()
+    assert {Path(f).parent.relative_to(out).as_posix() for f in files} == {
+        f"{ATTEMPTS_DIR}/aaaa1111/data", f"{ATTEMPTS_DIR}/aaaa1111/quarantine"}
+    assert all("-aaaa1111-" in Path(f).name for f in files)
+    # Another snapshot of the same tasks never shares a file name (issue 20 item 2).
+    other = _stage(out, "bbbb2222", ["t0", "t1"])
+    assert not {Path(f).name for f in files} & {Path(f).name for f in other}
+    # The staging is not part of the identity (the snapshot is that identity's fingerprint).
+    plain = ParquetWriter(f"{out}/data", mode="overwrite", quarantine_output=f"{out}/quarantine")
+    staged = ParquetWriter(f"{out}/data", mode="overwrite", quarantine_output=f"{out}/quarantine")
+    staged.stage_into(str(out), attempt_root(str(out), "s"), "s")
+    assert staged.identity() == plain.identity()
+    with pytest.raises(ValueError, match="outside the flow's output"):
+        ParquetWriter(str(tmp_path / "elsewhere")).stage_into(str(out), "x", "s")
+
+
+def test_publish_moves_the_attempt_and_writes_the_manifest_last(tmp_path):
+    out = tmp_path / "out"
+    files = _stage(out, "aaaa1111", ["t0", "t1"])
+    digests = {Path(f).relative_to(out / ATTEMPTS_DIR / "aaaa1111").as_posix():
+               file_digest(__import__("fsspec").filesystem("file"), f) for f in files}
+    run = {"flow_run_id": "r1", "counts": {"documents_written": 8}}
+    done = publish(str(out), FLOW, "aaaa1111", files, run=run)
+    assert done.files == digests and not (out / ATTEMPTS_DIR / "aaaa1111").exists()
+    section = _section(out)
+    assert section["snapshot"] == "aaaa1111" and section["flow_run_id"] == "r1"
+    assert section["counts"] == {"documents_written": 8} and section["files"] == digests
+    assert sum(pq.read_table(out / rel).num_rows for rel in digests if rel.startswith("data/")) == 8
+    assert verify(str(out), FLOW, "aaaa1111") is None
+    assert published_files(str(out), "aaaa1111") == sorted(digests)
+    assert published_files(str(out), "other") == [] and published_files(str(tmp_path)) is None
+
+
+def test_verify_names_another_snapshot_a_changed_and_a_missing_file(tmp_path):
+    out = tmp_path / "out"
+    publish(str(out), FLOW, "aaaa1111", _stage(out, "aaaa1111", ["t0", "t1"]))
+    assert "no published snapshot of flow 'convert'" in verify(str(out), "convert", "aaaa1111")
+    assert "(aaaa1111) is not this run's (bbbb2222)" in verify(str(out), FLOW, "bbbb2222")
+    data = sorted((out / "data").iterdir())
+    data[0].write_bytes(data[0].read_bytes()[:-1] + b"!")  # same size, other bytes
+    assert "changed since it was published" in verify(str(out), FLOW, "aaaa1111")
+    data[0].unlink()
+    assert "missing or unreadable" in verify(str(out), FLOW, "aaaa1111")
+
+
+def test_a_new_snapshot_replaces_only_the_previous_one_of_its_flow(tmp_path):
+    out = tmp_path / "out"
+    first = publish(str(out), FLOW, "aaaa1111", _stage(out, "aaaa1111", ["t0", "t1"]))
+    theirs = publish(str(out), "convert-to-parquet", "cccc3333", _stage(out, "cccc3333", ["t0"]))
+    (out / "data" / "README.txt").write_text("the user's\n")
+    second = publish(str(out), FLOW, "bbbb2222", _stage(out, "bbbb2222", ["t0"]))
+    assert sorted(second.removed) == sorted(str(out / rel) for rel in first.files)
+    assert all((out / rel).is_file() for rel in [*second.files, *theirs.files])
+    assert (out / "data" / "README.txt").read_text() == "the user's\n"
+    assert verify(str(out), FLOW, "bbbb2222") is None
+    assert verify(str(out), "convert-to-parquet", "cccc3333") is None
+
+
+def test_a_publish_that_fails_before_its_manifest_leaves_the_previous_snapshot(tmp_path):
+    """A move fails midway (its target is a directory): the manifest still names the previous
+    snapshot, whose files all verify; the next run's clean-up removes what the broken publish
+    had moved (its intent names them), never a published file or the user's directory."""
+    out = tmp_path / "out"
+    publish(str(out), FLOW, "aaaa1111", _stage(out, "aaaa1111", ["t0", "t1"]))
+    before = (out / MANIFEST_NAME).read_bytes()
+    files = sorted(_stage(out, "bbbb2222", ["t0", "t1", "t2"]))
+    blocked = out / Path(files[-1]).relative_to(out / ATTEMPTS_DIR / "bbbb2222")
+    (blocked / "inside").mkdir(parents=True)  # os.replace onto a non-empty directory fails
+    with pytest.raises(OSError):
+        publish(str(out), FLOW, "bbbb2222", files)
+    assert (out / MANIFEST_NAME).read_bytes() == before
+    assert verify(str(out), FLOW, "aaaa1111") is None
+    moved = [out / Path(f).relative_to(out / ATTEMPTS_DIR / "bbbb2222") for f in files[:-1]]
+    assert all(p.is_file() for p in moved)  # moved, listed by no manifest: pending clean-up
+    assert (out / ATTEMPTS_DIR / "bbbb2222" / INTENT_FILE).is_file()
+    removed = clean_unfinished(str(out))
+    assert not any(p.exists() for p in moved) and not (out / ATTEMPTS_DIR / "bbbb2222").exists()
+    assert len(removed) == len(moved) + 1 and blocked.is_dir()
+    assert verify(str(out), FLOW, "aaaa1111") is None
+
+
+def test_a_crafted_or_broken_record_deletes_nothing_outside_the_output_subdirs(tmp_path):
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (out / "run_summary.json").write_text("{}")
+    crafted = {"format": "curator_stages.outputs", "version": 1, "flows": {FLOW: {
+        "files": ["../victim.txt", "data/../../victim.txt", str(victim), "run_summary.json"]}}}
+    (out / MANIFEST_NAME).write_text(json.dumps(crafted))
+    result = publish(str(out), FLOW, "aaaa1111", _stage(out, "aaaa1111", ["t0"]))
+    assert result.removed == [] and victim.exists() and (out / "run_summary.json").exists()
+    (out / MANIFEST_NAME).write_text("{not json")
+    result = publish(str(out), FLOW, "bbbb2222", _stage(out, "bbbb2222", ["t0"]))
+    assert result.unreadable and result.removed == []
+    assert len(list((out / "data").glob("part-aaaa1111-*"))) == 1  # nothing pruned, unread
+
+
+def test_the_output_lock_refuses_a_second_holder_naming_it(tmp_path):
+    from curator_stages.orchestration.work_dir_lock import OutputBusyError, output_lock
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys
+            from curator_stages.orchestration.work_dir_lock import output_lock
+            with output_lock({str(out)!r}):
+                print("held", flush=True)
+                sys.stdin.read()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputBusyError, match=rf"output .* in use by another run: pid "
+                                                  rf"{holder.pid}.*another output"):
+            with output_lock(str(out)):
+                pass
+    finally:
+        holder.communicate("", timeout=60)
+    with output_lock(str(out)) as held:
+        assert held
+    with output_lock("s3://bucket/out") as held:
+        assert held is False
