@@ -279,25 +279,25 @@ def test_disk_full_while_checkpointing_names_it_and_leaves_no_checkpoint():
 
 def test_output_path_under_a_file_fails_clearly_and_rerun_after_fix_resumes(
         ray_cluster, prefect_harness, fault_flow_module, tmp_path):
+    """The run holds its output's lock from the start, so an output under a file is found
+    before any stage task (it used to fail in the writer, after three checkpoints)."""
     inp = make_jsonl_input(tmp_path / "in", files=2, per_file=3)
     blocker = tmp_path / "results"
     blocker.write_text("not a directory\n")
     out, work = blocker / "run1", tmp_path / "work"
     state = fault_flow_module.fault_flow(str(inp), str(out), str(work), return_state=True)
     assert state.is_failed()
-    with pytest.raises(OutputWriteError) as err:
+    with pytest.raises(OSError) as err:
         state.result()
-    assert str(out / "data") in str(err.value) and "not a directory" in str(err.value).lower()
-    assert "jsonl_writer" in str(err.value)
-    # The writer's stage task left no checkpoint; the three before it are complete.
-    complete = [d for d in work.iterdir() if d.is_dir() and ckpt.is_complete(str(d))]
-    assert len(complete) == 3 and not list(work.glob("*.tmp-*"))
+    assert str(out) in str(err.value) and "not a directory" in str(err.value).lower()
+    assert "--output" in str(err.value) and err.value.errno == errno.ENOTDIR
+    assert not [d for d in work.iterdir() if d.is_dir() and ckpt.is_complete(str(d))]
 
     blocker.unlink()  # the fix
     state = fault_flow_module.fault_flow(str(inp), str(out), str(work), return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
-    assert [t["status"] for t in summary["stage_tasks"]] == ["Cached"] * 3 + ["Completed"]
+    assert [t["status"] for t in summary["stage_tasks"]] == ["Completed"] * 4
     assert len(output_rows(out)) == 6
 
 

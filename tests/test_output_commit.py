@@ -179,3 +179,176 @@ def test_the_output_lock_refuses_a_second_holder_naming_it(tmp_path):
         assert held
     with output_lock("s3://bucket/out") as held:
         assert held is False
+
+
+# ----------------------------------------------------------------------------- flow runs (slow)
+FAST = {"fuzzy_num_perm": 32, "retries": 0, "language_id": False}
+
+
+def _one_shard(tmp_path: Path) -> Path:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "shard-00001.jsonl").write_bytes((SAMPLE / "shard-00001.jsonl").read_bytes())
+    return src
+
+
+def _rows(out: Path, flow: str | None = None) -> int:
+    """Rows of ``data/`` (every file, as a user reads it; or those ``flow``'s section lists)."""
+    files = (sorted((out / "data").glob("*.parquet")) if flow is None else
+             [out / rel for rel in _section(out, flow)["files"] if rel.startswith("data/")])
+    return sum(pq.read_metadata(f).num_rows for f in files)
+
+
+def _written(out: Path) -> int:
+    return json.loads((out / "run_summary.json").read_text())["documents_written"]
+
+
+@pytest.mark.slow
+def test_a_cached_rerun_publishes_the_snapshot_its_summary_describes(ray_cluster, prefect_harness,
+                                                                     tmp_path):
+    """Item 1: runs with --min-words 50, 5, 50. The third run's stage tasks are all served from
+    checkpoints, but the published output is the second run's: the cache hit must notice and
+    write the first run's snapshot again (it served 2,076 rows under a 1,789-row summary)."""
+    from flows.text_curation import TextCurationParams, text_curation
+
+    out = tmp_path / "out"
+    common = dict(input=str(_one_shard(tmp_path)), output=str(out),
+                  work_dir=str(tmp_path / "w"), **FAST)
+    counts = []
+    for words in (50, 5, 50):
+        summary = text_curation(TextCurationParams(min_words=words, **common))
+        counts.append(summary["documents_written"])
+        assert _rows(out) == summary["documents_written"] == _written(out), words
+        assert verify(str(out), FLOW, summary["snapshot"]) is None
+    assert counts[0] == counts[2] != counts[1]
+    again = text_curation(TextCurationParams(min_words=50, **common))  # now truly cached
+    assert {t["status"] for t in again["stage_tasks"]} == {"Cached"}
+    assert _rows(out) == again["documents_written"] == counts[0]
+
+
+@pytest.mark.slow
+def test_two_flows_in_one_output_never_share_a_file(ray_cluster, prefect_harness, tmp_path):
+    """Item 2: text curation, then the convert flow into the same output, then text curation
+    again: the last run served the convert flow's 3,000 unfiltered rows from shared names."""
+    import importlib.util
+
+    from flows.text_curation import TextCurationParams, text_curation
+
+    spec = importlib.util.spec_from_file_location("convert_flow_commit",
+                                                  REPO / "flows" / "convert_to_parquet.py")
+    convert = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = convert
+    spec.loader.exec_module(convert)
+    src, out = _one_shard(tmp_path), tmp_path / "out"
+    curated = dict(input=str(src), output=str(out), work_dir=str(tmp_path / "w"), **FAST)
+    text_curation(TextCurationParams(**curated))
+    converted = convert.convert_to_parquet(convert.ConvertParams(
+        input=str(src), output=str(out), work_dir=str(tmp_path / "b"), retries=0))
+    summary = text_curation(TextCurationParams(**curated))
+    assert _rows(out, FLOW) == summary["documents_written"] == _written(out)
+    assert _rows(out, "convert-to-parquet") == converted["documents_written"]
+    assert converted["documents_written"] > summary["documents_written"]
+    ours, theirs = (set(_section(out, f)["files"]) for f in (FLOW, "convert-to-parquet"))
+    assert ours and theirs and not ours & theirs
+    assert verify(str(out), FLOW, summary["snapshot"]) is None
+    assert verify(str(out), "convert-to-parquet", converted["snapshot"]) is None
+
+
+@pytest.mark.slow
+def test_a_second_run_on_an_output_in_use_is_refused_naming_the_holder(ray_cluster,
+                                                                       prefect_harness, tmp_path):
+    """Item 3: two runs on one output (other work dirs, other parameters) mixed their rows and
+    both exited 0. A run now holds the output's lock: the second is refused before any work,
+    naming the holder, and the published output stays as it was."""
+    from flows.text_curation import TextCurationParams, text_curation
+
+    src, out = _one_shard(tmp_path), tmp_path / "out"
+    first = text_curation(TextCurationParams(input=str(src), output=str(out),
+                                             work_dir=str(tmp_path / "a"), **FAST))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys
+            from curator_stages.orchestration.work_dir_lock import output_lock
+            with output_lock({str(out)!r}):
+                print("held", flush=True)
+                sys.stdin.read()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        state = text_curation(TextCurationParams(input=str(src), output=str(out), min_words=5,
+                                                 work_dir=str(tmp_path / "b"), **FAST),
+                              return_state=True)
+    finally:
+        holder.communicate("", timeout=60)
+    assert state.is_failed()
+    assert f"pid {holder.pid}" in state.message and "in use by another run" in state.message
+    assert not (tmp_path / "b").exists() or not any(
+        p.name.endswith("manifest.json") for p in (tmp_path / "b").rglob("*"))
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before and _rows(out) == first["documents_written"]
+
+
+# A flow whose run fails its accounting (a stage that invents documents and says nothing).
+import ray  # noqa: E402
+from prefect import flow  # noqa: E402
+
+from curator_stages import ProcessingStage  # noqa: E402
+from curator_stages.io import JSONL_EXTENSIONS, JsonlReader  # noqa: E402
+from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
+from curator_stages.orchestration.curation_run import CurationFlowSpec, run_curation  # noqa: E402
+from curator_stages.orchestration.ray_seam import SessionRayTaskRunner  # noqa: E402
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class Invent(ProcessingStage[DocumentBatch, DocumentBatch]):
+    """Doubles every batch and records nothing: the run's accounting breaks."""
+
+    name = "invent"
+
+    def process(self, task: DocumentBatch) -> DocumentBatch:
+        table = task.to_pyarrow()
+        return task.derive(pa.concat_tables([table, table]))
+
+
+class TrapParams(CurationParams):
+    input_extensions, input_root = JSONL_EXTENSIONS, REPO
+    invent: bool = False
+
+
+def _trap_groups(p: TrapParams) -> list[list]:
+    out = p.output.rstrip("/")
+    return [[*JsonlReader(p.input).decompose(), *([Invent()] if p.invent else []),
+             ParquetWriter(f"{out}/data", mode="overwrite", quarantine_output=f"{out}/quarantine")]]
+
+
+TRAP = CurationFlowSpec("trap-flow", "Trap flow", TrapParams, _trap_groups, report=False)
+
+
+@flow(name="trap-flow", task_runner=SessionRayTaskRunner())
+def trap_flow(params: TrapParams) -> dict:
+    return run_curation(TRAP, params)
+
+
+@pytest.mark.slow
+def test_a_failed_run_leaves_the_previous_snapshot_whole_and_unpruned(ray_cluster,
+                                                                       prefect_harness, tmp_path):
+    """A run whose accounting fails publishes nothing and prunes nothing: the previous snapshot,
+    its record and its run_summary.json stay byte for byte (the prune used to run before the
+    accounting check, and the writer wrote straight into data/)."""
+    src, out = _one_shard(tmp_path), tmp_path / "out"
+    common = dict(input=str(src), output=str(out), work_dir=str(tmp_path / "w"), retries=0)
+    good = trap_flow(TrapParams(**common))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    state = trap_flow(TrapParams(invent=True, **common), return_state=True)
+    assert state.is_failed() and "accounting identity broken" in state.message
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()
+             if ATTEMPTS_DIR not in p.relative_to(out).parts}
+    assert after == before and _rows(out) == good["documents_written"]
+    assert verify(str(out), "trap-flow", good["snapshot"]) is None
+    # The failed run's summary is kept beside its attempt for a look; the next run cleans it.
+    failed = list((out / ATTEMPTS_DIR).glob("*/run_summary.json"))
+    assert len(failed) == 1 and not json.loads(failed[0].read_text())["identity"]["holds"]
+    trap_flow(TrapParams(**common))
+    assert not (out / ATTEMPTS_DIR).exists() or not any((out / ATTEMPTS_DIR).iterdir())

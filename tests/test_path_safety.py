@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from curator_stages.io.output_manifest import MANIFEST_NAME, prune_and_record
+from curator_stages.io.output_manifest import MANIFEST_NAME
 from curator_stages.io.path_safety import location, relation
 from flows.text_curation import TextCurationParams, resolved_files, text_curation
 
@@ -156,53 +156,6 @@ def test_convert_flow_refuses_overlaps_naming_the_field(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the output record
-def test_prune_deletes_only_files_its_own_record_lists(tmp_path):
-    out = tmp_path / "out"
-    (out / "data").mkdir(parents=True)
-    (out / "quarantine").mkdir()
-    mine_old = out / "data" / "part-old.parquet"
-    mine_kept = out / "data" / "part-kept.parquet"
-    foreign = [out / "data" / "README.txt", out / "data" / "other-pipeline.parquet",
-               out / "quarantine" / "theirs.jsonl"]
-    for f in (mine_old, mine_kept, *foreign):
-        f.write_text("x")
-    # No record yet (an output written by another tool, or by an older version): nothing goes.
-    first = prune_and_record(str(out), "text-curation", [str(mine_old), str(mine_kept)])
-    assert first.removed == [] and first.unknown == 3
-    assert all(f.exists() for f in (mine_old, mine_kept, *foreign))
-    record = json.loads((out / MANIFEST_NAME).read_text())
-    assert record["flows"]["text-curation"]["files"] == ["data/part-kept.parquet",
-                                                         "data/part-old.parquet"]
-    assert record["flows"]["text-curation"]["written_at"]
-    # The next run wrote only part-kept: part-old is its own stale file, the rest is foreign.
-    second = prune_and_record(str(out), "text-curation", [str(mine_kept)])
-    assert second.removed == [str(mine_old)] and second.unknown == 3
-    assert not mine_old.exists() and mine_kept.exists()
-    assert all(f.exists() for f in foreign)
-    # Another flow sharing the output keeps its own section and never prunes this one's files.
-    prune_and_record(str(out), "convert-to-parquet", [])
-    assert mine_kept.exists()
-    record = json.loads((out / MANIFEST_NAME).read_text())
-    assert set(record["flows"]) == {"text-curation", "convert-to-parquet"}
-
-
-def test_a_crafted_or_broken_record_deletes_nothing_outside_the_output_subdirs(tmp_path):
-    out = tmp_path / "out"
-    (out / "data").mkdir(parents=True)
-    victim = tmp_path / "victim.txt"
-    victim.write_text("precious")
-    (out / "run_summary.json").write_text("{}")
-    crafted = {"format": "curator_stages.outputs", "version": 1, "flows": {"text-curation": {
-        "files": ["../victim.txt", "data/../../victim.txt", str(victim), "run_summary.json"]}}}
-    (out / MANIFEST_NAME).write_text(json.dumps(crafted))
-    result = prune_and_record(str(out), "text-curation", [])
-    assert result.removed == [] and victim.exists() and (out / "run_summary.json").exists()
-    (out / "data" / "part-a.parquet").write_text("x")
-    (out / MANIFEST_NAME).write_text("{not json")
-    result = prune_and_record(str(out), "text-curation", [])
-    assert result.unreadable and result.removed == [] and (out / "data" / "part-a.parquet").exists()
-
-
 def test_a_foreign_file_survives_two_runs_while_stale_outputs_go(ray_cluster, prefect_harness,
                                                                  tmp_path):
     """Two real runs into one output with other parameters (JSONL, then Parquet): the second

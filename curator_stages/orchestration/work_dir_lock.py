@@ -108,7 +108,12 @@ def _dir_lock(work_dir: str, what: str) -> Iterator[bool]:
     if path in held:
         yield True
         return
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:  # a file in the way, permissions: found before any work starts
+        raise OSError(exc.errno, f"{what} {work_dir!r}: cannot create it: {exc.strerror}; "
+                      f"choose {_a(what)} this process may write to "
+                      f"(--{what.replace('_', '-')})") from None
     lock_path, holder_path = os.path.join(path, LOCK_FILE), os.path.join(path, HOLDER_FILE)
     fd = _acquire(lock_path, path, what)
     held.add(path)
@@ -129,6 +134,10 @@ def _dir_lock(work_dir: str, what: str) -> Iterator[bool]:
         os.close(fd)  # releases the flock
 
 
+def _a(what: str) -> str:
+    return f"an {what}" if what[0] in "aeiou" else f"a {what}"
+
+
 def _acquire(lock_path: str, work_dir: str, what: str = "work_dir") -> int:
     """An fd holding the flock of ``lock_path`` (the file the path names now, not an unlinked
     one a finishing holder just removed)."""
@@ -139,7 +148,7 @@ def _acquire(lock_path: str, work_dir: str, what: str = "work_dir") -> int:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise OSError(exc.errno, f"{what} {work_dir!r}: cannot create its lock file "
-                          f"{LOCK_FILE}: {exc.strerror}; choose a {what} this process may "
+                          f"{LOCK_FILE}: {exc.strerror}; choose {_a(what)} this process may "
                           f"write to (--{what.replace('_', '-')})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

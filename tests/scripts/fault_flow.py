@@ -121,16 +121,17 @@ class FaultParams(CurationParams):
     @field_validator("output", "work_dir")
     @classmethod
     def _apart_and_writable(cls, value: str, info: ValidationInfo) -> str:
-        # Not probed here: a test gives an output under a file on purpose, so that the writer's
-        # stage task fails after three checkpoints and a re-run resumes.
+        # Not probed here: a test gives an output under a file on purpose, to see the run
+        # refuse it when it takes the output's lock.
         return value if "://" in value else os.path.abspath(value)
 
 
 def build_groups(p: FaultParams) -> list[list[Any]]:
-    reader = JsonlReader(p.input, files_per_group=1, quarantine_dir=f"{p.output}/quarantine")
+    reader = JsonlReader(p.input, files_per_group=1)
     return [reader.decompose(), [Tag(p.record_dir)],
             [Where(p.record_dir), SlowUpper(p.record_dir)],
-            [JsonlWriter(f"{p.output}/data", mode="overwrite")]]
+            [JsonlWriter(f"{p.output}/data", mode="overwrite",
+                         quarantine_output=f"{p.output}/quarantine")]]
 
 
 def runtime_env(p: FaultParams) -> dict[str, Any]:
