@@ -6,7 +6,8 @@ writer stage task's checkpoint fingerprint (it covers the flow, the input and ev
 and every file name carries it, so two flows or two parameter sets never share a file name.
 Only after the run succeeded (its accounting checked), :func:`publish`, under the output's lock:
 
-1. records the intent (``_attempts/<snapshot>/_publish.json``: the files it will move);
+1. records the intent (``_attempts/<snapshot>/_publish.json``: the files it will move in or
+   prune);
 2. moves the attempt's files into ``data/``, ``quarantine/``, ``dropped/`` (``os.replace``
    locally; a copy on object stores);
 3. writes ``_curator_outputs.json`` (:mod:`output_manifest`), the commit point: the flow's
@@ -14,9 +15,10 @@ Only after the run succeeded (its accounting checked), :func:`publish`, under th
 4. deletes the previous snapshot's files of this flow (only files its section listed) and the
    attempt location.
 
-A failure before step 3 leaves the previous snapshot listed and whole; what it moved already is
-named by its intent, which :func:`clean_unfinished` (at the next run's start) uses to delete
-those files, so nothing is orphaned. A reader trusts only the files a section lists
+A failure before step 3 leaves the previous snapshot listed and whole. The intent names every
+file the publish moves in or prunes, and :func:`clean_unfinished` (at the next run's start)
+deletes those no section lists: the new files of a publish that died before step 3, the old
+ones of a publish that died after it. Nothing is orphaned. A reader trusts only the files a section lists
 (:func:`published_files`), and a run whose writer was served from its checkpoint proves the
 published snapshot with :func:`verify` before it reports it.
 """
@@ -98,28 +100,33 @@ def publish(output: str, flow: str, snapshot: str, written: Iterable[str],
                 "its output, which the flow stages into the attempt location")
         moves[rel] = posixpath.join(staged, rel)
     result = PublishResult(files={rel: file_digest(fs, src) for rel, src in moves.items()})
-    put_bytes(join(attempt, INTENT_FILE),
-              json.dumps({"flow": flow, "snapshot": snapshot, "files": sorted(moves)}).encode(),
-              storage_options)
-    for rel, src in sorted(moves.items()):
-        _move(fs, src, posixpath.join(base, rel))
     sections, result.unreadable = read_sections(out, storage_options)
     previous = sections.get(flow)
+    stale: set[str] = set()
+    if result.unreadable is None and previous is not None:  # an unreadable record prunes nothing
+        others = {rel for name, s in sections.items() if name != flow for rel in section_files(s)}
+        left = previous.get("stale") if isinstance(previous.get("stale"), list) else []
+        stale = (set(section_files(previous)) | set(filter(None, map(checked, left)))) - others
+        stale -= set(result.files)
+    # The intent names every file this publish moves in or prunes: what a crash leaves behind,
+    # the next run's clean_unfinished deletes unless a section lists it.
+    put_bytes(join(attempt, INTENT_FILE), json.dumps(
+        {"flow": flow, "snapshot": snapshot, "files": sorted({*moves, *stale})}).encode(),
+        storage_options)
+    for rel, src in sorted(moves.items()):
+        _move(fs, src, posixpath.join(base, rel))
     section = {"snapshot": snapshot, **(run or {}), "files": result.files}
     write_section(out, flow, section, storage_options)  # the commit point
-    if result.unreadable is None and previous is not None:
-        others = {rel for name, s in sections.items() if name != flow for rel in section_files(s)}
-        stale = set(section_files(previous)) | set(previous.get("stale") or [])
-        for rel in sorted(stale - set(result.files) - others):
-            target = posixpath.join(base, rel)
-            try:
-                if fs.exists(target):
-                    fs.rm_file(target)
-                    result.removed.append(display_path(fs, target))
-            except OSError:
-                result.failed.append(rel)
-        if result.failed:
-            write_section(out, flow, {**section, "stale": result.failed}, storage_options)
+    for rel in sorted(stale):
+        target = posixpath.join(base, rel)
+        try:
+            if fs.exists(target):
+                fs.rm_file(target)
+                result.removed.append(display_path(fs, target))
+        except OSError:
+            result.failed.append(rel)
+    if result.failed:
+        write_section(out, flow, {**section, "stale": result.failed}, storage_options)
     _remove_tree(fs, staged)
     return result
 
