@@ -69,8 +69,9 @@ def test_a_staged_writer_writes_only_into_its_attempt_with_the_snapshot_in_each_
     staged = ParquetWriter(f"{out}/data", mode="overwrite", quarantine_output=f"{out}/quarantine")
     staged.stage_into(str(out), attempt_root(str(out), "s"), "s")
     assert staged.identity() == plain.identity()
-    with pytest.raises(ValueError, match="outside the flow's output"):
-        ParquetWriter(str(tmp_path / "elsewhere")).stage_into(str(out), "x", "s")
+    for elsewhere in (tmp_path / "elsewhere", out, out / "other"):
+        with pytest.raises(ValueError, match="outside the flow's output folders"):
+            ParquetWriter(str(elsewhere)).stage_into(str(out), "x", "s")
 
 
 def test_publish_moves_the_attempt_and_writes_the_manifest_last(tmp_path):

@@ -37,6 +37,7 @@ from curator_stages.io.filesystem import (
     join,
     resolve,
 )
+from curator_stages.io.output_manifest import OUTPUT_SUBDIRS
 from curator_stages.io.partition import FILE_GROUP_KEY
 from curator_stages.io.quarantine import (
     QUARANTINE_FILES_KEY,
@@ -88,13 +89,15 @@ class _Writer(ProcessingStage[DocumentBatch, FileGroupTask]):
         """Write what would go under ``output`` under ``attempt`` instead, with ``snapshot`` in
         every file name (``part-<snapshot>-<key>``): how a flow stages a run's files for its
         publish (:mod:`~curator_stages.io.output_commit`). Not part of the stage's identity:
-        ``snapshot`` is the fingerprint of that identity. Refused for a path not under
-        ``output``, which the publish could not place."""
+        ``snapshot`` is the fingerprint of that identity. Refused for a path the publish could
+        not place: one outside ``output``'s ``data/``, ``quarantine/`` and ``dropped/``."""
         output = output.rstrip("/")
         for where in (self.path, self.dropped_output, self.quarantine_output):
-            if where and not (where.rstrip("/") == output or where.startswith(output + "/")):
+            if where and not any(where.rstrip("/") == f"{output}/{sub}" or
+                                 where.startswith(f"{output}/{sub}/") for sub in OUTPUT_SUBDIRS):
                 raise ValueError(f"stage {self.stage_name!r}: writes to {where!r}, outside the "
-                                 f"flow's output {output!r}; write under the output")
+                                 f"flow's output folders {output}/{{{','.join(OUTPUT_SUBDIRS)}}}"
+                                 "; write under them")
         self._staging = (output, attempt.rstrip("/"), snapshot)
 
     def _place(self, directory: str, name: str) -> str:
