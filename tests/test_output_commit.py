@@ -32,7 +32,7 @@ FLOW = "text-curation"
 
 def _batch(task_id: str, n: int = 4, quarantine: bool = False) -> DocumentBatch:
     table = pa.table({"id": [f"{task_id}-{i}" for i in range(n)],
-                      "text": [f"text {task_id} {i}" for i in range(n)]})
+                      "text": [f"text {task_id} {i}" for i in range(n)], "language": ["en"] * n})
     meta = {"file_group_key": task_id}
     if quarantine:
         meta["quarantine"] = [{"file": "f.jsonl", "line": 1, "reason": "invalid JSON",
@@ -72,6 +72,23 @@ def test_a_staged_writer_writes_only_into_its_attempt_with_the_snapshot_in_each_
     for elsewhere in (tmp_path / "elsewhere", out, out / "other"):
         with pytest.raises(ValueError, match="outside the flow's output folders"):
             ParquetWriter(str(elsewhere)).stage_into(str(out), "x", "s")
+
+
+def test_a_flow_stages_its_writer_and_refuses_a_reader_writing_into_the_output(tmp_path):
+    from curator_stages.io import JsonlReader
+    from curator_stages.orchestration.curation_run import stage_writers
+    from curator_stages.orchestration.fingerprint import stages_fingerprint
+
+    out = str(tmp_path / "out")
+    writer = ParquetWriter(f"{out}/data")
+    groups = [JsonlReader(str(SAMPLE)).decompose(), [writer]]
+    snapshot = stage_writers(groups, "0" * 64, out)
+    assert snapshot == stages_fingerprint(stages_fingerprint("0" * 64, groups[0]), groups[1])[:16]
+    assert writer._staging == (out, attempt_root(out, snapshot), snapshot)
+    bypass = [[*JsonlReader(str(SAMPLE), quarantine_dir=f"{out}/quarantine").decompose(),
+               ParquetWriter(f"{out}/data")]]
+    with pytest.raises(ValueError, match="give the writer quarantine_output instead"):
+        stage_writers(bypass, "0" * 64, out)
 
 
 def test_publish_moves_the_attempt_and_writes_the_manifest_last(tmp_path):
@@ -154,6 +171,28 @@ def test_a_crafted_or_broken_record_deletes_nothing_outside_the_output_subdirs(t
     result = publish(str(out), FLOW, "bbbb2222", _stage(out, "bbbb2222", ["t0"]))
     assert result.unreadable and result.removed == []
     assert len(list((out / "data").glob("part-aaaa1111-*"))) == 1  # nothing pruned, unread
+
+
+def test_the_report_reads_only_the_files_of_the_snapshot_its_summary_names(tmp_path):
+    """`curator-stages report` trusts the manifest: a file in data/ that the published snapshot
+    does not list (another run's leftover) is not counted, and a summary naming a snapshot that
+    is not published gets no file-based numbers at all."""
+    from curator_stages.orchestration.run_summary import RunSummary
+    from curator_stages.reporting.data import build_report_data
+
+    out = tmp_path / "out"
+    publish(str(out), FLOW, "aaaa1111", _stage(out, "aaaa1111", ["t0"]))
+    stray = _stage(out, "bbbb2222", ["t1", "t2"])  # staged, never published
+    for f in stray:
+        target = out / Path(f).relative_to(out / ATTEMPTS_DIR / "bbbb2222")
+        target.write_bytes(Path(f).read_bytes())
+    summary = RunSummary(stages=[], documents_read=5, documents_written=4, documents_dropped=0,
+                         documents_quarantined=1, dropped_by_reason={}, snapshot="aaaa1111")
+    data = build_report_data(summary, out)
+    assert data.language_mix == {"en": 4} and sum(data.quarantine_by_reason.values()) == 1
+    summary.snapshot = "cccc3333"
+    data = build_report_data(summary, out)
+    assert data.language_mix == {} and data.quarantine_examples == []
 
 
 def test_the_output_lock_refuses_a_second_holder_naming_it(tmp_path):

@@ -155,6 +155,13 @@ def stage_writers(groups: list[list[Any]], seed_fingerprint: str, output: str) -
     for group in groups:
         fingerprint = stages_fingerprint(fingerprint, group)
     snapshot = fingerprint[:SNAPSHOT_CHARS]
+    out = output.rstrip("/")
+    for stage in (s for g in groups for s in g):
+        where = getattr(stage, "quarantine_dir", None)
+        if isinstance(where, str) and (where.rstrip("/") == out or where.startswith(out + "/")):
+            raise ValueError(f"stage {stage.stage_name!r}: quarantine_dir {where!r} writes into "
+                             "the flow's output outside its publish; give the writer "
+                             "quarantine_output instead (the reader's records ride to it)")
     writers = [s for s in groups[-1] if hasattr(s, "stage_into")]
     if not writers:
         raise ValueError("a curation flow's last stage task must hold its writer (a flow's "
