@@ -39,6 +39,7 @@ import numpy as np
 from curator_stages.io.filesystem import exists, is_local, put_bytes, resolve
 from curator_stages.checkpoints.task_files import (
     CheckpointWriteError,
+    refuse_links,
     UnsafeCheckpointError,
     UnsafeTaskError,
     check_task_file_name,
@@ -89,6 +90,8 @@ def read_manifest(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
     fs, p = _fs(join(path, MANIFEST))
+    if _is_local(fs):
+        refuse_links(p.rsplit("/", 1)[0], p)
     try:
         manifest = json.loads(fs.cat_file(p))
     except (FileNotFoundError, ValueError):
@@ -217,7 +220,11 @@ class CheckpointWriter:
 
     def __enter__(self) -> "CheckpointWriter":
         _, p = _fs(self.tmp_path)
-        self.fs.makedirs(p, exist_ok=True)
+        if _is_local(self.fs):  # created here, never an entry planted under its random name
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            os.mkdir(p)
+        else:
+            self.fs.makedirs(p, exist_ok=True)
         return self
 
     def write(self, task: Task) -> None:
@@ -271,12 +278,9 @@ class CheckpointWriter:
         }
         if self.in_place:
             return self._commit_in_place(manifest)
-        _, tmp_manifest = _fs(join(self.tmp_path, MANIFEST + ".tmp"))
-        _, manifest_path = _fs(join(self.tmp_path, MANIFEST))
         try:
-            with self.fs.open(tmp_manifest, "w") as f:
-                f.write(json.dumps(manifest, indent=1, default=repr))
-            self.fs.mv(tmp_manifest, manifest_path)
+            put_bytes(join(self.tmp_path, MANIFEST),
+                      json.dumps(manifest, indent=1, default=repr).encode())
         except OSError as exc:
             raise _write_error(self.final_path, exc) from exc
         _, final = _fs(self.final_path)

@@ -19,7 +19,8 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from curator_stages.io.filesystem import atomic_write, display_path, join, resolve
+from curator_stages.io.filesystem import atomic_write, display_path, is_local, join, resolve
+from curator_stages.io.path_safety import refuse_link_below
 
 MANIFEST_NAME = "_curator_outputs.json"
 MANIFEST_FORMAT = "curator_stages.outputs"
@@ -114,7 +115,9 @@ def prune_and_record(output: str, flow: str, written: Iterable[str],
     """Delete this flow's earlier outputs that this run did not rewrite, then record this run's.
 
     ``written``: the paths (local or URLs) the run's writers produced. Only files the previous
-    manifest lists are candidates; a file no manifest lists is counted, never touched.
+    manifest lists are candidates; a file no manifest lists is counted, never touched. A
+    candidate reached through a symbolic link inside ``output`` raises ``ValueError`` (naming
+    the link), before anything is deleted through it.
     """
     result = PruneResult()
     current = {r for r in (relative_output(output, p) for p in written) if r is not None}
@@ -122,6 +125,8 @@ def prune_and_record(output: str, flow: str, written: Iterable[str],
     fs, base = resolve(output, storage_options)
     for rel in sorted(set(previous) - current):
         target = posixpath.join(base, rel)
+        if is_local(fs):
+            refuse_link_below("output", base, rel)  # never delete through a link
         try:
             if fs.exists(target):
                 fs.rm_file(target)

@@ -101,13 +101,14 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
         plan = _publish_plan(spec, groups, params, logger)
         result = run_stage_groups(groups, seed, params.work_dir, options=options,
                                   refresh=params.refresh, ignore_head_node=params.ignore_head_node,
-                                  progress_key=f"{spec.name}-progress")
+                                  progress_key=f"{spec.name}-progress", input_files=files)
         if missing_outputs(result.final):
             # The writer's checkpoint says "done" but its files were deleted: write them again.
             logger.warning("output files under %s are missing; rewriting them", params.output)
             again = run_stage_groups(groups[-1:], result.refs[-2] if len(groups) > 1 else seed,
                                      params.work_dir, options=options, refresh=True,
-                                     ignore_head_node=params.ignore_head_node)
+                                     ignore_head_node=params.ignore_head_node,
+                                     input_files=files)
             result.refs[-1] = again.final
             result.records[-1] = again.records[-1]
         _prune(spec, result.final, params.output, logger)
