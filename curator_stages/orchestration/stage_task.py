@@ -89,11 +89,16 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
     names = stage_names(stages)
     fp, path = output_location(input_ref, stages, work_dir)
     manifest = ckpt.read_manifest(path)
-    if manifest is not None and not refresh:
+    missing = ckpt.missing_files(path, manifest) if manifest is not None and not refresh else []
+    if manifest is not None and not refresh and not missing:
         logger.info("stages %s: complete checkpoint %s found; skipping", names, path)
         ref = ref_from_manifest(path, manifest)
         return Completed(name=CACHED, data=ref, message=f"served from checkpoint {path}")
-    ckpt.clear_for_attempt(path, refresh=refresh)  # refresh, or an incomplete leftover
+    if missing:
+        logger.warning("stages %s: checkpoint %s lists %d file(s) that are gone (first %r); "
+                       "recomputing it", names, path, len(missing), missing[0])
+    # refresh, a checkpoint missing files, or an incomplete leftover
+    ckpt.clear_for_attempt(path, refresh=refresh or bool(missing))
 
     start = time.perf_counter()
     progress = StageProgress(names, logger.info)
