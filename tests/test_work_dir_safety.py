@@ -336,3 +336,26 @@ def test_a_checkpoint_whose_listed_file_is_gone_is_not_complete_for_a_resume(tmp
     [part] = ckpt.checkpoint_files(final)
     os.remove(part)
     assert ckpt.missing_files(final, manifest) == [os.path.basename(part)]
+
+
+@pytest.mark.slow
+def test_a_run_recomputes_a_checkpoint_whose_listed_file_is_gone(ray_cluster, prefect_harness,
+                                                                  tmp_path):
+    """The state item 9 left behind (a manifest listing a deleted file) failed every later run
+    with FileNotFoundError; now the checkpoint is recomputed and the run completes."""
+    from flows.text_curation import TextCurationParams, text_curation
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(SAMPLE / "shard-00001.jsonl", src)
+    params = TextCurationParams(input=str(src), output=str(tmp_path / "out"),
+                                work_dir=str(tmp_path / "work"), fuzzy_num_perm=32, retries=0,
+                                language_id=False)
+    first = text_curation(params)
+    [read] = [d for d in (tmp_path / "work").iterdir() if d.name.endswith("jsonl_read")
+              or "file_partitioning" in d.name]
+    os.remove(next(read.glob("part-*")))
+    again = text_curation(params)
+    assert again["stage_tasks"][0]["status"] == "Completed"  # recomputed, not served
+    assert again["documents_written"] == first["documents_written"]
+    assert again["identity"]["holds"]
