@@ -76,6 +76,8 @@ def test_a_file_list_naming_a_file_outside_the_input_listing_is_refused_unread(t
     assert secret in str(err.value) and final in str(err.value) and "--refresh" in str(err.value)
     with pytest.raises(UnsafeCheckpointError, match="no input listing"):
         ckpt.tasks_loader(None)({"item": np.array([path], dtype=object)})
+    with pytest.raises(UnsafeCheckpointError, match="not a file of this run's input listing"):
+        ckpt.tasks_loader(())({"item": np.array([path], dtype=object)})  # undeclared list
     # The run's own listing passes.
     ok = file_group_checkpoint(tmp_path / "work2", listed)
     [task] = ckpt.tasks_loader(listed)({"item": np.array(ckpt.checkpoint_files(ok),

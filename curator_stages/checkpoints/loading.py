@@ -75,11 +75,15 @@ def file_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None,
 
     if path is None:
         return ray.data.from_items([{"item": t} for t in (seed_tasks or [])]), None
-    files = checkpoint_files(path)
+    manifest = read_manifest(path)
+    files = checkpoint_files(path, manifest)
     if not files:
         return ray.data.from_items([{"item": None}]).filter(lambda row: False), None
+    # Only a checkpoint of file lists ships the listing to the workers; any other gets an empty
+    # one, so a file list its manifest did not declare is refused all the same.
+    lists = any(f.get("task_type") == FileGroupTask.__name__ for f in manifest["files"])
     return (ray.data.from_items(files, override_num_blocks=min(len(files), 256)),
-            tasks_loader(input_files))
+            tasks_loader(input_files if lists else ()))
 
 
 def load_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None,

@@ -43,10 +43,10 @@ import numpy as np
 from curator_stages.io.filesystem import exists, is_local, put_bytes, resolve
 from curator_stages.checkpoints.task_files import (
     CheckpointWriteError,
-    refuse_links,
     UnsafeCheckpointError,
     UnsafeTaskError,
     check_task_file_name,
+    refuse_links,
     write_task,
 )
 from curator_stages.tasks import DocumentBatch, StagePerfStats, Task
