@@ -109,8 +109,9 @@ def test_a_crafted_file_list_checkpoint_fails_the_run_and_reads_nothing(
     for d in work.iterdir():
         if not d.name.endswith("-file_partitioning"):
             shutil.rmtree(d)
-    with pytest.raises(Exception) as err:
+    with pytest.raises(UnsafeCheckpointError) as err:
         text_curation(params)
+    assert str(err.value).startswith("stage 'jsonl_read': checkpoint file ")
     assert str(secret) in str(err.value) and "input listing" in str(err.value)
     leaked = [p for p in out.rglob("*") if p.is_file() and b"SECRET-7f3a9" in p.read_bytes()]
     assert leaked == []

@@ -27,10 +27,12 @@ def checkpoint_files(path: str, manifest: dict[str, Any] | None = None) -> list[
     return [join(path, f["file"]) for f in manifest["files"]]
 
 
-def check_file_list(task: Task, input_files: Collection[str] | None, where: str) -> Task:
+def check_file_list(task: Task, input_files: Collection[str] | None, where: str,
+                    label: str = "load_checkpoint") -> Task:
     """``task``, once every path of a :class:`FileGroupTask` is a file of ``input_files`` (the
-    run's input listing); raises :class:`UnsafeCheckpointError` naming ``where`` (the task file)
-    and the first stray path otherwise, before anything opens it."""
+    run's input listing); raises :class:`UnsafeCheckpointError` naming the stage ``label`` that
+    loads it, ``where`` (the task file) and the first stray path otherwise, before anything
+    opens it."""
     if not isinstance(task, FileGroupTask):
         return task
     checkpoint = where.rstrip("/").rsplit("/", 1)[0]
@@ -38,20 +40,20 @@ def check_file_list(task: Task, input_files: Collection[str] | None, where: str)
            "recompute it, and check who can write to this work_dir")
     if input_files is None:
         raise UnsafeCheckpointError(
-            f"checkpoint file {where!r} holds a file list, and this run has no input listing to "
+            f"stage {label!r}: checkpoint file {where!r} holds a file list, and this run has no input listing to "
             "check it against, so none of its files was read; pass input_files to "
             f"run_stage_groups, or {fix}")
     stray = [p for p in task.data if p not in input_files]
     if stray:
         more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
         raise UnsafeCheckpointError(
-            f"checkpoint file {where!r} lists {stray[0]!r}{more}, which is not a file of this "
+            f"stage {label!r}: checkpoint file {where!r} lists {stray[0]!r}{more}, which is not a file of this "
             "run's input listing; a file list may name only the run's own input files, so none "
             f"of its files was read. Someone or something else wrote it: {fix}")
     return task
 
 
-def tasks_loader(input_files: Collection[str] | None = None
+def tasks_loader(input_files: Collection[str] | None = None, label: str = "load_checkpoint"
                  ) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """A Ray Data batch function: checkpoint file paths in, their tasks out (one row each),
     each file list checked against ``input_files`` first (:func:`check_file_list`)."""
@@ -61,14 +63,14 @@ def tasks_loader(input_files: Collection[str] | None = None
         paths = batch["item"]
         out = np.empty(len(paths), dtype=object)
         for i, path in enumerate(paths):
-            out[i] = check_file_list(read_task(str(path)), allowed, str(path))
+            out[i] = check_file_list(read_task(str(path)), allowed, str(path), label)
         return {"item": out}
 
     return LoadCheckpoint
 
 
 def file_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None,
-                 input_files: Collection[str] | None = None):
+                 input_files: Collection[str] | None = None, label: str = "load_checkpoint"):
     """(dataset, loader): the checkpoint's file paths with a :func:`tasks_loader` to turn
     them into tasks inside the first stage's workers, or the seed tasks and ``None``."""
     import ray.data
@@ -83,7 +85,7 @@ def file_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None,
     # one, so a file list its manifest did not declare is refused all the same.
     lists = any(f.get("task_type") == FileGroupTask.__name__ for f in manifest["files"])
     return (ray.data.from_items(files, override_num_blocks=min(len(files), 256)),
-            tasks_loader(input_files if lists else ()))
+            tasks_loader(input_files if lists else (), label))
 
 
 def load_dataset(path: str | None, seed_tasks: Iterable[Task] | None = None,

@@ -111,7 +111,7 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
     with data_context_for_plan(quiet=True), ckpt.CheckpointWriter(path) as writer, \
             surfaced_stage_errors():
         dataset, loader = ckpt.file_dataset(input_ref.path, seed_tasks=[EmptyTask()],
-                                             input_files=input_files)
+                                             input_files=input_files, label="+".join(names))
         # Workers load the input files and write the output files themselves, inside the
         # first and last stages' own Ray tasks: only small CheckpointPart records come back.
         output = apply_stages(dataset, stages, ignore_head_node=ignore_head_node, plans=plans,
