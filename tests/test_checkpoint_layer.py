@@ -55,7 +55,7 @@ def commit_on(store_url: str, fs) -> tuple[str, dict]:
     return final, manifest
 
 
-def test_object_store_checkpoint_commits_under_an_attempt_prefix_and_removes_orphans():
+def test_object_store_checkpoint_commits_under_an_attempt_prefix_and_removes_stale_orphans():
     import fsspec
 
     fs = fsspec.filesystem("memory")
@@ -66,7 +66,12 @@ def test_object_store_checkpoint_commits_under_an_attempt_prefix_and_removes_orp
     assert all(f.startswith(prefix + "/") for f in files)
     root = final.split("://", 1)[1]
     stored = sorted(p[len(root) + 1:].lstrip("/") for p in fs.find(root))
-    assert stored == sorted([*files, "manifest.json"])  # the killed attempt's part is gone
+    # A young unlisted attempt may be another run's, in progress (no lock): it stays, unread,
+    # until nothing was written into it for URL_STALE_TEMPORARY_AGE_S.
+    assert stored == sorted([*files, "manifest.json", "attempt-deadbeef/part-000000.parquet"])
+    assert ckpt.remove_stale_attempts(final, older_than_s=0)
+    stored = sorted(p[len(root) + 1:].lstrip("/") for p in fs.find(root))
+    assert stored == sorted([*files, "manifest.json"])
     assert not [p for p in fs.ls(root.rsplit("/", 1)[0], detail=False) if ".tmp-" in p]
     assert [t.task_id for t in ckpt.read_tasks(final)] == ["t0", "t1", "t2"]
 

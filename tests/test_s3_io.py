@@ -37,7 +37,7 @@ def rows(tasks):
     return fh.rows_of(tasks)
 
 
-def test_checkpoint_on_s3_commits_under_an_attempt_prefix_and_removes_orphans(s3_env):
+def test_checkpoint_on_s3_commits_under_an_attempt_prefix_and_removes_stale_orphans(s3_env):
     fs = s3_env.filesystem()
     final = s3_env.url(f"work-{uuid.uuid4().hex[:8]}", "0123456789abcdef-stage")
     root = final.split("://", 1)[1]
@@ -50,6 +50,11 @@ def test_checkpoint_on_s3_commits_under_an_attempt_prefix_and_removes_orphans(s3
         manifest = writer.commit(fingerprint="0" * 64, stages=["stage"])
     files = [f["file"] for f in manifest["files"]]
     assert all(f.startswith(writer.tmp_path.rsplit("/", 1)[-1] + "/") for f in files)
+    fs.invalidate_cache()
+    stored = sorted(p[len(root) + 1:] for p in fs.find(root))
+    # Young: perhaps another run's attempt in progress (no lock on S3); removed once stale.
+    assert stored == sorted([*files, "manifest.json", "attempt-deadbeef/part-000000.parquet"])
+    assert ckpt.remove_stale_attempts(final, older_than_s=0)
     fs.invalidate_cache()
     stored = sorted(p[len(root) + 1:] for p in fs.find(root))
     assert stored == sorted([*files, "manifest.json"])

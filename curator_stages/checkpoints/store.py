@@ -13,11 +13,15 @@ Atomicity, without trusting a rename the store does not have:
 * object stores (no directory rename; a "move" copies and deletes object by object): files go
   under an attempt prefix ``<checkpoint>/attempt-<id>/`` and the manifest, listing
   ``attempt-<id>/part-...``, is uploaded last, in one PUT, which an object store publishes whole
-  or not at all. Then every object under the checkpoint the manifest does not list (parts of a
-  failed or killed attempt, an earlier manifest's files on refresh) is removed.
+  or not at all. Object stores take no lock, so two runs may commit one checkpoint at once: the
+  last manifest uploaded wins, whole, and it lists only its own attempt's files, which nobody
+  deletes: an attempt prefix the current manifest does not list (a failed or killed attempt,
+  an earlier manifest's files on refresh, perhaps another run's attempt in progress) is removed
+  only once nothing was written into it for :data:`URL_STALE_TEMPORARY_AGE_S`.
 
 Either way a reader trusts only what the manifest lists: a checkpoint without one is incomplete
-and ignored, so a retried or resumed stage never sees partial output. This package imports
+and ignored, so a retried or resumed stage never sees partial output; one whose manifest lists
+a file that is gone (:func:`missing_files`) is recomputed, never served. This package imports
 neither Prefect nor the flows: it runs inside Ray workers, which load and write task files.
 """
 
@@ -42,6 +46,7 @@ from curator_stages.checkpoints.task_files import (
     UnsafeCheckpointError,
     UnsafeTaskError,
     check_task_file_name,
+    refuse_links,
     write_task,
 )
 from curator_stages.tasks import DocumentBatch, StagePerfStats, Task
@@ -89,6 +94,8 @@ def read_manifest(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
     fs, p = _fs(join(path, MANIFEST))
+    if _is_local(fs):
+        refuse_links(p.rsplit("/", 1)[0], p)
     try:
         manifest = json.loads(fs.cat_file(p))
     except (FileNotFoundError, ValueError):
@@ -107,6 +114,17 @@ def read_manifest(path: str | None) -> dict[str, Any] | None:
 
 def is_complete(path: str | None) -> bool:
     return read_manifest(path) is not None
+
+
+def missing_files(path: str, manifest: dict[str, Any]) -> list[str]:
+    """The files ``manifest`` lists that are not under ``path`` (one listing of it)."""
+    fs, root = _fs(path.rstrip("/"))
+    fs.invalidate_cache(root)  # a listing cached before the files were written would miss them
+    try:
+        stored = {e[len(root):].lstrip("/") for e in fs.find(root, withdirs=False)}
+    except FileNotFoundError:
+        stored = set()
+    return [f["file"] for f in manifest["files"] if f["file"] not in stored]
 
 
 def remove(path: str) -> None:
@@ -217,7 +235,11 @@ class CheckpointWriter:
 
     def __enter__(self) -> "CheckpointWriter":
         _, p = _fs(self.tmp_path)
-        self.fs.makedirs(p, exist_ok=True)
+        if _is_local(self.fs):  # created here, never an entry planted under its random name
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            os.mkdir(p)
+        else:
+            self.fs.makedirs(p, exist_ok=True)
         return self
 
     def write(self, task: Task) -> None:
@@ -271,12 +293,9 @@ class CheckpointWriter:
         }
         if self.in_place:
             return self._commit_in_place(manifest)
-        _, tmp_manifest = _fs(join(self.tmp_path, MANIFEST + ".tmp"))
-        _, manifest_path = _fs(join(self.tmp_path, MANIFEST))
         try:
-            with self.fs.open(tmp_manifest, "w") as f:
-                f.write(json.dumps(manifest, indent=1, default=repr))
-            self.fs.mv(tmp_manifest, manifest_path)
+            put_bytes(join(self.tmp_path, MANIFEST),
+                      json.dumps(manifest, indent=1, default=repr).encode())
         except OSError as exc:
             raise _write_error(self.final_path, exc) from exc
         _, final = _fs(self.final_path)
@@ -296,14 +315,22 @@ class CheckpointWriter:
         return manifest
 
     def _commit_in_place(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Object stores: upload the manifest (one PUT), then remove what it does not list."""
+        """Object stores: upload the manifest (one PUT, last writer wins whole), then remove
+        stale attempts (:func:`remove_stale_attempts`)."""
         existing = read_manifest(self.final_path)
         if existing is not None and existing.get("fingerprint") == manifest.get("fingerprint") \
-                and existing.get("fingerprint") is not None:
+                and existing.get("fingerprint") is not None \
+                and not missing_files(self.final_path, existing):
             # Someone else completed the same fingerprint: equal by construction; keep theirs.
             self.abort()
             self._committed = True
             return existing
+        missing = missing_files(self.final_path, manifest)
+        if missing:  # never publish a manifest that lists what is gone
+            raise CheckpointWriteError(
+                f"checkpoint {self.final_path!r}: {len(missing)} file(s) of this attempt "
+                f"vanished before its commit (first {missing[0]!r}); something else deletes in "
+                "this work_dir. Nothing was published; a retry writes the stage task again")
         try:
             put_bytes(join(self.final_path, MANIFEST),
                       json.dumps(manifest, indent=1, default=repr).encode())
@@ -311,36 +338,17 @@ class CheckpointWriter:
             raise _write_error(self.final_path, exc) from exc
         self._committed = True
         try:
-            self._remove_orphans(manifest)
+            remove_stale_attempts(self.final_path)
         except OSError:
-            pass  # the checkpoint is complete; leftovers go at the next commit here
+            pass  # the checkpoint is complete; leftovers go at a later commit here
         return manifest
 
-    def _remove_orphans(self, manifest: dict[str, Any]) -> None:
-        """Everything under the checkpoint that its manifest does not list: parts of failed or
-        killed attempts, the previous manifest's files after a refresh. Skipped when the
-        manifest read back is no longer ours (a concurrent run committed after us)."""
-        current = read_manifest(self.final_path)
-        if current is None or current.get("files") != manifest["files"]:
-            return
-        keep = {f["file"] for f in manifest["files"]} | {MANIFEST}
-        _, root = _fs(self.final_path)
-        for entry in self.fs.find(root, withdirs=False):
-            rel = entry[len(root):].lstrip("/")
-            if rel not in keep:
-                self.fs.rm(entry)
-
     def abort(self) -> None:
+        """Remove this attempt's own files (never another attempt's: a concurrent run may be
+        writing one beside it on an object store)."""
         _, tmp = _fs(self.tmp_path)
         if self.fs.exists(tmp):
             self.fs.rm(tmp, recursive=True)
-        if self.in_place:
-            _, final = _fs(self.final_path)
-            try:
-                if self.fs.exists(final) and not self.fs.find(final, withdirs=False):
-                    self.fs.rm(final, recursive=True)  # an empty pseudo-directory
-            except OSError:
-                pass
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self._committed:
@@ -377,9 +385,36 @@ def remove_stale_temporaries(final_path: str, older_than_s: float | None = None)
     return removed
 
 
+def remove_stale_attempts(final_path: str, older_than_s: float | None = None) -> list[str]:
+    """Object stores: remove the ``attempt-*`` prefixes of a checkpoint that its current
+    manifest does not list and that nothing was written into for ``older_than_s`` (default
+    :data:`URL_STALE_TEMPORARY_AGE_S`); returns the prefixes removed.
+
+    No lock exists there, so a young prefix may be another run's attempt in progress, whose
+    manifest may yet win; and the prefix the current manifest lists is never touched.
+    """
+    if older_than_s is None:
+        older_than_s = URL_STALE_TEMPORARY_AGE_S
+    fs, root = _fs(final_path.rstrip("/"))
+    fs.invalidate_cache(root)
+    current = read_manifest(final_path)
+    keep = {f["file"].split("/", 1)[0] for f in (current or {}).get("files", [])}
+    removed = []
+    for entry in fs.ls(root, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if not name.startswith(ATTEMPT_PREFIX) or name in keep:
+            continue
+        if older_than_s > 0 and last_write_age_s(fs, entry) < older_than_s:
+            continue  # perhaps a live attempt of another run: leave it
+        fs.rm(entry, recursive=True)
+        removed.append(entry)
+    return removed
+
+
 __all__ = [
     "ATTEMPT_PREFIX", "CHECKPOINT_FORMAT", "CheckpointPart", "CheckpointWriteError",
     "CheckpointWriter", "MANIFEST", "URL_STALE_TEMPORARY_AGE_S", "UnsafeCheckpointError",
     "UnsafeTaskError", "checkpoint_path", "clear_for_attempt", "is_complete", "join",
-    "parts_writer", "read_manifest", "remove", "remove_stale_temporaries", "write_part",
+    "missing_files", "parts_writer", "read_manifest", "remove", "remove_stale_attempts",
+    "remove_stale_temporaries", "write_part",
 ]

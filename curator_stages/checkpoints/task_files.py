@@ -18,6 +18,7 @@ checkpoint never holds what cannot be read back exactly.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Callable
 
 import re
@@ -25,7 +26,7 @@ import re
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curator_stages.io.filesystem import resolve
+from curator_stages.io.filesystem import is_local, resolve
 from curator_stages.tasks import DocumentBatch, EmptyTask, FileGroupTask, StagePerfStats, Task
 
 TASK_METADATA_KEY = b"curator_stages.task"
@@ -222,13 +223,26 @@ def check_task_file_name(name: Any, where: str) -> str:
     return name
 
 
+def refuse_links(*paths: str) -> None:
+    """Refuse, unread, a local checkpoint directory or task file that is a symbolic link: a
+    work dir entry this product did not create could point at any file its user can read."""
+    for path in paths:
+        if "://" not in path and os.path.islink(path):
+            raise UnsafeCheckpointError(
+                f"checkpoint entry {path!r} is a symbolic link (to {os.readlink(path)!r}); this "
+                "product never follows a link inside a work_dir. Remove it (a re-run recomputes "
+                "the checkpoint), and check who can write to this work_dir")
+
+
 def read_task(path: str) -> Task:
     """Load one task file written by :func:`write_task`; anything else is refused, unread."""
     name = path.rstrip("/").rsplit("/", 1)[-1]
     check_task_file_name(name, path.rsplit("/", 1)[0])  # manifests were checked as they were read
+    fs, p = _fs(path)
+    if is_local(fs):
+        refuse_links(p.rsplit("/", 1)[0], p)
     if name.endswith(".parquet"):
         return _read_documents(path)
-    fs, p = _fs(path)
     with fs.open(p, "rb") as f:
         try:
             body = json.loads(f.read())
@@ -243,4 +257,4 @@ def read_task(path: str) -> Task:
 
 
 __all__ = ["CheckpointWriteError", "TASK_TYPES", "UnsafeCheckpointError", "UnsafeTaskError",
-           "check_metadata", "check_task_file_name", "read_task", "write_task"]
+           "check_metadata", "check_task_file_name", "read_task", "refuse_links", "write_task"]

@@ -104,7 +104,7 @@ def put_bytes(path: str, data: bytes, storage_options: dict[str, Any] | None = N
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f"_tmp.{os.path.basename(target)}.{uuid.uuid4().hex[:10]}")
     try:
-        with open(tmp, "wb") as handle:
+        with open_new(tmp) as handle:
             handle.write(data)
         os.replace(tmp, target)
     except BaseException:
@@ -125,6 +125,17 @@ def last_write_age_s(fs: fsspec.AbstractFileSystem, path: str) -> float:
     except (OSError, ValueError):
         return 0.0
     return 0.0 if newest is None else max(0.0, time.time() - float(newest))
+
+
+def open_new(path: str) -> BinaryIO:
+    """A local file created now for writing: ``O_EXCL`` (it must not exist) and ``O_NOFOLLOW``.
+
+    Temporary files live in directories others may write to (a shared work dir or output): a
+    link planted under the temporary's name would otherwise be followed and its target
+    overwritten. Callers give random names, so a planted name fails the write instead.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(path, flags, 0o666), "wb")
 
 
 def display_path(fs: fsspec.AbstractFileSystem, stripped: str) -> str:
@@ -160,7 +171,8 @@ def atomic_write(
 ) -> None:
     """Write ``path`` through ``write(fileobj)`` so that it appears complete or not at all.
 
-    Local files: a temporary sibling ``_tmp.<name>.<random>`` then ``os.replace`` (atomic on POSIX).
+    Local files: a new temporary sibling ``_tmp.<name>.<random>`` (:func:`open_new`: never
+    through a planted link) then ``os.replace`` (atomic on POSIX).
     Other filesystems (object stores have no rename, and a streamed upload that fails midway
     may still publish what it had on close): the file is encoded in memory and published in one
     upload, so the final name never holds a partial file. The temporary is removed on any
@@ -180,7 +192,7 @@ def atomic_write(
                 write(buffer)  # an encoding failure leaves nothing: nothing was sent yet
                 _upload(fs, target, buffer.getvalue())
             else:
-                with fs.open(tmp, "wb") as handle:
+                with open_new(tmp) as handle:
                     write(handle)
                 os.replace(tmp, target)
         except BaseException:

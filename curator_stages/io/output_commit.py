@@ -38,6 +38,7 @@ from curator_stages.io.filesystem import (
 from curator_stages.io.output_manifest import (
     checked, read_sections, relative_to, section_files, write_section,
 )
+from curator_stages.io.path_safety import refuse_link_below
 
 #: Where runs stage their files before publishing (``_``: no reader lists it).
 ATTEMPTS_DIR = "_attempts"
@@ -99,6 +100,7 @@ def publish(output: str, flow: str, snapshot: str, written: Iterable[str],
                 "(data/, quarantine/ or dropped/ below it); a flow's writers must write under "
                 "its output, which the flow stages into the attempt location")
         moves[rel] = posixpath.join(staged, rel)
+    _refuse_links(fs, base, [posixpath.join(ATTEMPTS_DIR, snapshot, r) for r in moves])
     result = PublishResult(files={rel: file_digest(fs, src) for rel, src in moves.items()})
     sections, result.unreadable = read_sections(out, storage_options)
     previous = sections.get(flow)
@@ -108,6 +110,7 @@ def publish(output: str, flow: str, snapshot: str, written: Iterable[str],
         left = previous.get("stale") if isinstance(previous.get("stale"), list) else []
         stale = (set(section_files(previous)) | set(filter(None, map(checked, left)))) - others
         stale -= set(result.files)
+    _refuse_links(fs, base, [*moves, *stale])  # never move or delete through a planted link
     # The intent names every file this publish moves in or prunes: what a crash leaves behind,
     # the next run's clean_unfinished deletes unless a section lists it.
     put_bytes(join(attempt, INTENT_FILE), json.dumps(
@@ -178,6 +181,7 @@ def clean_unfinished(output: str, storage_options: dict[str, Any] | None = None,
     root = posixpath.join(base, ATTEMPTS_DIR)
     if older_than_s is None:
         older_than_s = 0.0 if is_local(fs) else URL_STALE_ATTEMPT_AGE_S
+    _refuse_links(fs, base, [ATTEMPTS_DIR])  # the writers write below it: no link allowed
     if not fs.isdir(root):
         return []
     sections, problem = read_sections(output, storage_options)
@@ -196,6 +200,7 @@ def clean_unfinished(output: str, storage_options: dict[str, Any] | None = None,
         left = False
         for rel in filter(None, (checked(m) for m in moved)):
             target = posixpath.join(base, rel)
+            _refuse_links(fs, base, [rel])
             try:
                 if rel not in listed and fs.isfile(target):
                     fs.rm_file(target)
@@ -207,6 +212,13 @@ def clean_unfinished(output: str, storage_options: dict[str, Any] | None = None,
         _remove_tree(fs, attempt)
         removed.append(display_path(fs, attempt))
     return removed
+
+
+def _refuse_links(fs: Any, base: str, rels: Iterable[str]) -> None:
+    """Inside the output, follow no symbolic link this product did not create (local only)."""
+    if is_local(fs):
+        for rel in rels:
+            refuse_link_below("output", base, rel)
 
 
 def _move(fs: Any, src: str, dst: str) -> None:

@@ -142,6 +142,34 @@ def refuse_broken_links(field: str, files: list[str]) -> None:
                          f"point {field} elsewhere")
 
 
+def link_below(root: str, rel: str) -> str | None:
+    """The first of ``root/rel``'s components below ``root`` that is a symbolic link, or None.
+
+    Inside an output or a work dir this product follows no link it did not create: a link
+    there (``<output>/data`` -> elsewhere) would turn its writes, reads and deletes onto files
+    outside it. URLs have no links (None).
+    """
+    if is_url(root) or is_url(rel):
+        return None
+    path = root
+    for part in [p for p in rel.replace(os.sep, "/").split("/") if p not in ("", ".")]:
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            return path
+    return None
+
+
+def refuse_link_below(field: str, root: str, rel: str) -> None:
+    """Raise ``ValueError`` naming the link and the fix when :func:`link_below` finds one."""
+    link = link_below(root, rel)
+    if link is not None:
+        raise ValueError(
+            f"{field} {root!r}: {link!r} is a symbolic link (to {os.readlink(link)!r}); this "
+            f"product never follows a link inside its {field}, where it would write, read or "
+            f"delete files outside it. Remove the link (a real directory is created in its "
+            f"place), or choose another {field}")
+
+
 def probe_writable(field: str, path: str) -> None:
     """Find out now whether a local ``path`` can be written (created), leaving nothing behind.
 
@@ -176,5 +204,6 @@ def probe_writable(field: str, path: str) -> None:
                          "its permissions and that the filesystem is not read-only)") from None
 
 
-__all__ = ["Location", "glob_base", "is_url", "location", "probe_writable", "refuse_broad_input",
-           "refuse_broken_links", "refuse_overlap", "relation"]
+__all__ = ["Location", "glob_base", "is_url", "link_below", "location", "probe_writable",
+           "refuse_broad_input", "refuse_broken_links", "refuse_link_below", "refuse_overlap",
+           "relation"]

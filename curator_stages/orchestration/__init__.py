@@ -28,7 +28,7 @@ _EXPORTS = {
                      "summarise"), "curator_stages.orchestration.run_summary"),
     **dict.fromkeys(("output_location", "run_stages", "stage_task"),
                     "curator_stages.orchestration.stage_task"),
-    **dict.fromkeys(("WorkDirBusyError", "work_dir_lock"),
+    **dict.fromkeys(("OutputBusyError", "WorkDirBusyError", "output_lock", "work_dir_lock"),
                     "curator_stages.orchestration.work_dir_lock"),
 }
 
@@ -66,7 +66,9 @@ __all__ = [
     "stage_task",
     "stages_fingerprint",
     "summarise",
+    "output_lock",
     "work_dir_lock",
     "worker_api_settings",
+    "OutputBusyError",
     "WorkDirBusyError",
 ]

@@ -110,7 +110,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
         plan = _publish_plan(spec, groups, params, logger)
         result = run_stage_groups(groups, seed, params.work_dir, options=options,
                                   refresh=params.refresh, ignore_head_node=params.ignore_head_node,
-                                  progress_key=f"{spec.name}-progress")
+                                  progress_key=f"{spec.name}-progress", input_files=files)
         if result.final.fingerprint[:SNAPSHOT_CHARS] != snapshot:
             raise RuntimeError(f"flow {spec.name!r}: the writer's checkpoint "
                                f"{result.final.fingerprint} is not the staged snapshot "
@@ -124,7 +124,8 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
                 logger.warning("%s; writing the output again", problem)
                 again = run_stage_groups(groups[-1:], result.refs[-2] if len(groups) > 1
                                          else seed, params.work_dir, options=options,
-                                         refresh=True, ignore_head_node=params.ignore_head_node)
+                                         refresh=True, ignore_head_node=params.ignore_head_node,
+                                         input_files=files)
                 result.refs[-1] = again.final
                 result.records[-1] = again.records[-1]
 

@@ -16,10 +16,12 @@ from typing import Any, Callable, Literal, Sequence, TypeVar, Union, get_args, g
 
 from pydantic import BaseModel, ValidationError
 
+from curator_stages.io.output_manifest import OUTPUT_SUBDIRS
 from curator_stages.io.path_safety import (
     probe_writable,
     refuse_broad_input,
     refuse_broken_links,
+    refuse_link_below,
     refuse_overlap,
 )
 
@@ -133,7 +135,8 @@ def check_input_files(field: str, value: str, resolved: str,
 def check_output_location(field: str | None, value: str, earlier: dict[str, Any],
                           input_field: str = "input", output_field: str = "output") -> None:
     """Refuse an output or work dir on, in or around the input (a run would prune or read it
-    back) or overlapping the other one, and one that cannot be written; raises ValueError."""
+    back) or overlapping the other one, an output whose ``data``/``quarantine``/``dropped``
+    is a symbolic link, and one that cannot be written; raises ValueError."""
     field = field or "output"
     if earlier.get(input_field):
         own = "outputs" if field == output_field else "checkpoints"
@@ -143,6 +146,9 @@ def check_output_location(field: str | None, value: str, earlier: dict[str, Any]
     if field != output_field and earlier.get(output_field):
         refuse_overlap(field, value, output_field, earlier[output_field],
                        "checkpoints and outputs must not share a directory tree")
+    if field == output_field:
+        for sub in OUTPUT_SUBDIRS:  # a link there would aim the writers and the prune elsewhere
+            refuse_link_below(field, value, sub)
     probe_writable(field, value)
 
 

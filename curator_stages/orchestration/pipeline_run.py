@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 from prefect.logging import get_run_logger
 
@@ -62,12 +62,15 @@ def run_stage_groups(groups: Sequence[Sequence[Any]], seed: DatasetRef, work_dir
                      options: StageTaskOptions = StageTaskOptions(),
                      group_options: dict[int, StageTaskOptions] | None = None,
                      refresh: bool = False, ignore_head_node: bool = False,
-                     progress_key: str | None = None) -> GroupsResult:
+                     progress_key: str | None = None,
+                     input_files: Collection[str] | None = None) -> GroupsResult:
     """Run each group of stages as one stage task on the previous group's output.
 
     A group whose checkpoint is complete is still submitted (the UI lists it) but returns at
     once from its manifest, in state ``Cached``; the first group without one runs, and so does
     everything after it. Raises :class:`WorkDirBusyError` when another run holds ``work_dir``.
+    ``input_files``: the run's input listing (default: the file partitioners' among ``groups``);
+    a file list loaded from a checkpoint must name only these files.
     """
     logger = get_run_logger()
     progress = Progress(progress_key or "stage-progress", len(groups),
@@ -75,6 +78,7 @@ def run_stage_groups(groups: Sequence[Sequence[Any]], seed: DatasetRef, work_dir
     refs: list[DatasetRef] = []
     records: list[dict[str, Any]] = []
     ref = seed
+    allowed = frozenset(input_files) if input_files is not None else _listed_files(groups)
     with work_dir_lock(work_dir) as locked:
         if not locked:
             logger.info("work_dir %s is an object store: no lock is taken; stale temporary "
@@ -98,7 +102,8 @@ def run_stage_groups(groups: Sequence[Sequence[Any]], seed: DatasetRef, work_dir
             started = time.perf_counter()
             ref, status = submit_stage_task(
                 task_fn, opts.driver, opts.driver_num_cpus, input_ref=ref, stages=list(group),
-                work_dir=work_dir, ignore_head_node=ignore_head_node, refresh=refresh)
+                work_dir=work_dir, ignore_head_node=ignore_head_node, refresh=refresh,
+                input_files=allowed)
             elapsed = time.perf_counter() - started
             refs.append(ref)
             records.append({"stages": "+".join(names), "status": status,
@@ -111,6 +116,19 @@ def run_stage_groups(groups: Sequence[Sequence[Any]], seed: DatasetRef, work_dir
             logger.info("[%d/%d] %s: %s, %s (%.1fs, %.0f%% done)", i + 1, len(groups),
                         "+".join(names), status, what, elapsed, pct)
     return GroupsResult(refs=refs, records=records)
+
+
+def _listed_files(groups: Sequence[Sequence[Any]]) -> frozenset[str] | None:
+    """The files the file partitioners among ``groups`` partition (listing those not yet
+    listed, once: they then partition that listing); None when there is none."""
+    from curator_stages.io.listing import list_run_input
+    from curator_stages.io.partition import FilePartitioningStage
+
+    parts = [s for g in groups for s in g if isinstance(s, FilePartitioningStage)]
+    if not parts:
+        return None
+    list_run_input(s for s in parts if s._listing is None)
+    return frozenset(p for s in parts for p in s._listing.paths)
 
 
 def documents_written(ref: DatasetRef, names: Sequence[str]) -> int | None:

@@ -66,7 +66,8 @@ CACHED = "Cached"
 
 @task(name="run-stages", persist_result=False, cache_policy=NO_CACHE, log_prints=False)
 def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
-               ignore_head_node: bool = False, refresh: bool = False) -> DatasetRef | State:
+               ignore_head_node: bool = False, refresh: bool = False,
+               input_files: frozenset[str] | None = None) -> DatasetRef | State:
     """Run ``stages`` (one, or a fused chain) on ``input_ref``; write and return the output.
 
     Runs inside a Ray worker under :class:`SessionRayTaskRunner` (or in-process); the Ray Data
@@ -74,7 +75,8 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
     the output one, and only a small record per output file comes back here. Returns
     immediately, in a ``Cached`` state, when the output checkpoint is complete (unless
     ``refresh``). Run it under :func:`run_stage_groups`, which holds the work directory's lock
-    and removes stale temporaries first.
+    and removes stale temporaries first. ``input_files``: the run's input listing, which every
+    file list loaded from the input checkpoint must stay within (see ``checkpoints.loading``).
     """
     from curator_stages.backends.ray_data import (
         apply_stages, data_context_for_plan, streamed_tasks, surfaced_stage_errors,
@@ -87,11 +89,16 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
     names = stage_names(stages)
     fp, path = output_location(input_ref, stages, work_dir)
     manifest = ckpt.read_manifest(path)
-    if manifest is not None and not refresh:
+    missing = ckpt.missing_files(path, manifest) if manifest is not None and not refresh else []
+    if manifest is not None and not refresh and not missing:
         logger.info("stages %s: complete checkpoint %s found; skipping", names, path)
         ref = ref_from_manifest(path, manifest)
         return Completed(name=CACHED, data=ref, message=f"served from checkpoint {path}")
-    ckpt.clear_for_attempt(path, refresh=refresh)  # refresh, or an incomplete leftover
+    if missing:
+        logger.warning("stages %s: checkpoint %s lists %d file(s) that are gone (first %r); "
+                       "recomputing it", names, path, len(missing), missing[0])
+    # refresh, a checkpoint missing files, or an incomplete leftover
+    ckpt.clear_for_attempt(path, refresh=refresh or bool(missing))
 
     start = time.perf_counter()
     progress = StageProgress(names, logger.info)
@@ -103,7 +110,8 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
     # are set for this plan only, and the dataset is created inside the block so it takes them.
     with data_context_for_plan(quiet=True), ckpt.CheckpointWriter(path) as writer, \
             surfaced_stage_errors():
-        dataset, loader = ckpt.file_dataset(input_ref.path, seed_tasks=[EmptyTask()])
+        dataset, loader = ckpt.file_dataset(input_ref.path, seed_tasks=[EmptyTask()],
+                                             input_files=input_files, label="+".join(names))
         # Workers load the input files and write the output files themselves, inside the
         # first and last stages' own Ray tasks: only small CheckpointPart records come back.
         output = apply_stages(dataset, stages, ignore_head_node=ignore_head_node, plans=plans,

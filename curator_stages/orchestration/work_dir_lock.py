@@ -1,17 +1,20 @@
-"""One run at a time per work directory: an exclusive lock, and a refusal that names the holder.
+"""One run at a time per work directory and per output: exclusive locks that name the holder.
 
 Two runs on one work directory (a scheduled run overlapping a manual one) would each remove
 the other's in-progress temporary checkpoints as "stale", and could commit into one checkpoint
-together. So a run holds ``<work_dir>/.curator.lock`` while its stage tasks run, and only the
-holder removes temporaries. A second run is refused at once, with the holder's pid, host, start
-time and flow run, and what to do: wait, or use another work_dir. A flow run also holds its
-output directory's lock (:func:`output_lock`, the same lock in ``<output>/.curator.lock``), so
-two runs never publish into one output together.
+together; two runs writing one output would mix their files. So a run holds
+``<work_dir>/.curator.lock`` while its stage tasks run (and ``<output>/.curator.lock`` while it
+writes its output: :func:`output_lock`), and only the holder removes temporaries. A second run is
+refused at once, with the holder's pid, host, start time and flow run, and what to do: wait, or
+use another work_dir (output).
 
-The lock is ``fcntl.flock`` (non-blocking) on that file: the kernel releases it when the holder's
-process ends, however it ends (SIGKILL, a crash), so a stale lock never needs clearing by hand.
-The holder is described in ``.curator.lock.json`` next to it, for the refusal message only;
-both files are removed when the run ends.
+A lock is keyed on the canonical location, however it is spelled: ``file://`` and ``local://``
+are stripped and symbolic links resolved, so ``local:///d/w`` and ``/d/w/`` meet on one lock.
+The lock is ``fcntl.flock`` (non-blocking) on that file, opened without following a symbolic
+link: the kernel releases it when the holder's process ends, however it ends (SIGKILL, a
+crash), so a stale lock never needs clearing by hand. The holder is described in
+``.curator.lock.json`` next to it (written through a new, randomly named temporary file, never
+through a planted link), for the refusal message only; both files are removed when the run ends.
 flock works on local disks and on NFSv4 (Linux maps it to NFS byte-range locks); it is not
 taken on object stores (``s3://``, ``gs://``...), which have no locks: there each attempt writes
 under its own unique temporary prefix, and temporaries are removed only when nothing was
@@ -29,15 +32,41 @@ import threading
 import time
 from typing import Any, Iterator
 
+from curator_stages.io.filesystem import put_bytes
+from curator_stages.io.path_safety import location
+
 LOCK_FILE = ".curator.lock"
 HOLDER_FILE = ".curator.lock.json"
-#: Work dirs whose lock this thread holds: a nested ``work_dir_lock`` (a flow that holds the
-#: lock around ``run_stage_groups`` and its own clean-up) re-enters instead of refusing itself.
+#: Locations whose lock this thread holds: a nested lock (a flow that holds the work dir's lock
+#: around ``run_stage_groups`` and its own clean-up) re-enters instead of refusing itself.
 _held = threading.local()
 
 
-class WorkDirBusyError(RuntimeError):
-    """Another run holds the work directory's lock: this run is refused before it starts."""
+class LocationBusyError(RuntimeError):
+    """Another run holds the location's lock: this run is refused before it starts."""
+
+
+class WorkDirBusyError(LocationBusyError):
+    """Another run holds the work directory's lock."""
+
+
+class OutputBusyError(LocationBusyError):
+    """Another run holds the output directory's lock."""
+
+
+#: field -> (error, why two runs must not share it, the option that picks another one).
+_KINDS: dict[str, tuple[type[LocationBusyError], str, str]] = {
+    "work_dir": (WorkDirBusyError, "Two runs on one work_dir would delete each other's "
+                 "in-progress checkpoints", "--work-dir"),
+    "output": (OutputBusyError, "Two runs writing one output would mix their files and "
+               "summaries", "--output"),
+}
+
+
+def lock_path_of(spec: str) -> str | None:
+    """The canonical local directory a lock on ``spec`` is keyed on; None on object stores."""
+    loc = location(spec)
+    return loc.path if loc.scheme == "file" else None
 
 
 def _holder_record() -> dict[str, Any]:
@@ -58,21 +87,20 @@ def _holder_record() -> dict[str, Any]:
     return record
 
 
-def describe_holder(work_dir: str) -> str:
-    """The holder of ``work_dir``'s lock in words (from its record; may be unknown)."""
+def describe_holder(directory: str) -> str:
+    """The holder of ``directory``'s lock in words (from its record; may be unknown)."""
     try:
-        with open(os.path.join(work_dir, HOLDER_FILE)) as f:
+        fd = os.open(os.path.join(directory, HOLDER_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd) as f:
             h = json.load(f)
+        if not isinstance(h, dict):
+            raise ValueError(h)
     except (OSError, ValueError):
         return "another process (its holder record is missing)"
     run = ""
     if h.get("flow_run_id"):
         run = f", flow run {h.get('flow_run_name') or ''} {h['flow_run_id']}".replace("  ", " ")
     return f"pid {h.get('pid')} on host {h.get('host')}{run}, since {h.get('started_at')}"
-
-
-class OutputBusyError(WorkDirBusyError):
-    """Another run holds the output's lock: this run is refused before it starts."""
 
 
 @contextlib.contextmanager
@@ -83,27 +111,25 @@ def work_dir_lock(work_dir: str) -> Iterator[bool]:
     Raises :class:`WorkDirBusyError` naming the holder when another run holds it. Re-entrant
     within one thread; another thread or process is refused.
     """
-    with _dir_lock(work_dir, "work_dir") as held:
+    with _location_lock("work_dir", work_dir) as held:
         yield held
 
 
 @contextlib.contextmanager
 def output_lock(output: str) -> Iterator[bool]:
-    """Hold the output directory's lock for the block (the same lock as :func:`work_dir_lock`,
-    in ``<output>/.curator.lock``): two runs publishing into one output would interleave their
-    files, so the second is refused at once with :class:`OutputBusyError` naming the holder.
-    Yields False, taking no lock, on object stores (their publish is "last manifest wins
-    whole", see :mod:`~curator_stages.io.output_commit`)."""
-    with _dir_lock(output, "output") as held:
+    """Hold ``output``'s lock (``<output>/.curator.lock``) for the block: True when held (a
+    local output), False on an object store. Raises :class:`OutputBusyError` naming the holder
+    when another run writes ``output``. Re-entrant within one thread."""
+    with _location_lock("output", output) as held:
         yield held
 
 
 @contextlib.contextmanager
-def _dir_lock(work_dir: str, what: str) -> Iterator[bool]:
-    if "://" in work_dir and not work_dir.startswith("file://"):
+def _location_lock(field: str, spec: str) -> Iterator[bool]:
+    path = lock_path_of(spec)
+    if path is None:
         yield False
         return
-    path = os.path.realpath(os.path.expanduser(work_dir.removeprefix("file://")))
     held: set[str] = _held.__dict__.setdefault("paths", set())
     if path in held:
         yield True
@@ -111,18 +137,13 @@ def _dir_lock(work_dir: str, what: str) -> Iterator[bool]:
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:  # a file in the way, permissions: found before any work starts
-        raise OSError(exc.errno, f"{what} {work_dir!r}: cannot create it: {exc.strerror}; "
-                      f"choose {_a(what)} this process may write to "
-                      f"(--{what.replace('_', '-')})") from None
+        raise OSError(exc.errno, f"{field} {spec!r}: cannot create it: {exc.strerror}; choose "
+                      f"a {field} this process may write to ({_KINDS[field][2]})") from None
     lock_path, holder_path = os.path.join(path, LOCK_FILE), os.path.join(path, HOLDER_FILE)
-    fd = _acquire(lock_path, path, what)
+    fd = _acquire(lock_path, field, spec, path)
     held.add(path)
     try:
-        record = json.dumps(_holder_record())
-        tmp = f"{holder_path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(record)
-        os.replace(tmp, holder_path)
+        put_bytes(holder_path, json.dumps(_holder_record()).encode())
         yield True
     finally:
         # Unlink while still holding it (a waiting opener then finds its inode gone and
@@ -134,42 +155,39 @@ def _dir_lock(work_dir: str, what: str) -> Iterator[bool]:
         os.close(fd)  # releases the flock
 
 
-def _a(what: str) -> str:
-    return f"an {what}" if what[0] in "aeiou" else f"a {what}"
-
-
-def _acquire(lock_path: str, work_dir: str, what: str = "work_dir") -> int:
+def _acquire(lock_path: str, field: str, spec: str, directory: str) -> int:
     """An fd holding the flock of ``lock_path`` (the file the path names now, not an unlinked
     one a finishing holder just removed)."""
     import fcntl
 
+    error, why, option = _KINDS[field]
     while True:
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
-            raise OSError(exc.errno, f"{what} {work_dir!r}: cannot create its lock file "
-                          f"{LOCK_FILE}: {exc.strerror}; choose {_a(what)} this process may "
-                          f"write to (--{what.replace('_', '-')})") from None
+            what = ("is a symbolic link (this product never follows a link it did not create "
+                    f"there); remove {lock_path!r}" if exc.errno == errno.ELOOP
+                    else f"cannot be created: {exc.strerror}")
+            raise OSError(exc.errno, f"{field} {spec!r}: its lock file {LOCK_FILE} {what}; or "
+                          f"choose a {field} this process may write to ({option})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            harm = ("would delete each other's in-progress checkpoints" if what == "work_dir"
-                    else "would mix their files and summaries")
-            raise (WorkDirBusyError if what == "work_dir" else OutputBusyError)(
-                f"{what} {work_dir!r} is in use by another run: {describe_holder(work_dir)}. "
-                f"Two runs on one {what} {harm}, so this run did not start. Wait for that run "
-                "to finish (its lock is released when its process ends, even if it is killed), "
-                f"or give this run another {what} (--{what.replace('_', '-')})") from None
+            raise error(
+                f"{field} {spec!r} is in use by another run: {describe_holder(directory)}. "
+                f"{why}, so this run did not start. Wait for that run to finish (its lock is "
+                "released when its process ends, even if it is killed), or give this run "
+                f"another {field} ({option})") from None
         try:
-            if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
+            if os.fstat(fd).st_ino == os.stat(lock_path, follow_symlinks=False).st_ino:
                 return fd
         except FileNotFoundError:
             pass
         os.close(fd)  # locked a file its holder had just unlinked: try the current one
 
 
-__all__ = ["HOLDER_FILE", "LOCK_FILE", "OutputBusyError", "WorkDirBusyError", "describe_holder",
-           "output_lock", "work_dir_lock"]
+__all__ = ["HOLDER_FILE", "LOCK_FILE", "LocationBusyError", "OutputBusyError", "WorkDirBusyError",
+           "describe_holder", "lock_path_of", "output_lock", "work_dir_lock"]

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from curator_stages.io.filesystem import put_bytes
 from curator_stages.orchestration.run_summary import RUN_SUMMARY_FILE, RunSummary
 from curator_stages.reporting.context import (
     LIBRARY_DROPPED_HINT,
@@ -108,9 +109,7 @@ def write_run_report(output_dir: str | Path, summary: RunSummary | dict[str, Any
     render_funnel_png(data, out / FUNNEL_FILE)
     markdown = render_report_markdown(data, funnel_image=FUNNEL_FILE)
     report = out / REPORT_FILE
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text(markdown, encoding="utf-8")
-    tmp.replace(report)
+    put_bytes(str(report), markdown.encode("utf-8"))
     if publish_artifact:
         publish_report_artifact(markdown, data.title)
     return report

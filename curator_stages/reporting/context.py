@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from curator_stages.io.filesystem import put_bytes
 from curator_stages.orchestration.run_summary import RunSummary
 
 #: File name of the context, beside ``run_summary.json``.
@@ -77,9 +78,7 @@ def write_report_context(output_dir: str | Path, context: ReportContext,
     tied = ReportContext(title=context.title, stage_modes=context.stage_modes,
                          dropped_hint=context.dropped_hint,
                          summary_digest=summary_digest(summary))
-    tmp = path.with_name(f".{REPORT_CONTEXT_FILE}.tmp")
-    tmp.write_text(json.dumps(tied.to_dict(), indent=2), encoding="utf-8")
-    tmp.replace(path)
+    put_bytes(str(path), json.dumps(tied.to_dict(), indent=2).encode("utf-8"))
     return path
 
 
