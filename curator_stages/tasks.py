@@ -27,6 +27,10 @@ DROP_REASON_COLUMN = "drop_reason"
 DOCUMENTS_READ = "documents_read"
 DOCUMENTS_QUARANTINED = "documents_quarantined"
 DOCUMENTS_WRITTEN = "documents_written"
+#: Records a reader read and set aside as not documents (not errors: a WARC ``request``
+#: record, an image); ``skipped.<kind>`` metrics count them by kind.
+DOCUMENTS_SKIPPED = "documents_skipped"
+SKIPPED_PREFIX = "skipped."
 
 
 @dataclass

@@ -5,6 +5,11 @@ copy their parent's history, so one record can reach the end of a run on many ta
 therefore counted once per ``stats_id``. The identity every run must satisfy:
 
     documents read = documents written + documents dropped (all reasons) + documents quarantined
+                     + documents skipped
+
+(Skipped records are what a reader reads and sets aside as not documents, by kind: a WARC
+``request`` record, an image. Readers of document files skip none, and the identity reads as
+before.)
 
 A run whose counts break it has lost (or invented) documents somewhere, and fails.
 """
@@ -21,8 +26,10 @@ from curator_stages.io.filesystem import put_bytes
 from curator_stages.tasks import (
     DOCUMENTS_QUARANTINED,
     DOCUMENTS_READ,
+    DOCUMENTS_SKIPPED,
     DOCUMENTS_WRITTEN,
     DROPPED_PREFIX,
+    SKIPPED_PREFIX,
     StagePerfStats,
     Task,
 )
@@ -110,22 +117,25 @@ class RunSummary:
     written_source: str = DOCUMENTS_WRITTEN
     stage_tasks: list[dict[str, Any]] = field(default_factory=list)
     wall_time_s: float | None = None
+    documents_skipped: int = 0
+    skipped_by_kind: dict[str, int] = field(default_factory=dict)
 
     @property
     def identity_holds(self) -> bool:
-        return self.documents_read == (
-            self.documents_written + self.documents_dropped + self.documents_quarantined)
+        return self.documents_read == (self.documents_written + self.documents_dropped
+                                       + self.documents_quarantined + self.documents_skipped)
 
     def identity_text(self) -> str:
         sign = "=" if self.identity_holds else "!="
+        skipped = f" + skipped {self.documents_skipped}" if self.documents_skipped else ""
         return (f"read {self.documents_read} {sign} written {self.documents_written} + dropped "
-                f"{self.documents_dropped} + quarantined {self.documents_quarantined}")
+                f"{self.documents_dropped} + quarantined {self.documents_quarantined}{skipped}")
 
     def check(self) -> None:
         """Raise :class:`AccountingError` when documents were lost or invented."""
         if not self.identity_holds:
             diff = self.documents_read - (self.documents_written + self.documents_dropped
-                                          + self.documents_quarantined)
+                                          + self.documents_quarantined + self.documents_skipped)
             raise AccountingError(
                 f"accounting identity broken: {self.identity_text()} "
                 f"({abs(diff)} document(s) {'unaccounted for' if diff > 0 else 'too many'}); "
@@ -140,11 +150,13 @@ class RunSummary:
             "documents_dropped": self.documents_dropped,
             "documents_quarantined": self.documents_quarantined,
             "dropped_by_reason": self.dropped_by_reason,
+            "documents_skipped": self.documents_skipped,
+            "skipped_by_kind": self.skipped_by_kind,
             "identity": {
                 "holds": self.identity_holds,
                 "text": self.identity_text(),
                 "formula": "documents_read = documents_written + documents_dropped "
-                           "+ documents_quarantined",
+                           "+ documents_quarantined + documents_skipped",
                 "written_source": self.written_source,
             },
             "stages": [asdict(s) for s in self.stages],
@@ -172,6 +184,8 @@ class RunSummary:
                 written_source=d.get("identity", {}).get("written_source", DOCUMENTS_WRITTEN),
                 stage_tasks=list(d.get("stage_tasks") or []),
                 wall_time_s=d.get("wall_time_s"),
+                documents_skipped=int(d.get("documents_skipped", 0)),
+                skipped_by_kind={k: int(v) for k, v in (d.get("skipped_by_kind") or {}).items()},
             )
         except KeyError as exc:
             raise ValueError(
@@ -203,6 +217,13 @@ def summarise(stage_counts: dict[str, dict[str, Any]] | dict[str, StageCounts],
     source = DOCUMENTS_WRITTEN
     if not has_writer and final_documents is not None:
         written, source = int(final_documents), "documents in the final output (no writer stage)"
+    skipped = sum(int(s.metrics.get(DOCUMENTS_SKIPPED, 0)) for s in stages)
+    by_kind: dict[str, int] = {}
+    for s in stages:
+        for key, n in s.metrics.items():
+            if key.startswith(SKIPPED_PREFIX):
+                kind = key[len(SKIPPED_PREFIX):]
+                by_kind[kind] = by_kind.get(kind, 0) + int(n)
     by_reason: dict[str, int] = {}
     for s in stages:
         for reason, n in s.dropped.items():
@@ -212,5 +233,5 @@ def summarise(stage_counts: dict[str, dict[str, Any]] | dict[str, StageCounts],
         stages=stages, documents_read=read, documents_written=written,
         documents_dropped=sum(s.dropped_total for s in stages),
         documents_quarantined=quarantined, dropped_by_reason=by_reason, output=output,
-        written_source=source,
+        written_source=source, documents_skipped=skipped, skipped_by_kind=by_kind,
     )

@@ -91,6 +91,9 @@ class RunReportData:
     dropped_examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     wall_time_s: float | None = None
     run_info: dict[str, str] = field(default_factory=dict)
+    #: Records a reader set aside as not documents (WARC requests, images), by kind.
+    documents_skipped: int = 0
+    skipped_by_kind: dict[str, int] = field(default_factory=dict)
 
     @property
     def funnel(self) -> list[StageRow]:
@@ -104,6 +107,8 @@ class RunReportData:
             "documents_written": self.documents_written,
             "documents_dropped": self.documents_dropped,
             "documents_quarantined": self.documents_quarantined,
+            "documents_skipped": self.documents_skipped,
+            "skipped_by_kind": self.skipped_by_kind,
             "stages": [{"stage": r.stage, "mode": r.mode, "documents_in": r.documents_in,
                         "documents_out": r.documents_out, "dropped": r.dropped,
                         "quarantined": r.quarantined, "removed": r.removed, "files": r.files,
@@ -351,4 +356,5 @@ def build_report_data(summary: RunSummary | dict[str, Any],
         dropped_examples=dropped_examples(d_dirs) if d_dirs else {},
         wall_time_s=summary.wall_time_s,
         run_info={"output": summary.output} if summary.output else {},
+        documents_skipped=summary.documents_skipped, skipped_by_kind=summary.skipped_by_kind,
     )

@@ -38,12 +38,21 @@ def render_report_markdown(data: RunReportData, funnel_image: str | None = "funn
         ["dropped", _fmt_int(data.documents_dropped), _pct(data.documents_dropped, read)],
         ["quarantined", _fmt_int(data.documents_quarantined),
          _pct(data.documents_quarantined, read)],
+        *([["skipped (not documents)", _fmt_int(data.documents_skipped),
+            _pct(data.documents_skipped, read)]] if data.documents_skipped else []),
     ])
-    balance = data.documents_written + data.documents_dropped + data.documents_quarantined
+    balance = (data.documents_written + data.documents_dropped + data.documents_quarantined
+               + data.documents_skipped)
     verdict = "holds" if balance == read else f"does NOT hold (difference {read - balance:+,})"
-    lines += [f"Accounting: read = written + dropped + quarantined "
+    skipped = f" + {data.documents_skipped:,}" if data.documents_skipped else ""
+    lines += [f"Accounting: read = written + dropped + quarantined"
+              f"{' + skipped' if data.documents_skipped else ''} "
               f"({read:,} = {data.documents_written:,} + {data.documents_dropped:,} + "
-              f"{data.documents_quarantined:,}) {verdict}.", ""]
+              f"{data.documents_quarantined:,}{skipped}) {verdict}.", ""]
+    if data.skipped_by_kind:
+        lines += ["Skipped records by kind (read, not documents, not errors):", ""]
+        lines += _table(["kind", "records"], [[k, _fmt_int(n)] for k, n in
+                                             sorted(data.skipped_by_kind.items())])
 
     lines += ["## Stages", ""]
     if funnel_image:
