@@ -137,7 +137,9 @@ class Warc:
         http = StatusAndHeaders(status, [("Content-Type", content_type),
                                          ("Content-Length", str(len(body))),
                                          *(extra_http or [])], protocol="HTTP/1.1")
-        warc_extra = {"WARC-Truncated": "length"} if truncated else {}
+        # Common Crawl's own payload type (by content sniffing), which datatrove's reader reads.
+        warc_extra = {"WARC-Identified-Payload-Type": content_type.split(";")[0],
+                      **({"WARC-Truncated": "length"} if truncated else {})}
         rec = w.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http,
                                    warc_headers_dict=self._headers(url, "response", warc_extra))
         self._member(rec, kind, url=url, truncated=truncated, **info)
