@@ -171,3 +171,15 @@ def test_memory_stays_bounded_on_a_10_mb_page():
 def test_bad_parameters_are_refused_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         HtmlExtractor(**kwargs)
+
+
+def test_an_extractor_process_that_died_between_pages_is_restarted(german_and_french):
+    """A child gone before a page arrives (killed, or its parent thread ended) is not the
+    page's fault: the stage starts a new one and the page is extracted."""
+    stage = HtmlExtractor(extractor="resiliparse")
+    stage.setup()
+    first = stage._process._proc
+    first.kill()
+    first.wait()
+    out = run(stage, german_and_french.derive(german_and_french.to_pyarrow().slice(0, 2)))
+    assert out.num_items == 2 and not extract_records(out)

@@ -56,7 +56,20 @@ def serve(recv: Connection, send: Connection) -> None:
             send.send(("error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"))
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when the worker that started it dies, even in the
+    middle of a page (end of input would only be seen after the page)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> None:
+    _die_with_parent()
     # The protocol owns stdout: anything a library prints goes to stderr instead.
     out_fd = os.dup(1)
     os.dup2(2, 1)

@@ -106,7 +106,8 @@ class ExtractorProcess:
 
     def extract(self, html: str, timeout_s: float) -> tuple[str, Any]:
         """("ok", text or None) or ("error", reason) for one page; never raises for the page."""
-        if self._proc is None:
+        if self._proc is None or self._proc.poll() is not None:
+            self.close()  # gone between pages (its parent thread ended): not this page's fault
             self.start()
         assert self._send is not None and self._recv is not None
         try:
