@@ -65,6 +65,15 @@ class TextCurationParams(CurationParams):
                             "language (en de fr es it pt nl ru zh ja; others pass; 0: off)")
     repetition_filters: bool = F(True, description="Gopher repetition rules (lines, n-grams)")
     c4_filters: bool = F(True, description="C4 rules (lorem ipsum, {, sentences, URL ratio...)")
+    # --- FineWeb's extra rules (its published defaults); off here: they change this output
+    fineweb_line_punct: bool = F(False, description="FineWeb: drop documents where fewer than "
+                                 "12% of lines end in punctuation (fineweb_line_punct_ratio)")
+    fineweb_short_lines: bool = F(False, description="FineWeb: drop documents where more than "
+                                  "67% of lines have <= 30 characters (fineweb_short_line_ratio)")
+    fineweb_char_dup: bool = F(False, description="FineWeb: drop documents with more than 1% "
+                               "of characters in duplicated lines (fineweb_char_dup_ratio)")
+    fineweb_list_ratio: bool = F(False, description="FineWeb: drop documents with more than "
+                                 "0.3 newlines per word (fineweb_list_ratio)")
     # --- language id
     language_id: bool = F(True, description="Label languages with fastText lid.176")
     languages: list[str] | None = F(None, description="Language codes to keep (default: all)")
@@ -127,7 +136,11 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
              f.EllipsisLinesRule(), f.AlphabeticWordsRule(min_ratio=p.min_alpha_word_ratio),
              *([f.StopWordsRule(min_count=p.min_stop_words)] if p.min_stop_words > 0 else []),
              *(gopher_repetition_rules() if p.repetition_filters else []),
-             *(c4_quality_rules() if p.c4_filters else [])]
+             *(c4_quality_rules() if p.c4_filters else []),
+             *(rule for on, rule in [(p.fineweb_line_punct, f.LinePunctuationRule()),
+                                     (p.fineweb_short_lines, f.ShortLineRule()),
+                                     (p.fineweb_char_dup, f.DuplicateLineCharRule()),
+                                     (p.fineweb_list_ratio, f.ListRatioRule())] if on)]
     # Language id first: the filter judges each document in its language; the filter has its
     # own checkpoint, so re-tuning a threshold reuses the costly language-id output.
     reader = JsonlReader(p.input, text_field=p.text_field, id_field=p.id_field,
