@@ -26,7 +26,7 @@ if __name__ == "__main__":  # Prefect's temporary API imports its server while w
 
 from prefect import flow  # noqa: E402
 from pydantic import Field as F  # noqa: E402
-from pydantic import field_validator  # noqa: E402
+from pydantic import ValidationInfo, field_validator  # noqa: E402
 
 from curator_stages.io import JSONL_EXTENSIONS  # noqa: E402
 from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
@@ -74,6 +74,13 @@ class TextCurationParams(CurationParams):
                                "of characters in duplicated lines (fineweb_char_dup_ratio)")
     fineweb_list_ratio: bool = F(False, description="FineWeb: drop documents with more than "
                                  "0.3 newlines per word (fineweb_list_ratio)")
+    # --- tokens
+    count_tokens: bool = F(False, description="Count each document's tokens after "
+                           "normalisation (offline BPE): a tokens column in the output, tokens "
+                           "read and written in the summary and report")
+    token_encoding: Literal["cl100k_base", "o200k_base"] = F(
+        "cl100k_base", description="BPE encoding of count_tokens (o200k_base needs the "
+        "bpe-openai package)")
     # --- language id
     language_id: bool = F(True, description="Label languages with fastText lid.176")
     languages: list[str] | None = F(None, description="Language codes to keep (default: all)")
@@ -105,6 +112,17 @@ class TextCurationParams(CurationParams):
                               "(fractional: 0.5 lets two model actors share a card)")
     fuse_cheap_stages: bool = F(True, description="One stage task for read+normalise+language "
                                 "id, and the writer in the last stage task (fewer checkpoints)")
+
+    @field_validator("token_encoding")
+    @classmethod
+    def _encoding_installed(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("count_tokens"):
+            from curator_stages.text.tokens import encoding_problem
+
+            problem = encoding_problem(value)
+            if problem:
+                raise ValueError(f"{problem} (or set count_tokens to false)")
+        return value
 
     @field_validator("semantic_dedup")
     @classmethod
@@ -146,6 +164,10 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     reader = JsonlReader(p.input, text_field=p.text_field, id_field=p.id_field,
                          files_per_group=p.files_per_group)
     front = [*reader.decompose(), TextNormalizer(text_field=p.text_field)]
+    if p.count_tokens:  # no later stage changes the text: the column stays true to the end
+        from curator_stages.text.tokens import TokenCounter
+
+        front.append(TokenCounter(p.token_encoding, text_field=p.text_field))
     if p.language_id:
         from curator_stages.text.language import LanguageIdentifier
 

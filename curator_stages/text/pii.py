@@ -39,10 +39,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curator_stages.tasks import PII_REDACTED_PREFIX
 from curator_stages.text.modifiers import TextModifier
 
-#: Metric key prefix of replacements by kind: ``pii_redacted.email`` and so on.
-PII_REDACTED_PREFIX = "pii_redacted."
 PII_KINDS = ("email", "ip", "phone")
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
