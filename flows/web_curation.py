@@ -1,8 +1,9 @@
 """Reference web curation flow: WARC files in, curated text out, every record accounted for.
 
     read WARC (HTML responses; other records skipped by kind; damaged records quarantined)
-    -> URL filter -> HTML -> text (trafilatura, or resiliparse) -> language id
-    -> Gopher + C4 quality rules -> exact dedup -> fuzzy dedup -> write
+    -> URL filter -> HTML -> text (trafilatura, or resiliparse) -> token count (tokens read)
+    -> language id -> Gopher + C4 + FineWeb quality rules -> exact dedup -> fuzzy dedup
+    -> PII redaction -> token count (a tokens column; tokens written) -> write
 
     python flows/web_curation.py [--help] [--plan --cluster "2 nodes x 16 cpus"]
     python flows/web_curation.py --input 's3://commoncrawl/crawl-data/CC-MAIN-2024-10/segments/*/warc/*.warc.gz'
@@ -28,7 +29,7 @@ if __name__ == "__main__":  # Prefect's temporary API imports its server while w
 
 from prefect import flow  # noqa: E402
 from pydantic import Field as F  # noqa: E402
-from pydantic import field_validator  # noqa: E402
+from pydantic import ValidationInfo, field_validator  # noqa: E402
 
 from curator_stages.io.warc_reader import WARC_EXTENSIONS  # noqa: E402
 from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
@@ -75,6 +76,8 @@ class WebCurationParams(CurationParams):
                             "language (0: off)")
     repetition_filters: bool = F(True, description="Gopher repetition rules (lines, n-grams)")
     c4_filters: bool = F(True, description="C4 rules (lorem ipsum, {, sentences, URL ratio...)")
+    fineweb_filters: bool = F(True, description="FineWeb's rules (line punctuation, short "
+                              "lines, duplicated-line characters, list ratio)")
     dropped_examples_per_rule: int = F(3, ge=0, le=10000, description="Dropped examples kept "
                                        "per rule and batch in <output>/dropped (0: none)")
     write_dropped: bool = F(False, description="Keep every dropped document in <output>/dropped")
@@ -84,8 +87,27 @@ class WebCurationParams(CurationParams):
     fuzzy_threshold: float = F(0.8, ge=0.5, lt=1, description="Jaccard similarity of near "
                                "duplicates")
     fuzzy_num_perm: int = F(128, ge=16, le=1024, description="MinHash permutations")
+    # --- PII and tokens
+    pii: bool = F(True, description="Replace e-mail and public IP addresses with placeholders")
+    pii_phones: bool = F(False, description="Replace phone numbers too (pii on)")
+    count_tokens: bool = F(True, description="Count tokens (offline BPE): of every extracted "
+                           "page (tokens read) and a tokens column in the output (written)")
+    token_encoding: Literal["cl100k_base", "o200k_base"] = F(
+        "cl100k_base", description="BPE encoding of count_tokens (o200k_base needs the "
+        "bpe-openai package)")
     fuse_cheap_stages: bool = F(True, description="One stage task for read+extract+language "
                                 "id, and the writer in the last stage task (fewer checkpoints)")
+
+    @field_validator("token_encoding")
+    @classmethod
+    def _encoding_installed(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("count_tokens"):
+            from curator_stages.text.tokens import encoding_problem
+
+            problem = encoding_problem(value)
+            if problem:
+                raise ValueError(f"{problem} (or set count_tokens to false)")
+        return value
 
     @field_validator("url_blocklist")
     @classmethod
@@ -105,7 +127,8 @@ def build_stage_groups(p: WebCurationParams) -> list[list[Any]]:
     """The execution stages, grouped into stage tasks (a group = one checkpoint)."""
     from curator_stages.io import JsonlWriter, ParquetWriter
     from curator_stages.io.warc_reader import WarcReader
-    from curator_stages.text import HeuristicFilter, c4_quality_rules, gopher_repetition_rules
+    from curator_stages.text import (HeuristicFilter, c4_quality_rules, fineweb_quality_rules,
+                                     gopher_repetition_rules)
     from curator_stages.text import dedup, filters as f
     from curator_stages.text.html_extract import HtmlExtractor
 
@@ -114,7 +137,8 @@ def build_stage_groups(p: WebCurationParams) -> list[list[Any]]:
              f.EllipsisLinesRule(), f.AlphabeticWordsRule(),
              *([f.StopWordsRule(min_count=p.min_stop_words)] if p.min_stop_words > 0 else []),
              *(gopher_repetition_rules() if p.repetition_filters else []),
-             *(c4_quality_rules() if p.c4_filters else [])]
+             *(c4_quality_rules() if p.c4_filters else []),
+             *(fineweb_quality_rules() if p.fineweb_filters else [])]
     front: list[Any] = [*WarcReader(p.input, files_per_group=p.files_per_group).decompose()]
     if p.url_blocklist or p.banned_url_substrings:
         from curator_stages.text.url_filter import UrlFilter
@@ -123,6 +147,10 @@ def build_stage_groups(p: WebCurationParams) -> list[list[Any]]:
                                banned_substrings=p.banned_url_substrings))
     front.append(HtmlExtractor(extractor=p.extractor, timeout_s=p.extract_timeout_s,
                                memory_limit_mb=p.extract_memory_limit_mb))
+    if p.count_tokens:  # tokens read: every extracted page, before any filter
+        from curator_stages.text.tokens import TokenCounter
+
+        front.append(TokenCounter(p.token_encoding, tokens_field=None, name="tokens_extracted"))
     if p.language_id:
         from curator_stages.text.language import LanguageIdentifier
 
@@ -136,6 +164,17 @@ def build_stage_groups(p: WebCurationParams) -> list[list[Any]]:
     if p.fuzzy_dedup:
         groups.append([dedup.FuzzyDuplicateRemover(
             threshold=p.fuzzy_threshold, num_perm=p.fuzzy_num_perm, name="fuzzy_dedup")])
+    last: list[Any] = []
+    if p.pii:
+        from curator_stages.text.pii import PiiRedactor
+
+        last.append(PiiRedactor(phones=p.pii_phones))
+    if p.count_tokens:  # after the last stage that changes the text: the column stays true
+        from curator_stages.text.tokens import TokenCounter
+
+        last.append(TokenCounter(p.token_encoding))
+    if last:
+        groups[-1].extend(last) if p.fuse_cheap_stages else groups.append(last)
     out = p.output.rstrip("/")
     writer = (ParquetWriter if p.output_format == "parquet" else JsonlWriter)(
         f"{out}/data", mode="overwrite", quarantine_output=f"{out}/quarantine",

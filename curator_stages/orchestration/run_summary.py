@@ -12,6 +12,12 @@ therefore counted once per ``stats_id``. The identity every run must satisfy:
 before.)
 
 A run whose counts break it has lost (or invented) documents somewhere, and fails.
+
+Beside documents, the summary carries what LLM teams budget in and what privacy reviews ask:
+``tokens_read`` (the tokens the run's first token counter saw; the web flow counts every
+extracted page before its filters), ``tokens_written`` (the writers' sum of the ``tokens`` column
+of the rows they wrote), and ``pii_redacted`` (replacements by kind). Each is absent (None or
+empty) in a run without the stage that measures it.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from curator_stages.tasks import (
     DOCUMENTS_WRITTEN,
     DROPPED_PREFIX,
     SKIPPED_PREFIX,
+    PII_REDACTED_PREFIX,
+    TOKENS_COUNTED,
+    TOKENS_WRITTEN,
     StagePerfStats,
     Task,
 )
@@ -119,6 +128,10 @@ class RunSummary:
     wall_time_s: float | None = None
     documents_skipped: int = 0
     skipped_by_kind: dict[str, int] = field(default_factory=dict)
+    tokens_read: int | None = None
+    tokens_read_stage: str | None = None
+    tokens_written: int | None = None
+    pii_redacted: dict[str, int] = field(default_factory=dict)
 
     @property
     def identity_holds(self) -> bool:
@@ -163,6 +176,10 @@ class RunSummary:
             "stage_tasks": self.stage_tasks,
             "output": self.output,
             "wall_time_s": self.wall_time_s,
+            "tokens_read": self.tokens_read,
+            "tokens_read_stage": self.tokens_read_stage,
+            "tokens_written": self.tokens_written,
+            "pii_redacted": self.pii_redacted,
         }
 
     @classmethod
@@ -186,6 +203,10 @@ class RunSummary:
                 wall_time_s=d.get("wall_time_s"),
                 documents_skipped=int(d.get("documents_skipped", 0)),
                 skipped_by_kind={k: int(v) for k, v in (d.get("skipped_by_kind") or {}).items()},
+                tokens_read=d.get("tokens_read"),
+                tokens_read_stage=d.get("tokens_read_stage"),
+                tokens_written=d.get("tokens_written"),
+                pii_redacted={k: int(v) for k, v in (d.get("pii_redacted") or {}).items()},
             )
         except KeyError as exc:
             raise ValueError(
@@ -229,7 +250,19 @@ def summarise(stage_counts: dict[str, dict[str, Any]] | dict[str, StageCounts],
         for reason, n in s.dropped.items():
             key = reason if reason not in by_reason else f"{s.stage}.{reason}"
             by_reason[key] = by_reason.get(key, 0) + n
+    counters = [s for s in stages if TOKENS_COUNTED in s.metrics]
+    pii: dict[str, int] = {}
+    for s in stages:
+        for key, n in s.metrics.items():
+            if key.startswith(PII_REDACTED_PREFIX):
+                kind = key[len(PII_REDACTED_PREFIX):]
+                pii[kind] = pii.get(kind, 0) + int(n)
     return RunSummary(
+        tokens_read=int(counters[0].metrics[TOKENS_COUNTED]) if counters else None,
+        tokens_read_stage=counters[0].stage if counters else None,
+        tokens_written=(sum(int(s.metrics.get(TOKENS_WRITTEN, 0)) for s in stages)
+                        if any(TOKENS_WRITTEN in s.metrics for s in stages) else None),
+        pii_redacted=pii,
         stages=stages, documents_read=read, documents_written=written,
         documents_dropped=sum(s.dropped_total for s in stages),
         documents_quarantined=quarantined, dropped_by_reason=by_reason, output=output,

@@ -8,6 +8,8 @@ from curator_stages.text.filters import (
     c4_quality_rules,
     default_quality,
     default_quality_rules,
+    fineweb_quality,
+    fineweb_quality_rules,
     gopher_quality,
     gopher_quality_rules,
     gopher_repetition,
@@ -25,6 +27,7 @@ from curator_stages.text.modifiers import (
 __all__ = [
     "C4BoilerplateLineRemover", "HeuristicFilter", "Rule", "TextModifier", "TextNormalizer",
     "UnicodeRepair", "UrlRemover", "WhitespaceNormalizer", "c4_quality", "c4_quality_rules",
-    "default_quality", "default_quality_rules", "gopher_quality", "gopher_quality_rules",
+    "default_quality", "default_quality_rules", "fineweb_quality",
+    "fineweb_quality_rules", "gopher_quality", "gopher_quality_rules",
     "gopher_repetition", "gopher_repetition_rules",
 ]
