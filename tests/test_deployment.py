@@ -125,6 +125,7 @@ def test_deploy_and_run_through_a_worker(tmp_path):
         web = json.loads((web_out / "run_summary.json").read_text())
         assert web["identity"]["holds"] and web["documents_quarantined"] >= 2
         assert web["documents_written"] > 0 and web["skipped_by_kind"]["request"] > 0
+        assert web["tokens_written"] > 0
     finally:
         stop(worker)
         stop(server)

@@ -77,7 +77,16 @@ def test_web_flow_runs_on_the_shipped_sample(tmp_path):
         pages.update(zip(batch.to_pyarrow().column("id").to_pylist(),
                          batch.to_pyarrow().column("html").to_pylist()))
     for row in table.select(["id", "text"]).to_pylist()[:15]:
+        if "<EMAIL_ADDRESS>" in row["text"] or "<IP_ADDRESS>" in row["text"]:
+            continue  # redacted after extraction
         assert row["text"] == trafilatura.extract(pages[row["id"]],
                                                   **DEFAULT_OPTIONS["trafilatura"])
+    # Tokens: of every extracted page (read), and a column summed by the writer (written).
+    assert summary["tokens_read_stage"] == "tokens_extracted"
+    assert summary["tokens_read"] > summary["tokens_written"] > 0
+    assert sum(table.column("tokens").to_pylist()) == summary["tokens_written"]
+    assert summary["pii_redacted"].get("email", 0) > 0  # the Python docs name people's addresses
+    assert "<EMAIL_ADDRESS>" in "".join(table.column("text").to_pylist())
     report = (out / "report.md").read_text()
-    assert "skipped" in report and (out / "funnel.png").exists()
+    assert "skipped" in report and f"{summary['tokens_written']:,}" in report
+    assert (out / "funnel.png").exists()
