@@ -8,7 +8,8 @@ WARC files of ``--pages`` real pages (clean records: datatrove's reader stops at
 member), then measures, each as a process tree (wall, peak PSS: benchmarks/monitor.py):
 
 * ``ours``: ``python flows/web_curation.py`` on the files (read -> trafilatura -> the Gopher +
-  C4 quality filter -> write; language id and dedup off, since the peer has none), 2 CPUs;
+  C4 + FineWeb quality filter -> write; language id, dedup, PII and tokens off, since the peer
+  has none of them), 2 CPUs;
 * ``ours-resiliparse``: the same with ``--extractor resiliparse``;
 * ``datatrove``: datatrove's ``WarcReader`` -> ``Trafilatura`` (same options) -> the very same
   ``HeuristicFilter`` object (a small datatrove step) -> ``JsonlWriter`` on its
@@ -189,6 +190,7 @@ def main() -> int:
     env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(out / "prefect-home"))
     flow = [sys.executable, str(REPO / "flows" / "web_curation.py"), "--input",
             str(out / "warc"), "--no-language-id", "--no-exact-dedup", "--no-fuzzy-dedup",
+            "--no-pii", "--no-count-tokens",
             "--output-format", "jsonl", "--num-cpus", str(WORKERS), "--extract-timeout-s", "60",
             "--dropped-examples-per-rule", "0"]
     variants = {

@@ -54,7 +54,7 @@ def test_trafilatura_output_equals_trafilatura_extract_page_by_page(german_and_f
     import trafilatura
 
     batch = german_and_french.derive(pa.concat_tables([
-        german_and_french.to_pyarrow(), pages("web-00000.warc.gz", every=12).to_pyarrow()]))
+        german_and_french.to_pyarrow(), pages("web-00000.warc.gz", every=24).to_pyarrow()]))
     out = run(HtmlExtractor(keep_html=True), batch).to_pyarrow()
     want = {}
     for row in batch.to_pyarrow().to_pylist():
@@ -62,7 +62,7 @@ def test_trafilatura_output_equals_trafilatura_extract_page_by_page(german_and_f
         if text and text.strip():
             want[row["id"]] = text
     got = dict(zip(out.column("id").to_pylist(), out.column("text").to_pylist()))
-    assert len(got) >= 15
+    assert len(got) >= 12
     assert got == want
     assert "html" in out.column_names
 
@@ -122,8 +122,11 @@ def test_pages_without_text_are_dropped_as_no_text():
     batch = pages("web-00000.warc.gz")
     table = batch.to_pyarrow()
     urls = table.column("url").to_pylist()
-    batch = batch.derive(table.take([i for i, u in enumerate(urls) if "genindex-" in u
-                                     or u.endswith(("tutorial/index.html", "faq/general.html"))]))
+    index = [i for i, u in enumerate(urls) if u.endswith(("genindex-J.html", "genindex-Y.html",
+                                                          "genindex-A.html"))]
+    prose = [i for i, u in enumerate(urls) if u.endswith(("tutorial/index.html",
+                                                          "faq/general.html"))]
+    batch = batch.derive(table.take(index + prose))
     out = run(HtmlExtractor(), batch)
     empty = sum(1 for h in batch.to_pyarrow().column("html").to_pylist()
                 if not (trafilatura.extract(h, **DEFAULT_OPTIONS["trafilatura"]) or "").strip())
