@@ -215,3 +215,20 @@ def test_a_member_with_a_damaged_header_at_a_range_boundary_is_quarantined_once(
                                         _metadata={"byte_range": [start, end, 1]})])
     assert [q["offset"] for q in quarantined(out)] == [victim["offset"]]
     assert metrics(out)["documents_read"] == len(records(name))
+
+
+def test_ranges_are_capped_by_max_range_bytes():
+    """A task's pages are one batch in memory: ranges never exceed max_range_bytes, however
+    few CPUs want tasks."""
+    size = os.path.getsize(SAMPLE / "web-00000.warc.gz")
+    reader = WarcReader(str(SAMPLE / "web-00000.warc.gz"), min_tasks=1, min_range_bytes=1024,
+                        max_range_bytes=200_000)
+    part, stage = reader.decompose()
+    tasks = part.process(EmptyTask(task_id="t", dataset_name="web", data=None))
+    spans = [t._metadata["byte_range"] for t in tasks]
+    assert len(tasks) == -(-size // 200_000)
+    assert all(end - start <= 200_000 for start, end, _ in spans)
+    assert rows([stage.run([t])[0] for t in tasks]) == rows(read(str(SAMPLE / "web-00000.warc.gz"),
+                                                                split_files=False))
+    with pytest.raises(ValueError, match="max_range_bytes"):
+        WarcReader(str(SAMPLE), min_range_bytes=4096, max_range_bytes=1024)

@@ -76,6 +76,8 @@ WARC_EXTENSIONS = (".warc.gz", ".warc")
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 #: Payload bytes kept per record; a longer payload is cut here and flagged ``length``.
 DEFAULT_MAX_RECORD_BYTES = 32 << 20
+#: Largest byte range of a ``.warc.gz`` file read by one task (~100 MB of HTML in memory).
+DEFAULT_MAX_RANGE_BYTES = 32 << 20
 #: Metric counting documents whose payload is incomplete (``WARC-Truncated`` or the cap).
 RECORDS_TRUNCATED = "records_truncated"
 _GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -384,12 +386,22 @@ class WarcPartitioningStage(FilePartitioningStage):
 
     name = "warc_partitioning"
 
+    def __init__(self, *args: Any, max_range_bytes: int = DEFAULT_MAX_RANGE_BYTES,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if isinstance(max_range_bytes, bool) or not isinstance(max_range_bytes, int) \
+                or max_range_bytes < self.min_range_bytes:
+            raise ValueError(f"stage {self.stage_name!r}: max_range_bytes must be an integer "
+                             f">= min_range_bytes ({self.min_range_bytes}), got {max_range_bytes!r}")
+        self.max_range_bytes = max_range_bytes
+
     def split(self, files: list[tuple[str, int]]) -> tuple[
             list[tuple[str, int]], list[tuple[str, ByteRange]], dict[str, str]]:
         if not self.split_plain_files or not files:
             return files, [], {}
-        range_bytes = max(self.min_range_bytes,
-                          -(-sum(s for _, s in files) // self.target_tasks()))
+        # A range's pages are one batch in memory: at most max_range_bytes of compressed WARC.
+        range_bytes = min(self.max_range_bytes, max(
+            self.min_range_bytes, -(-sum(s for _, s in files) // self.target_tasks())))
         whole: list[tuple[str, int]] = []
         ranges: list[tuple[str, ByteRange]] = []
         unsplit: dict[str, str] = {}
@@ -411,8 +423,9 @@ class WarcReader(CompositeStage):
     fsspec URL (``s3://``): list and split, then read each part (:class:`WarcReadStage`).
 
     ``paths``: file, directory, glob or list; ``files_per_group`` / ``bytes_per_group``: group
-    small files; ``split_files`` / ``min_tasks`` / ``min_range_bytes``: cut large ``.warc.gz``
-    files into byte ranges so every core reads; the rest as :class:`WarcReadStage`.
+    small files; ``split_files`` / ``min_tasks`` / ``min_range_bytes`` / ``max_range_bytes``:
+    cut large ``.warc.gz`` files into byte ranges so every core reads and a task's pages stay a
+    bounded batch; the rest as :class:`WarcReadStage`.
     """
 
     name = "warc_reader"
@@ -424,12 +437,13 @@ class WarcReader(CompositeStage):
                  storage_options: dict[str, Any] | None = None,
                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, split_files: bool = True,
                  min_tasks: int | str = "auto", min_range_bytes: int = DEFAULT_MIN_RANGE_BYTES,
+                 max_range_bytes: int = DEFAULT_MAX_RANGE_BYTES,
                  name: str | None = None) -> None:
         self.partition = WarcPartitioningStage(
             paths, file_extensions=file_extensions, files_per_group=files_per_group,
             bytes_per_group=bytes_per_group, storage_options=storage_options,
             split_plain_files=split_files, min_tasks=min_tasks,  # type: ignore[arg-type]
-            min_range_bytes=min_range_bytes, compression=None)
+            min_range_bytes=min_range_bytes, compression=None, max_range_bytes=max_range_bytes)
         self.read = WarcReadStage(strict=strict, quarantine_dir=quarantine_dir,
                                   storage_options=storage_options,
                                   max_record_bytes=max_record_bytes)
