@@ -9,23 +9,25 @@ What is replaced, and what never is:
 - **e-mail addresses**: ``local@domain.tld`` with an ASCII local part and a dotted domain whose
   last label is letters.
 - **IP addresses** (v4 and v6) only when public: :mod:`ipaddress` says ``is_global`` and not
-  multicast. An IPv6 address needs three non-empty groups (``::2`` and ``1::2`` are slices in
-  code far more often than addresses). Private, loopback, link-local, shared (100.64/10), documentation (192.0.2/24,
-  2001:db8::/32) and other reserved ranges are left as they are: they name no one.
+  multicast. Private, loopback, link-local, shared (100.64/10), documentation (192.0.2/24,
+  2001:db8::/32) and other reserved ranges are left as they are: they name no one. An IPv6
+  address needs three non-empty groups (``::2`` and ``1::2`` are slices in code far more often
+  than addresses).
 - **not IP addresses**: a dotted quad is left alone when it is part of a longer dotted number,
   name or word (``5.2.4.2.2``, ``1.0.0.127.in-addr.arpa``, ``v1.2.3.4``); when it opens a line
   as a numbered heading (``8.6.4.10. Class Patterns``); when it follows a name and ``/`` or
   ``-`` (``Firefox/2.0.0.11``, ``zlib-1.2.11.1``; a URL's ``//`` still counts as an address);
   when a version word comes right before it (``version 1.2.3.4``, ``release``, ``build``,
   ``rev``, ``section``, ``§``...); or when its four parts are single digits (``1.2.0.1``,
-  ``6.4.4.2``): version and section numbers have that shape, and the only public addresses
-  that do are well-known servers such as public DNS resolvers, not people's machines.
+  ``6.4.4.2``): version and section numbers often have that shape, public addresses seldom
+  (``8.8.8.8`` and a few other well-known servers, not people's machines).
 - **phone numbers** (``phones=True``; needs the ``phonenumbers`` package, Google's
   libphonenumber rules, strict grouping): numbers valid for ``phone_region`` or carrying a ``+``
   country code, written with a ``+`` or with separators between digit groups.
 
 Metrics: ``pii_redacted.<kind>`` (``email``, ``ip``, ``phone``) counts replacements, and
-``documents_modified`` the documents changed; the run summary and the report show both.
+``documents_modified`` the documents changed (stage metrics); the run summary and the report
+show the replacements by kind.
 Only documents that may hold an address (one RE2 pass over the batch) reach the Python regex.
 """
 
