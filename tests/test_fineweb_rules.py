@@ -7,7 +7,6 @@ import functools
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pytest
 import regex  # tiktoken's dependency

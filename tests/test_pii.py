@@ -40,6 +40,9 @@ VERSIONS = [
     "Bluetooth address in a string format. (ex. b'12:23:34:45:56:67')",
     ">>> m[::2].tolist()\n[-11111111, -33333333]",
     "Released as version 100.50.200.5 of the firmware, build 93.184.216.34",
+    "… and so on for the corresponding KEY/pattern pair.\n\n8.6.4.10. Class Patterns\n\n"
+    "A class pattern represents a class and its positional and keyword arguments",
+    ">>> addr.reverse_pointer\n'1.0.0.127.in-addr.arpa'",
 ]
 BOOST = ("questions contact the Advanced Research and Technology Institute at 351 West 10th "
          "Street.  Indianapolis, Indiana 46202, phone 317-278-4100, fax 317-274-5902.")
@@ -73,9 +76,11 @@ def test_reserved_ranges_and_version_numbers_are_never_touched(text):
 
 def test_the_same_address_is_replaced_out_of_a_version_context():
     texts, _ = _run(PiiRedactor(), ["server at 93.184.216.34 answered",
-                                    "http://93.184.216.34/index.html", "version 93.184.216.34"])
+                                    "http://93.184.216.34/index.html", "version 93.184.216.34",
+                                    "93.184.216.34. Then it answered.", "It was 93.184.216.34."])
     assert texts == [f"server at {IP} answered", f"http://{IP}/index.html",
-                     "version 93.184.216.34"]
+                     "version 93.184.216.34", "93.184.216.34. Then it answered.",
+                     f"It was {IP}."]
 
 
 def test_is_public_ip_uses_the_ipaddress_registry():

@@ -169,3 +169,32 @@ def test_text_flow_counts_tokens_only_when_asked():
     assert counters() == []
     (only,) = counters(count_tokens=True)
     assert only.tokens_field == "tokens" and only.encoding == "cl100k_base"
+
+
+@pytest.mark.slow
+def test_url_filter_pii_and_tokens_on_the_ray_adapter(ray_cluster, tmp_path):
+    """The three stages (two with per-process state) on Ray Data: same output as in process."""
+    from curator_stages.backends.ray_data import RayDataExecutor
+    from curator_stages.text.url_filter import UrlFilter
+
+    rows = [{"url": url, "text": text} for url, text in [
+        ("https://docs.python.org/3/library/socket.html", SOCKET),
+        ("https://securepubads.g.doubleclick.net/tag/js/gpt.js", GETADDRINFO),
+        ("https://docs.python.org/3/library/email.examples.html", EMAILS)]]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def run(executor, out):
+        stages = [JsonlReader(str(tmp_path / "in.jsonl"), fields=["url"]),
+                  UrlFilter(str(REPO / "data" / "url_blocklist_example.txt")),
+                  PiiRedactor(), TokenCounter(), ParquetWriter(str(out))]
+        tasks = executor.execute(stages)
+        summary = summarise(HistoryAggregator().add_tasks(tasks).to_dict())
+        summary.check()
+        table = pq.read_table(out).sort_by("id")
+        return summary, table.select(["url", "text", "tokens"]).to_pylist()
+
+    on_ray, ray_rows = run(RayDataExecutor(), tmp_path / "ray")
+    local, local_rows = run(LocalExecutor(), tmp_path / "local")
+    assert ray_rows == local_rows and len(ray_rows) == 2
+    assert (on_ray.dropped_by_reason, on_ray.pii_redacted, on_ray.tokens_written) == (
+        {"url_domain": 1}, {"email": 3, "ip": 1}, local.tokens_written)

@@ -9,22 +9,25 @@ What is replaced, and what never is:
 - **e-mail addresses**: ``local@domain.tld`` with an ASCII local part and a dotted domain whose
   last label is letters.
 - **IP addresses** (v4 and v6) only when public: :mod:`ipaddress` says ``is_global`` and not
-  multicast. An IPv6 address needs three non-empty groups (``::2`` and ``1::2`` are slices in
-  code far more often than addresses). Private, loopback, link-local, shared (100.64/10), documentation (192.0.2/24,
-  2001:db8::/32) and other reserved ranges are left as they are: they name no one.
-- **not IP addresses**: a dotted quad is left alone when it is part of a longer dotted number
-  or word (``5.2.4.2.2``, ``v1.2.3.4``, ``1.2.3.4a``); when it follows a name and ``/`` or
+  multicast. Private, loopback, link-local, shared (100.64/10), documentation (192.0.2/24,
+  2001:db8::/32) and other reserved ranges are left as they are: they name no one. An IPv6
+  address needs three non-empty groups (``::2`` and ``1::2`` are slices in code far more often
+  than addresses).
+- **not IP addresses**: a dotted quad is left alone when it is part of a longer dotted number,
+  name or word (``5.2.4.2.2``, ``1.0.0.127.in-addr.arpa``, ``v1.2.3.4``); when it opens a line
+  as a numbered heading (``8.6.4.10. Class Patterns``); when it follows a name and ``/`` or
   ``-`` (``Firefox/2.0.0.11``, ``zlib-1.2.11.1``; a URL's ``//`` still counts as an address);
   when a version word comes right before it (``version 1.2.3.4``, ``release``, ``build``,
   ``rev``, ``section``, ``§``...); or when its four parts are single digits (``1.2.0.1``,
-  ``6.4.4.2``): version and section numbers have that shape, and the only public addresses
-  that do are well-known servers such as public DNS resolvers, not people's machines.
+  ``6.4.4.2``): version and section numbers often have that shape, public addresses seldom
+  (``8.8.8.8`` and a few other well-known servers, not people's machines).
 - **phone numbers** (``phones=True``; needs the ``phonenumbers`` package, Google's
   libphonenumber rules, strict grouping): numbers valid for ``phone_region`` or carrying a ``+``
   country code, written with a ``+`` or with separators between digit groups.
 
 Metrics: ``pii_redacted.<kind>`` (``email``, ``ip``, ``phone``) counts replacements, and
-``documents_modified`` the documents changed; the run summary and the report show both.
+``documents_modified`` the documents changed (stage metrics); the run summary and the report
+show the replacements by kind.
 Only documents that may hold an address (one RE2 pass over the batch) reach the Python regex.
 """
 
@@ -48,8 +51,8 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _EMAIL = (r"(?<![\w.%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]*[A-Za-z0-9_%+-])?@"
           r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?![\w-])")
 #: Not after a word character or a dot, nor after a name and "/" or "-" (product/1.2.3.4);
-#: not followed by a word character or a further ".digit".
-_IPV4 = rf"(?<![\w.])(?<![A-Za-z][/-]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)"
+#: not followed by a word character or a further dotted label (5.2.4.2.2, a.b.c.d.in-addr.arpa).
+_IPV4 = rf"(?<![\w.])(?<![A-Za-z][/-]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\w)"
 _IPV6 = r"(?<![\w:.])(?=[0-9A-Fa-f:]*\d)[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])"
 _PATTERN = re.compile(rf"(?P<email>{_EMAIL})|(?P<ipv4>{_IPV4})|(?P<ipv6>{_IPV6})")
 #: A version word right before a dotted quad makes it a version or section number.
@@ -77,6 +80,8 @@ def looks_like_version(text: str, start: int, end: int) -> bool:
     """True when the dotted quad ``text[start:end]`` reads as a version or section number."""
     if all(len(part) == 1 for part in text[start:end].split(".")):
         return True
+    if (start == 0 or text[start - 1] == "\n") and text[end:end + 2].rstrip(" ") == ".":
+        return True  # a numbered heading: "8.6.4.10. Class Patterns" at the start of a line
     return _VERSION_BEFORE.search(text, max(0, start - 24), start) is not None
 
 

@@ -90,7 +90,20 @@ class TokenCounter(ProcessingStage[DocumentBatch, DocumentBatch]):
         return [], [self.text_field, *([self.tokens_field] if self.tokens_field else [])]
 
     def setup(self, worker_metadata: dict[str, Any] | None = None) -> None:
-        self._encoder = load_encoding(self.encoding)  # once per worker: a 0.5 s load
+        """Load the encoding once per worker process (about 0.5 s)."""
+        if self._encoder is None:
+            self._encoder = load_encoding(self.encoding)
+
+    def ray_stage_spec(self) -> dict[str, Any]:
+        """Ray tasks, not an actor pool, like the language identifier: the encoding loads once
+        per worker process (the backend sets a task-mode stage up per process), and the stage
+        fuses with its neighbours on the already warm workers."""
+        return {"is_actor_stage": False}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_encoder"] = None  # per-process state: never shipped to another worker
+        return state
 
     def count(self, texts: list[str | None]) -> list[int]:
         """Tokens of each text (0 for None)."""

@@ -17,7 +17,7 @@ Drop reasons: ``url_domain`` (checked first), then ``url_substring``. A document
 example list.
 
 Identity: the list's SHA-256 is a parameter (read when the stage is built), so editing the file
-invalidates the stage's checkpoints. Workers read the list once each, in :meth:`setup`.
+invalidates the stage's checkpoints. Each worker process reads the list once, in :meth:`setup`.
 """
 
 from __future__ import annotations
@@ -125,7 +125,18 @@ class UrlFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         return [], [self.url_field]
 
     def setup(self, worker_metadata: dict[str, Any] | None = None) -> None:
+        """Read the blocklist once per worker process."""
         self._load()
+
+    def ray_stage_spec(self) -> dict[str, Any]:
+        """Ray tasks, not an actor pool: the list is read once per worker process (the backend
+        sets a task-mode stage up per process) and the stage fuses with its neighbours."""
+        return {"is_actor_stage": False}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_domains"] = None  # per-process state: a large list is never pickled to workers
+        return state
 
     def _load(self) -> frozenset[str]:
         if self._domains is None:
