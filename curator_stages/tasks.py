@@ -27,6 +27,18 @@ DROP_REASON_COLUMN = "drop_reason"
 DOCUMENTS_READ = "documents_read"
 DOCUMENTS_QUARANTINED = "documents_quarantined"
 DOCUMENTS_WRITTEN = "documents_written"
+#: Records a reader read and set aside as not documents (not errors: a WARC ``request``
+#: record, an image); ``skipped.<kind>`` metrics count them by kind.
+DOCUMENTS_SKIPPED = "documents_skipped"
+SKIPPED_PREFIX = "skipped."
+#: Custom-metric keys of token counts: what a token counter passed on, what a writer wrote (the
+#: sum of the ``tokens`` column of its rows).
+TOKENS_COUNTED = "tokens_counted"
+TOKENS_WRITTEN = "tokens_written"
+#: The column a token counter adds and a writer sums into ``tokens_written``.
+TOKENS_COLUMN = "tokens"
+#: Custom-metric key prefix of personal data replaced, by kind (``pii_redacted.email``...).
+PII_REDACTED_PREFIX = "pii_redacted."
 
 
 @dataclass

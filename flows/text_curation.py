@@ -26,7 +26,7 @@ if __name__ == "__main__":  # Prefect's temporary API imports its server while w
 
 from prefect import flow  # noqa: E402
 from pydantic import Field as F  # noqa: E402
-from pydantic import field_validator  # noqa: E402
+from pydantic import ValidationInfo, field_validator  # noqa: E402
 
 from curator_stages.io import JSONL_EXTENSIONS  # noqa: E402
 from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
@@ -65,6 +65,22 @@ class TextCurationParams(CurationParams):
                             "language (en de fr es it pt nl ru zh ja; others pass; 0: off)")
     repetition_filters: bool = F(True, description="Gopher repetition rules (lines, n-grams)")
     c4_filters: bool = F(True, description="C4 rules (lorem ipsum, {, sentences, URL ratio...)")
+    # --- FineWeb's extra rules (its published defaults); off here: they change this output
+    fineweb_line_punct: bool = F(False, description="FineWeb: drop documents where fewer than "
+                                 "12% of lines end in punctuation (fineweb_line_punct_ratio)")
+    fineweb_short_lines: bool = F(False, description="FineWeb: drop documents where more than "
+                                  "67% of lines have <= 30 characters (fineweb_short_line_ratio)")
+    fineweb_char_dup: bool = F(False, description="FineWeb: drop documents with more than 1% "
+                               "of characters in duplicated lines (fineweb_char_dup_ratio)")
+    fineweb_list_ratio: bool = F(False, description="FineWeb: drop documents with more than "
+                                 "0.3 newlines per word (fineweb_list_ratio)")
+    # --- tokens
+    count_tokens: bool = F(False, description="Count each document's tokens after "
+                           "normalisation (offline BPE): a tokens column in the output, tokens "
+                           "read and written in the summary and report")
+    token_encoding: Literal["cl100k_base", "o200k_base"] = F(
+        "cl100k_base", description="BPE encoding of count_tokens (o200k_base needs the "
+        "bpe-openai package)")
     # --- language id
     language_id: bool = F(True, description="Label languages with fastText lid.176")
     languages: list[str] | None = F(None, description="Language codes to keep (default: all)")
@@ -97,6 +113,17 @@ class TextCurationParams(CurationParams):
     fuse_cheap_stages: bool = F(True, description="One stage task for read+normalise+language "
                                 "id, and the writer in the last stage task (fewer checkpoints)")
 
+    @field_validator("token_encoding")
+    @classmethod
+    def _encoding_installed(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("count_tokens"):
+            from curator_stages.text.tokens import encoding_problem
+
+            problem = encoding_problem(value)
+            if problem:
+                raise ValueError(f"{problem} (or set count_tokens to false)")
+        return value
+
     @field_validator("semantic_dedup")
     @classmethod
     def _models_installed(cls, value: bool) -> bool:
@@ -127,12 +154,20 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
              f.EllipsisLinesRule(), f.AlphabeticWordsRule(min_ratio=p.min_alpha_word_ratio),
              *([f.StopWordsRule(min_count=p.min_stop_words)] if p.min_stop_words > 0 else []),
              *(gopher_repetition_rules() if p.repetition_filters else []),
-             *(c4_quality_rules() if p.c4_filters else [])]
+             *(c4_quality_rules() if p.c4_filters else []),
+             *(rule for on, rule in [(p.fineweb_line_punct, f.LinePunctuationRule()),
+                                     (p.fineweb_short_lines, f.ShortLineRule()),
+                                     (p.fineweb_char_dup, f.DuplicateLineCharRule()),
+                                     (p.fineweb_list_ratio, f.ListRatioRule())] if on)]
     # Language id first: the filter judges each document in its language; the filter has its
     # own checkpoint, so re-tuning a threshold reuses the costly language-id output.
     reader = JsonlReader(p.input, text_field=p.text_field, id_field=p.id_field,
                          files_per_group=p.files_per_group)
     front = [*reader.decompose(), TextNormalizer(text_field=p.text_field)]
+    if p.count_tokens:  # no later stage changes the text: the column stays true to the end
+        from curator_stages.text.tokens import TokenCounter
+
+        front.append(TokenCounter(p.token_encoding, text_field=p.text_field))
     if p.language_id:
         from curator_stages.text.language import LanguageIdentifier
 

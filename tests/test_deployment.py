@@ -109,6 +109,23 @@ def test_deploy_and_run_through_a_worker(tmp_path):
         assert summary["documents_read"] == 750 + 5  # one shard: 750 documents, 5 malformed
         files = sorted((output / "data").glob("*.parquet"))
         assert sum(pq.read_metadata(f).num_rows for f in files) == summary["documents_written"] > 0
+
+        # The web flow's deployment, on the same worker: one sample WARC file.
+        web_out = tmp_path / "web-out"
+        override = {"input": str(REPO / "data" / "web_sample" / "web-00001.warc.gz"),
+                    "output": str(web_out), "work_dir": str(tmp_path / "web-work"),
+                    "fuzzy_num_perm": 32, "num_cpus": 2}
+        res = subprocess.run(
+            [*PREFECT, "deployment", "run", "web-curation/web-curation",
+             "--param", f"params={json.dumps(override)}", "--watch", "--watch-timeout", "480"],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=540)
+        text = res.stdout + res.stderr
+        assert res.returncode == 0, (text[-3000:] + "\n--- worker ---\n"
+                                     + (logs / "worker.log").read_text()[-5000:])
+        web = json.loads((web_out / "run_summary.json").read_text())
+        assert web["identity"]["holds"] and web["documents_quarantined"] >= 2
+        assert web["documents_written"] > 0 and web["skipped_by_kind"]["request"] > 0
+        assert web["tokens_written"] > 0
     finally:
         stop(worker)
         stop(server)

@@ -31,7 +31,8 @@ def flow_run(ray_cluster, prefect_harness, tmp_path_factory):
     root = tmp_path_factory.mktemp("report_numbers")
     out = root / "out"
     params = TextCurationParams(input=str(SHARD), output=str(out), work_dir=str(root / "work"),
-                                fuzzy_num_perm=32, retries=0, dropped_examples_per_rule=0)
+                                fuzzy_num_perm=32, retries=0, dropped_examples_per_rule=0,
+                                count_tokens=True)
     state = text_curation(params, return_state=True)
     assert state.is_completed(), state.message
     summary = json.loads((out / "run_summary.json").read_text(encoding="utf-8"))
@@ -193,3 +194,19 @@ def test_plan_and_report_artifacts_of_the_run(flow_run):
             flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     keys = {a.key for a in arts}
     assert {"text-curation-plan", "report-text-curation"} <= keys
+    summary_art = next(a for a in arts if a.key == "text-curation-summary")
+    assert f"{flow_run[1]['tokens_written']:,} written" in summary_art.data
+
+
+def test_tokens_equal_the_run_summary_and_the_output(flow_run):
+    import pyarrow.parquet as pq
+
+    out, summary, report, _ = flow_run
+    rows = {row[""]: row for row in table(report, "Tokens")}
+    read = rows["counted at token_counter (the first token counter)"]
+    assert number(read["tokens"]) == summary["tokens_read"] > summary["tokens_written"]
+    assert number(rows["written"]["tokens"]) == summary["tokens_written"]
+    assert number(rows["written"]["documents"]) == summary["documents_written"]
+    written = sum(sum(pq.read_table(f, columns=["tokens"]).column("tokens").to_pylist())
+                  for f in (out / "data").glob("*.parquet"))
+    assert written == summary["tokens_written"] > 0

@@ -16,7 +16,8 @@ and no rename). An empty batch writes no file but still emits a task with its
 stats. Side outputs: a batch's ``_metadata["dropped_documents"]`` (a table with a ``drop_reason``
 column, put there by filters that keep what they drop) goes to ``dropped_output``, and
 ``_metadata["quarantine"]`` records (from a reader without ``quarantine_dir``) go to
-``quarantine_output``.
+``quarantine_output``. A ``tokens`` column (from a token counter) is summed into the
+``tokens_written`` metric: the tokens of exactly the rows written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 from typing import Any, BinaryIO, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator_stages.io.compression import CompressedWriter, extension_for, infer_codec
@@ -48,7 +50,8 @@ from curator_stages.io.quarantine import (
 from curator_stages.resources import Resources
 from curator_stages.stage import ProcessingStage, record_metrics
 from curator_stages.tasks import (DOCUMENTS_WRITTEN, DROP_REASON_COLUMN, DROPPED_DOCUMENTS_KEY,
-                                  DocumentBatch, FileGroupTask, rows_table)
+                                  TOKENS_COLUMN, TOKENS_WRITTEN, DocumentBatch, FileGroupTask,
+                                  rows_table)
 
 MODES = ("error", "overwrite", "ignore")
 
@@ -156,6 +159,9 @@ class _Writer(ProcessingStage[DocumentBatch, FileGroupTask]):
         out = FileGroupTask(task_id=task.task_id, dataset_name=task.dataset_name, data=written,
                             _metadata=meta, _stage_perf=list(task._stage_perf))
         metrics: dict[str, float] = {DOCUMENTS_WRITTEN: table.num_rows}
+        if TOKENS_COLUMN in table.column_names and pa.types.is_integer(
+                table.schema.field(TOKENS_COLUMN).type):  # a token counter's column
+            metrics[TOKENS_WRITTEN] = int(pc.sum(table.column(TOKENS_COLUMN)).as_py() or 0)
         if dropped_written:
             metrics["dropped_documents_written"] = dropped_written
         if skipped:

@@ -104,6 +104,11 @@ def summary_markdown(summary: RunSummary, title: str) -> str:
         "",
         f"Output: `{summary.output}`" if summary.output else "",
         "",
+        *([f"Tokens: {_tokens_text(summary)}", ""]
+          if summary.tokens_read is not None or summary.tokens_written is not None else []),
+        *(["PII redacted: " + ", ".join(f"{k}={v:,}" for k, v in
+                                          sorted(summary.pii_redacted.items())), ""]
+          if summary.pii_redacted else []),
         "| stage | items in | items out | dropped | cpu s |",
         "|---|---:|---:|---|---:|",
     ]
@@ -117,6 +122,15 @@ def summary_markdown(summary: RunSummary, title: str) -> str:
             lines.append(f"| {t['stages']} | {t['status']} | {t['documents_out']} | "
                          f"{t.get('wall_time_s') or 0:.2f} |")
     return "\n".join(lines)
+
+
+def _tokens_text(summary: RunSummary) -> str:
+    parts = []
+    if summary.tokens_read is not None:
+        parts.append(f"{summary.tokens_read:,} counted at {summary.tokens_read_stage}")
+    if summary.tokens_written is not None:
+        parts.append(f"{summary.tokens_written:,} written")
+    return "; ".join(parts)
 
 
 def publish_run_summary(summary: RunSummary, key: str, title: str) -> None:

@@ -5,8 +5,19 @@ copy their parent's history, so one record can reach the end of a run on many ta
 therefore counted once per ``stats_id``. The identity every run must satisfy:
 
     documents read = documents written + documents dropped (all reasons) + documents quarantined
+                     + documents skipped
+
+(Skipped records are what a reader reads and sets aside as not documents, by kind: a WARC
+``request`` record, an image. Readers of document files skip none, and the identity reads as
+before.)
 
 A run whose counts break it has lost (or invented) documents somewhere, and fails.
+
+Beside documents, the summary carries what LLM teams budget in and what privacy reviews ask:
+``tokens_read`` (the tokens the run's first token counter saw; the web flow counts every
+extracted page before its filters), ``tokens_written`` (the writers' sum of the ``tokens`` column
+of the rows they wrote), and ``pii_redacted`` (replacements by kind). Each is absent (None or
+empty) in a run without the stage that measures it.
 """
 
 from __future__ import annotations
@@ -21,8 +32,13 @@ from curator_stages.io.filesystem import put_bytes
 from curator_stages.tasks import (
     DOCUMENTS_QUARANTINED,
     DOCUMENTS_READ,
+    DOCUMENTS_SKIPPED,
     DOCUMENTS_WRITTEN,
     DROPPED_PREFIX,
+    SKIPPED_PREFIX,
+    PII_REDACTED_PREFIX,
+    TOKENS_COUNTED,
+    TOKENS_WRITTEN,
     StagePerfStats,
     Task,
 )
@@ -112,22 +128,29 @@ class RunSummary:
     wall_time_s: float | None = None
     #: The published snapshot this summary describes (a flow's run; see output_commit).
     snapshot: str | None = None
+    documents_skipped: int = 0
+    skipped_by_kind: dict[str, int] = field(default_factory=dict)
+    tokens_read: int | None = None
+    tokens_read_stage: str | None = None
+    tokens_written: int | None = None
+    pii_redacted: dict[str, int] = field(default_factory=dict)
 
     @property
     def identity_holds(self) -> bool:
-        return self.documents_read == (
-            self.documents_written + self.documents_dropped + self.documents_quarantined)
+        return self.documents_read == (self.documents_written + self.documents_dropped
+                                       + self.documents_quarantined + self.documents_skipped)
 
     def identity_text(self) -> str:
         sign = "=" if self.identity_holds else "!="
+        skipped = f" + skipped {self.documents_skipped}" if self.documents_skipped else ""
         return (f"read {self.documents_read} {sign} written {self.documents_written} + dropped "
-                f"{self.documents_dropped} + quarantined {self.documents_quarantined}")
+                f"{self.documents_dropped} + quarantined {self.documents_quarantined}{skipped}")
 
     def check(self) -> None:
         """Raise :class:`AccountingError` when documents were lost or invented."""
         if not self.identity_holds:
             diff = self.documents_read - (self.documents_written + self.documents_dropped
-                                          + self.documents_quarantined)
+                                          + self.documents_quarantined + self.documents_skipped)
             raise AccountingError(
                 f"accounting identity broken: {self.identity_text()} "
                 f"({abs(diff)} document(s) {'unaccounted for' if diff > 0 else 'too many'}); "
@@ -142,11 +165,13 @@ class RunSummary:
             "documents_dropped": self.documents_dropped,
             "documents_quarantined": self.documents_quarantined,
             "dropped_by_reason": self.dropped_by_reason,
+            "documents_skipped": self.documents_skipped,
+            "skipped_by_kind": self.skipped_by_kind,
             "identity": {
                 "holds": self.identity_holds,
                 "text": self.identity_text(),
                 "formula": "documents_read = documents_written + documents_dropped "
-                           "+ documents_quarantined",
+                           "+ documents_quarantined + documents_skipped",
                 "written_source": self.written_source,
             },
             "stages": [asdict(s) for s in self.stages],
@@ -154,6 +179,10 @@ class RunSummary:
             "output": self.output,
             "snapshot": self.snapshot,
             "wall_time_s": self.wall_time_s,
+            "tokens_read": self.tokens_read,
+            "tokens_read_stage": self.tokens_read_stage,
+            "tokens_written": self.tokens_written,
+            "pii_redacted": self.pii_redacted,
         }
 
     @classmethod
@@ -176,6 +205,12 @@ class RunSummary:
                 stage_tasks=list(d.get("stage_tasks") or []),
                 wall_time_s=d.get("wall_time_s"),
                 snapshot=d.get("snapshot"),
+                documents_skipped=int(d.get("documents_skipped", 0)),
+                skipped_by_kind={k: int(v) for k, v in (d.get("skipped_by_kind") or {}).items()},
+                tokens_read=d.get("tokens_read"),
+                tokens_read_stage=d.get("tokens_read_stage"),
+                tokens_written=d.get("tokens_written"),
+                pii_redacted={k: int(v) for k, v in (d.get("pii_redacted") or {}).items()},
             )
         except KeyError as exc:
             raise ValueError(
@@ -207,14 +242,33 @@ def summarise(stage_counts: dict[str, dict[str, Any]] | dict[str, StageCounts],
     source = DOCUMENTS_WRITTEN
     if not has_writer and final_documents is not None:
         written, source = int(final_documents), "documents in the final output (no writer stage)"
+    skipped = sum(int(s.metrics.get(DOCUMENTS_SKIPPED, 0)) for s in stages)
+    by_kind: dict[str, int] = {}
+    for s in stages:
+        for key, n in s.metrics.items():
+            if key.startswith(SKIPPED_PREFIX):
+                kind = key[len(SKIPPED_PREFIX):]
+                by_kind[kind] = by_kind.get(kind, 0) + int(n)
     by_reason: dict[str, int] = {}
     for s in stages:
         for reason, n in s.dropped.items():
             key = reason if reason not in by_reason else f"{s.stage}.{reason}"
             by_reason[key] = by_reason.get(key, 0) + n
+    counters = [s for s in stages if TOKENS_COUNTED in s.metrics]
+    pii: dict[str, int] = {}
+    for s in stages:
+        for key, n in s.metrics.items():
+            if key.startswith(PII_REDACTED_PREFIX):
+                kind = key[len(PII_REDACTED_PREFIX):]
+                pii[kind] = pii.get(kind, 0) + int(n)
     return RunSummary(
+        tokens_read=int(counters[0].metrics[TOKENS_COUNTED]) if counters else None,
+        tokens_read_stage=counters[0].stage if counters else None,
+        tokens_written=(sum(int(s.metrics.get(TOKENS_WRITTEN, 0)) for s in stages)
+                        if any(TOKENS_WRITTEN in s.metrics for s in stages) else None),
+        pii_redacted=pii,
         stages=stages, documents_read=read, documents_written=written,
         documents_dropped=sum(s.dropped_total for s in stages),
         documents_quarantined=quarantined, dropped_by_reason=by_reason, output=output,
-        written_source=source,
+        written_source=source, documents_skipped=skipped, skipped_by_kind=by_kind,
     )

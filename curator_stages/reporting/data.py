@@ -93,6 +93,15 @@ class RunReportData:
     dropped_examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     wall_time_s: float | None = None
     run_info: dict[str, str] = field(default_factory=dict)
+    #: Records a reader set aside as not documents (WARC requests, images), by kind.
+    documents_skipped: int = 0
+    skipped_by_kind: dict[str, int] = field(default_factory=dict)
+    #: (stage, documents it passed on, their tokens) for the run's first token counter.
+    tokens_read: tuple[str, int, int] | None = None
+    #: Tokens of the documents written (the writers' ``tokens_written``).
+    tokens_written: int | None = None
+    #: Personal data replaced, by kind (``email``, ``ip``, ``phone``).
+    pii_redacted: dict[str, int] = field(default_factory=dict)
 
     @property
     def funnel(self) -> list[StageRow]:
@@ -106,6 +115,8 @@ class RunReportData:
             "documents_written": self.documents_written,
             "documents_dropped": self.documents_dropped,
             "documents_quarantined": self.documents_quarantined,
+            "documents_skipped": self.documents_skipped,
+            "skipped_by_kind": self.skipped_by_kind,
             "stages": [{"stage": r.stage, "mode": r.mode, "documents_in": r.documents_in,
                         "documents_out": r.documents_out, "dropped": r.dropped,
                         "quarantined": r.quarantined, "removed": r.removed, "files": r.files,
@@ -118,6 +129,10 @@ class RunReportData:
             "duplicates": [{"stage": s, "reason": r, "documents": n}
                            for (s, r), n in self.duplicates.items()],
             "wall_time_s": self.wall_time_s,
+            "tokens_read": (None if self.tokens_read is None else
+                            dict(zip(("stage", "documents", "tokens"), self.tokens_read))),
+            "tokens_written": self.tokens_written,
+            "pii_redacted": self.pii_redacted,
         }
 
 
@@ -365,4 +380,17 @@ def build_report_data(summary: RunSummary | dict[str, Any],
         dropped_examples=dropped_examples(d_dirs) if d_dirs else {},
         wall_time_s=summary.wall_time_s,
         run_info={"output": summary.output} if summary.output else {},
+        documents_skipped=summary.documents_skipped, skipped_by_kind=summary.skipped_by_kind,
+        tokens_read=_tokens_read(summary),
+        tokens_written=summary.tokens_written,
+        pii_redacted=dict(summary.pii_redacted),
     )
+
+
+def _tokens_read(summary: RunSummary) -> tuple[str, int, int] | None:
+    """(stage, documents out, tokens) of the first token counter, from the summary."""
+    if summary.tokens_read is None:
+        return None
+    stage = next((s for s in summary.stages if s.stage == summary.tokens_read_stage), None)
+    return (str(summary.tokens_read_stage), stage.items_out if stage else 0,
+            int(summary.tokens_read))

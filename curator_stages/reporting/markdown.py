@@ -13,6 +13,10 @@ def _pct(part: float, whole: float) -> str:
     return f"{100.0 * part / whole:.1f}%" if whole else "-"
 
 
+def _per(part: float, whole: float) -> str:
+    return f"{part / whole:,.1f}" if whole else "-"
+
+
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ").replace("\r", " ")
 
@@ -24,8 +28,8 @@ def _table(headers: list[str], rows: list[list[object]]) -> list[str]:
 
 
 def render_report_markdown(data: RunReportData, funnel_image: str | None = "funnel.png") -> str:
-    """The whole report: totals and accounting, the stage table and funnel, drops, quarantine,
-    languages, duplicates and examples of dropped documents."""
+    """The whole report: totals and accounting, tokens, PII redacted, the stage table and
+    funnel, drops, quarantine, languages, duplicates and examples of dropped documents."""
     lines: list[str] = [f"# Run report: {data.title}", ""]
     if data.run_info:
         lines += [f"- {k}: {v}" for k, v in data.run_info.items()] + [""]
@@ -38,12 +42,43 @@ def render_report_markdown(data: RunReportData, funnel_image: str | None = "funn
         ["dropped", _fmt_int(data.documents_dropped), _pct(data.documents_dropped, read)],
         ["quarantined", _fmt_int(data.documents_quarantined),
          _pct(data.documents_quarantined, read)],
+        *([["skipped (not documents)", _fmt_int(data.documents_skipped),
+            _pct(data.documents_skipped, read)]] if data.documents_skipped else []),
     ])
-    balance = data.documents_written + data.documents_dropped + data.documents_quarantined
+    balance = (data.documents_written + data.documents_dropped + data.documents_quarantined
+               + data.documents_skipped)
     verdict = "holds" if balance == read else f"does NOT hold (difference {read - balance:+,})"
-    lines += [f"Accounting: read = written + dropped + quarantined "
+    skipped = f" + {data.documents_skipped:,}" if data.documents_skipped else ""
+    lines += [f"Accounting: read = written + dropped + quarantined"
+              f"{' + skipped' if data.documents_skipped else ''} "
               f"({read:,} = {data.documents_written:,} + {data.documents_dropped:,} + "
-              f"{data.documents_quarantined:,}) {verdict}.", ""]
+              f"{data.documents_quarantined:,}{skipped}) {verdict}.", ""]
+    if data.skipped_by_kind:
+        lines += ["Skipped records by kind (read, not documents, not errors):", ""]
+        lines += _table(["kind", "records"], [[k, _fmt_int(n)] for k, n in
+                                             sorted(data.skipped_by_kind.items())])
+
+    lines += ["## Tokens", ""]
+    if data.tokens_read is not None or data.tokens_written is not None:
+        rows = []
+        if data.tokens_read is not None:
+            stage, docs, tokens = data.tokens_read
+            rows.append([f"counted at {stage} (the first token counter)", _fmt_int(docs),
+                         _fmt_int(tokens), _per(tokens, docs)])
+        if data.tokens_written is not None:
+            rows.append(["written", _fmt_int(data.documents_written),
+                         _fmt_int(data.tokens_written),
+                         _per(data.tokens_written, data.documents_written)])
+        lines += _table(["", "documents", "tokens", "tokens per document"], rows)
+    else:
+        lines += ["No token counter in this run.", ""]
+
+    lines += ["## PII redacted", ""]
+    if data.pii_redacted:
+        lines += _table(["kind", "replacements"],
+                        [[kind, _fmt_int(n)] for kind, n in sorted(data.pii_redacted.items())])
+    else:
+        lines += ["Nothing was redacted (no PII stage in this run, or no match).", ""]
 
     lines += ["## Stages", ""]
     if funnel_image:

@@ -1,4 +1,5 @@
-"""Heuristic quality filters: Gopher quality and repetition rules, C4 document rules.
+"""Heuristic quality filters: Gopher quality and repetition rules, C4 document rules, FineWeb's
+extra rules.
 
 Rules are frozen dataclasses (thresholds are fields); :class:`HeuristicFilter` runs a list of
 them on whole batches with shared intermediate features.
@@ -13,6 +14,8 @@ from curator_stages.text.filters.filter_stage import (
     c4_quality_rules,
     default_quality,
     default_quality_rules,
+    fineweb_quality,
+    fineweb_quality_rules,
     gopher_quality,
     gopher_quality_rules,
     gopher_repetition,
@@ -35,12 +38,16 @@ from curator_stages.text.filters.rules import (
     AlphabeticWordsRule,
     BulletLinesRule,
     CurlyBracketRule,
+    DuplicateLineCharRule,
     EllipsisLinesRule,
+    LinePunctuationRule,
+    ListRatioRule,
     LoremIpsumRule,
     MeanWordLengthRule,
     NonAlphaNumericRule,
     Rule,
     SentenceCountRule,
+    ShortLineRule,
     StopWordsRule,
     SymbolWordRatioRule,
     UrlRatioRule,
@@ -52,10 +59,13 @@ __all__ = [
     "UNSEGMENTED_LANGUAGES",
     "AlphabeticWordsRule", "BulletLinesRule", "CurlyBracketRule", "DuplicateLineCharFractionRule",
     "DuplicateLineFractionRule", "DuplicateNGramRule", "DuplicateParagraphCharFractionRule",
-    "DuplicateParagraphFractionRule", "EllipsisLinesRule", "HeuristicFilter", "LoremIpsumRule",
-    "MeanWordLengthRule", "NonAlphaNumericRule", "Rule", "SentenceCountRule", "StopWordsRule",
+    "DuplicateParagraphFractionRule", "DuplicateLineCharRule", "EllipsisLinesRule",
+    "HeuristicFilter", "LinePunctuationRule", "ListRatioRule", "LoremIpsumRule",
+    "MeanWordLengthRule", "NonAlphaNumericRule", "Rule", "SentenceCountRule", "ShortLineRule",
+    "StopWordsRule",
     "SymbolWordRatioRule", "TextFeatures", "TopNGramRule", "UrlRatioRule", "WordCountRule",
     "c4_quality", "c4_quality_rules", "default_quality", "default_quality_rules",
+    "fineweb_quality", "fineweb_quality_rules",
     "duplicate_ngram_rules", "gopher_quality", "gopher_quality_rules", "gopher_repetition",
     "gopher_repetition_rules", "top_ngram_rules",
 ]

@@ -301,6 +301,12 @@ class TextFeatures:
         return self.flat_lines_stripped.filter(pa.array(self._line_nonblank))
 
     @cached_property
+    def raw_lines(self) -> pa.Array:
+        """The same non-blank lines as :attr:`lines`, as written (not stripped): FineWeb's rules
+        measure line lengths and endings on these."""
+        return pc.list_flatten(self._lines).filter(pa.array(self._line_nonblank))
+
+    @cached_property
     def line_parent(self) -> np.ndarray:
         return self._line_parent_all[self._line_nonblank]
 

@@ -39,12 +39,16 @@ from curator_stages.text.filters.rules import (
     AlphabeticWordsRule,
     BulletLinesRule,
     CurlyBracketRule,
+    DuplicateLineCharRule,
     EllipsisLinesRule,
+    LinePunctuationRule,
+    ListRatioRule,
     LoremIpsumRule,
     MeanWordLengthRule,
     NonAlphaNumericRule,
     Rule,
     SentenceCountRule,
+    ShortLineRule,
     StopWordsRule,
     SymbolWordRatioRule,
     UrlRatioRule,
@@ -323,6 +327,12 @@ def c4_quality_rules() -> list[Rule]:
     ]
 
 
+def fineweb_quality_rules() -> list[Rule]:
+    """FineWeb's extra rules with its published defaults: line punctuation, short lines,
+    duplicated-line characters, list ratio (run after the Gopher and C4 rules, as FineWeb did)."""
+    return [LinePunctuationRule(), ShortLineRule(), DuplicateLineCharRule(), ListRatioRule()]
+
+
 def default_quality_rules() -> list[Rule]:
     """Gopher quality + Gopher repetition + C4 document rules, in that order of precedence."""
     return [*gopher_quality_rules(), *gopher_repetition_rules(), *c4_quality_rules()]
@@ -341,6 +351,11 @@ def gopher_repetition(**kwargs: Any) -> HeuristicFilter:
 def c4_quality(**kwargs: Any) -> HeuristicFilter:
     """A :class:`HeuristicFilter` with the C4 document rules and URL/non-alphanumeric ratios."""
     return HeuristicFilter(c4_quality_rules(), **{"name": "c4_quality", **kwargs})
+
+
+def fineweb_quality(**kwargs: Any) -> HeuristicFilter:
+    """A :class:`HeuristicFilter` with FineWeb's extra rules."""
+    return HeuristicFilter(fineweb_quality_rules(), **{"name": "fineweb_quality", **kwargs})
 
 
 def default_quality(**kwargs: Any) -> HeuristicFilter:

@@ -46,13 +46,13 @@ from curator_stages.text.filters.features import (
     segment_max,
     segment_sum,
 )
-from curator_stages.text.filters.rules import Rule
+from curator_stages.text.filters.base import Rule
 
 _DEFAULT_TOP_NGRAMS = ((2, 0.20), (3, 0.18), (4, 0.16))
 _DEFAULT_DUP_NGRAMS = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
 
 
-def _duplicates(elements: pa.Array, parent: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def duplicates(elements: pa.Array, parent: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(duplicate elements, duplicate characters) per document."""
     if len(elements) == 0:
         return np.zeros(n), np.zeros(n)
@@ -69,14 +69,14 @@ def _duplicates(elements: pa.Array, parent: np.ndarray, n: int) -> tuple[np.ndar
 def _line_duplicates(f: TextFeatures) -> tuple[np.ndarray, np.ndarray]:
     cache = f.__dict__
     if "_dup_lines" not in cache:
-        cache["_dup_lines"] = _duplicates(f.lines, f.line_parent, f.n)
+        cache["_dup_lines"] = duplicates(f.lines, f.line_parent, f.n)
     return cache["_dup_lines"]
 
 
 def _paragraph_duplicates(f: TextFeatures) -> tuple[np.ndarray, np.ndarray]:
     cache = f.__dict__
     if "_dup_paras" not in cache:
-        cache["_dup_paras"] = _duplicates(f.paragraphs, f.paragraph_parent, f.n)
+        cache["_dup_paras"] = duplicates(f.paragraphs, f.paragraph_parent, f.n)
     return cache["_dup_paras"]
 
 

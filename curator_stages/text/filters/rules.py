@@ -1,9 +1,9 @@
-"""Document-level quality rules under one import path: the rule base, Gopher and C4 rules.
+"""Document-level quality rules under one import path: the rule base, Gopher, C4 and FineWeb rules.
 
-Why this module: rules are written in three modules of one job each (:mod:`.base` the contract
+Why this module: rules are written in modules of one job each (:mod:`.base` the contract
 every rule keeps, :mod:`.gopher` the Gopher quality rules, :mod:`.c4` the C4 document rules with
-NeMo Curator's URL and symbol ratios), and the repetition rules in :mod:`.repetition`. Code and
-user pipelines import rules from here.
+NeMo Curator's URL and symbol ratios, :mod:`.fineweb` FineWeb's extra rules), and the repetition
+rules in :mod:`.repetition`. Code and user pipelines import rules from here.
 """
 
 from curator_stages.text.filters.base import Rule
@@ -15,6 +15,13 @@ from curator_stages.text.filters.c4 import (
     NonAlphaNumericRule,
     SentenceCountRule,
     UrlRatioRule,
+)
+from curator_stages.text.filters.fineweb import (
+    SENTENCE_TERMINALS,
+    DuplicateLineCharRule,
+    LinePunctuationRule,
+    ListRatioRule,
+    ShortLineRule,
 )
 from curator_stages.text.filters.gopher import (
     GOPHER_STOP_WORDS,
@@ -30,8 +37,10 @@ from curator_stages.text.filters.gopher import (
 )
 
 __all__ = [
-    "GOPHER_STOP_WORDS", "SENTENCE_END_REGEX", "STOP_WORDS", "UNSEGMENTED_LANGUAGES", "URL_REGEX",
-    "AlphabeticWordsRule", "BulletLinesRule", "CurlyBracketRule", "EllipsisLinesRule",
-    "LoremIpsumRule", "MeanWordLengthRule", "NonAlphaNumericRule", "Rule", "SentenceCountRule",
+    "GOPHER_STOP_WORDS", "SENTENCE_END_REGEX", "SENTENCE_TERMINALS", "STOP_WORDS",
+    "UNSEGMENTED_LANGUAGES", "URL_REGEX",
+    "AlphabeticWordsRule", "BulletLinesRule", "CurlyBracketRule", "DuplicateLineCharRule",
+    "EllipsisLinesRule", "LinePunctuationRule", "ListRatioRule", "LoremIpsumRule",
+    "MeanWordLengthRule", "NonAlphaNumericRule", "Rule", "SentenceCountRule", "ShortLineRule",
     "StopWordsRule", "SymbolWordRatioRule", "UrlRatioRule", "WordCountRule",
 ]
