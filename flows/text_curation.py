@@ -28,7 +28,7 @@ from prefect import flow  # noqa: E402
 from pydantic import Field as F  # noqa: E402
 from pydantic import field_validator  # noqa: E402
 
-from curator_stages.io import JSONL_EXTENSIONS  # noqa: E402
+from curator_stages.io.input_check import JSONL, PARQUET, extensions  # noqa: E402
 from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
 from curator_stages.orchestration.curation_run import CurationFlowSpec, run_curation  # noqa: E402
 from curator_stages.orchestration.flow_cli import flow_main  # noqa: E402
@@ -44,9 +44,11 @@ MODELS_INSTALL = 'pip install -e ".[models]"'
 class TextCurationParams(CurationParams):
     """Parameters of the text curation flow (the Prefect UI shows them as a form)."""
 
-    input_extensions, input_root = JSONL_EXTENSIONS, REPO_ROOT
+    input_formats = (JSONL, PARQUET)
+    input_extensions, input_root = extensions(input_formats), REPO_ROOT
     ordered = (("min_words", "max_words"), ("min_mean_word_length", "max_mean_word_length"))
-    input: str = F("data/sample", min_length=1, description="JSONL file, directory or glob")
+    input: str = F("data/sample", min_length=1, description="JSONL or Parquet file, directory "
+                   "or glob (a directory takes .jsonl/.ndjson[.gz|.zst] or .parquet files)")
     output: str = F("output/text_curation", min_length=1, description="Output directory: "
                     "data/, quarantine/, dropped/, run_summary.json, report.md")
     output_format: Literal["parquet", "jsonl"] = F("parquet", description="Output file format")
@@ -97,6 +99,15 @@ class TextCurationParams(CurationParams):
     fuse_cheap_stages: bool = F(True, description="One stage task for read+normalise+language "
                                 "id, and the writer in the last stage task (fewer checkpoints)")
 
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: list[str] | None) -> list[str] | None:
+        # A code the model never gives would drop every document: refuse it before any work.
+        from curator_stages.text.language import check_language_codes
+
+        check_language_codes(value)
+        return value
+
     @field_validator("semantic_dedup")
     @classmethod
     def _models_installed(cls, value: bool) -> bool:
@@ -115,7 +126,7 @@ resolved_files = TextCurationParams.input_files  # the files the flow's reader r
 
 def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     """The execution stages, grouped into stage tasks (a group = one checkpoint)."""
-    from curator_stages.io import JsonlReader, JsonlWriter, ParquetWriter
+    from curator_stages.io import JsonlReader, JsonlWriter, ParquetReader, ParquetWriter
     from curator_stages.text import (HeuristicFilter, TextNormalizer, c4_quality_rules,
                                      gopher_repetition_rules)
     from curator_stages.text import dedup, filters as f
@@ -130,8 +141,10 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
              *(c4_quality_rules() if p.c4_filters else [])]
     # Language id first: the filter judges each document in its language; the filter has its
     # own checkpoint, so re-tuning a threshold reuses the costly language-id output.
-    reader = JsonlReader(p.input, text_field=p.text_field, id_field=p.id_field,
-                         files_per_group=p.files_per_group)
+    read_as = ParquetReader if p.input_format == PARQUET else JsonlReader
+    reader = read_as(p.input, text_field=p.text_field, id_field=p.id_field,
+                     files_per_group=p.files_per_group,
+                     file_extensions=extensions((p.input_format or JSONL,)))
     front = [*reader.decompose(), TextNormalizer(text_field=p.text_field)]
     if p.language_id:
         from curator_stages.text.language import LanguageIdentifier

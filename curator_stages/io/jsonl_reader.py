@@ -43,6 +43,7 @@ from curator_stages.io.quarantine import (
     make_record,
     write_quarantine,
 )
+from curator_stages.io.input_check import FORMAT_EXTENSIONS, JSONL
 from curator_stages.stage import CompositeStage, ProcessingStage, record_metrics
 from curator_stages.tasks import DOCUMENTS_QUARANTINED, DOCUMENTS_READ, DocumentBatch, FileGroupTask
 
@@ -50,8 +51,8 @@ from curator_stages.tasks import DOCUMENTS_QUARANTINED, DOCUMENTS_READ, Document
 #: valid UTF-8 can give Python a string Arrow cannot hold. Lines without one skip the check.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
-JSONL_EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd", ".json", ".json.gz",
-                    ".json.zst", ".ndjson", ".ndjson.gz", ".ndjson.zst")
+#: What a directory or glob input takes (``.json`` is one JSON document, not JSON Lines).
+JSONL_EXTENSIONS = FORMAT_EXTENSIONS[JSONL]
 
 
 class FileReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):

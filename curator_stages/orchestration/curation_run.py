@@ -87,6 +87,8 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
                 resolve_driver(params.driver, params.ray_address))
     if len(files) == 1:
         logger.info(SINGLE_FILE_NOTE)
+    if listing is not None and listing.skipped:
+        logger.warning(skipped_note(listing.skipped, params))
     seed = DatasetRef.seed(input_fingerprint(listing if listing is not None else [],
                                              extra=spec.fingerprint_extra,
                                              verify=params.verify_input))
@@ -120,6 +122,16 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
                                   dropped_hint=spec.dropped_hint)
         logger.info("report: %s", report)
     return summary.to_dict()
+
+
+def skipped_note(skipped: Any, params: CurationParams) -> str:
+    """The line that names the files a directory or glob input held and the run does not read."""
+    from curator_stages.io.input_check import describe
+
+    names = [os.path.basename(p) for p in skipped]
+    takes = describe(params.input_formats) if params.input_formats else "its reader's files"
+    return (f"input: skipped {len(names)} file(s) that are not {takes}: "
+            f"{', '.join(names[:10])}{', ...' if len(names) > 10 else ''}")
 
 
 def written_outputs(final: Any) -> list[str]:

@@ -16,7 +16,8 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-from curator_stages.orchestration.curation_run import SINGLE_FILE_NOTE, CurationFlowSpec, plan_for
+from curator_stages.orchestration.curation_run import (SINGLE_FILE_NOTE, CurationFlowSpec,
+                                                      plan_for, skipped_note)
 from curator_stages.orchestration.params import parse_params
 
 PLAN_FORMATS = ("text", "markdown", "json")
@@ -38,8 +39,12 @@ def plan_main(spec: CurationFlowSpec[Any], argv: Sequence[str], prog: str) -> in
         print(f"plan: {exc}", file=sys.stderr)
         return 2
     emit_plan(plan, known.plan_format)
-    if known.plan_format == "text" and len(params.input_files(params.input)) == 1:
-        print(f"note: {SINGLE_FILE_NOTE}")
+    if known.plan_format == "text":
+        listing = params.input_listing(params.input)
+        if listing is not None and len(listing) == 1:
+            print(f"note: {SINGLE_FILE_NOTE}")
+        if listing is not None and listing.skipped:
+            print(f"note: {skipped_note(listing.skipped, params)}")
     return 0
 
 
