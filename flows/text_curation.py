@@ -67,6 +67,9 @@ class TextCurationParams(CurationParams):
                             "language (en de fr es it pt nl ru zh ja; others pass; 0: off)")
     repetition_filters: bool = F(True, description="Gopher repetition rules (lines, n-grams)")
     c4_filters: bool = F(True, description="C4 rules (lorem ipsum, {, sentences, URL ratio...)")
+    c4_min_sentences: int = F(3, ge=0, le=10_000, description="C4: minimum sentences (runs of "
+                              ". ! ? and CJK marks) per document; lower it for short texts "
+                              "(0: off)")
     # --- language id
     language_id: bool = F(True, description="Label languages with fastText lid.176")
     languages: list[str] | None = F(None, description="Language codes to keep (default: all)")
@@ -127,8 +130,7 @@ resolved_files = TextCurationParams.input_files  # the files the flow's reader r
 def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     """The execution stages, grouped into stage tasks (a group = one checkpoint)."""
     from curator_stages.io import JsonlReader, JsonlWriter, ParquetReader, ParquetWriter
-    from curator_stages.text import (HeuristicFilter, TextNormalizer, c4_quality_rules,
-                                     gopher_repetition_rules)
+    from curator_stages.text import HeuristicFilter, TextNormalizer, gopher_repetition_rules
     from curator_stages.text import dedup, filters as f
 
     rules = [f.WordCountRule(min_words=p.min_words, max_words=p.max_words),
@@ -138,7 +140,7 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
              f.EllipsisLinesRule(), f.AlphabeticWordsRule(min_ratio=p.min_alpha_word_ratio),
              *([f.StopWordsRule(min_count=p.min_stop_words)] if p.min_stop_words > 0 else []),
              *(gopher_repetition_rules() if p.repetition_filters else []),
-             *(c4_quality_rules() if p.c4_filters else [])]
+             *(_c4_rules(p.c4_min_sentences) if p.c4_filters else [])]
     # Language id first: the filter judges each document in its language; the filter has its
     # own checkpoint, so re-tuning a threshold reuses the costly language-id output.
     read_as = ParquetReader if p.input_format == PARQUET else JsonlReader
@@ -183,11 +185,53 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     return groups
 
 
+def _c4_rules(min_sentences: int) -> list[Any]:
+    """The C4 document rules with the sentence minimum of ``min_sentences`` (0: left out)."""
+    from curator_stages.text import c4_quality_rules
+    from curator_stages.text.filters import SentenceCountRule
+
+    return [SentenceCountRule(min_sentences=min_sentences) if isinstance(r, SentenceCountRule)
+            else r for r in c4_quality_rules()
+            if min_sentences or not isinstance(r, SentenceCountRule)]
+
+
+#: Every drop and quarantine reason of this flow and the flag that changes it (the report,
+#: ``--help`` and the error of a run that keeps nothing print them).
+RULE_FLAGS = {
+    "gopher_word_count": "--min-words / --max-words",
+    "gopher_mean_word_length": "--min-mean-word-length / --max-mean-word-length",
+    "gopher_symbol_word_ratio": "--max-symbol-word-ratio",
+    "gopher_bullet_lines": "not configurable",
+    "gopher_ellipsis_lines": "not configurable",
+    "gopher_alphabetic_words": "--min-alpha-word-ratio",
+    "gopher_stop_words": "--min-stop-words (0: off)",
+    "gopher_dup_*": "--no-repetition-filters",
+    "gopher_top_*": "--no-repetition-filters",
+    "c4_sentence_count": "--c4-min-sentences (0: off)",
+    "c4_lorem_ipsum": "--no-c4-filters",
+    "c4_curly_bracket": "--no-c4-filters",
+    "url_ratio": "--no-c4-filters",
+    "non_alphanumeric_ratio": "--no-c4-filters",
+    "language": "--languages / --min-language-score / --no-language-id",
+    "exact_duplicate": "--no-exact-dedup",
+    "fuzzy_duplicate": "--fuzzy-threshold / --no-fuzzy-dedup",
+    "semantic_duplicate": "--semantic-threshold / --no-semantic-dedup",
+    "missing text field*": "--text-field",
+    "text field*": "--text-field",
+    "id field*": "--id-field",
+    "duplicate_id*": "--id-field",
+    "invalid JSON": "not configurable (the input is not JSON Lines)",
+    "invalid UTF-8": "not configurable (fix the input)",
+    "not a JSON object": "not configurable (fix the input)",
+}
+
+
 SPEC = CurationFlowSpec(
     FLOW_NAME, "Text curation", TextCurationParams, build_stage_groups,
     runtime_env=lambda p: {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
     dropped_hint="run the flow with --write-dropped to keep them all, or "
-                 "--dropped-examples-per-rule N to keep N per rule")
+                 "--dropped-examples-per-rule N to keep N per rule",
+    rule_flags=RULE_FLAGS)
 
 
 @flow(name=FLOW_NAME, task_runner=SessionRayTaskRunner(),

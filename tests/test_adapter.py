@@ -244,6 +244,7 @@ def test_unschedulable_stage_fails_fast(ray_cluster, resources, asked):
     assert "'too_big'" in msg and asked in msg and "2 CPUs, 0 GPUs" in msg
 
 
+@pytest.mark.slow
 def test_gpu_actor_sees_logical_gpu_in_own_cluster():
     """A separate Ray with one logical GPU; also checks the executor stops a Ray it started."""
     proc = subprocess.run([sys.executable, str(SCRIPTS / "gpu_probe.py")],

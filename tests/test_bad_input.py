@@ -120,6 +120,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     (["--fuzzy-num-perm", "100000"], "--fuzzy-num-perm"),
     (["--input", "/definitely/not/here/*.jsonl"], "--input"),
 ])
+@pytest.mark.slow
 def test_cli_refuses_wrong_types_and_bounds_naming_the_flag(tmp_path, args, flag):
     res = subprocess.run([sys.executable, str(FLOW_SCRIPT), *args,
                           "--output", str(tmp_path / "o"), "--work-dir", str(tmp_path / "w")],

@@ -159,6 +159,7 @@ def test_stage_progress_says_when_a_stage_task_starts():
     assert len(lines) == 2
 
 
+@pytest.mark.slow
 def test_cli_help_and_bad_values_exit_2_before_ray(tmp_path):
     env = clean_env(tmp_path)
     res = subprocess.run([sys.executable, str(FLOW_SCRIPT), "--help"], env=env,
@@ -178,6 +179,7 @@ def test_cli_help_and_bad_values_exit_2_before_ray(tmp_path):
         assert "Traceback" not in res.stderr and "Ray" not in res.stderr + res.stdout
 
 
+@pytest.mark.slow
 def test_local_run_without_prefect_server(tmp_path):
     """`python flows/text_curation.py` on a temporary API: stage tasks run in Ray workers and
     report to the flow's API (no per-worker servers), and the console stays clean."""

@@ -51,6 +51,19 @@ class CurationFlowSpec(Generic[P]):
     dropped_hint: str | None = None
     #: Write report.md and funnel.png (a ``write_report`` parameter can still turn it off).
     report: bool = True
+    #: {drop or quarantine reason: the flag that changes it, or "not configurable"}; a key
+    #: ending in ``*`` matches reasons that start with it. The report, ``--help`` and the
+    #: error of a run that kept nothing name them.
+    rule_flags: dict[str, str] = field(default_factory=dict)
+
+    def flag_for(self, reason: str) -> str | None:
+        """The flag that changes ``reason`` (a rule name or a quarantine reason), or None."""
+        if reason in self.rule_flags:
+            return self.rule_flags[reason]
+        for key, flag in self.rule_flags.items():
+            if key.endswith("*") and reason.startswith(key[:-1]):
+                return flag
+        return None
 
     def stage_task_names(self, params: P) -> list[list[str]]:
         return [[s.stage_name for s in g] for g in self.build_stage_groups(params)]
@@ -114,7 +127,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
             result.records[-1] = again.records[-1]
         _prune(spec, result.final, params.output, logger)
         summary = finish_run(result, params.output, spec.title, f"{spec.name}-summary",
-                             started=started)
+                             started=started, flag_for=spec.flag_for)
     if spec.report and getattr(params, "write_report", True):
         from curator_stages.reporting import write_run_report
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from prefect.logging import get_run_logger
 
@@ -123,9 +123,12 @@ def documents_written(ref: DatasetRef, names: Sequence[str]) -> int | None:
 
 
 def finish_run(result: GroupsResult, output: str, title: str, artifact_key: str,
-               started: float | None = None) -> RunSummary:
+               started: float | None = None,
+               flag_for: Callable[[str], str | None] | None = None) -> RunSummary:
     """Write ``run_summary.json`` into ``output``, publish the summary artifacts, then fail the
-    run (``AccountingError``) if read != written + dropped + quarantined."""
+    run (``AccountingError``) if read != written + dropped + quarantined, and
+    (``NothingKeptError``, naming the main reason and ``flag_for(reason)``) if it kept no
+    document."""
     final = result.final
     summary = summarise(final.stats, final_documents=final.num_documents, output=output)
     summary.stage_tasks = result.records
@@ -135,4 +138,19 @@ def finish_run(result: GroupsResult, output: str, title: str, artifact_key: str,
     publish_run_summary(summary, artifact_key, title)
     get_run_logger().info("accounting: %s", summary.identity_text())
     summary.check()
+    if not summary.documents_written:
+        summary.check_kept(_quarantine_reasons(final), flag_for)
     return summary
+
+
+def _quarantine_reasons(final: DatasetRef) -> dict[str, int]:
+    """{reason: records} over the quarantine files the run's writer listed."""
+    from curator_stages.io.quarantine import read_quarantine
+    from curator_stages.orchestration.run_summary import reason_counts
+
+    records: list[dict[str, Any]] = []
+    for task in ckpt.read_tasks(final.path):
+        for path in task._metadata.get("quarantine_files", []):
+            records.extend(read_quarantine(path))
+        records.extend(task._metadata.get("quarantine", []))
+    return reason_counts(records)
