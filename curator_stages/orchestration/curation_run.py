@@ -78,7 +78,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
     from curator_stages.io.listing import list_run_input
     from curator_stages.orchestration.fingerprint import input_fingerprint
     from curator_stages.orchestration.pipeline_run import (
-        StageTaskOptions, finish_run, run_stage_groups,
+        StageTaskOptions, check_kept, finish_run, run_stage_groups,
     )
     from curator_stages.orchestration.ray_session import RaySession
     from curator_stages.orchestration.work_dir_lock import work_dir_lock
@@ -125,14 +125,15 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
                                      ignore_head_node=params.ignore_head_node)
             result.refs[-1] = again.final
             result.records[-1] = again.records[-1]
+        check_kept(result, spec.flag_for, params.output)  # before anything is pruned
         _prune(spec, result.final, params.output, logger)
         summary = finish_run(result, params.output, spec.title, f"{spec.name}-summary",
-                             started=started, flag_for=spec.flag_for)
+                             started=started)
     if spec.report and getattr(params, "write_report", True):
         from curator_stages.reporting import write_run_report
 
         report = write_run_report(params.output, summary.to_dict(), plan=plan, title=spec.title,
-                                  dropped_hint=spec.dropped_hint)
+                                  dropped_hint=spec.dropped_hint, rule_flags=spec.rule_flags)
         logger.info("report: %s", report)
     return summary.to_dict()
 

@@ -123,12 +123,9 @@ def documents_written(ref: DatasetRef, names: Sequence[str]) -> int | None:
 
 
 def finish_run(result: GroupsResult, output: str, title: str, artifact_key: str,
-               started: float | None = None,
-               flag_for: Callable[[str], str | None] | None = None) -> RunSummary:
+               started: float | None = None) -> RunSummary:
     """Write ``run_summary.json`` into ``output``, publish the summary artifacts, then fail the
-    run (``AccountingError``) if read != written + dropped + quarantined, and
-    (``NothingKeptError``, naming the main reason and ``flag_for(reason)``) if it kept no
-    document."""
+    run (``AccountingError``) if read != written + dropped + quarantined."""
     final = result.final
     summary = summarise(final.stats, final_documents=final.num_documents, output=output)
     summary.stage_tasks = result.records
@@ -138,9 +135,18 @@ def finish_run(result: GroupsResult, output: str, title: str, artifact_key: str,
     publish_run_summary(summary, artifact_key, title)
     get_run_logger().info("accounting: %s", summary.identity_text())
     summary.check()
+    return summary
+
+
+def check_kept(result: GroupsResult, flag_for: Callable[[str], str | None] | None = None,
+               output: str | None = None) -> None:
+    """Fail a run that kept no document (``NothingKeptError``), naming the reason that removed
+    most and the flag that changes it. Called before the run publishes or prunes anything: an
+    empty output is a mistake to report, never a result to replace a good one with."""
+    final = result.final
+    summary = summarise(final.stats, final_documents=final.num_documents, output=output)
     if not summary.documents_written:
         summary.check_kept(_quarantine_reasons(final), flag_for)
-    return summary
 
 
 def _quarantine_reasons(final: DatasetRef) -> dict[str, int]:

@@ -83,6 +83,8 @@ class RunReportData:
     stages: list[StageRow]
     drops_by_rule: dict[tuple[str, str], int]
     dropped_hint: str = LIBRARY_DROPPED_HINT
+    #: {drop or quarantine reason: the flag that changes it} (empty: the report has no column).
+    rule_flags: dict[str, str] = field(default_factory=dict)
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
     quarantine_examples: list[str] = field(default_factory=list)
     language_mix: dict[str, int] = field(default_factory=dict)
@@ -344,7 +346,7 @@ def build_report_data(summary: RunSummary | dict[str, Any],
         documents_dropped=summary.documents_dropped,
         documents_quarantined=summary.documents_quarantined,
         stages=rows, drops_by_rule=dict(sorted(drops.items(), key=lambda kv: -kv[1])),
-        dropped_hint=context.dropped_hint,
+        dropped_hint=context.dropped_hint, rule_flags=context.rule_flags,
         quarantine_by_reason=q_by_reason, quarantine_examples=q_examples,
         language_mix=language_mix(data_dir) if data_dir is not None else {},
         duplicates=duplicates,
