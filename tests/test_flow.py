@@ -154,9 +154,34 @@ def test_stage_progress_says_when_a_stage_task_starts():
     progress = StageProgress(["read", "filter"], lines.append, every_s=5)
     assert progress.start(3000, 4) == ("stages read+filter: started on 3000 documents in 4 "
                                        "tasks; progress every 5s once output arrives")
-    assert StageProgress(["partition"], lines.append).start(0, 1).startswith(
-        "stages partition: started on the input files;")
-    assert len(lines) == 2
+    assert StageProgress(["partition"], lines.append, listing=["partition"]).start(
+        0, 1).startswith("stages partition: started on the input files;")
+    # A stage task after one that kept nothing does not claim to start on the input files.
+    assert StageProgress(["fuzzy_dedup"], lines.append).start(0, 4).startswith(
+        "stages fuzzy_dedup: started on no documents;")
+    assert len(lines) == 3
+
+
+def test_progress_counts_a_readers_documents_and_a_listings_file_groups():
+    """A reader's tasks are file groups: its progress is the documents it read (it said
+    "jsonl_read 1 docs (0 docs/s)" beside "text_normalizer 750 docs"), and the partitioner
+    lists file groups, not documents."""
+    from curator_stages.orchestration.run_summary import StageCounts
+    from curator_stages.orchestration.stage_progress import StageProgress
+
+    now = [0.0]
+    progress = StageProgress(["file_partitioning", "jsonl_read", "text_normalizer"],
+                             lambda line: None, clock=lambda: now[0],
+                             listing=["file_partitioning"])
+    now[0] = 10.0
+    counts = {"file_partitioning": StageCounts("file_partitioning", items_in=1, items_out=4),
+              "jsonl_read": StageCounts("jsonl_read", items_in=1,
+                                        metrics={"documents_read": 1500}),
+              "text_normalizer": StageCounts("text_normalizer", items_in=750)}
+    assert progress.update(counts) == (
+        "progress file_partitioning+jsonl_read+text_normalizer after 10s: file_partitioning "
+        "4 file group(s), jsonl_read 1,500 docs (150 docs/s), text_normalizer 750 docs "
+        "(75 docs/s)")
 
 
 @pytest.mark.slow

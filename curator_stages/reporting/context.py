@@ -57,8 +57,8 @@ class ReportContext:
                    rule_flags=dict(rule_flags or {}))
 
     def mode_of(self, stage: str) -> str | None:
-        """The stage's mode; the filter a global stage's fit returns (``<global>_filter``, as the
-        dedup stages name it) runs as part of that global stage."""
+        """The stage's mode; the filter a global stage's fit returns runs as part of that global
+        stage (the dedup stages give it their own name; ``<global>_...`` for other names)."""
         if stage in self.stage_modes:
             return self.stage_modes[stage]
         for name, mode in self.stage_modes.items():

@@ -65,10 +65,16 @@ class StageRow:
 
     @property
     def documents_per_s(self) -> float | None:
-        """Documents per second of busy time, per worker."""
-        if not self.documents_in or self.busy_s <= 0:
+        """Documents per second of busy time, per worker; None below :data:`MIN_RATE_BUSY_S`
+        of busy time (a filter that took milliseconds has no meaningful rate: dividing by a
+        timer's resolution gave millions of documents per second)."""
+        if not self.documents_in or self.busy_s < MIN_RATE_BUSY_S:
             return None
         return self.documents_in / self.busy_s
+
+
+#: Busy time below which a stage's rate is not shown (see :attr:`StageRow.documents_per_s`).
+MIN_RATE_BUSY_S = 0.5
 
 
 @dataclass
