@@ -39,13 +39,20 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                     argparse.RawDescriptionHelpFormatter):
+    """Defaults in every option's help; the epilog (tables) printed as written."""
+
+
 def build_parser(model: type[BaseModel], prog: str | None = None,
-                 description: str | None = None) -> argparse.ArgumentParser:
+                 description: str | None = None,
+                 epilog: str | None = None) -> argparse.ArgumentParser:
     """One option per field: ``--field-name``; booleans get ``--x/--no-x``; lists take several
-    values (or one comma-separated value); ``Literal`` fields list their choices."""
+    values (or one comma-separated value); ``Literal`` fields list their choices. ``epilog``
+    follows the options in ``--help`` as written."""
     parser = argparse.ArgumentParser(
-        prog=prog, description=description or (model.__doc__ or "").strip(),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog=prog, description=description or (model.__doc__ or "").strip(), epilog=epilog,
+        formatter_class=_HelpFormatter)
     for name, field in model.model_fields.items():
         annotation, optional = _unwrap_optional(field.annotation)
         help_text = (field.description or "").replace("%", "%%")
@@ -104,10 +111,10 @@ def format_validation_error(model: type[BaseModel], exc: ValidationError) -> str
 
 
 def parse_params(model: type[M], argv: Sequence[str] | None = None,
-                 prog: str | None = None) -> M:
+                 prog: str | None = None, epilog: str | None = None) -> M:
     """Parse ``argv`` into a validated ``model``; exits 2 naming the field on a bad value, in
     one line (no usage text: the line says what to fix)."""
-    parser = build_parser(model, prog=prog)
+    parser = build_parser(model, prog=prog, epilog=epilog)
     args = vars(parser.parse_args(argv))
     try:
         return model.model_validate(_coerce(model, args))
