@@ -114,3 +114,32 @@ def test_a_global_stages_filter_is_counted_under_the_stages_name():
     out = filt.run([batch])[0]
     assert filt.stage_name == "exact_dedup"
     assert out.stage_history[-1].stage_name == "exact_dedup" and out.num_items == 1
+
+
+def test_the_report_puts_the_flag_beside_every_rule(tmp_path):
+    """report.md from a summary alone (no run): each rule and quarantine reason with the flag
+    that changes it, or "not configurable"."""
+    from curator_stages.orchestration.plan_artifact import publish_plan_artifact
+    from curator_stages.plan import plan_pipeline
+    from curator_stages.reporting import write_run_report
+
+    import json
+
+    summary = _summary()
+    (tmp_path / "run_summary.json").write_text(json.dumps(summary))
+    (tmp_path / "quarantine").mkdir()
+    (tmp_path / "quarantine" / "quarantine-0.jsonl").write_text(
+        '{"file": "a.jsonl", "line": 3, "reason": "missing text field \'text\'", "raw": "{}"}\n')
+    report = write_run_report(tmp_path, summary, title="Text curation",
+                              rule_flags=flow.RULE_FLAGS, publish_artifact=False)
+    text = report.read_text()
+    assert "| quality_filter | gopher_word_count | 1,011 | 33.5% | --min-words / --max-words |" \
+        in text
+    assert "| exact_dedup | exact_duplicate | 95 | 3.1% | --no-exact-dedup |" in text
+    assert "| missing text field 'text' | 1 | --text-field |" in text
+    assert (tmp_path / "funnel.png").stat().st_size > 0
+    # Rebuilt from the output alone, the same report (the flags are kept in its context).
+    again = write_run_report(tmp_path, publish_artifact=False).read_text()
+    assert again == text
+    # Outside a flow run there is nothing to attach the plan to.
+    assert publish_plan_artifact(plan_pipeline([], cluster="1 node x 2 cpus")) is None
