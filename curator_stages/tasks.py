@@ -27,6 +27,9 @@ DROP_REASON_COLUMN = "drop_reason"
 DOCUMENTS_READ = "documents_read"
 DOCUMENTS_QUARANTINED = "documents_quarantined"
 DOCUMENTS_WRITTEN = "documents_written"
+#: Metric of a file partitioner: input files listed (a file cut into byte ranges counts once,
+#: though it makes several read tasks), so a run's tables count files, not tasks.
+FILES_LISTED = "files_listed"
 
 
 @dataclass

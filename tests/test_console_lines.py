@@ -143,3 +143,24 @@ def test_the_report_puts_the_flag_beside_every_rule(tmp_path):
     assert again == text
     # Outside a flow run there is nothing to attach the plan to.
     assert publish_plan_artifact(plan_pipeline([], cluster="1 node x 2 cpus")) is None
+
+
+def test_files_are_counted_as_files_when_one_is_read_as_byte_ranges(tmp_path):
+    """The console said 7 input files, the table "8 listed, 8 read": it counted read tasks,
+    and a large file cut into byte ranges makes several."""
+    from curator_stages.backends.local import LocalExecutor
+    from curator_stages.io import JsonlReader
+    from curator_stages.orchestration.run_summary import HistoryAggregator
+    from curator_stages.reporting.data import stage_rows
+
+    (tmp_path / "in").mkdir()
+    for name, n in (("a.jsonl", 200), ("b.jsonl", 3)):
+        (tmp_path / "in" / name).write_text("".join(f'{{"text": "line {i}"}}\n'
+                                                    for i in range(n)))
+    reader = JsonlReader(str(tmp_path / "in"), min_tasks=4, min_range_bytes=64)
+    out = LocalExecutor().execute(reader.decompose())
+    assert len(out) > 2  # a.jsonl was read as several byte ranges
+    summary = summarise(HistoryAggregator().add_tasks(out).to_dict())
+    rows = {r.stage: r for r in stage_rows(summary)}
+    assert rows["file_partitioning"].files_text == "2 listed"
+    assert rows["jsonl_read"].files_text == "2 read" and rows["jsonl_read"].documents_in == 203

@@ -19,8 +19,8 @@ from curator_stages.io.byte_ranges import BYTE_RANGE, ByteRange, split_at_lines
 from curator_stages.io.compression import infer_codec
 from curator_stages.io.filesystem import display_path, is_local, resolve
 from curator_stages.io.listing import InputListing, ListedFile, listed_file
-from curator_stages.stage import ProcessingStage
-from curator_stages.tasks import EmptyTask, FileGroupTask
+from curator_stages.stage import ProcessingStage, record_metrics
+from curator_stages.tasks import FILES_LISTED, EmptyTask, FileGroupTask
 
 #: Metadata / reader-option key holding the directory that ids are made relative to.
 INPUT_ROOT = "input_root"
@@ -352,14 +352,14 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
             why = [unsplit[p] for p in group if p in unsplit]
             if why:
                 meta[UNSPLIT_REASON] = why[0]
-            out.append(FileGroupTask(
+            out.append(record_metrics(FileGroupTask(
                 task_id=f"{task.dataset_name}-files-{index:06d}",
                 dataset_name=task.dataset_name,
                 data=list(group),
                 _metadata=meta,
                 _stage_perf=list(task._stage_perf),
                 reader_options={**self.reader_options, INPUT_ROOT: root},
-            ))
+            ), **{FILES_LISTED: len(group) if byte_range is None else int(byte_range.start == 0)}))
         return out
 
 

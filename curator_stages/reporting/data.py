@@ -20,7 +20,8 @@ from typing import Any, Iterable
 
 from curator_stages.orchestration.run_summary import RunSummary
 from curator_stages.reporting.context import LIBRARY_DROPPED_HINT, ReportContext
-from curator_stages.tasks import DOCUMENTS_QUARANTINED, DOCUMENTS_READ, DOCUMENTS_WRITTEN
+from curator_stages.tasks import (DOCUMENTS_QUARANTINED, DOCUMENTS_READ, DOCUMENTS_WRITTEN,
+                                  FILES_LISTED)
 
 #: How many characters of a dropped document's text a report shows.
 EXAMPLE_CHARS = 240
@@ -151,6 +152,8 @@ def stage_rows(summary: RunSummary, context: ReportContext | None = None) -> lis
     stages = summary.stages
     readers = [i for i, s in enumerate(stages) if DOCUMENTS_READ in s.metrics]
     first_reader = readers[0] if readers else 0
+    # Files, not read tasks: a file cut into byte ranges is one file listed and read.
+    listed = [int(s.metrics[FILES_LISTED]) for s in stages if FILES_LISTED in s.metrics]
     rows = []
     for i, s in enumerate(stages):
         files: int | None = None
@@ -159,10 +162,10 @@ def stage_rows(summary: RunSummary, context: ReportContext | None = None) -> lis
         docs_out: int | None = s.items_out
         if i < first_reader:
             docs_in = docs_out = None
-            files, role = s.items_out, "listed"
+            files, role = (sum(listed) if listed else s.items_out), "listed"
         elif DOCUMENTS_READ in s.metrics:
             docs_in = int(s.metrics[DOCUMENTS_READ])
-            files, role = s.items_in, "read"
+            files, role = (sum(listed) if listed else s.items_in), "read"
         if DOCUMENTS_WRITTEN in s.metrics:
             docs_out = int(s.metrics[DOCUMENTS_WRITTEN])
             files, role = s.items_out, "written"
