@@ -43,7 +43,7 @@ from curator_stages.io.quarantine import (
     make_record,
     write_quarantine,
 )
-from curator_stages.io.input_check import FORMAT_EXTENSIONS, JSONL
+from curator_stages.io.input_check import FORMAT_EXTENSIONS, JSONL, missing_text_field
 from curator_stages.stage import CompositeStage, ProcessingStage, record_metrics
 from curator_stages.tasks import DOCUMENTS_QUARANTINED, DOCUMENTS_READ, DocumentBatch, FileGroupTask
 
@@ -139,8 +139,6 @@ class FileReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
         the run is reading the wrong field, and quarantining the whole input would only say so
         after the last file. Raise at once, naming the fields the records have."""
         if records and {r["reason"] for r in records} == {f"missing text field {self.text_field!r}"}:
-            from curator_stages.io.input_check import JSONL, missing_text_field
-
             why = missing_text_field(path, JSONL, self.text_field, self.storage_options)
             raise ValueError(f"stage {self.stage_name!r}: every record of the first input file "
                              f"lacks the text field: {why or path}")
