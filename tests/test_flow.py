@@ -165,7 +165,7 @@ def test_stage_progress_says_when_a_stage_task_starts():
 def test_progress_counts_a_readers_documents_and_a_listings_file_groups():
     """A reader's tasks are file groups: its progress is the documents it read (it said
     "jsonl_read 1 docs (0 docs/s)" beside "text_normalizer 750 docs"), and the partitioner
-    lists file groups, not documents."""
+    lists files, not documents (a file read as byte ranges makes several tasks)."""
     from curator_stages.orchestration.run_summary import StageCounts
     from curator_stages.orchestration.stage_progress import StageProgress
 
@@ -174,13 +174,14 @@ def test_progress_counts_a_readers_documents_and_a_listings_file_groups():
                              lambda line: None, clock=lambda: now[0],
                              listing=["file_partitioning"])
     now[0] = 10.0
-    counts = {"file_partitioning": StageCounts("file_partitioning", items_in=1, items_out=4),
+    counts = {"file_partitioning": StageCounts("file_partitioning", items_in=1, items_out=5,
+                                               metrics={"files_listed": 4}),
               "jsonl_read": StageCounts("jsonl_read", items_in=1,
                                         metrics={"documents_read": 1500}),
               "text_normalizer": StageCounts("text_normalizer", items_in=750)}
     assert progress.update(counts) == (
         "progress file_partitioning+jsonl_read+text_normalizer after 10s: file_partitioning "
-        "4 file group(s), jsonl_read 1,500 docs (150 docs/s), text_normalizer 750 docs "
+        "4 file(s), jsonl_read 1,500 docs (150 docs/s), text_normalizer 750 docs "
         "(75 docs/s)")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Sequence
 
-from curator_stages.tasks import DOCUMENTS_READ
+from curator_stages.tasks import DOCUMENTS_READ, FILES_LISTED
 
 #: Seconds between two progress lines of one stage task.
 PROGRESS_EVERY_S = 5.0
@@ -60,8 +60,9 @@ class StageProgress:
         for name in self.names:
             counts = stages.get(name)
             metrics = getattr(counts, "metrics", None) or {}
-            if name in self.listing:  # file groups out, no documents
-                parts.append(f"{name} {int(getattr(counts, 'items_out', 0))} file group(s)")
+            if name in self.listing:  # files, no documents
+                files = metrics.get(FILES_LISTED, getattr(counts, "items_out", 0))
+                parts.append(f"{name} {int(files)} file(s)")
                 continue
             # A reader's tasks are file groups: its documents are the ones it read.
             done = int(metrics.get(DOCUMENTS_READ, getattr(counts, "items_in", 0) or 0))
