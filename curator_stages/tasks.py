@@ -39,6 +39,9 @@ TOKENS_WRITTEN = "tokens_written"
 TOKENS_COLUMN = "tokens"
 #: Custom-metric key prefix of personal data replaced, by kind (``pii_redacted.email``...).
 PII_REDACTED_PREFIX = "pii_redacted."
+#: Metric of a file partitioner: input files listed (a file cut into byte ranges counts once,
+#: though it makes several read tasks), so a run's tables count files, not tasks.
+FILES_LISTED = "files_listed"
 
 
 @dataclass

@@ -39,7 +39,7 @@ from pydantic import Field  # noqa: E402
 if __package__ in (None, ""):  # `python flows/convert_to_parquet.py` from anywhere
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curator_stages.io import JSONL_EXTENSIONS  # noqa: E402
+from curator_stages.io.input_check import JSONL, extensions  # noqa: E402
 from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
 from curator_stages.orchestration.curation_run import CurationFlowSpec, run_curation  # noqa: E402
 from curator_stages.orchestration.flow_cli import flow_main  # noqa: E402
@@ -53,7 +53,8 @@ FLOW_NAME = "convert-to-parquet"
 class ConvertParams(CurationParams):
     """Parameters of the conversion; validated before any work starts (the UI shows a form)."""
 
-    input_extensions, input_root = JSONL_EXTENSIONS, REPO_ROOT
+    input_formats = (JSONL,)
+    input_extensions, input_root = extensions(input_formats), REPO_ROOT
 
     input: str = Field("data/sample", min_length=1, description="JSONL file, directory or glob "
                        "(local path or fsspec URL); .jsonl, .jsonl.gz and .jsonl.zst")
@@ -89,7 +90,8 @@ def build_stage_groups(params: ConvertParams) -> list[list[Any]]:
     # Quarantine records ride to the writer, which stages them with the shards for the publish.
     reader = JsonlReader(params.input, text_field=params.text_field, id_field=params.id_field,
                          fields=params.fields, strict=params.strict,
-                         files_per_group=params.files_per_group)
+                         files_per_group=params.files_per_group,
+                         file_extensions=ConvertParams.input_extensions)
     writer = ParquetWriter(f"{out}/data", mode=params.mode, quarantine_output=f"{out}/quarantine",
                            compression=None if params.compression == "none" else params.compression,
                            row_group_size=params.row_group_size)

@@ -28,7 +28,7 @@ from prefect import flow  # noqa: E402
 from pydantic import Field as F  # noqa: E402
 from pydantic import ValidationInfo, field_validator  # noqa: E402
 
-from curator_stages.io import JSONL_EXTENSIONS  # noqa: E402
+from curator_stages.io.input_check import JSONL, PARQUET, extensions  # noqa: E402
 from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
 from curator_stages.orchestration.curation_run import CurationFlowSpec, run_curation  # noqa: E402
 from curator_stages.orchestration.flow_cli import flow_main  # noqa: E402
@@ -44,9 +44,11 @@ MODELS_INSTALL = 'pip install -e ".[models]"'
 class TextCurationParams(CurationParams):
     """Parameters of the text curation flow (the Prefect UI shows them as a form)."""
 
-    input_extensions, input_root = JSONL_EXTENSIONS, REPO_ROOT
+    input_formats = (JSONL, PARQUET)
+    input_extensions, input_root = extensions(input_formats), REPO_ROOT
     ordered = (("min_words", "max_words"), ("min_mean_word_length", "max_mean_word_length"))
-    input: str = F("data/sample", min_length=1, description="JSONL file, directory or glob")
+    input: str = F("data/sample", min_length=1, description="JSONL or Parquet file, directory "
+                   "or glob (a directory takes .jsonl/.ndjson[.gz|.zst] or .parquet files)")
     output: str = F("output/text_curation", min_length=1, description="Output directory: "
                     "data/, quarantine/, dropped/, run_summary.json, report.md")
     output_format: Literal["parquet", "jsonl"] = F("parquet", description="Output file format")
@@ -65,6 +67,9 @@ class TextCurationParams(CurationParams):
                             "language (en de fr es it pt nl ru zh ja; others pass; 0: off)")
     repetition_filters: bool = F(True, description="Gopher repetition rules (lines, n-grams)")
     c4_filters: bool = F(True, description="C4 rules (lorem ipsum, {, sentences, URL ratio...)")
+    c4_min_sentences: int = F(3, ge=0, le=10_000, description="C4: minimum sentences (runs of "
+                              ". ! ? and CJK marks) per document; lower it for short texts "
+                              "(0: off)")
     # --- FineWeb's extra rules (its published defaults); off here: they change this output
     fineweb_line_punct: bool = F(False, description="FineWeb: drop documents where fewer than "
                                  "12% of lines end in punctuation (fineweb_line_punct_ratio)")
@@ -113,6 +118,15 @@ class TextCurationParams(CurationParams):
     fuse_cheap_stages: bool = F(True, description="One stage task for read+normalise+language "
                                 "id, and the writer in the last stage task (fewer checkpoints)")
 
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: list[str] | None) -> list[str] | None:
+        # A code the model never gives would drop every document: refuse it before any work.
+        from curator_stages.text.language import check_language_codes
+
+        check_language_codes(value)
+        return value
+
     @field_validator("token_encoding")
     @classmethod
     def _encoding_installed(cls, value: str, info: ValidationInfo) -> str:
@@ -142,9 +156,8 @@ resolved_files = TextCurationParams.input_files  # the files the flow's reader r
 
 def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     """The execution stages, grouped into stage tasks (a group = one checkpoint)."""
-    from curator_stages.io import JsonlReader, JsonlWriter, ParquetWriter
-    from curator_stages.text import (HeuristicFilter, TextNormalizer, c4_quality_rules,
-                                     gopher_repetition_rules)
+    from curator_stages.io import JsonlReader, JsonlWriter, ParquetReader, ParquetWriter
+    from curator_stages.text import HeuristicFilter, TextNormalizer, gopher_repetition_rules
     from curator_stages.text import dedup, filters as f
 
     rules = [f.WordCountRule(min_words=p.min_words, max_words=p.max_words),
@@ -154,15 +167,17 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
              f.EllipsisLinesRule(), f.AlphabeticWordsRule(min_ratio=p.min_alpha_word_ratio),
              *([f.StopWordsRule(min_count=p.min_stop_words)] if p.min_stop_words > 0 else []),
              *(gopher_repetition_rules() if p.repetition_filters else []),
-             *(c4_quality_rules() if p.c4_filters else []),
+             *(_c4_rules(p.c4_min_sentences) if p.c4_filters else []),
              *(rule for on, rule in [(p.fineweb_line_punct, f.LinePunctuationRule()),
                                      (p.fineweb_short_lines, f.ShortLineRule()),
                                      (p.fineweb_char_dup, f.DuplicateLineCharRule()),
                                      (p.fineweb_list_ratio, f.ListRatioRule())] if on)]
     # Language id first: the filter judges each document in its language; the filter has its
     # own checkpoint, so re-tuning a threshold reuses the costly language-id output.
-    reader = JsonlReader(p.input, text_field=p.text_field, id_field=p.id_field,
-                         files_per_group=p.files_per_group)
+    read_as = ParquetReader if p.input_format == PARQUET else JsonlReader
+    reader = read_as(p.input, text_field=p.text_field, id_field=p.id_field,
+                     files_per_group=p.files_per_group,
+                     file_extensions=extensions((p.input_format or JSONL,)))
     front = [*reader.decompose(), TextNormalizer(text_field=p.text_field)]
     if p.count_tokens:  # no later stage changes the text: the column stays true to the end
         from curator_stages.text.tokens import TokenCounter
@@ -205,11 +220,57 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     return groups
 
 
+def _c4_rules(min_sentences: int) -> list[Any]:
+    """The C4 document rules with the sentence minimum of ``min_sentences`` (0: left out)."""
+    from curator_stages.text import c4_quality_rules
+    from curator_stages.text.filters import SentenceCountRule
+
+    return [SentenceCountRule(min_sentences=min_sentences) if isinstance(r, SentenceCountRule)
+            else r for r in c4_quality_rules()
+            if min_sentences or not isinstance(r, SentenceCountRule)]
+
+
+#: Every drop and quarantine reason of this flow and the flag that changes it (the report,
+#: ``--help`` and the error of a run that keeps nothing print them).
+RULE_FLAGS = {
+    "gopher_word_count": "--min-words / --max-words",
+    "gopher_mean_word_length": "--min-mean-word-length / --max-mean-word-length",
+    "gopher_symbol_word_ratio": "--max-symbol-word-ratio",
+    "gopher_bullet_lines": "not configurable",
+    "gopher_ellipsis_lines": "not configurable",
+    "gopher_alphabetic_words": "--min-alpha-word-ratio",
+    "gopher_stop_words": "--min-stop-words (0: off)",
+    "gopher_dup_*": "--no-repetition-filters",
+    "gopher_top_*": "--no-repetition-filters",
+    "c4_sentence_count": "--c4-min-sentences (0: off)",
+    "c4_lorem_ipsum": "--no-c4-filters",
+    "c4_curly_bracket": "--no-c4-filters",
+    "url_ratio": "--no-c4-filters",
+    "fineweb_line_punct_ratio": "--fineweb-line-punct (off by default)",
+    "fineweb_short_line_ratio": "--fineweb-short-lines (off by default)",
+    "fineweb_char_dup_ratio": "--fineweb-char-dup (off by default)",
+    "fineweb_list_ratio": "--fineweb-list-ratio (off by default)",
+    "non_alphanumeric_ratio": "--no-c4-filters",
+    "language": "--languages / --min-language-score / --no-language-id",
+    "exact_duplicate": "--no-exact-dedup",
+    "fuzzy_duplicate": "--fuzzy-threshold / --no-fuzzy-dedup",
+    "semantic_duplicate": "--semantic-threshold / --no-semantic-dedup",
+    "missing text field*": "--text-field",
+    "text field*": "--text-field",
+    "id field*": "--id-field",
+    "duplicate_id*": "--id-field",
+    "invalid JSON": "not configurable (the input is not JSON Lines)",
+    "invalid UTF-8": "not configurable (fix the input)",
+    "not a JSON object": "not configurable (fix the input)",
+}
+
+
 SPEC = CurationFlowSpec(
     FLOW_NAME, "Text curation", TextCurationParams, build_stage_groups,
     runtime_env=lambda p: {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
     dropped_hint="run the flow with --write-dropped to keep them all, or "
-                 "--dropped-examples-per-rule N to keep N per rule")
+                 "--dropped-examples-per-rule N to keep N per rule",
+    rule_flags=RULE_FLAGS)
 
 
 @flow(name=FLOW_NAME, task_runner=SessionRayTaskRunner(),

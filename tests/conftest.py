@@ -123,6 +123,18 @@ def pytest_configure(config):
     reserve_environment()
 
 
+# Fixtures that start a cluster or a server: every test using one (directly or through another
+# fixture) belongs to the slow tier, so ``-m "not slow"`` never starts Ray, Prefect or SeaweedFS.
+_SLOW_FIXTURES = frozenset({"ray_cluster", "prefect_harness", "s3_server"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark slow, by the fixtures it uses, every test that starts a cluster or a server."""
+    for item in items:
+        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture()
 def cluster_left_free():
     """After the test, wait until every CPU of the session cluster is free again.

@@ -116,7 +116,7 @@ def test_stage_history_is_a_read_only_view():
     assert isinstance(history, tuple) and history[-1].stage_name == "silent_half"
 
 
-@pytest.mark.parametrize("backend", ["local", "ray"])
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.slow)])
 def test_a_pipeline_with_silent_drops_balances_the_accounting_identity(backend, tmp_path,
                                                                         request):
     stages = [*JsonlReader(str(SAMPLE), text_field="text", files_per_group=1).decompose(),

@@ -206,15 +206,27 @@ def test_names_appear_in_executed_plan_and_fusion_matches(ray_cluster):
 
 
 def test_setup_and_teardown_once_per_actor(ray_cluster, tmp_path):
-    adapter = RayDataStageAdapter(Recorder(str(tmp_path)))
-    ds = adapter.process_dataset(ray_cluster.data.from_items(_batches(8)))
-    assert len(ds.take_all()) == 8
+    """Ray Data starts a pool's actors asynchronously: on a loaded machine the first actor can
+    finish all 8 batches before the second has started, and the second is then stopped before
+    its setup ran. Ray Data's ``wait_for_min_actors_s`` makes the pool wait for both, so the
+    test counts setups without depending on timing."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    before = context.wait_for_min_actors_s
+    context.wait_for_min_actors_s = 600
+    try:
+        adapter = RayDataStageAdapter(Recorder(str(tmp_path)))
+        ds = adapter.process_dataset(ray_cluster.data.from_items(_batches(8)))
+        assert len(ds.take_all()) == 8
+    finally:
+        context.wait_for_min_actors_s = before
     assert adapter.plan.fixed_pool and adapter.plan.pool_max == 2
 
     def pids(kind):
         return [p.name.split("-")[1] for p in tmp_path.glob(f"{kind}-*")]
 
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120  # teardown runs as the pool stops; wait for it, not a guess
     while len(pids("teardown")) < len(pids("setup")) and time.monotonic() < deadline:
         time.sleep(0.2)
     setups, teardowns = pids("setup"), pids("teardown")
@@ -244,6 +256,7 @@ def test_unschedulable_stage_fails_fast(ray_cluster, resources, asked):
     assert "'too_big'" in msg and asked in msg and "2 CPUs, 0 GPUs" in msg
 
 
+@pytest.mark.slow
 def test_gpu_actor_sees_logical_gpu_in_own_cluster():
     """A separate Ray with one logical GPU; also checks the executor stops a Ray it started."""
     proc = subprocess.run([sys.executable, str(SCRIPTS / "gpu_probe.py")],

@@ -106,6 +106,28 @@ def test_every_bad_input_is_quarantined_or_dropped_and_counted(ray_cluster, pref
     assert summary["documents_written"] >= 4 + 200 + 2
 
 
+def test_a_run_that_keeps_nothing_fails_and_the_previous_output_survives(ray_cluster,
+                                                                         prefect_harness,
+                                                                         tmp_path):
+    """A threshold that drops every document fails the run (it exited 0 with an empty output
+    and pruned the previous one), naming the rule and its flag; the good output stays."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text("".join(good(i) + "\n" for i in range(20)))
+    out = tmp_path / "out"
+    common = dict(input=str(tmp_path / "in"), output=str(out), work_dir=str(tmp_path / "work"),
+                  min_words=3, min_stop_words=0, repetition_filters=False, c4_filters=False,
+                  language_id=False, fuzzy_dedup=False, exact_dedup=False, retries=0)
+    assert text_curation(TextCurationParams(**common), return_state=True).is_completed()
+    before = {p: p.read_bytes() for p in (out / "data").iterdir()}
+    assert before
+
+    state = text_curation(TextCurationParams(**{**common, "max_words": 3}), return_state=True)
+    assert state.is_failed()
+    assert ("the run kept 0 of 20 documents: 20 dropped by 'gopher_word_count' (change it "
+            "with --min-words / --max-words)") in state.message
+    assert {p: p.read_bytes() for p in (out / "data").iterdir()} == before
+
+
 # ----------------------------------------------------------------------------- parameters
 def cli_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))}
@@ -120,6 +142,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     (["--fuzzy-num-perm", "100000"], "--fuzzy-num-perm"),
     (["--input", "/definitely/not/here/*.jsonl"], "--input"),
 ])
+@pytest.mark.slow
 def test_cli_refuses_wrong_types_and_bounds_naming_the_flag(tmp_path, args, flag):
     res = subprocess.run([sys.executable, str(FLOW_SCRIPT), *args,
                           "--output", str(tmp_path / "o"), "--work-dir", str(tmp_path / "w")],
@@ -136,7 +159,7 @@ def test_flow_refuses_wrong_types_before_any_stage_task(prefect_harness, tmp_pat
     for bad, field in (({"min_words": "many"}, "min_words"),
                        ({"languages": "en"}, "languages"),
                        ({"retries": 1.5}, "retries"),
-                       ({"input": str(tmp_path)}, "input")):  # a directory with no JSONL
+                       ({"input": str(tmp_path)}, "input")):  # a directory with nothing to read
         state = text_curation(params={**bad, "output": str(tmp_path / "o")}, return_state=True)
         assert state.is_failed(), bad
         assert field in state.message, state.message

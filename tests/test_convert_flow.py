@@ -128,6 +128,7 @@ def test_cli_turns_a_boolean_off_and_refuses_bad_values_naming_the_flag(flow_mod
     assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_missing_input_exits_2_before_ray_starts(tmp_path):
     """``python flows/convert_to_parquet.py --input data/raw`` (the old quickstart) with no such
     directory: refused by the shared parameter validation, exit 2 naming --input, no Ray, no

@@ -55,7 +55,8 @@ def drops(tasks) -> dict[str, int]:
 
 def quarantined(tasks) -> int:
     return int(sum(s.custom_metrics.get(DOCUMENTS_QUARANTINED, 0) for t in tasks
-                   for s in t._stage_perf if s.stage_name.endswith("_filter")))
+                   for s in t._stage_perf if s.stage_name not in ("file_partitioning",
+                                                                  "jsonl_read")))
 
 
 UNIQUE = "a unique text that exists once and must never be dropped as a duplicate"

@@ -59,6 +59,7 @@ def _gone(server: api_server.TemporaryApiServer, pid: int) -> bool:
                                        psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
 
 
+@pytest.mark.slow
 def test_an_early_server_is_adopted_when_prefect_agrees_and_stopped_when_not(
         tmp_path, monkeypatch):
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings

@@ -158,6 +158,7 @@ def test_ray_token_mode_helper_is_where_we_expect():
     assert "warn_if_disabled" in params
 
 
+@pytest.mark.slow
 def test_cluster_is_private(cluster):
     """Both nodes on loopback only, and a client without the token is refused."""
     pids = fh.pids_with_env(MARKER, cluster["marker"])
@@ -170,6 +171,7 @@ def test_cluster_is_private(cluster):
     assert "AuthenticationError" in res.stderr, res.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_flow_over_ray_client_resumes_after_sigkill_and_leaves_the_cluster_up(cluster, tmp_path):
     clean_out, clean_work = tmp_path / "clean-out", tmp_path / "clean-work"
     log = tmp_path / "clean.log"

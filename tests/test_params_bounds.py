@@ -83,6 +83,7 @@ def test_dangling_links_and_link_loops_under_the_input_are_one_line_at_validatio
     assert fields == ["input"] and "loop" in text
 
 
+@pytest.mark.slow
 def test_cli_names_a_dangling_link_without_a_traceback(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -48,6 +48,7 @@ def refused_field(exc: ValidationError) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- overlap refusal
+@pytest.mark.slow
 def test_output_containing_the_input_is_refused_by_the_cli_and_the_input_survives(tmp_path):
     """Item 1's reproduction: --input X/data --output X used to exit 0 after deleting every
     input shard and README.txt as "stale files of an earlier run"."""

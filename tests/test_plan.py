@@ -172,6 +172,7 @@ def test_cli_plan_json_for_a_flow_file(tmp_path, capsys):
     assert cli_main(["plan", str(flow), "--cluster", "1 node x 4 cpus", "--param", "cpus=8"]) == 2
 
 
+@pytest.mark.slow
 def test_text_curation_flow_plan_flag():
     out = subprocess.run(
         [sys.executable, str(REPO / "flows" / "text_curation.py"), "--plan", "--cluster", CLUSTER],

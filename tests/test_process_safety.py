@@ -132,6 +132,7 @@ def wait_for_run_started(proc: subprocess.Popen, tree: RunTree, tmp_path: Path) 
     tree.collect()
 
 
+@pytest.mark.slow
 def test_local_run_listens_on_loopback_only_and_stops_cleanly_on_sigterm(tmp_path):
     """Item 8: every socket of the run (Ray's GCS, raylet, agents, workers, metrics; the
     temporary API) is on loopback. Item 10: SIGTERM stops the run like Ctrl-C, and no process of
@@ -161,6 +162,7 @@ def test_local_run_listens_on_loopback_only_and_stops_cleanly_on_sigterm(tmp_pat
             proc.kill()
 
 
+@pytest.mark.slow
 def test_sigkill_of_a_local_run_takes_its_processes_along(tmp_path):
     """Item 10: SIGKILL cannot be handled, yet the temporary API server and Ray's processes
     (GCS, raylet, agents, workers) die with the flow process."""
@@ -209,6 +211,7 @@ API_PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_concurrent_temporary_api_starts_on_one_fresh_home_with_cpus_busy(tmp_path):
     """Item 5 / issue 12 bug 6: two local runs starting their temporary API at once on one fresh
     PREFECT_HOME, with both CPUs busy, both get a working server (the database is migrated once,
@@ -237,6 +240,7 @@ def test_concurrent_temporary_api_starts_on_one_fresh_home_with_cpus_busy(tmp_pa
                    != psutil.STATUS_ZOMBIE for o in outs)
 
 
+@pytest.mark.slow
 def test_server_command_matches_prefects_own(monkeypatch):
     """Guard: our temporary server runs exactly the command and environment additions Prefect
     runs for its own (``SubprocessASGIServer._run_uvicorn_command``); fails if Prefect changes."""
@@ -293,6 +297,7 @@ FAILED_START = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_failed_embedded_ray_start_is_retried_cleaned_up_and_named(tmp_path):
     """Issue 12 bug 6 / item 10: a node that does not register in time (Ray's own fault
     injection delays the GCS's RegisterNode past Ray's 30 s) is retried once; each failed start's

@@ -56,6 +56,7 @@ def test_greedy_drops_only_rows_similar_to_a_kept_row_whatever_the_block_size():
 
 
 def test_keeps_the_smallest_id_and_local_fit_does_not_depend_on_task_split():
+    pytest.importorskip("faiss", reason="k-means needs faiss, from the models extra")
     rng = np.random.default_rng(0)
     base = rng.normal(size=(30, 16))
     near = base + rng.normal(scale=0.01, size=base.shape)  # 30 near-copies
@@ -93,6 +94,7 @@ def test_bad_parameters_and_missing_embeddings_are_refused_naming_the_field():
         SemanticDuplicateRemover().map_local(task)
 
 
+@pytest.mark.slow
 @needs_model
 def test_precision_and_recall_on_paraphrases_at_the_default_threshold():
     """Paraphrases that keep the words' meaning go; different articles that share sentences or

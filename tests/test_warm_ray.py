@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.test_process_safety import is_loopback
 
@@ -66,6 +67,7 @@ def tree_of(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
+@pytest.mark.slow
 def test_warm_ray_serves_runs_privately_outlives_them_and_stops_cleanly(tmp_path):
     env = warm_env(tmp_path)
     state_dir = tmp_path / "warm-ray"

@@ -43,6 +43,7 @@ from curator_stages.io.quarantine import (
     make_record,
     write_quarantine,
 )
+from curator_stages.io.input_check import FORMAT_EXTENSIONS, JSONL, missing_text_field
 from curator_stages.stage import CompositeStage, ProcessingStage, record_metrics
 from curator_stages.tasks import DOCUMENTS_QUARANTINED, DOCUMENTS_READ, DocumentBatch, FileGroupTask
 
@@ -50,8 +51,8 @@ from curator_stages.tasks import DOCUMENTS_QUARANTINED, DOCUMENTS_READ, Document
 #: valid UTF-8 can give Python a string Arrow cannot hold. Lines without one skip the check.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
-JSONL_EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd", ".json", ".json.gz",
-                    ".json.zst", ".ndjson", ".ndjson.gz", ".ndjson.zst")
+#: What a directory or glob input takes (``.json`` is one JSON document, not JSON Lines).
+JSONL_EXTENSIONS = FORMAT_EXTENSIONS[JSONL]
 
 
 class FileReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
@@ -106,6 +107,9 @@ class FileReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
             n = (self.read_file(path, rel, builder, quarantine) if part is None
                  else self.read_file(path, rel, builder, quarantine, part))
             self.check_file_counts(path, n, len(builder) - emitted, len(quarantine) - quarantined)
+            if (n and len(builder) == emitted and task._metadata.get("file_group_index") == 0
+                    and path == task.data[0] and (part is None or part.start == 0)):
+                self.refuse_first_file(path, quarantine[quarantined:])
             read += n
         meta = {**task._metadata, FILE_GROUP_KEY: key, INPUT_ROOT: root}
         if quarantine:
@@ -129,6 +133,15 @@ class FileReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
         ``byte_range`` (from the partitioner) limits the read to part of a plain file; a reader
         that cannot read ranges must refuse it rather than read the whole file once per range."""
         raise NotImplementedError
+
+    def refuse_first_file(self, path: str, records: list[dict[str, Any]]) -> None:
+        """The input's first file gave no document: when every record lacks the text field,
+        the run is reading the wrong field, and quarantining the whole input would only say so
+        after the last file. Raise at once, naming the fields the records have."""
+        if records and {r["reason"] for r in records} == {f"missing text field {self.text_field!r}"}:
+            why = missing_text_field(path, JSONL, self.text_field, self.storage_options)
+            raise ValueError(f"stage {self.stage_name!r}: every record of the first input file "
+                             f"lacks the text field: {why or path}")
 
     def check_file_counts(self, path: str, read: int, emitted: int, quarantined: int) -> None:
         """Records read from one file = documents emitted + records quarantined, or an error.

@@ -53,6 +53,9 @@ class InputListing:
 
     files: tuple[ListedFile, ...]
     root: str
+    #: Files a directory or glob held that the reader does not take (by their name), sorted:
+    #: a run says which files it skipped instead of skipping them silently.
+    skipped: tuple[str, ...] = ()
 
     @property
     def paths(self) -> list[str]:
@@ -74,7 +77,8 @@ class InputListing:
             return listings[0]
         by_path = {f.path: f for listing in listings for f in listing.files}
         roots = sorted({listing.root for listing in listings})
-        return cls(tuple(by_path[p] for p in sorted(by_path)), ";".join(roots))
+        skipped = sorted({p for listing in listings for p in listing.skipped} - set(by_path))
+        return cls(tuple(by_path[p] for p in sorted(by_path)), ";".join(roots), tuple(skipped))
 
 
 def list_run_input(stages: Iterable[Any]) -> InputListing | None:

@@ -19,8 +19,8 @@ from curator_stages.io.byte_ranges import BYTE_RANGE, ByteRange, split_at_lines
 from curator_stages.io.compression import infer_codec
 from curator_stages.io.filesystem import display_path, is_local, resolve
 from curator_stages.io.listing import InputListing, ListedFile, listed_file
-from curator_stages.stage import ProcessingStage
-from curator_stages.tasks import EmptyTask, FileGroupTask
+from curator_stages.stage import ProcessingStage, record_metrics
+from curator_stages.tasks import FILES_LISTED, EmptyTask, FileGroupTask
 
 #: Metadata / reader-option key holding the directory that ids are made relative to.
 INPUT_ROOT = "input_root"
@@ -186,29 +186,33 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
         """
         found: dict[str, ListedFile] = {}
         roots: list[str] = []
+        skipped: list[str] = []
         for spec in self.paths:
             fs, stripped = resolve(spec, self.storage_options)
             if _has_magic(stripped):
                 root = _glob_root(stripped)
                 matches = fs.glob(stripped, detail=True)
                 files = {p: info for p, info in matches.items() if info.get("type") != "directory"}
-                files = self._filtered(files, root)
+                files = self._filtered(files, root, skipped)
                 if not files:
                     raise NoInputFilesError(
                         f"stage {self.stage_name!r}: glob {spec!r} matched no input files"
-                        + self._ext_hint() + "; check the pattern and that the data is where you expect",
+                        + self._ext_hint(skipped) + "; check the pattern and that the data is "
+                        "where you expect",
                         stage_name=self.stage_name, path=spec,
                     )
             else:
-                root, files = self._list_path(fs, stripped, spec)
+                root, files = self._list_path(fs, stripped, spec, skipped)
             roots.append(display_path(fs, root))
             for path, info in files.items():
                 shown = display_path(fs, path)
                 found[shown] = listed_file(shown, info)
         root = roots[0] if len(set(roots)) == 1 else _common_root(roots)
-        return InputListing(tuple(found[p] for p in sorted(found)), root)
+        return InputListing(tuple(found[p] for p in sorted(found)), root,
+                            tuple(sorted(display_path(fs, p) for p in skipped)))
 
-    def _list_path(self, fs: Any, stripped: str, spec: str) -> tuple[str, dict[str, Any]]:
+    def _list_path(self, fs: Any, stripped: str, spec: str,
+                   skipped: list[str]) -> tuple[str, dict[str, Any]]:
         """(root, {path: info}) of a directory (its files, recursively) or of one file.
 
         One recursive listing (fsspec ``find``) tells both apart: asking ``isdir`` first would,
@@ -218,7 +222,7 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
         found = fs.find(stripped, detail=True)
         files = {p: info for p, info in found.items() if info.get("type") != "directory"}
         if files and set(files) != {bare}:
-            files = self._filtered(files, bare)
+            files = self._filtered(files, bare, skipped)
             if files:
                 return bare, files
         elif files:  # the path is one file (named explicitly: kept whatever its name)
@@ -228,7 +232,7 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
         if files or fs.exists(stripped):
             raise NoInputFilesError(
                 f"stage {self.stage_name!r}: directory {spec!r} holds no input files"
-                + self._ext_hint() + "; point paths at the directory that holds the data",
+                + self._ext_hint(skipped) + "; point paths at the directory that holds the data",
                 stage_name=self.stage_name, path=spec,
             )
         raise NoInputFilesError(
@@ -237,18 +241,26 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
             stage_name=self.stage_name, path=spec,
         )
 
-    def _filtered(self, files: dict[str, Any], root: str) -> dict[str, Any]:
+    def _filtered(self, files: dict[str, Any], root: str, skipped: list[str]) -> dict[str, Any]:
+        """The files to read; ``skipped`` gets those left out by their extension (hidden names
+        are left out silently: they are tools' markers and sidecars, not data)."""
         out = {}
         for path, info in files.items():
             if _hidden_below(path, root):
                 continue
             if self.file_extensions and not path.lower().endswith(tuple(self.file_extensions)):
+                skipped.append(path)
                 continue
             out[path] = info
         return out
 
-    def _ext_hint(self) -> str:
-        return f" with extensions {self.file_extensions}" if self.file_extensions else ""
+    def _ext_hint(self, skipped: Sequence[str] = ()) -> str:
+        hint = f" with extensions {self.file_extensions}" if self.file_extensions else ""
+        if skipped:
+            names = [posixpath.basename(p) for p in sorted(skipped)]
+            hint += (f" (skipped {len(names)} other file(s): {', '.join(names[:5])}"
+                     f"{', ...' if len(names) > 5 else ''})")
+        return hint
 
     # ------------------------------------------------------------------ grouping
     def group(self, files: list[tuple[str, int]]) -> list[list[str]]:
@@ -340,14 +352,14 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
             why = [unsplit[p] for p in group if p in unsplit]
             if why:
                 meta[UNSPLIT_REASON] = why[0]
-            out.append(FileGroupTask(
+            out.append(record_metrics(FileGroupTask(
                 task_id=f"{task.dataset_name}-files-{index:06d}",
                 dataset_name=task.dataset_name,
                 data=list(group),
                 _metadata=meta,
                 _stage_perf=list(task._stage_perf),
                 reader_options={**self.reader_options, INPUT_ROOT: root},
-            ))
+            ), **{FILES_LISTED: len(group) if byte_range is None else int(byte_range.start == 0)}))
         return out
 
 

@@ -240,7 +240,7 @@ class SemanticDuplicateRemover(GlobalStage):
     def _filter(self, remove: IdSet, quarantine: dict[str, str]) -> ProcessingStage:
         return DuplicateIdFilter(remove, SEMANTIC_DUPLICATE, id_field=self.id_field,
                                  quarantine=quarantine, text_field=self.text_field,
-                                 name=f"{self.stage_name}_filter")
+                                 name=self.stage_name)
 
     def _kwargs(self) -> dict[str, Any]:
         return {"embedding_field": self.embedding_field, "id_field": self.id_field,

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator,
+                      model_validator)
 
 from curator_stages.orchestration.params import (
     check_input_files,
@@ -33,6 +34,9 @@ class CurationParams(BaseModel):
 
     #: File name endings the flow's reader reads (its listing rule for ``input``).
     input_extensions: ClassVar[tuple[str, ...] | None] = None
+    #: The formats the flow's readers read (:mod:`curator_stages.io.input_check`); None: any
+    #: (the flow's reader judges). A file in another format is refused before any work.
+    input_formats: ClassVar[tuple[str, ...] | None] = None
     #: A relative ``input`` that matches nothing in the working directory is tried against
     #: this directory (the flow's checkout), so the defaults work from anywhere.
     input_root: ClassVar[Path | None] = None
@@ -68,6 +72,13 @@ class CurationParams(BaseModel):
                                  "cluster)")
     ignore_head_node: bool = Field(False, description="Keep stage workers off the Ray head node")
     log_to_driver: bool = Field(False, description="Show Ray worker logs on this console")
+    #: The format of the input's files (one of :attr:`input_formats`), found by validation.
+    _input_format: str | None = PrivateAttr(None)
+
+    @property
+    def input_format(self) -> str | None:
+        """The format of the input's files ("jsonl", "parquet"; None: the flow reads any)."""
+        return self._input_format
 
     @classmethod
     def input_files(cls, path: str) -> list[str]:
@@ -122,7 +133,48 @@ class CurationParams(BaseModel):
     @field_validator("input")
     @classmethod
     def _input_exists(cls, value: str) -> str:
-        return check_input_files("input", value, cls.resolve_input(value), cls.input_present)
+        from curator_stages.io.input_check import describe
+
+        takes = describe(cls.input_formats) if cls.input_formats else None
+        return check_input_files("input", value, cls.resolve_input(value), cls.input_present,
+                                 takes=takes)
+
+    @model_validator(mode="after")
+    def _readable_input(self) -> "CurationParams":
+        """Find the input's format (refusing a mix, or a file in a format no reader of the flow
+        takes) and, where the flow has a ``text_field``, refuse a local input whose first file
+        has no record with it, naming the fields it has: every record would be quarantined."""
+        if not self.input_formats:
+            return self
+        from curator_stages.io import input_check as ic
+        from curator_stages.io.filesystem import is_local, resolve
+
+        fs, stripped = resolve(self.input)
+        if not is_local(fs):  # an object store is not read during validation: go by the name
+            self._input_format = ic.format_by_name(self.input) or self.input_formats[0]
+            return self
+        files = self.input_files(self.input)
+        explicit = len(files) == 1 and os.path.isfile(stripped)
+        try:
+            formats = {ic.sniff(f) if explicit else ic.format_by_name(f) for f in files}
+        except ic.InputFormatError as exc:
+            raise ValueError(f"input: {exc}; this flow reads "
+                             f"{ic.describe(self.input_formats)}") from None
+        if len(formats) > 1:
+            raise ValueError(f"input {self.input!r} holds files of several formats "
+                             f"({', '.join(sorted(str(f) for f in formats))}); give one format "
+                             "per run (a glob such as 'dir/*.parquet')")
+        fmt = formats.pop() if formats else self.input_formats[0]
+        if fmt not in self.input_formats:
+            raise ValueError(f"input {self.input!r} is {fmt}; this flow reads "
+                             f"{ic.describe(self.input_formats)}")
+        self._input_format = fmt
+        text_field = getattr(self, "text_field", None)
+        if files and isinstance(text_field, str):
+            why = ic.missing_text_field(files[0], fmt, text_field)
+            if why:
+                raise ValueError(f"text_field: {why}")
+        return self
 
     @field_validator("output", "work_dir")
     @classmethod

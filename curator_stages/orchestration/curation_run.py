@@ -16,6 +16,7 @@ interleave their files or their clean-up.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
@@ -53,6 +54,19 @@ class CurationFlowSpec(Generic[P]):
     dropped_hint: str | None = None
     #: Write report.md and funnel.png (a ``write_report`` parameter can still turn it off).
     report: bool = True
+    #: {drop or quarantine reason: the flag that changes it, or "not configurable"}; a key
+    #: ending in ``*`` matches reasons that start with it. The report, ``--help`` and the
+    #: error of a run that kept nothing name them.
+    rule_flags: dict[str, str] = field(default_factory=dict)
+
+    def flag_for(self, reason: str) -> str | None:
+        """The flag that changes ``reason`` (a rule name or a quarantine reason), or None."""
+        if reason in self.rule_flags:
+            return self.rule_flags[reason]
+        for key, flag in self.rule_flags.items():
+            if key.endswith("*") and reason.startswith(key[:-1]):
+                return flag
+        return None
 
     def stage_task_names(self, params: P) -> list[list[str]]:
         return [[s.stage_name for s in g] for g in self.build_stage_groups(params)]
@@ -68,7 +82,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
     from curator_stages.io.output_commit import attempt_root, clean_unfinished, verify
     from curator_stages.orchestration.fingerprint import input_fingerprint
     from curator_stages.orchestration.pipeline_run import (
-        StageTaskOptions, finish_run, run_stage_groups,
+        StageTaskOptions, check_kept, finish_run, run_stage_groups,
     )
     from curator_stages.orchestration.ray_session import RaySession
     from curator_stages.orchestration.stage_task import CACHED
@@ -91,6 +105,8 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
                 resolve_driver(params.driver, params.ray_address))
     if len(files) == 1:
         logger.info(SINGLE_FILE_NOTE)
+    if listing is not None and listing.skipped:
+        logger.warning(skipped_note(listing.skipped, params))
     seed = DatasetRef.seed(input_fingerprint(listing if listing is not None else [],
                                              extra=spec.fingerprint_extra,
                                              verify=params.verify_input))
@@ -129,6 +145,8 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
                 result.refs[-1] = again.final
                 result.records[-1] = again.records[-1]
 
+        check_kept(result, spec.flag_for, params.output)  # before anything is published
+
         def commit(summary: Any) -> None:
             _publish(spec, result.final, params.output, snapshot, summary, logger)
 
@@ -140,7 +158,8 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
             from curator_stages.reporting import write_run_report
 
             report = write_run_report(params.output, summary.to_dict(), plan=plan,
-                                      title=spec.title, dropped_hint=spec.dropped_hint)
+                                      title=spec.title, dropped_hint=spec.dropped_hint,
+                                      rule_flags=spec.rule_flags)
             logger.info("report: %s", report)
     return summary.to_dict()
 
@@ -170,6 +189,16 @@ def stage_writers(groups: list[list[Any]], seed_fingerprint: str, output: str) -
     for writer in writers:
         writer.stage_into(output, attempt_root(output, snapshot), snapshot)
     return snapshot
+
+
+def skipped_note(skipped: Any, params: CurationParams) -> str:
+    """The line that names the files a directory or glob input held and the run does not read."""
+    from curator_stages.io.input_check import describe
+
+    names = [os.path.basename(p) for p in skipped]
+    takes = describe(params.input_formats) if params.input_formats else "its reader's files"
+    return (f"input: skipped {len(names)} file(s) that are not {takes}: "
+            f"{', '.join(names[:10])}{', ...' if len(names) > 10 else ''}")
 
 
 def written_outputs(final: Any) -> list[str]:

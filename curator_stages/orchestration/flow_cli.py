@@ -16,10 +16,13 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-from curator_stages.orchestration.curation_run import SINGLE_FILE_NOTE, CurationFlowSpec, plan_for
+from curator_stages.orchestration.curation_run import (SINGLE_FILE_NOTE, CurationFlowSpec,
+                                                      plan_for, skipped_note)
 from curator_stages.orchestration.params import parse_params
 
 PLAN_FORMATS = ("text", "markdown", "json")
+#: Columns of the run's stage table the console leaves to report.md (80 columns).
+CONSOLE_LEFT_OUT = ("busy (s)", "docs/s/worker")
 
 
 def plan_main(spec: CurationFlowSpec[Any], argv: Sequence[str], prog: str) -> int:
@@ -31,15 +34,20 @@ def plan_main(spec: CurationFlowSpec[Any], argv: Sequence[str], prog: str) -> in
     pre.add_argument("--cluster", default=None)
     pre.add_argument("--plan-format", choices=PLAN_FORMATS, default="text")
     known, rest = pre.parse_known_args(list(argv))
-    params = parse_params(spec.params_model, rest, prog=f"{prog} --plan")
+    params = parse_params(spec.params_model, rest, prog=f"{prog} --plan",
+                          epilog=help_epilog(spec))
     try:
         plan = plan_for(spec, params, cluster=known.cluster)
     except UnschedulableStageError as exc:
         print(f"plan: {exc}", file=sys.stderr)
         return 2
     emit_plan(plan, known.plan_format)
-    if known.plan_format == "text" and len(params.input_files(params.input)) == 1:
-        print(f"note: {SINGLE_FILE_NOTE}")
+    if known.plan_format == "text":
+        listing = params.input_listing(params.input)
+        if listing is not None and len(listing) == 1:
+            print(f"note: {SINGLE_FILE_NOTE}")
+        if listing is not None and listing.skipped:
+            print(f"note: {skipped_note(listing.skipped, params)}")
     return 0
 
 
@@ -59,7 +67,7 @@ def flow_main(spec: CurationFlowSpec[Any], flow_fn: Callable[..., Any],
     prog = prog or f"python flows/{spec.name.replace('-', '_')}.py"
     if "--plan" in args:  # print the plan, process nothing
         return plan_main(spec, args, prog)
-    params = parse_params(spec.params_model, args, prog=prog)
+    params = parse_params(spec.params_model, args, prog=prog, epilog=help_epilog(spec))
     from curator_stages.orchestration.local_run import run_local
     from curator_stages.orchestration.ray_session import RaySession
 
@@ -73,6 +81,7 @@ def flow_main(spec: CurationFlowSpec[Any], flow_fn: Callable[..., Any],
                         log_to_driver=params.log_to_driver,
                         runtime_env=spec.runtime_env(params), announce=run.announce):
             run.use_api()
+            run.announce(f"starting the flow run ({spec.title}; Prefect logs follow)")
             state = flow_fn(params, return_state=True)
         if not state.is_completed():
             print(f"{spec.title} failed: {state.message}", file=sys.stderr)
@@ -81,6 +90,22 @@ def flow_main(spec: CurationFlowSpec[Any], flow_fn: Callable[..., Any],
         return 0
 
     return run_local(body, what=spec.title)
+
+
+def help_epilog(spec: CurationFlowSpec[Any]) -> str:
+    """What ``--help`` says after the parameters: the plan options (handled before the
+    parameters are parsed) and, for a flow with rules, the flag that changes each rule."""
+    lines = ["plan (processes nothing, starts no Ray):",
+             "  --plan                  print how the run will execute and exit",
+             '  --cluster SPEC          with --plan: a declared cluster instead of this machine,',
+             '                          e.g. "2 nodes x 16 cpus, 1 node x 8 cpus 2 gpus"',
+             f"  --plan-format FORMAT    {' | '.join(PLAN_FORMATS)} (default: text)"]
+    if spec.rule_flags:
+        width = max(len(k) for k in spec.rule_flags) + 2
+        lines += ["", "rules (drop reasons), quarantine reasons and the flag that changes each",
+                  "(a trailing * matches every reason that starts so):"]
+        lines += [f"  {reason:<{width}}{flag}" for reason, flag in spec.rule_flags.items()]
+    return "\n".join(lines)
 
 
 def process_age_s() -> float:
@@ -102,13 +127,19 @@ def print_summary(spec: CurationFlowSpec[Any], summary: dict[str, Any], output: 
 
     from curator_stages.reporting import load_report_context, summary_rows
 
+    from rich import box
+
     headers, rows = summary_rows(summary, load_report_context(output, summary))
-    console = Console() if sys.stdout.isatty() else Console(width=160)  # a log: no wrapping
-    table = Table(title=spec.title)
-    for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i == 0 or "drop" in header else "right")
+    console = Console() if sys.stdout.isatty() else Console(width=80)  # a log: 80 columns
+    # The counts fit 80 columns; busy time and rates per worker are in report.md.
+    keep = [i for i, h in enumerate(headers) if h not in CONSOLE_LEFT_OUT]
+    table = Table(title=spec.title, box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), show_edge=False,
+                  collapse_padding=True)
+    for i in keep:
+        table.add_column(headers[i], no_wrap=True,
+                         justify="left" if i == 0 or headers[i] == "mode" else "right")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(row[i] for i in keep))
     console.print(table)
     ident = summary["identity"]
     console.print(f"accounting: {ident['text']} -> "
@@ -117,8 +148,9 @@ def print_summary(spec: CurationFlowSpec[Any], summary: dict[str, Any], output: 
     run_s = float(summary.get("wall_time_s") or 0.0)
     startup = (f" (+ {total_s - run_s:.1f}s start-up: imports, Ray, Prefect's API and flow run)"
                if run_s else "")
-    console.print(f"output: {output}/data  summary: {output}/run_summary.json  "
-                  f"report: {output}/report.md", soft_wrap=True)
+    for label, path in (("output", "data"), ("summary", "run_summary.json"),
+                        ("report", "report.md")):
+        console.print(f"{label + ':':<9}{output}/{path}", soft_wrap=True, highlight=False)
     console.print(f"wall time: {run_s or total_s:.1f}s{startup}")
 
 

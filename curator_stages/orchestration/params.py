@@ -41,13 +41,20 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                     argparse.RawDescriptionHelpFormatter):
+    """Defaults in every option's help; the epilog (tables) printed as written."""
+
+
 def build_parser(model: type[BaseModel], prog: str | None = None,
-                 description: str | None = None) -> argparse.ArgumentParser:
+                 description: str | None = None,
+                 epilog: str | None = None) -> argparse.ArgumentParser:
     """One option per field: ``--field-name``; booleans get ``--x/--no-x``; lists take several
-    values (or one comma-separated value); ``Literal`` fields list their choices."""
+    values (or one comma-separated value); ``Literal`` fields list their choices. ``epilog``
+    follows the options in ``--help`` as written."""
     parser = argparse.ArgumentParser(
-        prog=prog, description=description or (model.__doc__ or "").strip(),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog=prog, description=description or (model.__doc__ or "").strip(), epilog=epilog,
+        formatter_class=_HelpFormatter)
     for name, field in model.model_fields.items():
         annotation, optional = _unwrap_optional(field.annotation)
         help_text = (field.description or "").replace("%", "%%")
@@ -93,21 +100,29 @@ def format_validation_error(model: type[BaseModel], exc: ValidationError) -> str
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
         field = loc[0] if loc else ""
+        msg = str(err.get("msg", ""))
+        msg = msg.removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+        if not field:  # a check of several fields: its message starts with the field to change
+            first = msg.split(" ", 1)[0].rstrip(":")
+            if first in model.model_fields:
+                field, msg = first, msg.removeprefix(f"{first}: ")
         where = (f"{_flag(field)} ({field})" if field in model.model_fields
                  else field or model.__name__)
-        lines.append(f"{where}: {err.get('msg')}")
+        lines.append(f"{where}: {msg}")
     return "; ".join(lines)
 
 
 def parse_params(model: type[M], argv: Sequence[str] | None = None,
-                 prog: str | None = None) -> M:
-    """Parse ``argv`` into a validated ``model``; exits 2 naming the field on a bad value."""
-    parser = build_parser(model, prog=prog)
+                 prog: str | None = None, epilog: str | None = None) -> M:
+    """Parse ``argv`` into a validated ``model``; exits 2 naming the field on a bad value, in
+    one line (no usage text: the line says what to fix)."""
+    parser = build_parser(model, prog=prog, epilog=epilog)
     args = vars(parser.parse_args(argv))
     try:
         return model.model_validate(_coerce(model, args))
     except ValidationError as exc:
-        parser.error(f"invalid parameter {format_validation_error(model, exc)}")
+        parser.exit(2, f"{parser.prog}: error: invalid parameter "
+                       f"{format_validation_error(model, exc)}\n")
     raise AssertionError("unreachable")  # parser.error exits
 
 
@@ -115,9 +130,10 @@ def parse_params(model: type[M], argv: Sequence[str] | None = None,
 # Validators of the flows' parameter models call these, so a CLI run, a Python call and a
 # deployment run are refused alike, before Ray starts or any file is written.
 def check_input_files(field: str, value: str, resolved: str,
-                      lister: Callable[[str], list[str]]) -> str:
+                      lister: Callable[[str], list[str]], takes: str | None = None) -> str:
     """Refuse an input that is a filesystem root or the home directory, one that matches no
-    file, and one whose listing holds a dangling link or a link loop; returns ``resolved``."""
+    file (``takes``: what the reader's listing takes, e.g. "JSONL (.jsonl, ...)"), and one
+    whose listing holds a dangling link or a link loop; returns ``resolved``."""
     refuse_broad_input(field, resolved)
     if "://" not in resolved and os.path.islink(resolved) and not os.path.exists(resolved):
         refuse_broken_links(field, [resolved])
@@ -126,8 +142,13 @@ def check_input_files(field: str, value: str, resolved: str,
     except OSError as exc:
         raise ValueError(f"{field} {value!r} cannot be listed: {exc}") from None
     if not files:
-        raise ValueError(f"no input files match {value!r} (resolved to {resolved!r}); give an "
-                         "existing JSONL file, directory or glob")
+        held = ""
+        if "://" not in resolved and os.path.isdir(resolved):
+            names = sorted(n for n in os.listdir(resolved) if not n.startswith((".", "_")))
+            held = (f"; it holds {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
+                    if names else "; it is empty")
+        raise ValueError(f"no input files match {value!r} (resolved to {resolved!r}){held}; "
+                         f"give an existing {takes or 'JSONL'} file, directory or glob")
     refuse_broken_links(field, files)
     return resolved
 

@@ -164,3 +164,27 @@ def finish_run(result: GroupsResult, output: str, title: str, artifact_key: str,
         commit(summary)
     summary.write(output)
     return summary
+
+
+def check_kept(result: GroupsResult, flag_for: Callable[[str], str | None] | None = None,
+               output: str | None = None) -> None:
+    """Fail a run that kept no document (``NothingKeptError``), naming the reason that removed
+    most and the flag that changes it. Called before the run publishes or prunes anything: an
+    empty output is a mistake to report, never a result to replace a good one with."""
+    final = result.final
+    summary = summarise(final.stats, final_documents=final.num_documents, output=output)
+    if not summary.documents_written:
+        summary.check_kept(_quarantine_reasons(final), flag_for)
+
+
+def _quarantine_reasons(final: DatasetRef) -> dict[str, int]:
+    """{reason: records} over the quarantine files the run's writer listed."""
+    from curator_stages.io.quarantine import read_quarantine
+    from curator_stages.orchestration.run_summary import reason_counts
+
+    records: list[dict[str, Any]] = []
+    for task in ckpt.read_tasks(final.path):
+        for path in task._metadata.get("quarantine_files", []):
+            records.extend(read_quarantine(path))
+        records.extend(task._metadata.get("quarantine", []))
+    return reason_counts(records)

@@ -50,6 +50,12 @@ class AccountingError(RuntimeError):
     """The run's counts do not add up: documents were lost or invented by some stage."""
 
 
+class NothingKeptError(ValueError):
+    """The run kept no document. Almost always a parameter that does not fit the data (a
+    language code, a text field, a threshold): a run that "succeeds" with an empty output
+    would hide it, so the run fails naming the reason and the flag that changes it."""
+
+
 @dataclass
 class StageCounts:
     """What one stage did over a whole run (all its calls, each record counted once)."""
@@ -158,6 +164,27 @@ class RunSummary:
                 "Fix the stage that changes row counts without record_drops()/record_metrics()."
             )
 
+    def check_kept(self, quarantined_by_reason: dict[str, int] | None = None,
+                   flag_for: Any = None) -> None:
+        """Raise :class:`NothingKeptError` when the run wrote no document, naming the reason
+        that removed most of them and (``flag_for(reason)``) the flag that changes it."""
+        if self.documents_written:
+            return
+        if not self.documents_read:
+            raise NothingKeptError("the run read 0 documents: the input files hold no records")
+        causes = [(n, f"dropped by {reason!r}", reason)
+                  for reason, n in self.dropped_by_reason.items() if n]
+        causes += [(n, f"quarantined as {reason!r}", reason)
+                   for reason, n in (quarantined_by_reason or {}).items() if n]
+        if not causes and self.documents_quarantined:
+            causes = [(self.documents_quarantined, "quarantined", "")]
+        n, what, reason = max(causes) if causes else (0, "removed", "")
+        flag = flag_for(reason) if flag_for and reason else None
+        raise NothingKeptError(
+            f"the run kept 0 of {self.documents_read} documents: {n} {what}"
+            + (f" (change it with {flag})" if flag else "")
+            + (f"; all removals: {self.identity_text()}" if n != self.documents_read else ""))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "documents_read": self.documents_read,
@@ -224,6 +251,16 @@ class RunSummary:
         put_bytes(f"{directory.rstrip('/')}/{RUN_SUMMARY_FILE}",
                   json.dumps(self.to_dict(), indent=2, default=repr).encode())
         return f"{directory.rstrip('/')}/{RUN_SUMMARY_FILE}"
+
+
+def reason_counts(records: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """{reason: records} of quarantine records, a reason cut at its first ``:`` (the detail
+    after it names a byte or a line, so every record would be its own reason)."""
+    counts: dict[str, int] = {}
+    for record in records:
+        reason = str(record.get("reason", "")).split(":", 1)[0]
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts
 
 
 def summarise(stage_counts: dict[str, dict[str, Any]] | dict[str, StageCounts],

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Sequence
 
+from curator_stages.tasks import DOCUMENTS_READ, FILES_LISTED
+
 #: Seconds between two progress lines of one stage task.
 PROGRESS_EVERY_S = 5.0
 
@@ -23,8 +25,11 @@ class StageProgress:
     """
 
     def __init__(self, names: Sequence[str], log: Callable[[str], None],
-                 every_s: float = PROGRESS_EVERY_S, clock: Callable[[], float] = time.monotonic):
+                 every_s: float = PROGRESS_EVERY_S, clock: Callable[[], float] = time.monotonic,
+                 listing: Sequence[str] = ()):
         self.names = list(names)
+        #: Stages that list files (their tasks are file groups, not documents).
+        self.listing = set(listing)
         self.log = log
         self.every_s = every_s
         self.clock = clock
@@ -37,7 +42,7 @@ class StageProgress:
         starts the plan, a first stage task also its workers), so the console is never silent
         in between."""
         source = (f"{documents} documents in {tasks} tasks" if documents
-                  else "the input files")
+                  else "the input files" if self.listing else "no documents")
         line = (f"stages {'+'.join(self.names)}: started on {source}; progress every "
                 f"{self.every_s:.0f}s once output arrives")
         self.lines += 1
@@ -54,8 +59,14 @@ class StageProgress:
         parts = []
         for name in self.names:
             counts = stages.get(name)
-            done = int(getattr(counts, "items_in", 0)) if counts is not None else 0
-            parts.append(f"{name} {done} docs ({done / elapsed:.0f} docs/s)")
+            metrics = getattr(counts, "metrics", None) or {}
+            if name in self.listing:  # files, no documents
+                files = metrics.get(FILES_LISTED, getattr(counts, "items_out", 0))
+                parts.append(f"{name} {int(files)} file(s)")
+                continue
+            # A reader's tasks are file groups: its documents are the ones it read.
+            done = int(metrics.get(DOCUMENTS_READ, getattr(counts, "items_in", 0) or 0))
+            parts.append(f"{name} {done:,} docs ({done / elapsed:,.0f} docs/s)")
         line = f"progress {'+'.join(self.names)} after {elapsed:.0f}s: " + ", ".join(parts)
         self.lines += 1
         self.log(line)

@@ -38,7 +38,7 @@ from curator_stages.orchestration.retry_policy import (
 )
 from curator_stages.orchestration.run_summary import HistoryAggregator, StageCounts
 from curator_stages.orchestration.stage_progress import StageProgress
-from curator_stages.tasks import EmptyTask
+from curator_stages.tasks import DOCUMENTS_READ, DOCUMENTS_WRITTEN, EmptyTask
 
 
 def stage_names(stages: Sequence[Any]) -> list[str]:
@@ -101,7 +101,10 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
     ckpt.clear_for_attempt(path, refresh=refresh or bool(missing))
 
     start = time.perf_counter()
-    progress = StageProgress(names, logger.info)
+    from curator_stages.io.partition import FilePartitioningStage
+
+    progress = StageProgress(names, logger.info, listing=[
+        s.stage_name for s in stages if isinstance(s, FilePartitioningStage)])
     progress.start(input_ref.num_documents, input_ref.num_tasks)
     plans: list[Any] = []
     history = HistoryAggregator()
@@ -141,9 +144,16 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
                         f"stages {' -> '.join(names)}: {ref.num_documents} documents in "
                         f"{ref.num_tasks} tasks, {wall:.2f}s")
     drops = {r: n for c in new_counts.values() for r, n in c.dropped.items()}
-    logger.info("stages %s: %d -> %d documents (%d -> %d tasks) in %.2fs; dropped %s; -> %s",
-                names, input_ref.num_documents, ref.num_documents, input_ref.num_tasks,
-                ref.num_tasks, wall, drops or "none", path)
+    # A writer's output tasks are file lists: say what it wrote, not "-> 0 documents"; a
+    # reader's input is files: say what it read.
+    read = sum(int(c.metrics.get(DOCUMENTS_READ, 0)) for c in new_counts.values())
+    written = [int(c.metrics[DOCUMENTS_WRITTEN]) for c in new_counts.values()
+               if DOCUMENTS_WRITTEN in c.metrics]
+    logger.info("stages %s: %s -> %s (%d -> %d tasks) in %.2fs; dropped %s; -> %s",
+                "+".join(names),
+                f"read {read} documents" if read else f"{input_ref.num_documents} documents",
+                f"wrote {sum(written)} documents" if written else f"{ref.num_documents} documents",
+                input_ref.num_tasks, ref.num_tasks, wall, drops or "none", path)
     return ref
 
 

@@ -173,20 +173,33 @@ class PipelinePlan:
         out.extend(f"- {line}" for line in self._summary_lines())
         return "\n".join(out) + "\n"
 
-    def to_text(self, width: int = 140) -> str:
+    def to_text(self, width: int = 80) -> str:
         """The plan as a rich table rendered for a terminal of ``width`` columns."""
         from rich.console import Console
         from rich.table import Table
 
         from rich.markup import escape
 
+        from rich import box
+
+        # No vertical rules, one space between columns: nine columns fit 80 (cells fold).
         table = Table(title=escape(f"Plan: {self.pipeline}"), caption=escape(self._cluster_line()),
-                      show_lines=False)
-        for header in self._HEADERS:
+                      show_lines=False, box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1),
+                      show_edge=False)
+        # 80 columns: CPUs and GPUs share one column ("1/0"); the batch size is left to the
+        # markdown and JSON forms; long cells wrap at words.
+        headers = self._HEADERS
+        merged = headers.index("CPUs")
+        keep = [i for i, h in enumerate(headers) if h not in ("GPUs", "batch")]
+        for i in keep:
+            header = "CPU/GPU" if i == merged else headers[i]
             table.add_column(header, overflow="fold",
-                             justify="right" if header in ("#", "CPUs", "GPUs", "batch") else "left")
+                             no_wrap=header in ("#", "stage", "mode", "CPU/GPU"),
+                             min_width=10 if header in ("pool", "Ray Data", "Prefect") else None,
+                             justify="right" if header in ("#", "CPU/GPU") else "left")
         for row in self._rows():
-            table.add_row(*(escape(c) for c in row))
+            row[merged] = f"{row[merged]}/{row[merged + 1]}"
+            table.add_row(*(escape(row[i]) for i in keep))
         console = Console(width=width, record=True, file=open(os.devnull, "w"),
                           color_system=None)
         console.print(table)
@@ -195,10 +208,11 @@ class PipelinePlan:
         return console.export_text()
 
     def print(self, file: Any = None) -> None:
-        """Print the table to ``file`` (stdout), as wide as the terminal but never cramped."""
+        """Print the table to ``file`` (stdout), as wide as the terminal (80 columns when it is
+        not one: a log, a pipe); long cells fold."""
         import sys
 
-        width = max(shutil.get_terminal_size((140, 24)).columns, 140)
+        width = shutil.get_terminal_size((80, 24)).columns
         (file or sys.stdout).write(self.to_text(width=width))
 
     def to_dict(self) -> dict[str, Any]:

@@ -75,6 +75,7 @@ def write_run_report(output_dir: str | Path, summary: RunSummary | dict[str, Any
                      quarantine_dirs: Iterable[str | Path] = (),
                      plan: Any = None, title: str | None = None,
                      dropped_hint: str | None = None,
+                     rule_flags: dict[str, str] | None = None,
                      publish_artifact: bool = True) -> Path | str:
     """Write ``report.md`` and ``funnel.png`` into ``output_dir``; return the report's path
     (a URL string for an object-store output).
@@ -83,7 +84,8 @@ def write_run_report(output_dir: str | Path, summary: RunSummary | dict[str, Any
     directories default to ``<output_dir>/quarantine`` and ``<output_dir>/dropped`` when present.
     ``plan`` (a :class:`~curator_stages.plan.PipelinePlan`) gives each stage's mode, ``title``
     the report's title, ``dropped_hint`` how this report's reader keeps dropped documents (a
-    flow names its own option; the default names the writer's ``dropped_output``). Given any of
+    flow names its own option; the default names the writer's ``dropped_output``),
+    ``rule_flags`` the flag that changes each drop or quarantine reason. Given any of
     them, they are kept in ``report_context.json``; given none, the context kept with this
     summary is used, so a rebuilt report equals the first. Inside a Prefect flow run the same
     markdown is published as an artifact (the image is referenced by file name, so it shows
@@ -92,15 +94,17 @@ def write_run_report(output_dir: str | Path, summary: RunSummary | dict[str, Any
     if "://" in str(output_dir):
         return _write_remote_report(str(output_dir), summary, dropped_dirs=dropped_dirs,
                                     quarantine_dirs=quarantine_dirs, plan=plan, title=title,
-                                    dropped_hint=dropped_hint, publish_artifact=publish_artifact)
+                                    dropped_hint=dropped_hint, rule_flags=rule_flags,
+                                    publish_artifact=publish_artifact)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if summary is None:
         summary = load_run_summary(out)
     elif isinstance(summary, dict):
         summary = RunSummary.from_dict(summary)
-    if plan is not None or title or dropped_hint:
-        context = ReportContext.from_plan(plan, title=title, dropped_hint=dropped_hint)
+    if plan is not None or title or dropped_hint or rule_flags:
+        context = ReportContext.from_plan(plan, title=title, dropped_hint=dropped_hint,
+                                          rule_flags=rule_flags)
         write_report_context(out, context, summary)
     else:
         context = load_report_context(out, summary) or ReportContext()

@@ -43,18 +43,23 @@ class ReportContext:
     dropped_hint: str = LIBRARY_DROPPED_HINT
     #: :func:`summary_digest` of the summary this context was written with.
     summary_digest: str | None = None
+    #: {drop or quarantine reason: the flag that changes it, or "not configurable"} (a flow
+    #: names its own options; a library run has none).
+    rule_flags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_plan(cls, plan: Any, title: str | None = None,
-                  dropped_hint: str | None = None) -> "ReportContext":
+                  dropped_hint: str | None = None,
+                  rule_flags: dict[str, str] | None = None) -> "ReportContext":
         """A context from a :class:`~curator_stages.plan.PipelinePlan` (or None)."""
         modes = {s.name: s.mode for s in plan.stages} if plan is not None else {}
         return cls(title=title or (plan.pipeline if plan is not None else "run"),
-                   stage_modes=modes, dropped_hint=dropped_hint or LIBRARY_DROPPED_HINT)
+                   stage_modes=modes, dropped_hint=dropped_hint or LIBRARY_DROPPED_HINT,
+                   rule_flags=dict(rule_flags or {}))
 
     def mode_of(self, stage: str) -> str | None:
-        """The stage's mode; the filter a global stage's fit returns (``<global>_filter``, as the
-        dedup stages name it) runs as part of that global stage."""
+        """The stage's mode; the filter a global stage's fit returns runs as part of that global
+        stage (the dedup stages give it their own name; ``<global>_...`` for other names)."""
         if stage in self.stage_modes:
             return self.stage_modes[stage]
         for name, mode in self.stage_modes.items():
@@ -68,7 +73,8 @@ class ReportContext:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ReportContext":
         return cls(title=str(d["title"]), stage_modes=dict(d["stage_modes"]),
-                   dropped_hint=str(d["dropped_hint"]), summary_digest=d.get("summary_digest"))
+                   dropped_hint=str(d["dropped_hint"]), summary_digest=d.get("summary_digest"),
+                   rule_flags=dict(d.get("rule_flags") or {}))
 
 
 def write_report_context(output_dir: str | Path, context: ReportContext,
@@ -77,7 +83,7 @@ def write_report_context(output_dir: str | Path, context: ReportContext,
     path = Path(output_dir) / REPORT_CONTEXT_FILE
     tied = ReportContext(title=context.title, stage_modes=context.stage_modes,
                          dropped_hint=context.dropped_hint,
-                         summary_digest=summary_digest(summary))
+                         summary_digest=summary_digest(summary), rule_flags=context.rule_flags)
     put_bytes(str(path), json.dumps(tied.to_dict(), indent=2).encode("utf-8"))
     return path
 

@@ -22,7 +22,8 @@ from typing import Any, Iterable
 from curator_stages.io.output_commit import published_files
 from curator_stages.orchestration.run_summary import RunSummary
 from curator_stages.reporting.context import LIBRARY_DROPPED_HINT, ReportContext
-from curator_stages.tasks import DOCUMENTS_QUARANTINED, DOCUMENTS_READ, DOCUMENTS_WRITTEN
+from curator_stages.tasks import (DOCUMENTS_QUARANTINED, DOCUMENTS_READ, DOCUMENTS_WRITTEN,
+                                  FILES_LISTED)
 
 #: How many characters of a dropped document's text a report shows.
 EXAMPLE_CHARS = 240
@@ -67,10 +68,16 @@ class StageRow:
 
     @property
     def documents_per_s(self) -> float | None:
-        """Documents per second of busy time, per worker."""
-        if not self.documents_in or self.busy_s <= 0:
+        """Documents per second of busy time, per worker; None below :data:`MIN_RATE_BUSY_S`
+        of busy time (a filter that took milliseconds has no meaningful rate: dividing by a
+        timer's resolution gave millions of documents per second)."""
+        if not self.documents_in or self.busy_s < MIN_RATE_BUSY_S:
             return None
         return self.documents_in / self.busy_s
+
+
+#: Busy time below which a stage's rate is not shown (see :attr:`StageRow.documents_per_s`).
+MIN_RATE_BUSY_S = 0.5
 
 
 @dataclass
@@ -85,6 +92,8 @@ class RunReportData:
     stages: list[StageRow]
     drops_by_rule: dict[tuple[str, str], int]
     dropped_hint: str = LIBRARY_DROPPED_HINT
+    #: {drop or quarantine reason: the flag that changes it} (empty: the report has no column).
+    rule_flags: dict[str, str] = field(default_factory=dict)
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
     quarantine_examples: list[str] = field(default_factory=list)
     language_mix: dict[str, int] = field(default_factory=dict)
@@ -160,6 +169,8 @@ def stage_rows(summary: RunSummary, context: ReportContext | None = None) -> lis
     stages = summary.stages
     readers = [i for i, s in enumerate(stages) if DOCUMENTS_READ in s.metrics]
     first_reader = readers[0] if readers else 0
+    # Files, not read tasks: a file cut into byte ranges is one file listed and read.
+    listed = [int(s.metrics[FILES_LISTED]) for s in stages if FILES_LISTED in s.metrics]
     rows = []
     for i, s in enumerate(stages):
         files: int | None = None
@@ -168,10 +179,10 @@ def stage_rows(summary: RunSummary, context: ReportContext | None = None) -> lis
         docs_out: int | None = s.items_out
         if i < first_reader:
             docs_in = docs_out = None
-            files, role = s.items_out, "listed"
+            files, role = (sum(listed) if listed else s.items_out), "listed"
         elif DOCUMENTS_READ in s.metrics:
             docs_in = int(s.metrics[DOCUMENTS_READ])
-            files, role = s.items_in, "read"
+            files, role = (sum(listed) if listed else s.items_in), "read"
         if DOCUMENTS_WRITTEN in s.metrics:
             docs_out = int(s.metrics[DOCUMENTS_WRITTEN])
             files, role = s.items_out, "written"
@@ -373,7 +384,7 @@ def build_report_data(summary: RunSummary | dict[str, Any],
         documents_dropped=summary.documents_dropped,
         documents_quarantined=summary.documents_quarantined,
         stages=rows, drops_by_rule=dict(sorted(drops.items(), key=lambda kv: -kv[1])),
-        dropped_hint=context.dropped_hint,
+        dropped_hint=context.dropped_hint, rule_flags=context.rule_flags,
         quarantine_by_reason=q_by_reason, quarantine_examples=q_examples,
         language_mix=language_mix(data),
         duplicates=duplicates,

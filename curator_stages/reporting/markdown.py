@@ -27,6 +27,19 @@ def _table(headers: list[str], rows: list[list[object]]) -> list[str]:
     return out + [""]
 
 
+def _flag_of(flags: dict[str, str], reason: str,
+             default: str = "not configurable (fix the input)") -> str:
+    """The flag that changes ``reason``: its own entry, else the entry of a ``prefix*`` key
+    it starts with (``missing text field*`` covers ``missing text field 'text'``)."""
+    if reason in flags:
+        return flags[reason]
+    for key, flag in flags.items():
+        if key.endswith("*") and reason.startswith(key[:-1]):
+            return flag
+    head = reason.split(":", 1)[0]
+    return flags.get(head, default)
+
+
 def render_report_markdown(data: RunReportData, funnel_image: str | None = "funnel.png") -> str:
     """The whole report: totals and accounting, tokens, PII redacted, the stage table and
     funnel, drops, quarantine, languages, duplicates and examples of dropped documents."""
@@ -96,17 +109,22 @@ def render_report_markdown(data: RunReportData, funnel_image: str | None = "funn
                      if data.wall_time_s > 0 and data.documents_read else "") + ".", ""]
 
     lines += ["## Drops by rule", ""]
+    flags = data.rule_flags
     if data.drops_by_rule:
-        lines += _table(["stage", "rule", "documents", "share of read"],
-                        [[stage, rule, _fmt_int(n), _pct(n, read)]
+        lines += _table(["stage", "rule", "documents", "share of read",
+                         *(["changed by"] if flags else [])],
+                        [[stage, rule, _fmt_int(n), _pct(n, read),
+                          *([_flag_of(flags, rule, "not configurable")] if flags else [])]
                          for (stage, rule), n in data.drops_by_rule.items()])
     else:
         lines += ["No document was dropped.", ""]
 
     lines += ["## Quarantined records by reason", ""]
     if data.quarantine_by_reason:
-        lines += _table(["reason", "records"],
-                        [[reason, _fmt_int(n)] for reason, n in data.quarantine_by_reason.items()])
+        lines += _table(["reason", "records", *(["changed by"] if flags else [])],
+                        [[reason, _fmt_int(n),
+                          *([_flag_of(flags, reason)] if flags else [])]
+                         for reason, n in data.quarantine_by_reason.items()])
         if data.quarantine_examples:
             lines += ["Examples:", ""]
             lines += [f"- `{_cell(e)}`" for e in data.quarantine_examples] + [""]

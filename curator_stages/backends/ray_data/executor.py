@@ -25,7 +25,6 @@ from curator_stages.backends.ray_data.errors import surfaced_stage_errors
 from curator_stages.backends.ray_data.plan_context import (
     data_context_for_plan,
     default_progress_bars,
-    token_auth_notice_dropped,
 )
 from curator_stages.backends.ray_data.planning import StagePlan, gpu_request
 from curator_stages.backends.ray_data.result import ExecutionResult
@@ -93,8 +92,7 @@ class RayDataExecutor:
 
             kwargs.pop("address", None)
             warm = kwargs.pop("warm", True)
-            with token_auth_notice_dropped():
-                start_local_ray(**kwargs, warm=False)
+            start_local_ray(**kwargs, warm=False)  # drops Ray's token-auth notice itself
             if warm:
                 # The warm-up holds every CPU for a few seconds; a plan started meanwhile sees
                 # none free and Ray Data warns that "the Dataset job will hang". Wait for it.

@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from curator_stages.backends.ray_data.plan_context import token_auth_notice_dropped
 from curator_stages.env_defaults import RAY_ENV_DEFAULTS
 
 logger = logging.getLogger(__name__)
@@ -334,7 +335,10 @@ def start_local_ray(num_cpus: int | None = None, *, log_to_driver: bool = True,
         before = _ray_descendants()
         started = time.monotonic()
         try:
-            with _loopback_node() if own_address else contextlib.nullcontext():
+            # Token auth is our choice for an embedded Ray: Ray's notice that it is on (and
+            # how to turn it off) is not a warning for our user (see plan_context).
+            with (_loopback_node() if own_address else contextlib.nullcontext()), \
+                    token_auth_notice_dropped():
                 ray.init(**kwargs)
             break
         except (TypeError, ValueError):

@@ -91,14 +91,15 @@ _NO_CPU_WARNING = ("Warning: The Ray cluster currently does not have any availab
 
 
 def default_progress_bars() -> bool:
-    """Ray Data's bars on a terminal; none when stdout is not one.
+    """Ray Data's bars on a terminal; none when stdout or stderr is not one.
 
     Off a terminal Ray Data falls back to a multi-line progress dump every 10 s on the console,
-    which buries a library user's own output (and is not a bar).
+    which buries a library user's own output (and is not a bar); the bars themselves are drawn
+    on stderr, so a redirected stderr (``2> log``, a CI log) would get their raw escape codes.
     """
     try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stdout
+        return sys.stdout.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
         return False
 
 

@@ -153,7 +153,7 @@ class ExactDuplicateRemover(GlobalStage):
     def _filter(self, remove: IdSet, quarantine: dict[str, str]) -> ProcessingStage:
         return DuplicateIdFilter(remove, EXACT_DUPLICATE, id_field=self.id_field,
                                  quarantine=quarantine, text_field=self.text_field,
-                                 name=f"{self.stage_name}_filter")
+                                 name=self.stage_name)
 
     # In-process fit (LocalExecutor / MultiprocessExecutor): the same hashing, the same
     # duplicate-id check and the same smallest-key choice as fit(), without Ray.

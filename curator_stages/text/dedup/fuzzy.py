@@ -292,4 +292,4 @@ class FuzzyDuplicateRemover(GlobalStage):
         result = self.find_duplicates(dataset)
         return DuplicateIdFilter(IdSet(result.remove), FUZZY_DUPLICATE, id_field=self.id_field,
                                  quarantine=result.quarantine, text_field=self.text_field,
-                                 name=f"{self.stage_name}_filter")
+                                 name=self.stage_name)

@@ -51,7 +51,7 @@ class DuplicateIdCheck(GlobalStage):
 
     def _filter(self, quarantine: dict[str, str]) -> ProcessingStage:
         return DuplicateIdFilter(IdSet([]), DUPLICATE_ID, id_field=self.id_field,
-                                 quarantine=quarantine, name=f"{self.stage_name}_filter")
+                                 quarantine=quarantine, name=self.stage_name)
 
     def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:
         keys = dataset.map_batches(
