@@ -131,6 +131,11 @@ def publish(output: str, flow: str, snapshot: str, written: Iterable[str],
     if result.failed:
         write_section(out, flow, {**section, "stale": result.failed}, storage_options)
     _remove_tree(fs, staged)
+    if is_local(fs):  # no empty _attempts/ left beside a published snapshot
+        try:
+            os.rmdir(posixpath.join(base, ATTEMPTS_DIR))
+        except OSError:
+            pass  # another attempt is still there (its run failed): the next run cleans it
     return result
 
 
