@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--n-templated", type=int, default=100)
     parser.add_argument("--n-clusters", type=int, default=None,
                         help="k-means clusters (default: the stage's, one per 1000 documents)")
+    parser.add_argument("--assignments", type=int, default=None,
+                        help="nearest clusters per document for the product (default: the stage's)")
     parser.add_argument("--cache", default=None, help=".npz file that keeps the embeddings")
     args = parser.parse_args()
     corpus = make_paraphrase_corpus(args.n_base, args.n_single, args.n_templated)
@@ -85,7 +87,10 @@ def main() -> None:
         "id": ids[i:i + 500], "embedding": pa.FixedSizeListArray.from_arrays(
             pa.array(vectors[i:i + 500].reshape(-1)), vectors.shape[1])}))
         for i in range(0, len(ids), 500)]
-    ways = {"product": {"n_clusters": args.n_clusters},
+    product = {"n_clusters": args.n_clusters}
+    if args.assignments:
+        product["assignments"] = args.assignments
+    ways = {"product": product,
             "1 cluster/doc": {"n_clusters": args.n_clusters, "assignments": 1},
             "exhaustive": {"n_clusters": 1, "assignments": 1}}
     print("| threshold | " + " | ".join(f"{w} P / R" for w in ways) + " |")

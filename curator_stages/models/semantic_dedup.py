@@ -9,18 +9,21 @@ Plan (why it scales, and where it is exact):
 2. k-means (faiss, spherical) is trained on a deterministic sample: rows whose row-key hash
    falls under a fraction, sorted by key, so the clusters do not depend on block order.
    ``n_clusters`` defaults to one per ~``cluster_size`` documents.
-3. Each row goes to its nearest centroid inside the split tasks of a hash-partitioned reduce
-   (:func:`~curator_stages.text.dedup.shuffle.partition_reduce`), so rows of one cluster meet in
-   one reduce task.
-4. Within a cluster, rows in row-key order: a row is dropped when its cosine similarity to a row
-   *kept* before it is >= ``threshold``; so the smallest key of each group is kept, and the
-   answer does not depend on how the data was split. Similarities are computed block by block
-   (``block_size`` rows against at most ``block_size`` kept rows at a time): memory per reduce
-   is O(block_size^2 + cluster rows x dim), never an N x N matrix.
+3. Each row goes to its ``assignments`` (default 3) nearest centroids inside the split tasks of
+   a hash-partitioned reduce (:func:`~curator_stages.text.dedup.shuffle.partition_reduce`), so
+   rows of one cluster meet in one reduce task, and two similar rows that k-means put on either
+   side of a boundary still meet in a cluster both are near.
+4. Within each cluster, every pair with cosine similarity >= ``threshold`` is found block by
+   block (``block_size`` rows against ``block_size`` rows at a time): memory per reduce is
+   O(block_size^2 + cluster rows x dim + the cluster's similar pairs), never an N x N matrix.
+5. The driver applies the keep rule to all pairs (a pair found in two clusters counts once), in
+   row-key order: a row is dropped when it is similar to a row *kept* before it; so the smallest
+   key of each group is kept, and the answer does not depend on how the data was split. On the
+   pairs found it equals an exhaustive comparison.
 
-What it misses by design: two near-identical documents that k-means puts in different clusters
-(they sit near a boundary). More documents per cluster (a smaller ``n_clusters``) lowers that
-risk at a quadratic cost per cluster.
+What it can still miss: a similar pair whose rows share none of their ``assignments`` nearest
+clusters. ``benchmarks/BENCHMARKS.md`` has recall against an exhaustive comparison by threshold;
+``assignments`` m makes clusters about m times larger: about m^2 times the pairs compared.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ TRAIN_ROWS_PER_CLUSTER = 64
 MAX_TRAIN_ROWS = 256_000
 #: Nearest clusters each document is compared in: pairs split by a cluster boundary are found
 #: in the cluster both sides share (see ``benchmarks/BENCHMARKS.md``, semantic dedup recall).
-DEFAULT_ASSIGNMENTS = 2
+DEFAULT_ASSIGNMENTS = 3
 
 
 def _unit_rows(column: pa.ChunkedArray | pa.Array, stage_name: str, field: str) -> np.ndarray:
@@ -243,8 +246,9 @@ class SemanticDuplicateRemover(GlobalStage):
     Needs an ``embedding_field`` column (an :class:`~curator_stages.models.EmbeddingStage`
     before it). ``threshold`` (default 0.86, chosen on the paraphrase corpus in
     ``tests/paraphrase_corpus.py``: see the stage's tests), ``n_clusters`` (default: one per
-    ``cluster_size`` documents), ``iterations`` and ``seed`` of k-means, ``block_size`` (rows
-    per similarity block; bounds memory). Drops are recorded as ``dropped.semantic_duplicate``;
+    ``cluster_size`` documents), ``iterations`` and ``seed`` of k-means, ``assignments``
+    (nearest clusters each document is compared in; 1 misses pairs split by a boundary),
+    ``block_size`` (rows per similarity block; bounds memory). Drops are recorded as ``dropped.semantic_duplicate``;
     records whose id an earlier record has go to quarantine.
     """
 
