@@ -60,6 +60,10 @@ class TextCurationParams(CurationParams):
     min_mean_word_length: float = F(3.0, ge=0, le=100, description="Min mean word length")
     max_mean_word_length: float = F(10.0, gt=0, le=1000, description="Max mean word length")
     max_symbol_word_ratio: float = F(0.1, ge=0, le=10, description="Maximum (# and ...) per word")
+    max_bullet_lines_ratio: float = F(0.9, ge=0, le=1, description="Maximum share of lines that "
+                                      "start with a bullet (1: rule off)")
+    max_ellipsis_lines_ratio: float = F(0.3, ge=0, le=1, description="Maximum share of lines "
+                                        "that end with ... (1: rule off)")
     min_alpha_word_ratio: float = F(0.8, ge=0, le=1, description="Min share of words with a letter")
     min_stop_words: int = F(2, ge=0, le=1000, description="Minimum stop words in the document's "
                             "language (en de fr es it pt nl ru zh ja; others pass; 0: off)")
@@ -123,8 +127,12 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     rules = [f.WordCountRule(min_words=p.min_words, max_words=p.max_words),
              f.MeanWordLengthRule(min_length=p.min_mean_word_length,
                                   max_length=p.max_mean_word_length),
-             f.SymbolWordRatioRule(max_ratio=p.max_symbol_word_ratio), f.BulletLinesRule(),
-             f.EllipsisLinesRule(), f.AlphabeticWordsRule(min_ratio=p.min_alpha_word_ratio),
+             f.SymbolWordRatioRule(max_ratio=p.max_symbol_word_ratio),
+             *([f.BulletLinesRule(max_ratio=p.max_bullet_lines_ratio)]
+               if p.max_bullet_lines_ratio < 1 else []),
+             *([f.EllipsisLinesRule(max_ratio=p.max_ellipsis_lines_ratio)]
+               if p.max_ellipsis_lines_ratio < 1 else []),
+             f.AlphabeticWordsRule(min_ratio=p.min_alpha_word_ratio),
              *([f.StopWordsRule(min_count=p.min_stop_words)] if p.min_stop_words > 0 else []),
              *(gopher_repetition_rules() if p.repetition_filters else []),
              *(c4_quality_rules() if p.c4_filters else [])]
