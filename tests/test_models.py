@@ -117,3 +117,13 @@ def test_bad_model_path_on_ray_fails_the_run_with_a_stage_setup_error(ray_cluste
     with pytest.raises(StageSetupError, match=r"stage 'embed_bad'.*model_path="):
         with surfaced_stage_errors():
             apply_stages(ray_cluster.data.from_items([task]), [stage]).take_all()
+
+
+def test_auto_device_does_not_count_the_gpus_of_an_ignored_head_node():
+    """Before: ``auto`` looked at the whole cluster's GPUs, so with the GPU head node ignored
+    the embedding stage still asked for a GPU and the plan refused to schedule it."""
+    cluster = "1 node x 8 cpus 2 gpus, 2 nodes x 16 cpus"
+    stage = EmbeddingStage(device="auto")
+    assert plan_pipeline([stage], cluster).stages[0].gpus == 1
+    row = plan_pipeline([stage], cluster, ignore_head_node=True).stages[0]
+    assert (row.mode, row.gpus) == ("actor", 0) and row.notes[0].startswith("model on CPU")

@@ -191,11 +191,14 @@ class ModelStage(ProcessingStage[DocumentBatch, DocumentBatch]):
     def resources(self, value: Resources) -> None:  # with_(resources=...) sets it explicitly
         self._resources_override = value
 
-    def for_cluster(self, cluster: "ClusterResources") -> "ModelStage":
-        """A copy whose device is fixed for ``cluster`` (a declared one, for a plan report)."""
+    def for_cluster(self, cluster: "ClusterResources",
+                    ignore_head_node: bool = False) -> "ModelStage":
+        """A copy whose device is fixed for ``cluster``: ``auto`` counts only the GPUs of the
+        nodes workers may use (not an ignored head node's)."""
         clone = copy.copy(self)
         if self.device == "auto" and self._resources_override is None:
-            clone._planned_device = "cuda" if cluster.total_gpus > 0 else "cpu"
+            gpus = sum(n.gpus for n in cluster.usable_nodes(ignore_head_node))
+            clone._planned_device = "cuda" if gpus > 0 else "cpu"
         return clone
 
     @property

@@ -91,7 +91,8 @@ def plan_pipeline(
             )
         else:
             # A model stage fixes its device for this cluster (GPU where one exists) and says so.
-            placed = stage.for_cluster(resolved) if hasattr(stage, "for_cluster") else stage
+            placed = (stage.for_cluster(resolved, ignore_head_node)
+                      if hasattr(stage, "for_cluster") else stage)
             sp = plan_stage(placed, resolved, ignore_head_node, warn=False)
             notes.extend(getattr(placed, "plan_notes", ()))
             if stage.resources.requires_gpu and stage.batch_size is None:
