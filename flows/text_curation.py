@@ -138,8 +138,14 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
              *(c4_quality_rules() if p.c4_filters else [])]
     # Language id first: the filter judges each document in its language; the filter has its
     # own checkpoint, so re-tuning a threshold reuses the costly language-id output.
+    from curator_stages.io.partition import DEFAULT_MIN_RANGE_BYTES
+    from curator_stages.models.base import ModelStage
+
+    # Model stages need more, smaller read tasks: every actor gets a part of even one file.
     reader = JsonlReader(p.input, text_field=p.text_field, id_field=p.id_field,
-                         files_per_group=p.files_per_group)
+                         files_per_group=p.files_per_group, min_range_bytes=(
+                             ModelStage.input_range_bytes if p.semantic_dedup
+                             else DEFAULT_MIN_RANGE_BYTES))
     front = [*reader.decompose(), TextNormalizer(text_field=p.text_field)]
     if p.language_id:
         from curator_stages.text.language import LanguageIdentifier

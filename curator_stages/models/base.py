@@ -129,6 +129,11 @@ class ModelStage(ProcessingStage[DocumentBatch, DocumentBatch]):
     """
 
     batch_size = 1  # tasks per call; the token budget sizes the model's own batches
+    #: The smallest byte range a reader should cut a plain input file into when this stage runs
+    #: on its documents (the reader's ``min_range_bytes``; its default is sized for cheap
+    #: stages). A model spends about 0.1 s of CPU per document, so a file of a few MB that a
+    #: cheap pipeline reads as one task would leave all actors but one idle.
+    input_range_bytes = 256 << 10
 
     def __init__(self, device: Device = "auto", gpus: float = 1.0, cpus: float = 1.0,
                  token_budget: int | None = None, dtype: DType = "auto",
