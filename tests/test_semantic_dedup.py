@@ -205,3 +205,9 @@ def test_the_pair_rule_is_deterministic_whatever_the_pairs_order_or_repeats():
     later, earlier = ["b", "c", "d", "c"], ["a", "b", "a", "b"]  # a~b, b~c, a~d; c~b twice
     assert greedy_removals(later, earlier) == {"b", "d"}  # c stays: its only match b is gone
     assert greedy_removals(later[::-1], earlier[::-1]) == {"b", "d"}
+
+
+def test_default_cluster_count_skips_clusters_every_document_would_be_in():
+    stage = SemanticDuplicateRemover()  # 1000 documents per cluster, 3 assignments
+    assert [stage.clusters_for(n) for n in (10, 2500, 3000, 3001, 100_000)] == [1, 1, 1, 4, 100]
+    assert SemanticDuplicateRemover(n_clusters=2).clusters_for(10) == 2  # as asked

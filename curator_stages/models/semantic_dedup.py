@@ -287,10 +287,13 @@ class SemanticDuplicateRemover(GlobalStage):
         return params
 
     def clusters_for(self, total: int) -> int:
-        """``n_clusters``, or one cluster per ``cluster_size`` documents."""
+        """``n_clusters``, or one cluster per ``cluster_size`` documents; one when that makes no
+        more clusters than ``assignments`` (every document would be in each: the same pairs,
+        compared that many times over)."""
         if self.n_clusters is not None:
             return self.n_clusters
-        return max(1, math.ceil(total / self.cluster_size))
+        k = math.ceil(total / self.cluster_size)
+        return k if k > self.assignments else 1
 
     def _sample_cutoff(self, total: int, k: int) -> int:
         wanted = min(total, max(k * TRAIN_ROWS_PER_CLUSTER, 10_000), MAX_TRAIN_ROWS)
