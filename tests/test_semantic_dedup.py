@@ -211,3 +211,19 @@ def test_default_cluster_count_skips_clusters_every_document_would_be_in():
     stage = SemanticDuplicateRemover()  # 1000 documents per cluster, 3 assignments
     assert [stage.clusters_for(n) for n in (10, 2500, 3000, 3001, 100_000)] == [1, 1, 1, 4, 100]
     assert SemanticDuplicateRemover(n_clusters=2).clusters_for(10) == 2  # as asked
+
+
+@pytest.mark.slow
+def test_ray_fit_with_several_assignments_equals_the_local_fit(ray_cluster):
+    """The split tasks send each row to its nearest clusters; the reduce outputs pairs; the
+    driver applies the keep rule: the same rows go as in the in-process fit."""
+    ids, vectors = _two_clusters_and_a_boundary_pair(np.random.default_rng(1))
+    rng = np.random.default_rng(2)
+    near = vectors[:40] + rng.normal(scale=0.2, size=(40, vectors.shape[1]))
+    ids, vectors = ids + [f"n{i:03d}" for i in range(40)], np.vstack([vectors, near])
+    tasks = [_task(ids[i:i + 30], vectors[i:i + 30], task_id=str(i))
+             for i in range(0, len(ids), 30)]
+    stage = SemanticDuplicateRemover(threshold=0.95, n_clusters=3)
+    local = _removed(stage.fit_local(tasks), tasks)
+    assert "pair-y" in local and len(local) > 5
+    assert _removed(stage.fit(ray_cluster.data.from_items(tasks)), tasks) == local
