@@ -144,11 +144,17 @@ def assign_clusters(vectors: np.ndarray, centroids: np.ndarray, assignments: int
     return out
 
 
+def _without(table: pa.Table, exclude: pa.Array | None) -> pa.Table:
+    """``table`` less the rows whose key is in ``exclude`` (quarantined records)."""
+    if exclude is not None and len(exclude) and table.num_rows:
+        table = table.filter(pc.invert(pc.is_in(table.column("key"), value_set=exclude)))
+    return table
+
+
 def _assign(table: pa.Table, centroids: np.ndarray, exclude: pa.Array | None,
             assignments: int = 1) -> pa.Table:
     """(cid, key, emb), one row per (row, one of its nearest centroids); quarantined rows out."""
-    if exclude is not None and len(exclude) and table.num_rows:
-        table = table.filter(pc.invert(pc.is_in(table.column("key"), value_set=exclude)))
+    table = _without(table, exclude)
     if table.num_rows == 0:
         return pa.table({"cid": pa.array([], pa.uint64()), "key": table.column("key"),
                          "emb": table.column("emb")})
@@ -206,28 +212,44 @@ def greedy_duplicates(vectors: np.ndarray, threshold: float, block_size: int) ->
     return drop
 
 
-def _reduce_clusters(table: pa.Table | None, threshold: float, block_size: int) -> pa.Table:
-    """Within one partition: the (later, earlier) row keys of each cluster's similar pairs."""
+def cluster_pairs(keys: pa.Array | pa.ChunkedArray, vectors: np.ndarray, rows: np.ndarray,
+                  cids: np.ndarray, threshold: float, block_size: int) -> pa.Table:
+    """(later, earlier) keys of the similar pairs within each cluster, each pair once.
+
+    Row ``rows[i]`` of ``keys``/``vectors`` is a member of cluster ``cids[i]`` (a row may be in
+    several). Members are compared in key order, one cluster at a time: memory is one cluster's
+    vectors and one similarity block, never a copy of every membership's vector.
+    """
     empty = pa.table({"later": pa.array([], pa.string()), "earlier": pa.array([], pa.string())})
-    if table is None or table.num_rows < 2:
+    if len(rows) < 2:
         return empty
-    order = pc.sort_indices(table, sort_keys=[("cid", "ascending"), ("key", "ascending")])
-    table = table.take(order)
-    cids = table.column("cid").to_numpy()
-    vectors = _unit_rows(table.column("emb"), "semantic_dedup", "emb")
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[pc.sort_indices(keys).to_numpy()] = np.arange(len(keys))
+    order = np.lexsort((rank[rows], cids))
+    rows, cids = rows[order], cids[order]
     bounds = np.flatnonzero(np.diff(cids)) + 1
     later, earlier = [], []
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(cids)]):
         if hi - lo > 1:
-            j, i = similar_pairs(vectors[lo:hi], threshold, block_size)
-            later.append(lo + j)
-            earlier.append(lo + i)
-    if not later:
+            members = rows[lo:hi]
+            j, i = similar_pairs(vectors[members], threshold, block_size)
+            later.append(members[j])
+            earlier.append(members[i])
+    if not later or not sum(len(x) for x in later):
         return empty
-    keys = table.column("key")
     pairs = pa.table({"later": keys.take(pa.array(np.concatenate(later))),
                       "earlier": keys.take(pa.array(np.concatenate(earlier)))})
     return pairs.group_by(["later", "earlier"]).aggregate([])  # a pair two clusters share: once
+
+
+def _reduce_clusters(table: pa.Table | None, threshold: float, block_size: int) -> pa.Table:
+    """Within one partition of (cid, key, emb) memberships: :func:`cluster_pairs`."""
+    if table is None or table.num_rows < 2:
+        return cluster_pairs(pa.array([], pa.string()), np.zeros((0, 0), np.float32),
+                             np.zeros(0, np.int64), np.zeros(0, np.uint64), threshold, block_size)
+    vectors = _unit_rows(table.column("emb"), "semantic_dedup", "emb")
+    return cluster_pairs(table.column("key"), vectors, np.arange(table.num_rows),
+                         table.column("cid").to_numpy(), threshold, block_size)
 
 
 def _removed_keys(pair_tables: list[pa.Table]) -> IdSet:
@@ -349,6 +371,10 @@ class SemanticDuplicateRemover(GlobalStage):
         k = self.clusters_for(compact.num_rows)
         sample = _sample_rows(compact, self._sample_cutoff(compact.num_rows, k))
         centroids = train_centroids(sample, k, self.iterations, self.seed, self.stage_name)
-        pairs = _reduce_clusters(_assign(compact, centroids, exclude, self.assignments),
-                                 self.threshold, self.block_size)
+        compact = _without(compact, exclude)
+        vectors = _unit_rows(compact.column("emb"), self.stage_name, "emb")
+        cids = assign_clusters(vectors, centroids, self.assignments)  # (rows, m)
+        pairs = cluster_pairs(compact.column("key"), vectors,
+                              np.repeat(np.arange(len(vectors)), cids.shape[1]),
+                              cids.reshape(-1), self.threshold, self.block_size)
         return self._filter(_removed_keys([pairs]), quarantine)
