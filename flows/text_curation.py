@@ -120,6 +120,8 @@ resolved_files = TextCurationParams.input_files  # the files the flow's reader r
 def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     """The execution stages, grouped into stage tasks (a group = one checkpoint)."""
     from curator_stages.io import JsonlReader, JsonlWriter, ParquetWriter
+    from curator_stages.io.partition import DEFAULT_MIN_RANGE_BYTES
+    from curator_stages.models.base import ModelStage
     from curator_stages.text import (HeuristicFilter, TextNormalizer, c4_quality_rules,
                                      gopher_repetition_rules)
     from curator_stages.text import dedup, filters as f
@@ -137,11 +139,8 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
              *(gopher_repetition_rules() if p.repetition_filters else []),
              *(c4_quality_rules() if p.c4_filters else [])]
     # Language id first: the filter judges each document in its language; the filter has its
-    # own checkpoint, so re-tuning a threshold reuses the costly language-id output.
-    from curator_stages.io.partition import DEFAULT_MIN_RANGE_BYTES
-    from curator_stages.models.base import ModelStage
-
-    # Model stages need more, smaller read tasks: every actor gets a part of even one file.
+    # own checkpoint, so re-tuning a threshold reuses the costly language-id output. A model
+    # stage needs smaller read tasks: every embedding actor gets a part of even one file.
     reader = JsonlReader(p.input, text_field=p.text_field, id_field=p.id_field,
                          files_per_group=p.files_per_group, min_range_bytes=(
                              ModelStage.input_range_bytes if p.semantic_dedup
