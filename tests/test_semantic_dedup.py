@@ -17,7 +17,10 @@ from curator_stages.models import (  # noqa: E402
     EmbeddingStage,
     SemanticDuplicateRemover,
 )
-from curator_stages.models.semantic_dedup import greedy_duplicates, greedy_removals  # noqa: E402
+from curator_stages.models.semantic_dedup import (  # noqa: E402
+    greedy_duplicates,
+    greedy_removals,
+)
 from curator_stages.tasks import DocumentBatch  # noqa: E402
 
 needs_model = pytest.mark.skipif(

@@ -268,10 +268,11 @@ class SemanticDuplicateRemover(GlobalStage):
     Needs an ``embedding_field`` column (an :class:`~curator_stages.models.EmbeddingStage`
     before it). ``threshold`` (default 0.86, chosen on the paraphrase corpus in
     ``tests/paraphrase_corpus.py``: see the stage's tests), ``n_clusters`` (default: one per
-    ``cluster_size`` documents), ``iterations`` and ``seed`` of k-means, ``assignments``
-    (nearest clusters each document is compared in; 1 misses pairs split by a boundary),
-    ``block_size`` (rows per similarity block; bounds memory). Drops are recorded as ``dropped.semantic_duplicate``;
-    records whose id an earlier record has go to quarantine.
+    ``cluster_size`` documents; one while that is no more than ``assignments``), ``iterations``
+    and ``seed`` of k-means, ``assignments`` (nearest clusters each document is compared in; 1
+    misses pairs split by a boundary), ``block_size`` (rows per similarity block; bounds memory).
+    Drops are recorded as ``dropped.semantic_duplicate``; records whose id an earlier record has
+    go to quarantine.
     """
 
     def __init__(self, embedding_field: str = "embedding", id_field: str = "id",
