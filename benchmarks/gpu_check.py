@@ -11,10 +11,13 @@ It shows, each as a section of the printed report and of the JSON written to ``-
 2. ``sharing``: two EmbeddingStages of ``gpus=0.5`` in one pipeline; both actors report the same
    card, and Ray's plan shows 0.5 GPU each.
 3. ``throughput``: docs/s on the GPU against the CPU on the same ``--docs`` documents (default
-   20,000), and the cosine between the GPU and CPU embedding of every row (must be >= 0.999).
+   20,000), and the cosine between the GPU and CPU embedding of every row (must be >= 0.999);
+   with ``--cpu``, the CPU's docs/s only (no speedup: there is nothing to compare it with).
 4. ``semantic_dedup``: EmbeddingStage on the GPU then SemanticDuplicateRemover on about
    ``--dedup-docs`` documents (default 100,000) of the paraphrase corpus, with the recall of
-   its planted paraphrases, the fit's time and the machine's peak memory above its baseline.
+   its planted paraphrases, the fit's time and the machine's peak memory above its baseline;
+   passes when the recall is within 0.5 points of an exhaustive comparison's on the same
+   vectors at the same threshold (one cluster, in process, after the measured fit).
 
 With ``--cpu`` every "GPU" step runs on the CPU instead (no card needed), so the script itself
 is known to work on a machine without one. It exits non-zero when a check fails.
@@ -165,6 +168,12 @@ class CardSampler:
 
 def check_throughput(device: str, n: int, cpus: int) -> dict[str, Any]:
     tasks = doc_tasks(make_docs(n, seed=1), per_task=1000 if n >= 4000 else max(1, n // 4))
+    if device == "cpu":  # nothing to compare the CPU with: its rate only
+        out, plans, elapsed = _run([EmbeddingStage(device="cpu", cpus=1)], tasks)
+        return {"ok": sum(t.num_items for t in out) == n, "docs": n, "run_device": device,
+                "run_docs_s": round(n / elapsed, 1), "cpu_actors_max": plans[0].pool_max,
+                "cpu_count": cpus, "speedup": "not measured: --cpu has no GPU to compare",
+                "plans": [plans[0].describe()]}
     with CardSampler() as card:
         fast, plans_fast, t_fast = _run([EmbeddingStage(device=device, gpus=1.0, cpus=1)], tasks)
     slow, plans_slow, t_slow = _run([EmbeddingStage(device="cpu", cpus=1)], tasks)
@@ -180,9 +189,18 @@ def check_throughput(device: str, n: int, cpus: int) -> dict[str, Any]:
             "plans": [plans_fast[0].describe(), plans_slow[0].describe()]}
 
 
+#: How far the product's recall may fall below the exhaustive comparison's on the same vectors.
+RECALL_SLACK = 0.005
+
+
 def check_semantic_dedup(device: str, n: int) -> dict[str, Any]:
     """Embed and dedup about ``n`` documents of the paraphrase corpus (tests/paraphrase_corpus.py:
-    base, near-miss and paraphrase per group); report the paraphrases' recall and peak memory."""
+    base, near-miss and paraphrase per group); report the paraphrases' recall and peak memory.
+
+    The bar is what the model allows: an exhaustive comparison (one cluster, in process) of the
+    same vectors at the same threshold; the product must come within ``RECALL_SLACK`` of its
+    recall. (The corpus' absolute recall falls as it grows: with tens of thousands of bases drawn
+    from 64 sentence frames, a paraphrase's nearest kept neighbour is often another base.)"""
     import psutil
     import ray
 
@@ -211,12 +229,24 @@ def check_semantic_dedup(device: str, n: int) -> dict[str, Any]:
                                                         filt.remove.contains(t.data.column("id")))
                if gone}
     score = corpus.score(removed)
+    start = time.perf_counter()
+    exhaustive_filter = SemanticDuplicateRemover(n_clusters=1).fit_local(embedded)
+    t_exhaustive = time.perf_counter() - start
+    exhaustive = corpus.score({i for t in embedded for i, gone in zip(
+        t.data.column("id").to_pylist(), exhaustive_filter.remove.contains(t.data.column("id")))
+        if gone})
     # With tens of thousands of bases drawn from 64 sentence frames, many bases share most
     # frames (templated look-alikes), so precision here is not the quality measure; recall is.
-    return {"ok": score["recall"] >= 0.8, "docs": len(corpus.docs),
-            "n_clusters": stage.clusters_for(len(corpus.docs)),
+    return {"ok": score["recall"] >= exhaustive["recall"] - RECALL_SLACK,
+            "docs": len(corpus.docs), "n_clusters": stage.clusters_for(len(corpus.docs)),
+            "assignments": stage.assignments,
             "paraphrases": len(corpus.paraphrases), "removed": len(removed),
             "paraphrase_recall": round(score["recall"], 3),
+            "paraphrase_precision": round(score["precision"], 3),
+            "exhaustive_recall": round(exhaustive["recall"], 3),
+            "exhaustive_precision": round(exhaustive["precision"], 3),
+            "required_recall": round(exhaustive["recall"] - RECALL_SLACK, 3),
+            "exhaustive_in_process_s": round(t_exhaustive, 1),
             "embed_s": round(t_embed, 1), "embed_docs_s": round(len(corpus.docs) / t_embed, 1),
             "fit_s": round(t_fit, 1),
             "peak_machine_memory_above_baseline_mb": round((peak[0] - baseline) / 2**20)}

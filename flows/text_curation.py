@@ -62,6 +62,10 @@ class TextCurationParams(CurationParams):
     min_mean_word_length: float = F(3.0, ge=0, le=100, description="Min mean word length")
     max_mean_word_length: float = F(10.0, gt=0, le=1000, description="Max mean word length")
     max_symbol_word_ratio: float = F(0.1, ge=0, le=10, description="Maximum (# and ...) per word")
+    max_bullet_lines_ratio: float = F(0.9, ge=0, le=1, description="Maximum share of lines that "
+                                      "start with a bullet (1: rule off)")
+    max_ellipsis_lines_ratio: float = F(0.3, ge=0, le=1, description="Maximum share of lines "
+                                        "that end with ... (1: rule off)")
     min_alpha_word_ratio: float = F(0.8, ge=0, le=1, description="Min share of words with a letter")
     min_stop_words: int = F(2, ge=0, le=1000, description="Minimum stop words in the document's "
                             "language (en de fr es it pt nl ru zh ja; others pass; 0: off)")
@@ -157,14 +161,20 @@ resolved_files = TextCurationParams.input_files  # the files the flow's reader r
 def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     """The execution stages, grouped into stage tasks (a group = one checkpoint)."""
     from curator_stages.io import JsonlReader, JsonlWriter, ParquetReader, ParquetWriter
+    from curator_stages.io.partition import DEFAULT_MIN_RANGE_BYTES
+    from curator_stages.models.base import ModelStage
     from curator_stages.text import HeuristicFilter, TextNormalizer, gopher_repetition_rules
     from curator_stages.text import dedup, filters as f
 
     rules = [f.WordCountRule(min_words=p.min_words, max_words=p.max_words),
              f.MeanWordLengthRule(min_length=p.min_mean_word_length,
                                   max_length=p.max_mean_word_length),
-             f.SymbolWordRatioRule(max_ratio=p.max_symbol_word_ratio), f.BulletLinesRule(),
-             f.EllipsisLinesRule(), f.AlphabeticWordsRule(min_ratio=p.min_alpha_word_ratio),
+             f.SymbolWordRatioRule(max_ratio=p.max_symbol_word_ratio),
+             *([f.BulletLinesRule(max_ratio=p.max_bullet_lines_ratio)]
+               if p.max_bullet_lines_ratio < 1 else []),
+             *([f.EllipsisLinesRule(max_ratio=p.max_ellipsis_lines_ratio)]
+               if p.max_ellipsis_lines_ratio < 1 else []),
+             f.AlphabeticWordsRule(min_ratio=p.min_alpha_word_ratio),
              *([f.StopWordsRule(min_count=p.min_stop_words)] if p.min_stop_words > 0 else []),
              *(gopher_repetition_rules() if p.repetition_filters else []),
              *(_c4_rules(p.c4_min_sentences) if p.c4_filters else []),
@@ -173,11 +183,18 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
                                      (p.fineweb_char_dup, f.DuplicateLineCharRule()),
                                      (p.fineweb_list_ratio, f.ListRatioRule())] if on)]
     # Language id first: the filter judges each document in its language; the filter has its
-    # own checkpoint, so re-tuning a threshold reuses the costly language-id output.
-    read_as = ParquetReader if p.input_format == PARQUET else JsonlReader
-    reader = read_as(p.input, text_field=p.text_field, id_field=p.id_field,
-                     files_per_group=p.files_per_group,
-                     file_extensions=extensions((p.input_format or JSONL,)))
+    # own checkpoint, so re-tuning a threshold reuses the costly language-id output. A model
+    # stage needs smaller read tasks: every embedding actor gets a part of even one file.
+    if p.input_format == PARQUET:
+        reader = ParquetReader(p.input, text_field=p.text_field, id_field=p.id_field,
+                               files_per_group=p.files_per_group,
+                               file_extensions=extensions((PARQUET,)))
+    else:
+        reader = JsonlReader(p.input, text_field=p.text_field, id_field=p.id_field,
+                             files_per_group=p.files_per_group,
+                             file_extensions=extensions((JSONL,)), min_range_bytes=(
+                                 ModelStage.input_range_bytes if p.semantic_dedup
+                                 else DEFAULT_MIN_RANGE_BYTES))
     front = [*reader.decompose(), TextNormalizer(text_field=p.text_field)]
     if p.count_tokens:  # no later stage changes the text: the column stays true to the end
         from curator_stages.text.tokens import TokenCounter
@@ -236,8 +253,8 @@ RULE_FLAGS = {
     "gopher_word_count": "--min-words / --max-words",
     "gopher_mean_word_length": "--min-mean-word-length / --max-mean-word-length",
     "gopher_symbol_word_ratio": "--max-symbol-word-ratio",
-    "gopher_bullet_lines": "not configurable",
-    "gopher_ellipsis_lines": "not configurable",
+    "gopher_bullet_lines": "--max-bullet-lines-ratio (1: off)",
+    "gopher_ellipsis_lines": "--max-ellipsis-lines-ratio (1: off)",
     "gopher_alphabetic_words": "--min-alpha-word-ratio",
     "gopher_stop_words": "--min-stop-words (0: off)",
     "gopher_dup_*": "--no-repetition-filters",
@@ -265,9 +282,17 @@ RULE_FLAGS = {
 }
 
 
+def schedule_fixes(p: TextCurationParams) -> dict[str, str]:
+    """The flags that fix a stage the plan finds can never be scheduled."""
+    return {"embedding": f"run with --embedding-device cpu (or auto: a GPU only where a usable "
+                         f"node has one), or lower --embedding-gpus (now {p.embedding_gpus:g}), "
+                         "or add a node with a GPU"} if p.semantic_dedup else {}
+
+
 SPEC = CurationFlowSpec(
     FLOW_NAME, "Text curation", TextCurationParams, build_stage_groups,
     runtime_env=lambda p: {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
+    schedule_fixes=schedule_fixes,
     dropped_hint="run the flow with --write-dropped to keep them all, or "
                  "--dropped-examples-per-rule N to keep N per rule",
     rule_flags=RULE_FLAGS)

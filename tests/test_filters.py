@@ -332,3 +332,27 @@ def test_text_field_and_repetition_preset():
     out = stage.run([DocumentBatch(task_id="t", dataset_name="d", data=table)])[0]
     assert out.data.column("body").to_pylist() == [GOOD]
     assert math.isclose(sum(out._stage_perf[-1].dropped_by_reason().values()), 1)
+
+
+def test_the_flow_can_switch_every_quality_rule_off():
+    """Before: the bullet-lines and ellipsis-lines rules had no parameter in the flow, so with
+    every other rule off the quality filter still dropped such documents."""
+    from flows.text_curation import TextCurationParams, build_stage_groups
+
+    off = dict(min_words=0, max_words=10_000_000, min_mean_word_length=0,
+               max_mean_word_length=1000, max_symbol_word_ratio=10, min_alpha_word_ratio=0,
+               min_stop_words=0, repetition_filters=False, c4_filters=False, language_id=False,
+               exact_dedup=False, fuzzy_dedup=False)
+    texts = [text for rule, text in FAILING
+             if isinstance(rule, (BulletLinesRule, EllipsisLinesRule))]
+    task = DocumentBatch(task_id="t", dataset_name="d",
+                         data=pa.table({"text": texts, "id": [str(i) for i in range(len(texts))]}))
+
+    def kept(**params) -> int:
+        groups = build_stage_groups(TextCurationParams(**off, **params))
+        quality = next(s for g in groups for s in g if s.stage_name == "quality_filter")
+        return quality.run([task])[0].num_items
+
+    assert len(texts) == 2 and kept() == 0  # the Gopher defaults drop both
+    assert kept(max_bullet_lines_ratio=1.0, max_ellipsis_lines_ratio=1.0) == 2
+    assert kept(max_bullet_lines_ratio=1.0) == 1  # the ellipsis rule alone still drops its one

@@ -121,3 +121,28 @@ def test_bad_model_path_on_ray_fails_the_run_with_a_stage_setup_error(ray_cluste
     with pytest.raises(StageSetupError, match=r"stage 'embed_bad'.*model_path="):
         with surfaced_stage_errors():
             apply_stages(ray_cluster.data.from_items([task]), [stage]).take_all()
+
+
+def test_auto_device_does_not_count_the_gpus_of_an_ignored_head_node():
+    """Before: ``auto`` looked at the whole cluster's GPUs, so with the GPU head node ignored
+    the embedding stage still asked for a GPU and the plan refused to schedule it."""
+    cluster = "1 node x 8 cpus 2 gpus, 2 nodes x 16 cpus"
+    stage = EmbeddingStage(device="auto")
+    assert plan_pipeline([stage], cluster).stages[0].gpus == 1
+    row = plan_pipeline([stage], cluster, ignore_head_node=True).stages[0]
+    assert (row.mode, row.gpus) == ("actor", 0) and row.notes[0].startswith("model on CPU")
+
+
+@pytest.mark.slow
+def test_gpu_check_in_cpu_mode_sets_its_bar_from_the_exhaustive_comparison(ray_cluster):
+    """Before: ``--cpu`` printed a CPU-against-CPU "speedup" and held semantic dedup to a fixed
+    recall of 0.8 that the model itself does not reach on larger paraphrase corpora."""
+    pytest.importorskip("faiss")
+    pytest.importorskip("psutil")
+    from benchmarks import gpu_check
+
+    throughput = gpu_check.check_throughput("cpu", 16, 2)
+    assert throughput["ok"] and not isinstance(throughput["speedup"], (int, float))
+    dedup = gpu_check.check_semantic_dedup("cpu", 90)
+    assert dedup["ok"] and dedup["required_recall"] == round(
+        dedup["exhaustive_recall"] - gpu_check.RECALL_SLACK, 3) <= dedup["paraphrase_recall"]

@@ -152,3 +152,24 @@ def test_reporting_imports_no_private_name_of_plan():
                 private += [f"{path.name}: {a.name}" for a in node.names
                             if a.name.startswith("_")]
     assert private == []
+
+
+def test_duplicates_section_lists_semantic_dedup():
+    """Before: duplicate_reasons() knew exact and fuzzy only, so a run's semantic drops were
+    missing from report.md's "Duplicates" section (they showed only under drops by rule)."""
+    import numpy as np
+
+    from curator_stages.models import SEMANTIC_DUPLICATE, SemanticDuplicateRemover
+    from curator_stages.reporting.markdown import render_report_markdown
+
+    vectors = np.eye(4, dtype=np.float32)[[0, 0, 1, 2]]
+    task = DocumentBatch(task_id="t", dataset_name="d", data=pa.table({
+        "id": ["a", "b", "c", "d"], "text": ["w"] * 4,
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 4)}))
+    stage = SemanticDuplicateRemover(threshold=0.9, name="semantic_dedup")
+    out = stage.fit_local([task]).run([task])
+    data = build_report_data(summarise(HistoryAggregator().add_tasks(out).to_dict()))
+    assert data.duplicates == {("semantic_dedup_filter", SEMANTIC_DUPLICATE): 1}
+    markdown = render_report_markdown(data)
+    duplicates = markdown.split("## Duplicates")[1].split("## ")[0]
+    assert f"| semantic_dedup_filter | {SEMANTIC_DUPLICATE} | 1 |" in duplicates

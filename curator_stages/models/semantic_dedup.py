@@ -9,18 +9,21 @@ Plan (why it scales, and where it is exact):
 2. k-means (faiss, spherical) is trained on a deterministic sample: rows whose row-key hash
    falls under a fraction, sorted by key, so the clusters do not depend on block order.
    ``n_clusters`` defaults to one per ~``cluster_size`` documents.
-3. Each row goes to its nearest centroid inside the split tasks of a hash-partitioned reduce
-   (:func:`~curator_stages.text.dedup.shuffle.partition_reduce`), so rows of one cluster meet in
-   one reduce task.
-4. Within a cluster, rows in row-key order: a row is dropped when its cosine similarity to a row
-   *kept* before it is >= ``threshold``; so the smallest key of each group is kept, and the
-   answer does not depend on how the data was split. Similarities are computed block by block
-   (``block_size`` rows against at most ``block_size`` kept rows at a time): memory per reduce
-   is O(block_size^2 + cluster rows x dim), never an N x N matrix.
+3. Each row goes to its ``assignments`` (default 3) nearest centroids inside the split tasks of
+   a hash-partitioned reduce (:func:`~curator_stages.text.dedup.shuffle.partition_reduce`), so
+   rows of one cluster meet in one reduce task, and two similar rows that k-means put on either
+   side of a boundary still meet in a cluster both are near.
+4. Within each cluster, every pair with cosine similarity >= ``threshold`` is found block by
+   block (``block_size`` rows against ``block_size`` rows at a time): memory per reduce is
+   O(block_size^2 + cluster rows x dim + the cluster's similar pairs), never an N x N matrix.
+5. The driver applies the keep rule to all pairs (a pair found in two clusters counts once), in
+   row-key order: a row is dropped when it is similar to a row *kept* before it; so the smallest
+   key of each group is kept, and the answer does not depend on how the data was split. On the
+   pairs found it equals an exhaustive comparison.
 
-What it misses by design: two near-identical documents that k-means puts in different clusters
-(they sit near a boundary). More documents per cluster (a smaller ``n_clusters``) lowers that
-risk at a quadratic cost per cluster.
+What it can still miss: a similar pair whose rows share none of their ``assignments`` nearest
+clusters. ``benchmarks/BENCHMARKS.md`` has recall against an exhaustive comparison by threshold;
+``assignments`` m makes clusters about m times larger: about m^2 times the pairs compared.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ SEMANTIC_DUPLICATE = "semantic_duplicate"
 #: Training rows per centroid for k-means (faiss warns below 39), and the cap on the sample.
 TRAIN_ROWS_PER_CLUSTER = 64
 MAX_TRAIN_ROWS = 256_000
+#: Nearest clusters each document is compared in: pairs split by a cluster boundary are found
+#: in the cluster both sides share (see ``benchmarks/BENCHMARKS.md``, semantic dedup recall).
+DEFAULT_ASSIGNMENTS = 3
 
 
 def _unit_rows(column: pa.ChunkedArray | pa.Array, stage_name: str, field: str) -> np.ndarray:
@@ -126,61 +132,134 @@ def train_centroids(sample: pa.Table, n_clusters: int, iterations: int, seed: in
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
 
-def _assign(table: pa.Table, centroids: np.ndarray, exclude: pa.Array | None,
-            chunk: int = 65_536) -> pa.Table:
-    """(cid, key, emb) with ``cid`` the nearest centroid; quarantined rows left out."""
+def assign_clusters(vectors: np.ndarray, centroids: np.ndarray, assignments: int,
+                    chunk: int = 65_536) -> np.ndarray:
+    """(rows, m) indices of each row's ``m = min(assignments, clusters)`` nearest centroids."""
+    m = max(1, min(assignments, len(centroids)))
+    out = np.zeros((len(vectors), m), dtype=np.int64)
+    if len(centroids) > 1:
+        for start in range(0, len(vectors), chunk):
+            sims = vectors[start: start + chunk] @ centroids.T
+            out[start: start + chunk] = np.argsort(-sims, axis=1, kind="stable")[:, :m]
+    return out
+
+
+def _without(table: pa.Table, exclude: pa.Array | None) -> pa.Table:
+    """``table`` less the rows whose key is in ``exclude`` (quarantined records)."""
     if exclude is not None and len(exclude) and table.num_rows:
         table = table.filter(pc.invert(pc.is_in(table.column("key"), value_set=exclude)))
-    cids = np.zeros(table.num_rows, dtype=np.uint64)
-    if table.num_rows and len(centroids) > 1:
-        vectors = _unit_rows(table.column("emb"), "semantic_dedup", "emb")
-        for start in range(0, len(vectors), chunk):
-            cids[start: start + chunk] = np.argmax(vectors[start: start + chunk] @ centroids.T,
-                                                   axis=1)
-    return pa.table({"cid": pa.array(cids), "key": table.column("key"),
-                     "emb": table.column("emb")})
+    return table
+
+
+def _assign(table: pa.Table, centroids: np.ndarray, exclude: pa.Array | None,
+            assignments: int = 1) -> pa.Table:
+    """(cid, key, emb), one row per (row, one of its nearest centroids); quarantined rows out."""
+    table = _without(table, exclude)
+    if table.num_rows == 0:
+        return pa.table({"cid": pa.array([], pa.uint64()), "key": table.column("key"),
+                         "emb": table.column("emb")})
+    vectors = _unit_rows(table.column("emb"), "semantic_dedup", "emb")
+    cids = assign_clusters(vectors, centroids, assignments)
+    rows = pa.array(np.repeat(np.arange(table.num_rows), cids.shape[1]))
+    return pa.table({"cid": pa.array(cids.reshape(-1).astype(np.uint64)),
+                     "key": table.column("key").take(rows), "emb": table.column("emb").take(rows)})
+
+
+def similar_pairs(vectors: np.ndarray, threshold: float,
+                  block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(later, earlier) row indices of every pair with cosine >= ``threshold``, earlier < later.
+
+    Memory: one ``block_size`` x ``block_size`` similarity block at a time, plus the pairs.
+    """
+    later: list[np.ndarray] = []
+    earlier: list[np.ndarray] = []
+    for start in range(0, len(vectors), block_size):
+        block = vectors[start: start + block_size]
+        for k0 in range(0, start + len(block), block_size):
+            sims = block @ vectors[k0: k0 + block_size].T
+            if k0 == start:
+                sims = np.tril(sims, k=-1)  # within the block: earlier rows only, no self pairs
+            rows, cols = np.nonzero(sims >= threshold)
+            later.append(start + rows)
+            earlier.append(k0 + cols)
+    if not later:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(later), np.concatenate(earlier)
+
+
+def greedy_removals(later: list, earlier: list) -> set:
+    """Rows to drop given similar pairs: a row goes when it is similar to an earlier *kept* row.
+
+    The pairs may repeat (a pair found in two clusters); sorted by (later, earlier), every
+    earlier row's fate is settled before a later row is decided, so the smallest row of each
+    group is kept and the answer is the one an exhaustive comparison gives on the same pairs.
+    """
+    removed: set = set()
+    for j, i in sorted(zip(later, earlier)):
+        if j not in removed and i not in removed:
+            removed.add(j)
+    return removed
 
 
 def greedy_duplicates(vectors: np.ndarray, threshold: float, block_size: int) -> np.ndarray:
     """Mask of rows to drop: similar (>= threshold) to an earlier row that is kept.
 
-    ``vectors`` are unit rows in keep-priority order. Memory: one ``block_size`` x
-    ``block_size`` similarity block at a time.
+    ``vectors`` are unit rows in keep-priority order (the exhaustive comparison of one cluster).
     """
-    n = len(vectors)
-    drop = np.zeros(n, dtype=bool)
-    kept: list[np.ndarray] = []  # indices kept so far, one array per processed block
-    for start in range(0, n, block_size):
-        block = vectors[start: start + block_size]
-        alive = np.ones(len(block), dtype=bool)
-        if kept:
-            kept_idx = np.concatenate(kept)
-            for k0 in range(0, len(kept_idx), block_size):
-                sims = block @ vectors[kept_idx[k0: k0 + block_size]].T
-                alive &= sims.max(axis=1) < threshold
-        within = block @ block.T
-        for i in range(len(block)):
-            if alive[i]:  # kept: everything after it that is too similar goes
-                alive[i + 1:] &= within[i, i + 1:] < threshold
-        kept.append(start + np.flatnonzero(alive))
-        drop[start: start + len(block)] = ~alive
+    later, earlier = similar_pairs(vectors, threshold, block_size)
+    drop = np.zeros(len(vectors), dtype=bool)
+    drop[sorted(greedy_removals(later.tolist(), earlier.tolist()))] = True
     return drop
 
 
-def _reduce_clusters(table: pa.Table | None, threshold: float, block_size: int) -> pa.Table:
-    """Within one partition: the row keys each cluster drops (see :func:`greedy_duplicates`)."""
-    if table is None or table.num_rows < 2:
-        return pa.table({"key": pa.array([], pa.string())})
-    order = pc.sort_indices(table, sort_keys=[("cid", "ascending"), ("key", "ascending")])
-    table = table.take(order)
-    cids = table.column("cid").to_numpy()
-    vectors = _unit_rows(table.column("emb"), "semantic_dedup", "emb")
+def cluster_pairs(keys: pa.Array | pa.ChunkedArray, vectors: np.ndarray, rows: np.ndarray,
+                  cids: np.ndarray, threshold: float, block_size: int) -> pa.Table:
+    """(later, earlier) keys of the similar pairs within each cluster, each pair once.
+
+    Row ``rows[i]`` of ``keys``/``vectors`` is a member of cluster ``cids[i]`` (a row may be in
+    several). Members are compared in key order, one cluster at a time: memory is one cluster's
+    vectors and one similarity block, never a copy of every membership's vector.
+    """
+    empty = pa.table({"later": pa.array([], pa.string()), "earlier": pa.array([], pa.string())})
+    if len(rows) < 2:
+        return empty
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[pc.sort_indices(keys).to_numpy()] = np.arange(len(keys))
+    order = np.lexsort((rank[rows], cids))
+    rows, cids = rows[order], cids[order]
     bounds = np.flatnonzero(np.diff(cids)) + 1
-    drop = np.zeros(table.num_rows, dtype=bool)
+    later, earlier = [], []
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(cids)]):
         if hi - lo > 1:
-            drop[lo:hi] = greedy_duplicates(vectors[lo:hi], threshold, block_size)
-    return pa.table({"key": table.column("key").filter(pa.array(drop))})
+            members = rows[lo:hi]
+            j, i = similar_pairs(vectors[members], threshold, block_size)
+            later.append(members[j])
+            earlier.append(members[i])
+    if not later or not sum(len(x) for x in later):
+        return empty
+    pairs = pa.table({"later": keys.take(pa.array(np.concatenate(later))),
+                      "earlier": keys.take(pa.array(np.concatenate(earlier)))})
+    return pairs.group_by(["later", "earlier"]).aggregate([])  # a pair two clusters share: once
+
+
+def _reduce_clusters(table: pa.Table | None, threshold: float, block_size: int) -> pa.Table:
+    """Within one partition of (cid, key, emb) memberships: :func:`cluster_pairs`."""
+    if table is None or table.num_rows < 2:
+        return cluster_pairs(pa.array([], pa.string()), np.zeros((0, 0), np.float32),
+                             np.zeros(0, np.int64), np.zeros(0, np.uint64), threshold, block_size)
+    vectors = _unit_rows(table.column("emb"), "semantic_dedup", "emb")
+    return cluster_pairs(table.column("key"), vectors, np.arange(table.num_rows),
+                         table.column("cid").to_numpy(), threshold, block_size)
+
+
+def _removed_keys(pair_tables: list[pa.Table]) -> IdSet:
+    pairs = [t for t in pair_tables if t.num_rows]
+    if not pairs:
+        return IdSet()
+    table = pa.concat_tables(pairs)
+    removed = greedy_removals(table.column("later").to_pylist(),
+                              table.column("earlier").to_pylist())
+    return IdSet(pa.array(sorted(removed), pa.string()))
 
 
 class SemanticDuplicateRemover(GlobalStage):
@@ -189,21 +268,24 @@ class SemanticDuplicateRemover(GlobalStage):
     Needs an ``embedding_field`` column (an :class:`~curator_stages.models.EmbeddingStage`
     before it). ``threshold`` (default 0.86, chosen on the paraphrase corpus in
     ``tests/paraphrase_corpus.py``: see the stage's tests), ``n_clusters`` (default: one per
-    ``cluster_size`` documents), ``iterations`` and ``seed`` of k-means, ``block_size`` (rows
-    per similarity block; bounds memory). Drops are recorded as ``dropped.semantic_duplicate``;
-    records whose id an earlier record has go to quarantine.
+    ``cluster_size`` documents; one while that is no more than ``assignments``), ``iterations``
+    and ``seed`` of k-means, ``assignments`` (nearest clusters each document is compared in; 1
+    misses pairs split by a boundary), ``block_size`` (rows per similarity block; bounds memory).
+    Drops are recorded as ``dropped.semantic_duplicate``; records whose id an earlier record has
+    go to quarantine.
     """
 
     def __init__(self, embedding_field: str = "embedding", id_field: str = "id",
                  threshold: float = 0.86, n_clusters: int | None = None, cluster_size: int = 1000,
                  iterations: int = 20, seed: int = 42, block_size: int = 2048,
-                 text_field: str = "text", name: str = ""):
+                 assignments: int = DEFAULT_ASSIGNMENTS, text_field: str = "text",
+                 name: str = ""):
         label = name or "semantic_duplicate_remover"
         if not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
             raise ValueError(f"stage {label!r}: threshold must be a cosine similarity in (0, 1], "
                              f"got {threshold!r}")
         for field, value in (("cluster_size", cluster_size), ("iterations", iterations),
-                             ("block_size", block_size)):
+                             ("block_size", block_size), ("assignments", assignments)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"stage {label!r}: {field} must be an integer >= 1, got {value!r}")
         if n_clusters is not None and (isinstance(n_clusters, bool)
@@ -218,6 +300,7 @@ class SemanticDuplicateRemover(GlobalStage):
         self.iterations = iterations
         self.seed = seed
         self.block_size = block_size
+        self.assignments = assignments
         self.text_field = text_field
         self.name = name
 
@@ -227,10 +310,13 @@ class SemanticDuplicateRemover(GlobalStage):
         return params
 
     def clusters_for(self, total: int) -> int:
-        """``n_clusters``, or one cluster per ``cluster_size`` documents."""
+        """``n_clusters``, or one cluster per ``cluster_size`` documents; one when that makes no
+        more clusters than ``assignments`` (every document would be in each: the same pairs,
+        compared that many times over)."""
         if self.n_clusters is not None:
             return self.n_clusters
-        return max(1, math.ceil(total / self.cluster_size))
+        k = math.ceil(total / self.cluster_size)
+        return k if k > self.assignments else 1
 
     def _sample_cutoff(self, total: int, k: int) -> int:
         wanted = min(total, max(k * TRAIN_ROWS_PER_CLUSTER, 10_000), MAX_TRAIN_ROWS)
@@ -263,11 +349,11 @@ class SemanticDuplicateRemover(GlobalStage):
         centroids = train_centroids(sample, k, self.iterations, self.seed, self.stage_name)
         outs = partition_reduce(
             refs, "cid", _reduce_clusters, explode=_assign,
-            explode_kwargs={"centroids": centroids, "exclude": exclude},
+            explode_kwargs={"centroids": centroids, "exclude": exclude,
+                            "assignments": self.assignments},
             reduce_kwargs={"threshold": self.threshold, "block_size": self.block_size},
-            num_partitions=choose_num_partitions(total))
-        removed = [c for t in outs for c in t.column("key").chunks]
-        return IdSet(pa.chunked_array(removed, pa.string()) if removed else []), quarantine
+            num_partitions=choose_num_partitions(total * min(self.assignments, k)))
+        return _removed_keys(outs), quarantine
 
     def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:
         return self._filter(*self.find_duplicates(dataset))
@@ -286,6 +372,10 @@ class SemanticDuplicateRemover(GlobalStage):
         k = self.clusters_for(compact.num_rows)
         sample = _sample_rows(compact, self._sample_cutoff(compact.num_rows, k))
         centroids = train_centroids(sample, k, self.iterations, self.seed, self.stage_name)
-        removed = _reduce_clusters(_assign(compact, centroids, exclude), self.threshold,
-                                   self.block_size)
-        return self._filter(IdSet(removed.column("key")), quarantine)
+        compact = _without(compact, exclude)
+        vectors = _unit_rows(compact.column("emb"), self.stage_name, "emb")
+        cids = assign_clusters(vectors, centroids, self.assignments)  # (rows, m)
+        pairs = cluster_pairs(compact.column("key"), vectors,
+                              np.repeat(np.arange(len(vectors)), cids.shape[1]),
+                              cids.reshape(-1), self.threshold, self.block_size)
+        return self._filter(_removed_keys([pairs]), quarantine)

@@ -54,6 +54,9 @@ class CurationFlowSpec(Generic[P]):
     dropped_hint: str | None = None
     #: Write report.md and funnel.png (a ``write_report`` parameter can still turn it off).
     report: bool = True
+    #: Stage name -> the fix, in the flow's own options, when the plan finds the stage can never
+    #: be scheduled (e.g. ``--embedding-device cpu``); replaces the library's fix.
+    schedule_fixes: Callable[[P], dict[str, str]] = field(default=lambda p: {})
     #: {drop or quarantine reason: the flag that changes it, or "not configurable"}; a key
     #: ending in ``*`` matches reasons that start with it. The report, ``--help`` and the
     #: error of a run that kept nothing name them.
@@ -243,24 +246,39 @@ def _publish(spec: CurationFlowSpec[Any], final: Any, output: str, snapshot: str
 def plan_for(spec: CurationFlowSpec[P], params: P, groups: list[list[Any]] | None = None,
              cluster: str | None = None) -> Any:
     """The execution plan of the flow's stage groups (never starts Ray for a declared cluster)."""
-    from curator_stages.plan import plan_pipeline
+    from curator_stages.plan import UnschedulableStageError, plan_pipeline
 
     groups = groups if groups is not None else spec.build_stage_groups(params)
-    return plan_pipeline([s for g in groups for s in g], cluster=cluster,
-                         ignore_head_node=params.ignore_head_node,
-                         stage_task_groups=[[s.stage_name for s in g] for g in groups],
-                         name=spec.name)
+    try:
+        return plan_pipeline([s for g in groups for s in g], cluster=cluster,
+                             ignore_head_node=params.ignore_head_node,
+                             stage_task_groups=[[s.stage_name for s in g] for g in groups],
+                             name=spec.name)
+    except UnschedulableStageError as exc:
+        fix = spec.schedule_fixes(params).get(exc.stage_name or "")
+        if fix:
+            raise exc.with_fix(fix) from None
+        raise
 
 
 def _publish_plan(spec: CurationFlowSpec[P], groups: list[list[Any]], params: P,
                   logger: Any) -> Any:
-    """The execution plan as the run's first artifact (best effort: a report, not a gate)."""
+    """The execution plan on the live cluster, as the run's first artifact.
+
+    A gate for one thing only: a stage the cluster can never schedule is refused here, before
+    the first stage task (Ray Data would fail it, or wait forever, mid-run). Anything else is a
+    report: logged, and the run goes on without it.
+    """
+    from curator_stages.plan import UnschedulableStageError
+
     try:
         from curator_stages.orchestration.plan_artifact import publish_plan_artifact
 
         plan = plan_for(spec, params, groups)
         publish_plan_artifact(plan, key=f"{spec.name}-plan")
         return plan
+    except UnschedulableStageError:
+        raise
     except Exception as exc:  # noqa: BLE001 - logged; the run does not depend on its plan
         logger.warning("could not publish the plan artifact: %s", exc)
         return None

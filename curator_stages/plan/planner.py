@@ -73,12 +73,13 @@ def plan_pipeline(
             gpus = float(gpu_request(stage, resolved, ignore_head_node))  # type: ignore[arg-type]
             fits = max_workers(resolved, stage.resources.cpus, gpus, ignore_head_node)
             if fits <= 0:
+                problem = (f"stage {stage.stage_name!r} (global) cannot be scheduled: it asks "
+                           f"for cpus={stage.resources.cpus:g}, gpus={gpus:g}; the cluster has "
+                           f"{resolved.describe(ignore_head_node)}")
                 raise UnschedulableStageError(
-                    f"stage {stage.stage_name!r} (global) cannot be scheduled: it asks for "
-                    f"cpus={stage.resources.cpus:g}, gpus={gpus:g}; the cluster has "
-                    f"{resolved.describe(ignore_head_node)}. Fix: lower the stage's resources "
-                    "(stage.with_(resources=Resources(...))) or add nodes."
-                )
+                    f"{problem}. Fix: lower the stage's resources "
+                    "(stage.with_(resources=Resources(...))) or add nodes.",
+                    stage.stage_name, problem)
             notes.append("upstream is materialised; fit() runs once, then the per-task stage it "
                          "returns is planned at run time")
             row = PlannedStage(
@@ -91,7 +92,8 @@ def plan_pipeline(
             )
         else:
             # A model stage fixes its device for this cluster (GPU where one exists) and says so.
-            placed = stage.for_cluster(resolved) if hasattr(stage, "for_cluster") else stage
+            placed = (stage.for_cluster(resolved, ignore_head_node)
+                      if hasattr(stage, "for_cluster") else stage)
             sp = plan_stage(placed, resolved, ignore_head_node, warn=False)
             notes.extend(getattr(placed, "plan_notes", ()))
             if stage.resources.requires_gpu and stage.batch_size is None:

@@ -149,10 +149,11 @@ class RunReportData:
 def duplicate_reasons() -> tuple[str, ...]:
     """The drop reasons the dedup stages record for a removed duplicate."""
     # Imported here: the dedup package pulls Ray in, which rebuilding a report does not need.
+    from curator_stages.models.semantic_dedup import SEMANTIC_DUPLICATE
     from curator_stages.text.dedup.exact import EXACT_DUPLICATE
     from curator_stages.text.dedup.fuzzy import FUZZY_DUPLICATE
 
-    return (EXACT_DUPLICATE, FUZZY_DUPLICATE)
+    return (EXACT_DUPLICATE, FUZZY_DUPLICATE, SEMANTIC_DUPLICATE)
 
 
 def stage_rows(summary: RunSummary, context: ReportContext | None = None) -> list[StageRow]:

@@ -166,7 +166,10 @@ class RayDataStageAdapter:
                 "(ray.init(...), RAY_ADDRESS, or run through RayDataExecutor) so the stage is "
                 "planned against the cluster it will run on"
             )
-        return plan_stage(self.stage, ClusterResources.from_ray(), ignore_head_node, warn=False)
+        cluster = ClusterResources.from_ray()
+        if hasattr(self.stage, "for_cluster"):  # a model stage fixes its device here, as in a plan
+            self.stage = self.stage.for_cluster(cluster, ignore_head_node)
+        return plan_stage(self.stage, cluster, ignore_head_node, warn=False)
 
     def process_dataset(self, dataset: "ray.data.Dataset", ignore_head_node: bool = False,
                         before: BatchFn | None = None,

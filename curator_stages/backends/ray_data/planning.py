@@ -34,7 +34,21 @@ DEFAULT_ROWS_PER_BLOCK_AFTER_FANOUT = 1
 
 
 class UnschedulableStageError(ValueError):
-    """A stage asks for more than the cluster can ever give one of its workers."""
+    """A stage asks for more than the cluster can ever give one of its workers.
+
+    ``stage_name`` and ``problem`` (the message without its fix) let a flow put its own fix, in
+    its own parameters' terms, in place of the library's (:meth:`with_fix`).
+    """
+
+    def __init__(self, message: str, stage_name: str | None = None, problem: str | None = None):
+        super().__init__(message)
+        self.stage_name = stage_name
+        self.problem = problem
+
+    def with_fix(self, fix: str) -> "UnschedulableStageError":
+        """The same error with ``fix`` as its fix."""
+        return UnschedulableStageError(f"{self.problem or self}. Fix: {fix}.", self.stage_name,
+                                       self.problem)
 
 
 @dataclass(frozen=True)
@@ -152,11 +166,10 @@ def _unschedulable(stage: ProcessingStage, cpus: float, gpus: float, cluster: Cl
     fix = ("lower the stage's resources (stage.with_(resources=Resources(...))), "
            "add nodes, or run without ignore_head_node" if ignore_head_node else
            "lower the stage's resources (stage.with_(resources=Resources(...))) or add nodes")
-    return UnschedulableStageError(
-        f"stage {stage.stage_name!r} cannot be scheduled: {why}; it asks for cpus={cpus:g}, "
-        f"gpus={gpus:g} per worker; the cluster has {cluster.describe(ignore_head_node)}. "
-        f"Fix: {fix}."
-    )
+    problem = (f"stage {stage.stage_name!r} cannot be scheduled: {why}; it asks for "
+               f"cpus={cpus:g}, gpus={gpus:g} per worker; the cluster has "
+               f"{cluster.describe(ignore_head_node)}")
+    return UnschedulableStageError(f"{problem}. Fix: {fix}.", stage.stage_name, problem)
 
 
 def plan_stage(stage: ProcessingStage, cluster: ClusterResources,
