@@ -78,7 +78,8 @@ def test_help_names_the_plan_options_and_the_flag_of_every_rule(capsys):
         assert option in out, option
     lines = out.splitlines()
     assert "  c4_sentence_count         --c4-min-sentences (0: off)" in lines
-    assert "  gopher_bullet_lines       not configurable" in lines
+    assert "  gopher_bullet_lines       --max-bullet-lines-ratio (1: off)" in lines
+    assert "  invalid JSON              not configurable (the input is not JSON Lines)" in lines
     assert "  language                  --languages / --min-language-score / --no-language-id" \
         in lines
 

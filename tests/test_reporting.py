@@ -169,7 +169,7 @@ def test_duplicates_section_lists_semantic_dedup():
     stage = SemanticDuplicateRemover(threshold=0.9, name="semantic_dedup")
     out = stage.fit_local([task]).run([task])
     data = build_report_data(summarise(HistoryAggregator().add_tasks(out).to_dict()))
-    assert data.duplicates == {("semantic_dedup_filter", SEMANTIC_DUPLICATE): 1}
+    assert data.duplicates == {("semantic_dedup", SEMANTIC_DUPLICATE): 1}
     markdown = render_report_markdown(data)
     duplicates = markdown.split("## Duplicates")[1].split("## ")[0]
-    assert f"| semantic_dedup_filter | {SEMANTIC_DUPLICATE} | 1 |" in duplicates
+    assert f"| semantic_dedup | {SEMANTIC_DUPLICATE} | 1 |" in duplicates
