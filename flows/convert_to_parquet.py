@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # `python flows/convert_to_parquet.py` from anywh
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curator_stages.io import JSONL_EXTENSIONS  # noqa: E402
+from curator_stages.io.jsonl_reader import DEFAULT_MAX_DOCUMENT_BYTES  # noqa: E402
 from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
 from curator_stages.orchestration.curation_run import CurationFlowSpec, run_curation  # noqa: E402
 from curator_stages.orchestration.flow_cli import flow_main  # noqa: E402
@@ -64,6 +65,8 @@ class ConvertParams(CurationParams):
     fields: list[str] | None = Field(None, description="Extra input fields to keep as columns")
     files_per_group: int = Field(1, ge=1, le=100_000,
                                  description="Input files per output shard")
+    max_document_bytes: int = Field(DEFAULT_MAX_DOCUMENT_BYTES, ge=1, le=1 << 30, description="A "
+                                    "longer input line (one document's JSON) is quarantined unread")
     compression: Literal["zstd", "snappy", "gzip", "none"] = Field(
         "zstd", description="Parquet compression codec")
     row_group_size: int | None = Field(None, ge=1, description="Rows per Parquet row group")
@@ -86,7 +89,8 @@ def build_stage_groups(params: ConvertParams) -> list[list[Any]]:
     out = params.output.rstrip("/")
     reader = JsonlReader(params.input, text_field=params.text_field, id_field=params.id_field,
                          fields=params.fields, strict=params.strict,
-                         quarantine_dir=f"{out}/quarantine", files_per_group=params.files_per_group)
+                         quarantine_dir=f"{out}/quarantine", files_per_group=params.files_per_group,
+                         max_document_bytes=params.max_document_bytes)
     writer = ParquetWriter(f"{out}/data", mode=params.mode,
                            compression=None if params.compression == "none" else params.compression,
                            row_group_size=params.row_group_size)

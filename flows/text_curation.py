@@ -29,6 +29,7 @@ from pydantic import Field as F  # noqa: E402
 from pydantic import field_validator  # noqa: E402
 
 from curator_stages.io import JSONL_EXTENSIONS  # noqa: E402
+from curator_stages.io.jsonl_reader import DEFAULT_MAX_DOCUMENT_BYTES  # noqa: E402
 from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
 from curator_stages.orchestration.curation_run import CurationFlowSpec, run_curation  # noqa: E402
 from curator_stages.orchestration.flow_cli import flow_main  # noqa: E402
@@ -50,10 +51,13 @@ class TextCurationParams(CurationParams):
     output: str = F("output/text_curation", min_length=1, description="Output directory: "
                     "data/, quarantine/, dropped/, run_summary.json, report.md")
     output_format: Literal["parquet", "jsonl"] = F("parquet", description="Output file format")
-    text_field: str = F("text", description="Name of the text field in the input records")
+    text_field: str = F("text", min_length=1, description="Name of the text field in the input "
+                        "records")
     id_field: str | None = F(None, description="Input field with a unique document id (default: "
                              "file path and line number); a repeated id goes to quarantine")
     files_per_group: int | None = F(None, ge=1, le=100_000, description="Input files per task")
+    max_document_bytes: int = F(DEFAULT_MAX_DOCUMENT_BYTES, ge=1, le=1 << 30, description="A "
+                                "longer input line (one document's JSON) is quarantined unread")
     # --- heuristic quality filters (Gopher defaults)
     min_words: int = F(50, ge=0, le=1_000_000, description="Drop documents with fewer words")
     max_words: int = F(100_000, ge=1, le=10_000_000, description="Drop documents with more words")
@@ -131,7 +135,8 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     # Language id first: the filter judges each document in its language; the filter has its
     # own checkpoint, so re-tuning a threshold reuses the costly language-id output.
     reader = JsonlReader(p.input, text_field=p.text_field, id_field=p.id_field,
-                         files_per_group=p.files_per_group)
+                         files_per_group=p.files_per_group,
+                         max_document_bytes=p.max_document_bytes)
     front = [*reader.decompose(), TextNormalizer(text_field=p.text_field)]
     if p.language_id:
         from curator_stages.text.language import LanguageIdentifier

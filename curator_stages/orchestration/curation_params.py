@@ -53,7 +53,8 @@ class CurationParams(BaseModel):
     refresh: bool = Field(False, description="Recompute every stage, ignoring checkpoints")
     retries: int = Field(1, ge=0, le=10, description="Retries of a failed stage task")
     retry_delay_seconds: float = Field(2.0, ge=0, le=3600, description="Delay before a retry")
-    timeout_seconds: float | None = Field(None, gt=0, description="Timeout of one stage task")
+    timeout_seconds: float | None = Field(None, gt=0, allow_inf_nan=False, description="Timeout "
+                                          "of one stage task (unset: none)")
     # --- execution
     driver: Driver = Field(DEFAULT_DRIVER, description="Where each stage task's driver runs: "
                            "'in_flow' in the flow's process (a local run, or a Prefect worker "

@@ -1,0 +1,119 @@
+"""Inputs that stalled a run, exhausted its memory or poisoned its work dir (issue 20, 10-14),
+and parameters that were accepted and failed later (issue 20, 19).
+
+Each test calls the reader, the listing or the parameter model directly: no Ray, no flow.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from curator_stages.io import JsonlReader
+from curator_stages.pipeline import Pipeline
+from curator_stages.tasks import DOCUMENTS_QUARANTINED, DOCUMENTS_READ, EmptyTask
+from flows.text_curation import TextCurationParams
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+MiB = 1 << 20
+
+
+def run_reader(reader) -> list:
+    tasks = [EmptyTask()]
+    for stage in Pipeline("t", [reader]).execution_stages():
+        tasks = stage.run(tasks)
+    return tasks
+
+
+def docs(batches) -> list[tuple[int, str]]:
+    return [(r["source_line"], r["text"]) for b in batches for r in b.to_pyarrow().to_pylist()]
+
+
+def quarantine(batches) -> list[dict]:
+    return [r for b in batches for r in b._metadata.get("quarantine", [])]
+
+
+def metric(batches, key) -> int:
+    return int(sum(b._stage_perf[-1].custom_metrics.get(key, 0) for b in batches))
+
+
+def accounted(batches) -> bool:
+    return metric(batches, DOCUMENTS_READ) == (sum(b.num_items for b in batches)
+                                               + metric(batches, DOCUMENTS_QUARANTINED))
+
+
+# ----------------------------------------------------------------------------- 10 and 12
+@pytest.mark.parametrize("name", ["big.jsonl", "big.jsonl.gz"])
+def test_a_line_over_the_document_limit_is_quarantined_without_being_held(tmp_path, name):
+    """Before: a /dev/zero link grew a worker to 3.5 GB, a 200 MB line took a run to 5 GB: the
+    reader held each line whole, whatever its size. Now a line over max_document_bytes is
+    quarantined (file, line, size, first bytes) and skipped in bounded pieces."""
+    huge = 40 * MiB
+    lines = [json.dumps({"text": "before it"}).encode(),
+             json.dumps({"text": "x" * huge}).encode(),
+             json.dumps({"text": "after it"}).encode()]
+    blob = b"\n".join(lines) + b"\n"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / name).write_bytes(gzip.compress(blob, 1) if name.endswith(".gz") else blob)
+    reader = JsonlReader(str(tmp_path / "in"), max_document_bytes=MiB, split_plain_files=False)
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    (warm / "w.jsonl").write_bytes(lines[0] + b"\n")
+    run_reader(JsonlReader(str(warm), max_document_bytes=MiB))  # imports outside the count
+    tracemalloc.start()
+    try:
+        batches = run_reader(reader)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert docs(batches) == [(1, "before it"), (3, "after it")]
+    [record] = quarantine(batches)
+    assert record["line"] == 2 and record["file"].endswith(name)
+    assert "max_document_bytes" in record["reason"] and record["raw_size"] == len(lines[1])
+    assert len(record["raw"]) <= 4096
+    assert peak < 8 * MiB, f"the reader held {peak / MiB:.0f} MiB for a {huge / MiB:.0f} MiB line"
+    assert accounted(batches)
+
+
+def test_the_document_limit_counts_the_line_without_its_line_break(tmp_path):
+    """A line of exactly max_document_bytes is read; one byte more is quarantined, also when
+    the file is read as byte ranges."""
+    exact = json.dumps({"text": "a" * 100}).encode()
+    over = json.dumps({"text": "a" * 101}).encode()
+    filler = [json.dumps({"text": f"filler {i}"}).encode() for i in range(2000)]
+    (tmp_path / "edge.jsonl").write_bytes(b"\n".join([exact, *filler, over, *filler]) + b"\n")
+    reader = JsonlReader(str(tmp_path), max_document_bytes=len(exact), min_tasks=4,
+                         min_range_bytes=1024)
+    batches = run_reader(reader)
+    assert len(batches) > 1  # byte ranges
+    [record] = quarantine(batches)
+    assert record["line"] == 2002 and record["raw_size"] == len(over)
+    assert len(docs(batches)) == 4001 and accounted(batches)
+
+
+def test_max_document_bytes_is_a_flow_parameter_with_a_bound(tmp_path):
+    base = dict(input=str(SAMPLE), output=str(tmp_path / "o"), work_dir=str(tmp_path / "w"))
+    assert TextCurationParams(**base).max_document_bytes == 8 * MiB
+    with pytest.raises(ValidationError, match="max_document_bytes"):
+        TextCurationParams(**base, max_document_bytes=0)
+
+
+# ----------------------------------------------------------------------------- 19
+@pytest.mark.parametrize("field,value", [("timeout_seconds", float("inf")),
+                                         ("timeout_seconds", float("nan")),
+                                         ("text_field", "")])
+def test_values_that_fail_later_are_refused_naming_the_field(tmp_path, field, value):
+    """Before: --timeout-seconds inf and --text-field '' passed validation and failed after
+    Ray started."""
+    base = dict(input=str(SAMPLE), output=str(tmp_path / "o"), work_dir=str(tmp_path / "w"))
+    with pytest.raises(ValidationError) as err:
+        TextCurationParams(**base, **{field: value})
+    assert [e["loc"][0] for e in err.value.errors()] == [field]
+    assert not os.path.exists(tmp_path / "o") and not os.path.exists(tmp_path / "w")
