@@ -117,3 +117,66 @@ def test_values_that_fail_later_are_refused_naming_the_field(tmp_path, field, va
         TextCurationParams(**base, **{field: value})
     assert [e["loc"][0] for e in err.value.errors()] == [field]
     assert not os.path.exists(tmp_path / "o") and not os.path.exists(tmp_path / "w")
+
+
+# ----------------------------------------------------------------------------- 11
+def _input_with(tmp_path: Path, make) -> Path:
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "good.jsonl").write_text(json.dumps({"text": "a good document"}) + "\n")
+    make(root)
+    return root
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero_link"])
+def test_what_is_not_a_regular_file_is_refused_at_listing_naming_it(tmp_path, kind):
+    """Before: a FIFO named *.jsonl hung the run (killed at 240 s) and a link to /dev/zero
+    grew a worker to 3.5 GB. Both are refused when the input is listed, before any work."""
+    from curator_stages.io.partition import FilePartitioningStage, NotRegularFileError
+
+    def make(root: Path) -> None:
+        if kind == "fifo":
+            os.mkfifo(root / "pipe.jsonl")
+        else:
+            os.symlink("/dev/zero", root / "zero.jsonl")
+
+    root = _input_with(tmp_path, make)
+    name = "pipe.jsonl" if kind == "fifo" else "zero.jsonl"
+    with pytest.raises(NotRegularFileError, match=name):
+        FilePartitioningStage(str(root), file_extensions=[".jsonl"]).list_input()
+    with pytest.raises(ValidationError, match=f"input.*{name}"):
+        TextCurationParams(input=str(root), output=str(tmp_path / "o"),
+                           work_dir=str(tmp_path / "w"))
+
+
+def test_a_link_to_a_regular_file_is_read(tmp_path):
+    def make(root: Path) -> None:
+        (tmp_path / "elsewhere.jsonl").write_text(json.dumps({"text": "linked in"}) + "\n")
+        os.symlink(tmp_path / "elsewhere.jsonl", root / "link.jsonl")
+
+    root = _input_with(tmp_path, make)
+    assert sorted(t for _, t in docs(run_reader(JsonlReader(str(root))))) == [
+        "a good document", "linked in"]
+
+
+# ----------------------------------------------------------------------------- 14
+def test_a_file_name_that_is_not_utf8_is_quarantined_whole_and_the_rest_read(tmp_path):
+    """Before: one such name failed the whole run with UnicodeEncodeError (in the input
+    fingerprint, then the group key and the ids)."""
+    from curator_stages.io.partition import FilePartitioningStage
+    from curator_stages.orchestration.fingerprint import input_fingerprint
+
+    def make(root: Path) -> None:
+        bad = os.path.join(os.fsencode(root), b"bad-\xff\xfe.jsonl")
+        with open(bad, "wb") as f:
+            f.write(json.dumps({"text": "never read"}).encode() + b"\n")
+
+    root = _input_with(tmp_path, make)
+    listing = FilePartitioningStage(str(root)).list_input()
+    assert [Path(f.path).name for f in listing.bad_names] == ["bad-\\xff\\xfe.jsonl"]
+    assert len(input_fingerprint(listing)) == 64
+    batches = run_reader(JsonlReader(str(root)))
+    assert docs(batches) == [(1, "a good document")]
+    [record] = quarantine(batches)
+    assert record["file"] == str(root / "bad-\\xff\\xfe.jsonl") and record["line"] == 0
+    assert "not valid UTF-8" in record["reason"] and accounted(batches)

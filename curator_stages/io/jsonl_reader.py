@@ -27,6 +27,7 @@ from curator_stages.io.compression import (
     open_decompressed,
 )
 from curator_stages.io.partition import (
+    BAD_FILE_NAME,
     DEFAULT_MIN_RANGE_BYTES,
     FILE_GROUP_KEY,
     INPUT_ROOT,
@@ -111,6 +112,11 @@ class FileReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
             raise ValueError(f"stage {self.stage_name!r}: task {task.task_id!r} has a byte range "
                              f"but {len(task.data)} files; a range belongs to exactly one file")
         for path, rel in zip(task.data, rels):
+            if task._metadata.get(BAD_FILE_NAME):
+                read += 1  # the file counts as one record read, and quarantined
+                self._bad(quarantine, path, 0, "the file name is not valid UTF-8 (shown with its "
+                          "bytes escaped); rename the file to read it", None)
+                continue
             emitted, quarantined = len(builder), len(quarantine)
             # Whole files keep the four-argument call, so subclasses written before ranges work.
             n = (self.read_file(path, rel, builder, quarantine) if part is None

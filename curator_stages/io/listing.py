@@ -53,6 +53,9 @@ class InputListing:
 
     files: tuple[ListedFile, ...]
     root: str
+    #: Files whose name is not valid UTF-8, by the name with its bytes escaped (``\\xff``):
+    #: no id, log line or Parquet string can hold such a name, so each is quarantined whole.
+    bad_names: tuple[ListedFile, ...] = ()
 
     @property
     def paths(self) -> list[str]:
@@ -73,8 +76,10 @@ class InputListing:
         if len(listings) == 1:
             return listings[0]
         by_path = {f.path: f for listing in listings for f in listing.files}
+        bad = {f.path: f for listing in listings for f in listing.bad_names}
         roots = sorted({listing.root for listing in listings})
-        return cls(tuple(by_path[p] for p in sorted(by_path)), ";".join(roots))
+        return cls(tuple(by_path[p] for p in sorted(by_path)), ";".join(roots),
+                   tuple(bad[p] for p in sorted(bad)))
 
 
 def list_run_input(stages: Iterable[Any]) -> InputListing | None:
