@@ -98,6 +98,7 @@ class CurationParams(BaseModel):
         if "://" in path:
             fs, stripped = resolve(path)
             if not is_local(fs):
+                _reachable(path)
                 return [path] if fs.exists(glob_base(stripped)) else []
         return cls.input_files(path)
 
@@ -130,6 +131,7 @@ class CurationParams(BaseModel):
     def _apart_and_writable(cls, value: str, info: ValidationInfo) -> str:
         value = value if "://" in value else os.path.abspath(os.path.expanduser(value))
         check_output_location(info.field_name, value, info.data)
+        _reachable(value)
         return value
 
     @field_validator("num_cpus")
@@ -144,6 +146,16 @@ class CurationParams(BaseModel):
                 raise ValueError(f"{high} ({getattr(self, high)}) must be >= {low} "
                                  f"({getattr(self, low)})")
         return self
+
+
+def _reachable(path: str) -> None:
+    """A ValueError (a refused parameter) when ``path``'s object store does not answer."""
+    from curator_stages.io.filesystem import EndpointUnreachableError, probe_endpoint
+
+    try:
+        probe_endpoint(path)
+    except EndpointUnreachableError as exc:
+        raise ValueError(str(exc)) from None
 
 
 __all__ = ["CurationParams"]
