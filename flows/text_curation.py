@@ -148,11 +148,12 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     groups: list[list[Any]] = ([[s] for s in [*front, quality]] if not p.fuse_cheap_stages
                                else [front, [quality]] if p.language_id else [[*front, quality]])
     if p.exact_dedup:
-        groups.append([dedup.ExactDuplicateRemover(text_field=p.text_field, name="exact_dedup")])
+        groups.append([dedup.ExactDuplicateRemover(text_field=p.text_field, name="exact_dedup",
+                                                   keep_dropped=p.write_dropped)])
     if p.fuzzy_dedup:
         groups.append([dedup.FuzzyDuplicateRemover(
             text_field=p.text_field, threshold=p.fuzzy_threshold, num_perm=p.fuzzy_num_perm,
-            name="fuzzy_dedup")])
+            name="fuzzy_dedup", keep_dropped=p.write_dropped)])
     if p.semantic_dedup:
         from curator_stages.models import EmbeddingStage, SemanticDuplicateRemover
 
@@ -161,7 +162,7 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
                            gpus=p.embedding_gpus, name="embedding"),
             SemanticDuplicateRemover(threshold=p.semantic_threshold,
                                      n_clusters=p.semantic_n_clusters, text_field=p.text_field,
-                                     name="semantic_dedup")])
+                                     name="semantic_dedup", keep_dropped=p.write_dropped)])
     if p.id_field and not (p.exact_dedup or p.fuzzy_dedup or p.semantic_dedup):
         # Input ids must be unique: dedup quarantines repeated ids; without dedup, this does.
         groups.append([dedup.DuplicateIdCheck(text_field=p.text_field, name="id_check")])

@@ -180,3 +180,35 @@ def test_a_file_name_that_is_not_utf8_is_quarantined_whole_and_the_rest_read(tmp
     [record] = quarantine(batches)
     assert record["file"] == str(root / "bad-\\xff\\xfe.jsonl") and record["line"] == 0
     assert "not valid UTF-8" in record["reason"] and accounted(batches)
+
+
+def test_write_dropped_keeps_the_documents_dedup_removes(tmp_path):
+    """Before: --write-dropped ("every dropped document") left out dedup's drops (54 on the
+    sample). A dedup filter built with keep_dropped hands its removed rows to the writer's
+    dropped output, with the dedup reason; quarantined rows are not among them."""
+    import pyarrow as pa
+
+    from curator_stages.tasks import DROP_REASON_COLUMN, DROPPED_DOCUMENTS_KEY, DocumentBatch
+    from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet, row_keys
+    from flows.text_curation import build_stage_groups
+
+    table = pa.table({"id": ["a", "b", "c", "d"], "text": ["one", "one", "two", "three"]})
+    keys = row_keys(table, "id", "t").to_pylist()
+    batch = DocumentBatch(task_id="t", dataset_name="d", data=table,
+                          _metadata={DROPPED_DOCUMENTS_KEY: [{"id": "z", "text": "earlier",
+                                                              DROP_REASON_COLUMN: "rule"}]})
+    stage = DuplicateIdFilter(IdSet([keys[1]]), "exact_duplicate", keep_dropped=True,
+                              quarantine={keys[3]: "duplicate id"})
+    out = stage.process(batch)
+    assert out.to_pyarrow().column("id").to_pylist() == ["a", "c"]
+    dropped = out._metadata[DROPPED_DOCUMENTS_KEY]
+    assert [(r["id"], r[DROP_REASON_COLUMN]) for r in dropped] == [
+        ("z", "rule"), ("b", "exact_duplicate")]
+    quiet = DuplicateIdFilter(IdSet([keys[1]]), "exact_duplicate").process(batch)
+    assert [r["id"] for r in quiet._metadata[DROPPED_DOCUMENTS_KEY]] == ["z"]
+
+    params = TextCurationParams(input=str(SAMPLE), output=str(tmp_path / "o"),
+                                work_dir=str(tmp_path / "w"), write_dropped=True)
+    dedups = [s for g in build_stage_groups(params) for s in g if s.name.endswith("_dedup")]
+    assert [s.name for s in dedups] == ["exact_dedup", "fuzzy_dedup"]
+    assert all(s.keep_dropped for s in dedups)
