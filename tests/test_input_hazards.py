@@ -212,3 +212,25 @@ def test_write_dropped_keeps_the_documents_dedup_removes(tmp_path):
     dedups = [s for g in build_stage_groups(params) for s in g if s.name.endswith("_dedup")]
     assert [s.name for s in dedups] == ["exact_dedup", "fuzzy_dedup"]
     assert all(s.keep_dropped for s in dedups)
+
+
+# ----------------------------------------------------------------------------- 12 (checkpoint)
+@pytest.mark.slow  # about 2 GB of memory for a 110 MB header: kept out of the quick tier
+def test_a_checkpoint_part_with_a_large_header_reads_back(tmp_path):
+    """Before: a task whose metadata held a 200 MB dropped document was checkpointed (467 MB)
+    and could not be read back ("Exceeded size limit": Thrift's 100 MB default), so every
+    re-run failed. A part the reader cannot read is never written."""
+    import pyarrow as pa
+
+    from curator_stages.checkpoints.task_files import read_task, write_task
+    from curator_stages.tasks import DROPPED_DOCUMENTS_KEY, DocumentBatch
+
+    dropped = [{"id": "big", "text": "x" * (110 * MiB), "drop_reason": "gopher_word_count"}]
+    task = DocumentBatch(task_id="t", dataset_name="d",
+                         data=pa.table({"id": ["a"], "text": ["kept"]}),
+                         _metadata={DROPPED_DOCUMENTS_KEY: dropped})
+    name = write_task(task, str(tmp_path / "part"))
+    del task
+    back = read_task(str(tmp_path / name))
+    assert len(back._metadata[DROPPED_DOCUMENTS_KEY][0]["text"]) == 110 * MiB
+    assert back.to_pyarrow().column("text").to_pylist() == ["kept"]
