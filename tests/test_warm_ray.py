@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.test_process_safety import is_loopback
 
