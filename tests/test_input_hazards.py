@@ -243,8 +243,8 @@ def test_local_files_are_read_through_their_buffer(tmp_path):
 
     import fsspec
 
-    from curator_stages.io.jsonl_reader import _buffered
+    from curator_stages.io.jsonl_reader import _line_source
 
     (tmp_path / "a.jsonl").write_bytes(b"x\n")
     with fsspec.open(str(tmp_path / "a.jsonl"), "rb") as f:
-        assert isinstance(_buffered(f), io.BufferedReader)
+        assert isinstance(f.f, io.BufferedReader) and _line_source(f) is f.f

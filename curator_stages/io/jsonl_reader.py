@@ -247,16 +247,17 @@ class JsonlReadStage(FileReadStage):
             lines: Iterable[bytes]
             if byte_range is None:
                 stream = open_decompressed(raw, codec)
-                lines = iter(partial(_buffered(stream).readline, limit + 1), b"")
+                source = _line_source(stream)
+                lines = iter(partial(source.readline, limit + 1), b"")
             else:
                 raw.seek(byte_range.start)
-                stream = raw
-                lines = _lines_within(raw, byte_range.end - byte_range.start, limit + 1)
+                stream = source = _line_source(raw)
+                lines = _lines_within(source, byte_range.end - byte_range.start, limit + 1)
             try:
                 for lineno, line in enumerate(lines, first_line):
                     consumed += len(line)
                     if len(line) > limit and line[-1:] != b"\n":
-                        skipped, ended = _skip_line(stream)
+                        skipped, ended = _skip_line(source)
                         consumed += skipped
                         size = len(line) + skipped - ended
                         read += 1
@@ -365,12 +366,18 @@ def _lines_within(f: Any, length: int, most: int) -> Iterator[bytes]:
         yield line
 
 
-def _buffered(f: Any) -> Any:
-    """The buffered file under fsspec's local file wrapper (its attribute ``f``), else ``f``:
-    its C ``readline(size)`` reads plain files about twice as fast as the wrapper's Python one
-    (guarded by tests/test_input_hazards.py::test_local_files_are_read_through_their_buffer)."""
+def _line_source(f: Any) -> io.BufferedIOBase:
+    """A buffered reader of ``f`` whose C ``readline(size)`` bounds every line read.
+
+    fsspec's local wrapper holds one (attribute ``f``; about twice as fast as the wrapper's
+    Python ``readline``, guarded by tests/test_input_hazards.py), a decompressed stream is one;
+    other fsspec files (S3) have a ``readline`` without a size and are wrapped."""
     inner = getattr(f, "f", None)
-    return inner if isinstance(inner, io.BufferedReader) else f
+    if isinstance(inner, io.BufferedIOBase):
+        return inner
+    if isinstance(f, io.BufferedIOBase):
+        return f
+    return io.BufferedReader(f, _SKIP_CHUNK)  # type: ignore[arg-type]
 
 
 def _skip_line(f: Any) -> tuple[int, bool]:
