@@ -24,8 +24,8 @@ from curator_stages.io.compression import (
     COMPRESSED_STREAM_ERRORS,
     decoded_bytes,
     infer_codec,
-    verified_bytes,
     open_decompressed,
+    verified_bytes,
 )
 from curator_stages.io.partition import (
     BAD_FILE_NAME,
@@ -187,8 +187,8 @@ class JsonlReadStage(FileReadStage):
     what a codec verified becomes a document: the lines of every gzip member (zstd frame) that
     ended and passed its check. Deflate has no checksum before a member's end, and zlib decodes
     damaged data into plausible JSON lines, often up to the member's end, so every line decoded
-    from the damaged member is quarantined whole (reason ``"unverified: ..."``): salvaged, never
-    written as a document. Per file, records read = documents + quarantine records is
+    from the damaged member is quarantined with its raw bytes (reason ``"unverified: ..."``):
+    salvaged, never written as a document. Per file, records read = documents + quarantine records is
     checked, and for compressed files decoded bytes = bytes of the lines read; a mismatch raises
     :class:`ReaderAccountingError`. Files stream line by line, each line read in pieces of at
     most ``max_document_bytes``: a longer line (a huge document, a file with no line breaks) is
