@@ -44,6 +44,10 @@ RAY_ENV_DEFAULTS: dict[str, str] = {
     "RAY_USAGE_STATS_ENABLED": "0",
     # Repeated worker lines stay readable as they are (deduplication delays and merges them).
     "RAY_DEDUP_LOGS": "0",
+    # Ray's C++ failure-signal handler (abseil) takes SIGTERM first and arms a 3 s abort alarm
+    # before handing it on: a run stopping cleanly (Ray's and the API's shutdown) then died by
+    # SIGABRT (exit 134) instead of exiting 143. Crashes still end the process.
+    "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1",
     **{name: value for name, (value, _) in RAY_LEAN_ENV.items()},
 }
 

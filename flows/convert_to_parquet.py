@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # `python flows/convert_to_parquet.py` from anywh
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curator_stages.io.input_check import JSONL, extensions  # noqa: E402
+from curator_stages.io.jsonl_reader import DEFAULT_MAX_DOCUMENT_BYTES  # noqa: E402
 from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
 from curator_stages.orchestration.curation_run import CurationFlowSpec, run_curation  # noqa: E402
 from curator_stages.orchestration.flow_cli import flow_main  # noqa: E402
@@ -66,6 +67,8 @@ class ConvertParams(CurationParams):
     fields: list[str] | None = Field(None, description="Extra input fields to keep as columns")
     files_per_group: int = Field(1, ge=1, le=100_000,
                                  description="Input files per output shard")
+    max_document_bytes: int = Field(DEFAULT_MAX_DOCUMENT_BYTES, ge=1, le=1 << 30, description="A "
+                                    "longer input line (one document's JSON) is quarantined unread")
     compression: Literal["zstd", "snappy", "gzip", "none"] = Field(
         "zstd", description="Parquet compression codec")
     row_group_size: int | None = Field(None, ge=1, description="Rows per Parquet row group")
@@ -91,7 +94,8 @@ def build_stage_groups(params: ConvertParams) -> list[list[Any]]:
     reader = JsonlReader(params.input, text_field=params.text_field, id_field=params.id_field,
                          fields=params.fields, strict=params.strict,
                          files_per_group=params.files_per_group,
-                         file_extensions=ConvertParams.input_extensions)
+                         file_extensions=ConvertParams.input_extensions,
+                         max_document_bytes=params.max_document_bytes)
     writer = ParquetWriter(f"{out}/data", mode=params.mode, quarantine_output=f"{out}/quarantine",
                            compression=None if params.compression == "none" else params.compression,
                            row_group_size=params.row_group_size)

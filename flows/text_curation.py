@@ -29,6 +29,7 @@ from pydantic import Field as F  # noqa: E402
 from pydantic import ValidationInfo, field_validator  # noqa: E402
 
 from curator_stages.io.input_check import JSONL, PARQUET, extensions  # noqa: E402
+from curator_stages.io.jsonl_reader import DEFAULT_MAX_DOCUMENT_BYTES  # noqa: E402
 from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
 from curator_stages.orchestration.curation_run import CurationFlowSpec, run_curation  # noqa: E402
 from curator_stages.orchestration.flow_cli import flow_main  # noqa: E402
@@ -52,10 +53,13 @@ class TextCurationParams(CurationParams):
     output: str = F("output/text_curation", min_length=1, description="Output directory: "
                     "data/, quarantine/, dropped/, run_summary.json, report.md")
     output_format: Literal["parquet", "jsonl"] = F("parquet", description="Output file format")
-    text_field: str = F("text", description="Name of the text field in the input records")
+    text_field: str = F("text", min_length=1, description="Name of the text field in the input "
+                        "records")
     id_field: str | None = F(None, description="Input field with a unique document id (default: "
                              "file path and line number); a repeated id goes to quarantine")
     files_per_group: int | None = F(None, ge=1, le=100_000, description="Input files per task")
+    max_document_bytes: int = F(DEFAULT_MAX_DOCUMENT_BYTES, ge=1, le=1 << 30, description="A "
+                                "longer input line (one document's JSON) is quarantined unread")
     # --- heuristic quality filters (Gopher defaults)
     min_words: int = F(50, ge=0, le=1_000_000, description="Drop documents with fewer words")
     max_words: int = F(100_000, ge=1, le=10_000_000, description="Drop documents with more words")
@@ -192,7 +196,8 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     else:
         reader = JsonlReader(p.input, text_field=p.text_field, id_field=p.id_field,
                              files_per_group=p.files_per_group,
-                             file_extensions=extensions((JSONL,)), min_range_bytes=(
+                             file_extensions=extensions((JSONL,)),
+                             max_document_bytes=p.max_document_bytes, min_range_bytes=(
                                  ModelStage.input_range_bytes if p.semantic_dedup
                                  else DEFAULT_MIN_RANGE_BYTES))
     front = [*reader.decompose(), TextNormalizer(text_field=p.text_field)]
@@ -210,11 +215,12 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
     groups: list[list[Any]] = ([[s] for s in [*front, quality]] if not p.fuse_cheap_stages
                                else [front, [quality]] if p.language_id else [[*front, quality]])
     if p.exact_dedup:
-        groups.append([dedup.ExactDuplicateRemover(text_field=p.text_field, name="exact_dedup")])
+        groups.append([dedup.ExactDuplicateRemover(text_field=p.text_field, name="exact_dedup",
+                                                   keep_dropped=p.write_dropped)])
     if p.fuzzy_dedup:
         groups.append([dedup.FuzzyDuplicateRemover(
             text_field=p.text_field, threshold=p.fuzzy_threshold, num_perm=p.fuzzy_num_perm,
-            name="fuzzy_dedup")])
+            name="fuzzy_dedup", keep_dropped=p.write_dropped)])
     if p.semantic_dedup:
         from curator_stages.models import EmbeddingStage, SemanticDuplicateRemover
 
@@ -223,7 +229,7 @@ def build_stage_groups(p: TextCurationParams) -> list[list[Any]]:
                            gpus=p.embedding_gpus, name="embedding"),
             SemanticDuplicateRemover(threshold=p.semantic_threshold,
                                      n_clusters=p.semantic_n_clusters, text_field=p.text_field,
-                                     name="semantic_dedup")])
+                                     name="semantic_dedup", keep_dropped=p.write_dropped)])
     if p.id_field and not (p.exact_dedup or p.fuzzy_dedup or p.semantic_dedup):
         # Input ids must be unique: dedup quarantines repeated ids; without dedup, this does.
         groups.append([dedup.DuplicateIdCheck(text_field=p.text_field, name="id_check")])

@@ -163,6 +163,31 @@ def test_local_run_listens_on_loopback_only_and_stops_cleanly_on_sigterm(tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signum,delay", [(signal.SIGTERM, 0.5), (signal.SIGINT, 3.0)])
+def test_a_stop_right_after_ray_starts_ends_with_the_documented_code(tmp_path, signum, delay):
+    """Issue 20 item 18: SIGTERM within a second of "Started a local Ray instance" aborted the
+    run (exit 134: Ray's failure-signal handler armed a 3 s abort), and a stop could segfault
+    in the interpreter's finalisation (exit 139) after the clean-stop line."""
+    proc, tree = start_flow(tmp_path)
+    log_path = tmp_path / "flow.log"
+    try:
+        wait_until(lambda: "Started a local Ray instance" in log_path.read_text(), 400,
+                   "the embedded Ray to start")
+        time.sleep(delay)
+        proc.send_signal(signum)
+        proc.wait(timeout=180)
+        log = log_path.read_text()
+        assert proc.returncode == 128 + signum, log[-3000:]
+        assert f"stopped by {signal.Signals(signum).name}" in log
+        wait_until(lambda: not tree.alive(), GRACE_S,
+                   f"the run's processes to exit: {[p.name() for p in tree.alive()]}")
+    finally:
+        tree.kill_all()
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
 def test_sigkill_of_a_local_run_takes_its_processes_along(tmp_path):
     """Item 10: SIGKILL cannot be handled, yet the temporary API server and Ray's processes
     (GCS, raylet, agents, workers) die with the flow process."""

@@ -184,4 +184,5 @@ def test_a_state_file_another_user_could_write_is_not_trusted(tmp_path, monkeypa
     state.chmod(0o600)
     folder.chmod(0o777)
     assert warm_ray.recorded() is None
-    assert warm_ray.resolve_auto("auto") == "auto"
+    with pytest.raises(warm_ray.WarmRayError, match="none runs"):
+        warm_ray.resolve_auto("auto")  # never Ray's own search of the machine

@@ -32,6 +32,11 @@ from curator_stages.tasks import DocumentBatch, EmptyTask, FileGroupTask, StageP
 TASK_METADATA_KEY = b"curator_stages.task"
 #: The file suffixes a checkpoint may list; anything else (``.pkl`` above all) is refused.
 TASK_FILE_SUFFIXES = (".parquet", ".json")
+#: Largest Parquet footer string this product reads back (Thrift's own limit, 100 MB by
+#: default, refused a 467 MB checkpoint that had been written without complaint). The task
+#: header rides in the footer twice (as key-value metadata and inside Arrow's schema), so a
+#: header above half of this is refused when written: no checkpoint part is ever unreadable.
+FOOTER_STRING_LIMIT = (1 << 31) - 1
 
 
 class CheckpointWriteError(OSError):
@@ -112,6 +117,12 @@ def _history(header: dict[str, Any]) -> list[StagePerfStats]:
 
 def _write_documents(task: Task, path_without_ext: str) -> str:
     header = json.dumps(_header(task, "DocumentBatch")).encode()
+    if 2 * len(header) > FOOTER_STRING_LIMIT:
+        raise UnsafeTaskError(
+            f"stage {_stage_of(task, None)!r}: task {task.task_id!r} carries {len(header)} bytes "
+            "of metadata (quarantine records, dropped documents), more than a checkpoint can "
+            f"hold ({FOOTER_STRING_LIMIT // 2}); read fewer files per task (files_per_group) "
+            "or keep fewer dropped documents")
     table = task.to_pyarrow()
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), TASK_METADATA_KEY: header})
     path = path_without_ext + ".parquet"
@@ -124,7 +135,7 @@ def _write_documents(task: Task, path_without_ext: str) -> str:
 def _read_documents(path: str) -> Task:
     fs, p = _fs(path)
     with fs.open(p, "rb") as f:
-        table = pq.read_table(f)
+        table = pq.read_table(f, thrift_string_size_limit=FOOTER_STRING_LIMIT)
     meta = dict(table.schema.metadata or {})
     if TASK_METADATA_KEY not in meta:
         raise UnsafeCheckpointError(f"checkpoint file {path!r} has no task header; it was not "

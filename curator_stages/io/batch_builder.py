@@ -49,6 +49,12 @@ class BatchBuilder:
         names = [*BASE_SCHEMA.names, *self.fields]
         self._chunks.append(pa.Table.from_arrays([_combine(a) for a in arrays], names=names))
 
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` documents (a reader takes back what a damaged file gave)."""
+        self._flush()
+        if self._chunks:
+            self._chunks = [self.to_table().slice(0, n)]
+
     def __len__(self) -> int:
         return len(self.ids) + sum(c.num_rows for c in self._chunks)
 

@@ -24,6 +24,11 @@ _EXTENSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 CODECS = ("gzip", "zstd")
 
 
+#: Most decoded bytes one gzip ``decompress`` call may return (deflate expands up to ~1000x:
+#: one 64 KiB input chunk of a highly repetitive stream would otherwise decode to 64 MiB at once).
+_MAX_OUTPUT = 1 << 20
+
+
 class CorruptCompressedStreamError(EOFError):
     """A compressed stream ended early or holds bytes its codec cannot decode."""
 
@@ -80,8 +85,13 @@ class _DecompressingRawReader(io.RawIOBase):
         self._error: BaseException | None = None
         self._offset = 0          # raw bytes read so far
         self._member_start = 0    # raw offset where the current member/frame begins
+        #: Input left over when a gzip call stopped at its output bound, and its raw offset.
+        self._backlog: tuple[bytes, int] | None = None
         #: Decoded bytes handed over (or pending) in all; the reader checks its lines against it.
         self.bytes_decoded = 0
+        #: Decoded bytes of the members/frames that ended and passed the codec's checks (gzip's
+        #: CRC-32 and length; zstd's frame checks): what the reader may trust after damage.
+        self.bytes_verified = 0
 
     def _new(self):
         if self._codec == "gzip":
@@ -98,6 +108,10 @@ class _DecompressingRawReader(io.RawIOBase):
                 error, self._error = self._error, None
                 self._eof = True
                 raise error
+            if self._backlog is not None:
+                (data, start), self._backlog = self._backlog, None
+                self._feed(data, start)
+                continue
             data = self._raw.read(self._chunk)
             if not data:
                 self._eof = True
@@ -123,16 +137,25 @@ class _DecompressingRawReader(io.RawIOBase):
         pos = 0
         while pos < len(data):
             self._in_member = True
+            todo = data[pos:] if pos else data
             try:
-                out = self._obj.decompress(data[pos:] if pos else data)
+                if self._codec == "gzip":  # bounded output: a gzip bomb is handed over in pieces
+                    out = self._obj.decompress(todo, _MAX_OUTPUT)
+                else:
+                    out = self._obj.decompress(todo)
             except COMPRESSED_STREAM_ERRORS as exc:
                 self._error = exc
-                self._salvage(start + pos, data[pos:])
+                self._salvage(start + pos, todo)
                 return
             self._emit(out)
+            tail = self._obj.unconsumed_tail if self._codec == "gzip" else b""
+            if tail:
+                self._backlog = (tail, start + len(data) - len(tail))
+                return
             if not self._obj.eof:
                 return
             self._in_member = False
+            self.bytes_verified = self.bytes_decoded
             rest = self._obj.unused_data
             pos = len(data) - len(rest)
             self._member_start = start + pos
@@ -216,6 +239,13 @@ def decoded_bytes(stream: BinaryIO) -> int | None:
     """Decoded bytes produced so far by a stream of :func:`open_decompressed` (None: plain)."""
     raw = getattr(stream, "raw", None)
     return raw.bytes_decoded if isinstance(raw, _DecompressingRawReader) else None
+
+
+def verified_bytes(stream: BinaryIO) -> int | None:
+    """Decoded bytes of the complete, checked members of a stream of :func:`open_decompressed`
+    (None: plain)."""
+    raw = getattr(stream, "raw", None)
+    return raw.bytes_verified if isinstance(raw, _DecompressingRawReader) else None
 
 
 def extension_for(codec: str | None) -> str:

@@ -56,6 +56,9 @@ class InputListing:
     #: Files a directory or glob held that the reader does not take (by their name), sorted:
     #: a run says which files it skipped instead of skipping them silently.
     skipped: tuple[str, ...] = ()
+    #: Files whose name is not valid UTF-8, by the name with its bytes escaped (``\\xff``):
+    #: no id, log line or Parquet string can hold such a name, so each is quarantined whole.
+    bad_names: tuple[ListedFile, ...] = ()
 
     @property
     def paths(self) -> list[str]:
@@ -76,9 +79,11 @@ class InputListing:
         if len(listings) == 1:
             return listings[0]
         by_path = {f.path: f for listing in listings for f in listing.files}
+        bad = {f.path: f for listing in listings for f in listing.bad_names}
         roots = sorted({listing.root for listing in listings})
         skipped = sorted({p for listing in listings for p in listing.skipped} - set(by_path))
-        return cls(tuple(by_path[p] for p in sorted(by_path)), ";".join(roots), tuple(skipped))
+        return cls(tuple(by_path[p] for p in sorted(by_path)), ";".join(roots),
+                   skipped=tuple(skipped), bad_names=tuple(bad[p] for p in sorted(bad)))
 
 
 def list_run_input(stages: Iterable[Any]) -> InputListing | None:

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import posixpath
+import stat
 from typing import Any, Literal, Sequence
 
 from curator_stages.io.byte_ranges import BYTE_RANGE, ByteRange, split_at_lines
@@ -28,6 +29,9 @@ INPUT_ROOT = "input_root"
 FILE_GROUP_KEY = "file_group_key"
 #: Metadata key saying why a large file is read by one task (it could not be cut into ranges).
 UNSPLIT_REASON = "unsplit_reason"
+#: Metadata key marking a task whose one file has a name that is not valid UTF-8 (the task
+#: names it escaped): the reader quarantines the file whole instead of opening it.
+BAD_FILE_NAME = "bad_file_name"
 #: Smallest byte range worth a task of its own when plain files are split.
 DEFAULT_MIN_RANGE_BYTES = 4 << 20
 
@@ -45,6 +49,51 @@ class NoInputFilesError(FileNotFoundError):
         super().__init__(message)
         self.stage_name = stage_name
         self.path = path
+
+
+class NotRegularFileError(ValueError):
+    """An input file is a FIFO, a device, a socket (or a link to one): not a regular file.
+
+    A FIFO blocks its reader forever and ``/dev/zero`` never ends; refused at listing, before
+    any work starts, naming the file.
+    """
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISDIR, "a directory"))
+
+
+def refuse_special_files(stage_name: str, paths: Sequence[str]) -> None:
+    """Raise :class:`NotRegularFileError` for the first local path that is not a regular file
+    (links followed: a link to a regular file is fine). Missing targets are left to the
+    reader's own error."""
+    for path in paths:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode):
+            continue
+        kind = next((what for test, what in _KINDS if test(mode)), "not a regular file")
+        link = f" (a symbolic link to {os.path.realpath(path)!r})" if os.path.islink(path) else ""
+        raise NotRegularFileError(
+            f"stage {stage_name!r}: input {_shown_name(path)!r} is {kind}{link}, not a regular "
+            "file; a reader would block on it or read without end. Remove it from the input "
+            "or narrow the input to regular files")
+
+
+def _shown_name(path: str) -> str:
+    """``path`` as text that any log, id or Parquet string holds: undecodable bytes as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace") if "://" not in path else path
+
+
+def _valid_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def file_group_key(relative_paths: Sequence[str]) -> str:
@@ -185,6 +234,7 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
         :class:`NoInputFilesError` on an empty match.
         """
         found: dict[str, ListedFile] = {}
+        bad: dict[str, ListedFile] = {}
         roots: list[str] = []
         skipped: list[str] = []
         for spec in self.paths:
@@ -204,12 +254,20 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
             else:
                 root, files = self._list_path(fs, stripped, spec, skipped)
             roots.append(display_path(fs, root))
+            if is_local(fs):
+                refuse_special_files(self.stage_name, [p for p, info in files.items()
+                                                       if info.get("type") != "file"])
             for path, info in files.items():
                 shown = display_path(fs, path)
-                found[shown] = listed_file(shown, info)
+                if _valid_utf8(shown):
+                    found[shown] = listed_file(shown, info)
+                else:
+                    escaped = _shown_name(shown)
+                    bad[escaped] = listed_file(escaped, info)
         root = roots[0] if len(set(roots)) == 1 else _common_root(roots)
         return InputListing(tuple(found[p] for p in sorted(found)), root,
-                            tuple(sorted(display_path(fs, p) for p in skipped)))
+                            skipped=tuple(sorted(display_path(fs, p) for p in skipped)),
+                            bad_names=tuple(bad[p] for p in sorted(bad)))
 
     def _list_path(self, fs: Any, stripped: str, spec: str,
                    skipped: list[str]) -> tuple[str, dict[str, Any]]:
@@ -339,6 +397,8 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
         groups += [([path], r) for path, r in ranges]
         order = {path: i for i, (path, _) in enumerate(files)}
         groups.sort(key=lambda g: (order[g[0][0]], g[1].start if g[1] else 0))
+        bad_names = {f.path for f in listing.bad_names}
+        groups += [([f.path], None) for f in listing.bad_names]
         out: list[FileGroupTask] = []
         for index, (group, byte_range) in enumerate(groups):
             rels = [relative_to_root(p, root) for p in group]
@@ -349,6 +409,8 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
                     "file_group_index": index, "num_file_groups": len(groups)}
             if byte_range is not None:
                 meta[BYTE_RANGE] = byte_range.to_list()
+            if group[0] in bad_names:
+                meta[BAD_FILE_NAME] = True
             why = [unsplit[p] for p in group if p in unsplit]
             if why:
                 meta[UNSPLIT_REASON] = why[0]

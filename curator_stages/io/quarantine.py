@@ -28,6 +28,8 @@ QUARANTINE_KEY = "quarantine"
 QUARANTINE_FILES_KEY = "quarantine_files"
 
 REASON_TRUNCATED = "truncated/corrupt compressed stream"
+REASON_UNVERIFIED = ("unverified: decoded from a damaged compressed member after its last "
+                     "verified point")
 REASON_SURROGATE = "is not valid Unicode (lone surrogate)"
 
 
@@ -44,7 +46,9 @@ class ReaderAccountingError(RuntimeError):
 
 
 def make_record(file: str, line: int, reason: str, raw: bytes | str | None, stage: str,
-                cap: int = DEFAULT_RAW_CAP) -> dict[str, Any]:
+                cap: int = DEFAULT_RAW_CAP, raw_size: int | None = None) -> dict[str, Any]:
+    """One quarantine record; ``raw_size`` is the record's full size when ``raw`` holds only
+    its start (an oversized line is never read whole)."""
     if raw is None:
         raw_bytes = b""
     elif isinstance(raw, str):
@@ -56,7 +60,7 @@ def make_record(file: str, line: int, reason: str, raw: bytes | str | None, stag
         "line": int(line),
         "reason": reason,
         "raw": raw_bytes[:cap].decode("utf-8", "backslashreplace"),
-        "raw_size": len(raw_bytes),
+        "raw_size": len(raw_bytes) if raw_size is None else int(raw_size),
         "stage": stage,
     }
 

@@ -279,7 +279,7 @@ class SemanticDuplicateRemover(GlobalStage):
                  threshold: float = 0.86, n_clusters: int | None = None, cluster_size: int = 1000,
                  iterations: int = 20, seed: int = 42, block_size: int = 2048,
                  assignments: int = DEFAULT_ASSIGNMENTS, text_field: str = "text",
-                 name: str = ""):
+                 name: str = "", keep_dropped: bool = False):
         label = name or "semantic_duplicate_remover"
         if not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
             raise ValueError(f"stage {label!r}: threshold must be a cosine similarity in (0, 1], "
@@ -303,6 +303,8 @@ class SemanticDuplicateRemover(GlobalStage):
         self.assignments = assignments
         self.text_field = text_field
         self.name = name
+        #: Send the removed documents to the writer's dropped output (``write_dropped``).
+        self.keep_dropped = keep_dropped
 
     def params(self) -> dict[str, Any]:
         params = ProcessingStage.params(self)
@@ -326,7 +328,7 @@ class SemanticDuplicateRemover(GlobalStage):
     def _filter(self, remove: IdSet, quarantine: dict[str, str]) -> ProcessingStage:
         return DuplicateIdFilter(remove, SEMANTIC_DUPLICATE, id_field=self.id_field,
                                  quarantine=quarantine, text_field=self.text_field,
-                                 name=self.stage_name)
+                                 name=self.stage_name, keep_dropped=self.keep_dropped)
 
     def _kwargs(self) -> dict[str, Any]:
         return {"embedding_field": self.embedding_field, "id_field": self.id_field,

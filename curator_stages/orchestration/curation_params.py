@@ -57,7 +57,8 @@ class CurationParams(BaseModel):
     refresh: bool = Field(False, description="Recompute every stage, ignoring checkpoints")
     retries: int = Field(1, ge=0, le=10, description="Retries of a failed stage task")
     retry_delay_seconds: float = Field(2.0, ge=0, le=3600, description="Delay before a retry")
-    timeout_seconds: float | None = Field(None, gt=0, description="Timeout of one stage task")
+    timeout_seconds: float | None = Field(None, gt=0, allow_inf_nan=False, description="Timeout "
+                                          "of one stage task (unset: none)")
     # --- execution
     driver: Driver = Field(DEFAULT_DRIVER, description="Where each stage task's driver runs: "
                            "'in_flow' in the flow's process (a local run, or a Prefect worker "
@@ -108,6 +109,7 @@ class CurationParams(BaseModel):
         if "://" in path:
             fs, stripped = resolve(path)
             if not is_local(fs):
+                _reachable(path)
                 return [path] if fs.exists(glob_base(stripped)) else []
         return cls.input_files(path)
 
@@ -181,6 +183,7 @@ class CurationParams(BaseModel):
     def _apart_and_writable(cls, value: str, info: ValidationInfo) -> str:
         value = value if "://" in value else os.path.abspath(os.path.expanduser(value))
         check_output_location(info.field_name, value, info.data)
+        _reachable(value)
         return value
 
     @field_validator("num_cpus")
@@ -195,6 +198,16 @@ class CurationParams(BaseModel):
                 raise ValueError(f"{high} ({getattr(self, high)}) must be >= {low} "
                                  f"({getattr(self, low)})")
         return self
+
+
+def _reachable(path: str) -> None:
+    """A ValueError (a refused parameter) when ``path``'s object store does not answer."""
+    from curator_stages.io.filesystem import EndpointUnreachableError, probe_endpoint
+
+    try:
+        probe_endpoint(path)
+    except EndpointUnreachableError as exc:
+        raise ValueError(str(exc)) from None
 
 
 __all__ = ["CurationParams"]

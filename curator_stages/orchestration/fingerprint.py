@@ -134,6 +134,7 @@ def input_fingerprint(files: Sequence[str] | InputListing, extra: Any = None,
     parts = ["input-files" if verify == "metadata" else "input-files-content"]
     if isinstance(files, InputListing):
         entries = list(files.files)
+        parts += [f"bad-name:{f.path}|{f.size}|{f.modified}" for f in files.bad_names]
     else:
         listed = _listed_infos(files)
         entries = [listed_file(path, listed.get(path) or _info(path)) for path in files]

@@ -11,6 +11,7 @@ wall time (the run's, with the start-up stated apart).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -68,6 +69,7 @@ def flow_main(spec: CurationFlowSpec[Any], flow_fn: Callable[..., Any],
     if "--plan" in args:  # print the plan, process nothing
         return plan_main(spec, args, prog)
     params = parse_params(spec.params_model, args, prog=prog, epilog=help_epilog(spec))
+    from curator_stages.backends.ray_data.local_ray import ClusterConnectError
     from curator_stages.orchestration.local_run import run_local
     from curator_stages.orchestration.ray_session import RaySession
 
@@ -77,9 +79,15 @@ def flow_main(spec: CurationFlowSpec[Any], flow_fn: Callable[..., Any],
         # The temporary API (without PREFECT_API_URL) starts while Ray starts; SIGTERM stops
         # the run like Ctrl-C, and nothing the run started outlives it (local_run). The flow's
         # own RaySession then reuses this one.
-        with RaySession(params.ray_address, num_cpus=params.num_cpus,
-                        log_to_driver=params.log_to_driver,
-                        runtime_env=spec.runtime_env(params), announce=run.announce):
+        session = contextlib.ExitStack()
+        try:
+            session.enter_context(RaySession(
+                params.ray_address, num_cpus=params.num_cpus, log_to_driver=params.log_to_driver,
+                runtime_env=spec.runtime_env(params), announce=run.announce))
+        except ClusterConnectError as exc:  # one line naming the address and the fix
+            print(f"{spec.title} failed: {exc}", file=sys.stderr)
+            return 1
+        with session:
             run.use_api()
             run.announce(f"starting the flow run ({spec.title}; Prefect logs follow)")
             state = flow_fn(params, return_state=True)

@@ -186,9 +186,11 @@ def _first_run_in_home() -> bool:
 def run_local(body: Callable[[LocalRun], int], *, what: str = "the run") -> int:
     """Run a flow script's ``main`` body as a local run; returns its exit code.
 
-    An interrupt (Ctrl-C or SIGTERM) returns ``128 + signal`` after cleanup, with one line on
-    stderr instead of a traceback: checkpoints of finished stage tasks are kept, so re-running
-    the same command resumes.
+    An interrupt (Ctrl-C or SIGTERM) ends the process with ``128 + signal`` after cleanup, with
+    one line on stderr instead of a traceback: checkpoints of finished stage tasks are kept, so
+    re-running the same command resumes. It ends by ``os._exit`` once Ray and the API are
+    stopped and the output is flushed: Ray's C++ core worker, interrupted mid-start or mid-task,
+    crashed the interpreter's own finalisation (exit 139 after the clean stop).
     """
     holder: list[LocalRun] = []
     code: int | None = None
@@ -211,5 +213,8 @@ def run_local(body: Callable[[LocalRun], int], *, what: str = "the run") -> int:
         print(f"{what} stopped by {signum.name}; Ray and the temporary API server are "
               "stopped, finished stage tasks keep their checkpoints (re-run to resume)",
               file=sys.stderr)
-        return 128 + int(signum)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + int(signum))
     return code

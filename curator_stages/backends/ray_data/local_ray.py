@@ -165,7 +165,11 @@ def join_cluster(address: str, *, log_to_driver: bool = True,
 
     for key, value in QUIET_RAY_ENV.items():
         os.environ.setdefault(key, value)
-    address = warm_ray.resolve_auto(address)
+    try:
+        address = warm_ray.resolve_auto(address)
+    except warm_ray.WarmRayError as exc:
+        raise ClusterConnectError(str(exc)) from None
+    probe_address(address)
     bootstrap = _bootstrap_address(address)
     if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
         warm_token = warm_ray.token_path_for(bootstrap)
@@ -196,6 +200,33 @@ def join_cluster(address: str, *, log_to_driver: bool = True,
             "port, default 10001, for ray://), and, when the cluster uses token authentication, "
             "give this process the cluster's token (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
         ) from exc
+
+
+#: Seconds a cluster's address has to accept a TCP connection before ``ray.init`` is tried
+#: (which retries an address where nothing listens for many minutes).
+CONNECT_PROBE_S = 5.0
+
+
+def probe_address(address: str, timeout_s: float = CONNECT_PROBE_S) -> None:
+    """Raise :class:`ClusterConnectError` naming ``address`` when nothing accepts a TCP
+    connection at its ``host:port`` (GCS, or the Ray Client server for ``ray://``) within
+    ``timeout_s``. An address without a port is left to ``ray.init``."""
+    import socket
+
+    target = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ClusterConnectError(
+            f"could not connect to the Ray cluster at {address}: nothing accepted a connection "
+            f"at {host}:{port} within {timeout_s:.0f} s ({exc.strerror or exc}). Fix: check the "
+            "address and port (the GCS port, default 6379; the Ray Client port, default 10001, "
+            "for ray://) and that the cluster runs, or leave ray_address unset for an embedded "
+            "local Ray") from None
 
 
 def _bootstrap_address(address: str) -> str:

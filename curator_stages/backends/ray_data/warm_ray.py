@@ -23,8 +23,9 @@ How, and why this way:
   exports; plain Ray tools need the printed ``RAY_AUTH_TOKEN_PATH`` too. The token is never
   printed, and ``~/.ray/auth_token`` (shared with every other Ray of the user) is not touched.
 * **Auto-detection, per user.** ``RAY_ADDRESS=auto`` (or a flow's ``--ray-address auto``) joins
-  this user's warm Ray when one runs (:func:`resolve_auto`); without one it means what Ray
-  says (the newest ``ray start`` cluster on the machine). The holder deliberately does *not*
+  this user's warm Ray of this state directory (:func:`resolve_auto`); without one it is an
+  error at once, never Ray's own search of the machine (which can find another state
+  directory's cluster, rewrite its address to the host IP and hang). The holder deliberately does *not*
   write Ray's machine-wide address file (``/tmp/ray/ray_current_cluster``) as ``ray start``
   does: a plain ``ray.init()`` of any process on the machine would then try to join this
   cluster instead of starting its own, and fail on the token.
@@ -115,12 +116,20 @@ def token_path_for(address: str) -> str | None:
 
 
 def resolve_auto(address: str) -> str:
-    """``address``, with ``"auto"`` (argument or ``RAY_ADDRESS``) made this user's warm Ray's
-    address when one runs; anything else is returned unchanged."""
+    """``address``, with ``"auto"`` (argument or ``RAY_ADDRESS``) made the address of this
+    user's warm Ray of this state directory; anything else is returned unchanged.
+
+    Raises :class:`WarmRayError` when none runs: Ray's own ``"auto"`` would join whatever Ray
+    it finds on the machine (another state directory's, another user's), rewrite its address
+    to the host IP and wait for minutes on a cluster that listens on 127.0.0.1 only."""
     if address == "auto" or (not address and os.environ.get("RAY_ADDRESS") == "auto"):
         warm = recorded()
-        if warm is not None:
-            return warm.address
+        if warm is None:
+            raise WarmRayError(
+                f"ray address 'auto' means this user's warm Ray of {state_dir()}, and none runs "
+                "there; start one (curator-stages ray start), give a cluster's host:port, or "
+                "leave the address unset (and RAY_ADDRESS empty) for an embedded Ray")
+        return warm.address
     return address
 
 

@@ -122,12 +122,14 @@ class ExactDuplicateRemover(GlobalStage):
     prepare_in_stream = True
 
     def __init__(self, text_field: str = "text", id_field: str = "id", normalize: bool = True,
-                 lowercase: bool = False, name: str = ""):
+                 lowercase: bool = False, name: str = "", keep_dropped: bool = False):
         self.text_field = text_field
         self.id_field = id_field
         self.normalize = normalize
         self.lowercase = lowercase
         self.name = name
+        #: Send the removed documents to the writer's dropped output (``write_dropped``).
+        self.keep_dropped = keep_dropped
 
     def find_duplicates(self, dataset: "ray.data.Dataset") -> tuple[IdSet, dict[str, str]]:
         """(row keys to remove, {row key: quarantine reason} for rows with a duplicate id).
@@ -153,7 +155,7 @@ class ExactDuplicateRemover(GlobalStage):
     def _filter(self, remove: IdSet, quarantine: dict[str, str]) -> ProcessingStage:
         return DuplicateIdFilter(remove, EXACT_DUPLICATE, id_field=self.id_field,
                                  quarantine=quarantine, text_field=self.text_field,
-                                 name=self.stage_name)
+                                 name=self.stage_name, keep_dropped=self.keep_dropped)
 
     # In-process fit (LocalExecutor / MultiprocessExecutor): the same hashing, the same
     # duplicate-id check and the same smallest-key choice as fit(), without Ray.

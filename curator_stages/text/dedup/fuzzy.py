@@ -179,7 +179,8 @@ class FuzzyDuplicateRemover(GlobalStage):
                  word_ngrams: bool = False, num_perm: int = 256, threshold: float = 0.8,
                  bands: int | None = None, rows: int | None = None,
                  false_positive_weight: float = 0.2, false_negative_weight: float = 0.8,
-                 seed: int = 42, verify: Verify = "signature", name: str = ""):
+                 seed: int = 42, verify: Verify = "signature", name: str = "",
+                 keep_dropped: bool = False):
         if verify not in ("signature", "jaccard", "none"):
             raise ValueError(f"FuzzyDuplicateRemover: verify must be 'signature', 'jaccard' or "
                              f"'none', got {verify!r}")
@@ -204,6 +205,8 @@ class FuzzyDuplicateRemover(GlobalStage):
         self.seed = seed
         self.verify = verify
         self.name = name
+        #: Send the removed documents to the writer's dropped output (``write_dropped``).
+        self.keep_dropped = keep_dropped
 
     def banding(self) -> tuple[int, int]:
         if self.bands is not None and self.rows is not None:
@@ -292,4 +295,4 @@ class FuzzyDuplicateRemover(GlobalStage):
         result = self.find_duplicates(dataset)
         return DuplicateIdFilter(IdSet(result.remove), FUZZY_DUPLICATE, id_field=self.id_field,
                                  quarantine=result.quarantine, text_field=self.text_field,
-                                 name=self.stage_name)
+                                 name=self.stage_name, keep_dropped=self.keep_dropped)

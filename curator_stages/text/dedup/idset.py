@@ -26,7 +26,8 @@ from curator_stages.io.quarantine import (
     write_quarantine,
 )
 from curator_stages.stage import ProcessingStage, record_drops, record_metrics
-from curator_stages.tasks import DOCUMENTS_QUARANTINED, DocumentBatch
+from curator_stages.tasks import (DOCUMENTS_QUARANTINED, DROP_REASON_COLUMN,
+                                  DROPPED_DOCUMENTS_KEY, DocumentBatch, json_rows)
 from curator_stages.text.dedup.rows import (  # noqa: F401  (re-exported)
     document_tables,
     ids_column,
@@ -79,6 +80,8 @@ class IdSet:
 class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
     """Removes the documents whose row key is in ``remove`` (recorded as ``dropped.<reason>``)
     and moves those whose row key is in ``quarantine`` to quarantine (with that reason).
+    With ``keep_dropped`` the removed documents ride on the task for the writer's
+    ``dropped_output`` (reason column ``<reason>``), as a filter's dropped documents do.
 
     Built by a dedup ``fit``; a stateless task-mode stage (no ``setup``), cheap per batch. Row
     keys, not ids, name the documents (see :mod:`.rows`): two records that share an id are two
@@ -88,8 +91,10 @@ class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
     batch_size = 1
 
     def __init__(self, remove: IdSet, reason: str, id_field: str = "id", name: str = "",
-                 quarantine: dict[str, str] | None = None, text_field: str = "text"):
+                 quarantine: dict[str, str] | None = None, text_field: str = "text",
+                 keep_dropped: bool = False):
         self.remove = remove
+        self.keep_dropped = bool(keep_dropped)
         self.reason = reason
         self.id_field = id_field
         self.text_field = text_field
@@ -121,6 +126,15 @@ class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         if n_drop == 0:
             return task
         meta = self._quarantine_meta(task, records) if records else {}
+        if self.keep_dropped and n_drop > len(records):
+            removed = self.remove.contains(keys)  # the dropped rows, not the quarantined ones
+            dropped = table.filter(pa.array(removed))
+            dropped = dropped.append_column(DROP_REASON_COLUMN, pa.array(
+                [self.reason] * dropped.num_rows, pa.string()))
+            previous = task._metadata.get(DROPPED_DOCUMENTS_KEY)
+            if isinstance(previous, pa.Table):
+                previous = json_rows(previous)
+            meta[DROPPED_DOCUMENTS_KEY] = [*(previous or []), *json_rows(dropped)]
         out = task.derive(table.filter(pa.array(~drop)), **meta)
         if records:
             record_metrics(out, **{DOCUMENTS_QUARANTINED: len(records)})
