@@ -64,6 +64,12 @@ class InputListing:
     def paths(self) -> list[str]:
         return [f.path for f in self.files]
 
+    @property
+    def task_paths(self) -> list[str]:
+        """Every path a file-list task of this run may name: the files, and the escaped names
+        of files quarantined whole (what a checkpoint's file list is checked against)."""
+        return [*self.paths, *(f.path for f in self.bad_names)]
+
     def sizes(self) -> list[tuple[str, int]]:
         return [(f.path, f.size) for f in self.files]
 

@@ -102,6 +102,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
     # partitioners partition it instead of listing again in their stage tasks.
     listing = list_run_input(s for g in groups for s in g) or params.input_listing(params.input)
     files = listing.paths if listing is not None else []
+    allowed = listing.task_paths if listing is not None else []  # what checkpoints may list
     logger.info("input: %d file(s) under %s; %d stage task(s): %s; drivers %s", len(files),
                 params.input, len(groups),
                 " | ".join("+".join(s.stage_name for s in g) for g in groups),
@@ -129,7 +130,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
         plan = _publish_plan(spec, groups, params, logger)
         result = run_stage_groups(groups, seed, params.work_dir, options=options,
                                   refresh=params.refresh, ignore_head_node=params.ignore_head_node,
-                                  progress_key=f"{spec.name}-progress", input_files=files)
+                                  progress_key=f"{spec.name}-progress", input_files=allowed)
         if result.final.fingerprint[:SNAPSHOT_CHARS] != snapshot:
             raise RuntimeError(f"flow {spec.name!r}: the writer's checkpoint "
                                f"{result.final.fingerprint} is not the staged snapshot "
@@ -144,7 +145,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
                 again = run_stage_groups(groups[-1:], result.refs[-2] if len(groups) > 1
                                          else seed, params.work_dir, options=options,
                                          refresh=True, ignore_head_node=params.ignore_head_node,
-                                         input_files=files)
+                                         input_files=allowed)
                 result.refs[-1] = again.final
                 result.records[-1] = again.records[-1]
 

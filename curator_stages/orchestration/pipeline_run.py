@@ -128,7 +128,7 @@ def _listed_files(groups: Sequence[Sequence[Any]]) -> frozenset[str] | None:
     if not parts:
         return None
     list_run_input(s for s in parts if s._listing is None)
-    return frozenset(p for s in parts for p in s._listing.paths)
+    return frozenset(p for s in parts for p in s._listing.task_paths)
 
 
 def documents_written(ref: DatasetRef, names: Sequence[str]) -> int | None:
