@@ -38,15 +38,13 @@ from curator_stages.io.partition import (
 )
 from curator_stages.io.quarantine import (
     DEFAULT_RAW_CAP,
-    QUARANTINE_FILES_KEY,
-    QUARANTINE_KEY,
     REASON_SURROGATE,
     REASON_TRUNCATED,
     REASON_UNVERIFIED,
     MalformedRecordError,
     ReaderAccountingError,
+    attach_quarantine,
     make_record,
-    write_quarantine,
 )
 from curator_stages.io.input_check import FORMAT_EXTENSIONS, JSONL, missing_text_field
 from curator_stages.stage import CompositeStage, ProcessingStage, record_metrics
@@ -129,14 +127,8 @@ class FileReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
                 self.refuse_first_file(path, quarantine[quarantined:])
             read += n
         meta = {**task._metadata, FILE_GROUP_KEY: key, INPUT_ROOT: root}
-        if quarantine:
-            if self.quarantine_dir:
-                written = write_quarantine(self.quarantine_dir, key, quarantine,
-                                           stage_name=self.stage_name,
-                                           storage_options=self.storage_options)
-                meta[QUARANTINE_FILES_KEY] = [*meta.get(QUARANTINE_FILES_KEY, []), written]
-            else:
-                meta[QUARANTINE_KEY] = [*meta.get(QUARANTINE_KEY, []), *quarantine]
+        attach_quarantine(meta, quarantine, key, self.quarantine_dir, stage_name=self.stage_name,
+                          storage_options=self.storage_options)
         out = DocumentBatch(task_id=task.task_id, dataset_name=task.dataset_name,
                             data=builder.to_table(), _metadata=meta,
                             _stage_perf=list(task._stage_perf))

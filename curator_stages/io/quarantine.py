@@ -85,6 +85,21 @@ def write_quarantine(directory: str, key: str, records: list[dict[str, Any]], *,
     return path
 
 
+def attach_quarantine(meta: dict[str, Any], records: list[dict[str, Any]], key: str,
+                      directory: str | None, *, stage_name: str,
+                      storage_options: dict[str, Any] | None = None) -> None:
+    """Put a reader's quarantine ``records`` where the run finds them: a file in ``directory``
+    (named in ``meta``) when the reader has one, else into ``meta`` for the writer to stage."""
+    if not records:
+        return
+    if directory:
+        written = write_quarantine(directory, key, records, stage_name=stage_name,
+                                   storage_options=storage_options)
+        meta[QUARANTINE_FILES_KEY] = [*meta.get(QUARANTINE_FILES_KEY, []), written]
+    else:
+        meta[QUARANTINE_KEY] = [*meta.get(QUARANTINE_KEY, []), *records]
+
+
 def read_quarantine(path: str, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The records of one quarantine file (for tests, reports and re-processing)."""
     import fsspec

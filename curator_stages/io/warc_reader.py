@@ -56,11 +56,9 @@ from curator_stages.io.partition import (
 )
 from curator_stages.io.quarantine import (
     DEFAULT_RAW_CAP,
-    QUARANTINE_FILES_KEY,
-    QUARANTINE_KEY,
     MalformedRecordError,
     ReaderAccountingError,
-    write_quarantine,
+    attach_quarantine,
 )
 from curator_stages.stage import CompositeStage, ProcessingStage, record_metrics
 from curator_stages.tasks import (
@@ -185,14 +183,8 @@ class WarcReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
                     "reader (a bug: report it with this file)")
             read += n
         meta = {**task._metadata, FILE_GROUP_KEY: key, INPUT_ROOT: root}
-        if quarantine:
-            if self.quarantine_dir:
-                written = write_quarantine(self.quarantine_dir, key, quarantine,
-                                           stage_name=self.stage_name,
-                                           storage_options=self.storage_options)
-                meta[QUARANTINE_FILES_KEY] = [*meta.get(QUARANTINE_FILES_KEY, []), written]
-            else:
-                meta[QUARANTINE_KEY] = [*meta.get(QUARANTINE_KEY, []), *quarantine]
+        attach_quarantine(meta, quarantine, key, self.quarantine_dir, stage_name=self.stage_name,
+                          storage_options=self.storage_options)
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
         out = DocumentBatch(task_id=task.task_id, dataset_name=task.dataset_name, data=table,
                             _metadata=meta, _stage_perf=list(task._stage_perf))
