@@ -16,6 +16,7 @@ import copy
 import gc
 import logging
 import os
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -212,7 +213,27 @@ def streamed_tasks(dataset: "ray.data.Dataset") -> Iterator[Iterator[Any]]:
             close()  # an abandoned iteration: Ray Data shuts the executor down (force=True)
         del run, batches, tasks
         if failed:
+            _join_executor_threads()
             gc.collect()  # the executor sits in reference cycles; free the actors now
+
+
+#: Name prefix of Ray Data's streaming executor thread (guarded in test_ray_private_guards).
+EXECUTOR_THREAD_PREFIX = "StreamingExecutor-"
+#: How long a failed execution's executor thread may take to end before the collection.
+EXECUTOR_JOIN_S = 10.0
+
+
+def _join_executor_threads() -> None:
+    """Wait (bounded) for the streaming executor threads still ending after a failure.
+
+    The executor is a thread, and while it runs its frames hold the executor and its actor
+    handles; a collection made before it ended freed nothing, and nothing collected again while
+    the caller only waited, so the failed attempt's actors kept their CPUs.
+    """
+    me = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not me and thread.name.startswith(EXECUTOR_THREAD_PREFIX):
+            thread.join(timeout=EXECUTOR_JOIN_S)
 
 
 #: A batch function over task rows: ``{"item": object array}`` in, the same shape out.
