@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -355,36 +354,6 @@ class CheckpointWriter:
             self.abort()
 
 
-def remove_stale_temporaries(final_path: str, older_than_s: float | None = None) -> list[str]:
-    """Remove ``<checkpoint>.tmp-*`` siblings left by crashed attempts of the same stage task.
-
-    Call it only while holding the work directory's lock (:mod:`work_dir_lock`): without it, a
-    temporary directory may be another run's attempt in progress. Local work dirs (locked)
-    remove every one (``older_than_s`` 0); on object stores, where no lock is taken, only those
-    nothing was written into for ``older_than_s`` (default :data:`URL_STALE_TEMPORARY_AGE_S`).
-    Returns the paths removed.
-    """
-    fs, p = _fs(final_path.rstrip("/"))
-    if older_than_s is None:
-        older_than_s = 0.0 if _is_local(fs) else URL_STALE_TEMPORARY_AGE_S
-    parent = p.rsplit("/", 1)[0]
-    if not fs.exists(parent):
-        return []
-    prefix = p.rsplit("/", 1)[-1] + ".tmp-"
-    removed = []
-    for entry in fs.ls(parent, detail=False):
-        if not entry.rstrip("/").rsplit("/", 1)[-1].startswith(prefix):
-            continue
-        if older_than_s > 0 and last_write_age_s(fs, entry) < older_than_s:
-            continue  # perhaps a live attempt of another run: leave it
-        if _is_local(fs):
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            fs.rm(entry, recursive=True)
-        removed.append(entry)
-    return removed
-
-
 def remove_stale_attempts(final_path: str, older_than_s: float | None = None) -> list[str]:
     """Object stores: remove the ``attempt-*`` prefixes of a checkpoint that its current
     manifest does not list and that nothing was written into for ``older_than_s`` (default
@@ -416,5 +385,5 @@ __all__ = [
     "CheckpointWriter", "MANIFEST", "URL_STALE_TEMPORARY_AGE_S", "UnsafeCheckpointError",
     "UnsafeTaskError", "checkpoint_path", "clear_for_attempt", "is_complete", "join",
     "missing_files", "parts_writer", "read_manifest", "remove", "remove_stale_attempts",
-    "remove_stale_temporaries", "write_part",
+    "write_part",
 ]

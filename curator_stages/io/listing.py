@@ -14,6 +14,8 @@ run lists again, which is how it notices a changed input.
 
 from __future__ import annotations
 
+import os
+import posixpath
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple, Sequence
 
@@ -109,4 +111,15 @@ def list_run_input(stages: Iterable[Any]) -> InputListing | None:
     return InputListing.merged(listings) if listings else None
 
 
-__all__ = ["InputListing", "ListedFile", "VERSION_KEYS", "list_run_input", "listed_file"]
+def common_root(roots: list[str]) -> str:
+    """The deepest directory (or URL prefix) above every one of ``roots``."""
+    if any("://" in r for r in roots):
+        protocols = {r.split("://", 1)[0] for r in roots if "://" in r}
+        bare = [r.split("://", 1)[1] for r in roots]
+        prefix = posixpath.commonpath(bare) if bare else ""
+        return f"{protocols.pop()}://{prefix}" if len(protocols) == 1 else ""
+    return os.path.commonpath(roots)
+
+
+__all__ = ["InputListing", "ListedFile", "VERSION_KEYS", "common_root", "list_run_input",
+           "listed_file"]

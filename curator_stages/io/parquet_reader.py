@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from curator_stages.io.filesystem import storage_options_for
 from curator_stages.io.batch_builder import BASE_SCHEMA, BatchBuilder
 from curator_stages.io.byte_ranges import ByteRange
-from curator_stages.io.jsonl_reader import FileReadStage
+from curator_stages.io.file_read_stage import FileReadStage
 from curator_stages.io.partition import FilePartitioningStage
 from curator_stages.io.quarantine import DEFAULT_RAW_CAP
 from curator_stages.stage import CompositeStage, ProcessingStage

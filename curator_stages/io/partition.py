@@ -13,13 +13,15 @@ import hashlib
 import logging
 import os
 import posixpath
-import stat
 from typing import Any, Literal, Sequence
 
 from curator_stages.io.byte_ranges import BYTE_RANGE, ByteRange, split_at_lines
 from curator_stages.io.compression import infer_codec
 from curator_stages.io.filesystem import display_path, is_local, resolve
-from curator_stages.io.listing import InputListing, ListedFile, listed_file
+from curator_stages.io.input_files import (  # noqa: F401 - NotRegularFileError re-exported
+    NotRegularFileError, refuse_special_files, shown_name, valid_utf8,
+)
+from curator_stages.io.listing import InputListing, ListedFile, common_root, listed_file
 from curator_stages.stage import ProcessingStage, record_metrics
 from curator_stages.tasks import FILES_LISTED, EmptyTask, FileGroupTask
 
@@ -49,51 +51,6 @@ class NoInputFilesError(FileNotFoundError):
         super().__init__(message)
         self.stage_name = stage_name
         self.path = path
-
-
-class NotRegularFileError(ValueError):
-    """An input file is a FIFO, a device, a socket (or a link to one): not a regular file.
-
-    A FIFO blocks its reader forever and ``/dev/zero`` never ends; refused at listing, before
-    any work starts, naming the file.
-    """
-
-
-_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
-          (stat.S_ISDIR, "a directory"))
-
-
-def refuse_special_files(stage_name: str, paths: Sequence[str]) -> None:
-    """Raise :class:`NotRegularFileError` for the first local path that is not a regular file
-    (links followed: a link to a regular file is fine). Missing targets are left to the
-    reader's own error."""
-    for path in paths:
-        try:
-            mode = os.stat(path).st_mode
-        except OSError:
-            continue
-        if stat.S_ISREG(mode):
-            continue
-        kind = next((what for test, what in _KINDS if test(mode)), "not a regular file")
-        link = f" (a symbolic link to {os.path.realpath(path)!r})" if os.path.islink(path) else ""
-        raise NotRegularFileError(
-            f"stage {stage_name!r}: input {_shown_name(path)!r} is {kind}{link}, not a regular "
-            "file; a reader would block on it or read without end. Remove it from the input "
-            "or narrow the input to regular files")
-
-
-def _shown_name(path: str) -> str:
-    """``path`` as text that any log, id or Parquet string holds: undecodable bytes as ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace") if "://" not in path else path
-
-
-def _valid_utf8(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def file_group_key(relative_paths: Sequence[str]) -> str:
@@ -259,12 +216,12 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
                                                        if info.get("type") != "file"])
             for path, info in files.items():
                 shown = display_path(fs, path)
-                if _valid_utf8(shown):
+                if valid_utf8(shown):
                     found[shown] = listed_file(shown, info)
                 else:
-                    escaped = _shown_name(shown)
+                    escaped = shown_name(shown)
                     bad[escaped] = listed_file(escaped, info)
-        root = roots[0] if len(set(roots)) == 1 else _common_root(roots)
+        root = roots[0] if len(set(roots)) == 1 else common_root(roots)
         return InputListing(tuple(found[p] for p in sorted(found)), root,
                             skipped=tuple(sorted(display_path(fs, p) for p in skipped)),
                             bad_names=tuple(bad[p] for p in sorted(bad)))
@@ -435,12 +392,3 @@ def _glob_root(pattern: str) -> str:
         fixed.append(part)
     root = "/".join(fixed)
     return root or ("/" if pattern.startswith("/") else ".")
-
-
-def _common_root(roots: list[str]) -> str:
-    if any("://" in r for r in roots):
-        protocols = {r.split("://", 1)[0] for r in roots if "://" in r}
-        bare = [r.split("://", 1)[1] for r in roots]
-        prefix = posixpath.commonpath(bare) if bare else ""
-        return f"{protocols.pop()}://{prefix}" if len(protocols) == 1 else ""
-    return os.path.commonpath(roots)

@@ -60,6 +60,7 @@ from curator_stages.io.quarantine import (
     ReaderAccountingError,
     attach_quarantine,
 )
+from curator_stages.io.warc_members import inflate_member, member_at, next_member
 from curator_stages.stage import CompositeStage, ProcessingStage, record_metrics
 from curator_stages.tasks import (
     DOCUMENTS_QUARANTINED,
@@ -78,55 +79,12 @@ DEFAULT_MAX_RECORD_BYTES = 32 << 20
 DEFAULT_MAX_RANGE_BYTES = 32 << 20
 #: Metric counting documents whose payload is incomplete (``WARC-Truncated`` or the cap).
 RECORDS_TRUNCATED = "records_truncated"
-_GZIP_MAGIC = b"\x1f\x8b\x08"
-_SCAN_CHUNK = 1 << 20
-_READ_BLOCK = 256 << 10
-_INFLATE_STEP = 4 << 20
-#: Bytes of WARC and HTTP headers allowed on top of ``max_record_bytes`` of payload.
-_HEADER_ALLOWANCE = 64 << 10
-_SCAN_OVERLAP = 1024
 SCHEMA = pa.schema([
     ("id", pa.string()), ("url", pa.string()), ("warc_record_id", pa.string()),
     ("crawl_date", pa.string()), ("content_type", pa.string()), ("charset", pa.string()),
     ("charset_source", pa.string()), ("truncated", pa.string()), ("html", pa.string()),
     ("source_file", pa.string()), ("source_offset", pa.int64()),
 ])
-
-
-def _is_member_start(data: bytes) -> bool:
-    """Whether ``data`` starts a gzip member that decompresses to a WARC record header."""
-    try:
-        return zlib.decompressobj(31).decompress(data, 8).startswith(b"WARC/")
-    except zlib.error:
-        return False
-
-
-def _member_at(f: Any, offset: int) -> bool:
-    """Whether a WARC record's gzip member starts at ``offset`` (the file position is kept)."""
-    here = f.tell()
-    f.seek(offset)
-    found = _is_member_start(f.read(_SCAN_OVERLAP))
-    f.seek(here)
-    return found
-
-
-def next_member(f: Any, pos: int, size: int) -> int:
-    """The offset of the first gzip member at or after ``pos`` that starts a WARC record
-    (``size`` when there is none). False starts (the magic bytes inside compressed data) fail
-    the check: they do not decompress to ``WARC/``."""
-    while pos < size:
-        f.seek(pos)
-        chunk = f.read(_SCAN_CHUNK + _SCAN_OVERLAP)
-        if not chunk:
-            return size
-        at = chunk.find(_GZIP_MAGIC)
-        limit = len(chunk) if len(chunk) < _SCAN_CHUNK + _SCAN_OVERLAP else _SCAN_CHUNK
-        while 0 <= at < limit:
-            if _is_member_start(chunk[at:at + _SCAN_OVERLAP]):
-                return pos + at
-            at = chunk.find(_GZIP_MAGIC, at + 1)
-        pos += limit
-    return size
 
 
 class WarcReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
@@ -225,7 +183,7 @@ class WarcReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
         while pos < end:
             read += 1
             try:
-                length, data, over = _inflate_member(f, pos, self.max_record_bytes)
+                length, data, over = inflate_member(f, pos, self.max_record_bytes)
             except (zlib.error, EOFError) as exc:
                 nxt = next_member(f, pos + 1, size)
                 self._bad(quarantine, f, path, pos, nxt - pos, f"damaged gzip member: {exc}")
@@ -238,7 +196,7 @@ class WarcReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
                 self._bad(quarantine, f, path, pos, length, f"unreadable WARC record: "
                           f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
             pos += length
-            if pos >= end and pos < size and not _member_at(f, pos):
+            if pos >= end and pos < size and not member_at(f, pos):
                 end = pos + 1  # damage right after the range: no range starts there, read it
         return read
 
@@ -298,30 +256,6 @@ class WarcReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
         quarantine.append({"file": path, "offset": int(offset), "length": int(length),
                            "reason": reason, "raw": raw.decode("utf-8", "backslashreplace"),
                            "raw_size": int(length), "stage": self.stage_name})
-
-
-def _inflate_member(f: Any, pos: int, cap: int) -> tuple[int, bytes, bool]:
-    """(compressed length, the first ``cap`` + header bytes inflated, whether more was cut) of
-    the gzip member at ``pos``. zlib checks the member's CRC; a cut member raises EOFError."""
-    d = zlib.decompressobj(31)
-    f.seek(pos)
-    limit = cap + _HEADER_ALLOWANCE
-    parts: list[bytes] = []
-    kept, total_in, over = 0, 0, False
-    while not d.eof:
-        chunk = f.read(_READ_BLOCK)
-        if not chunk:
-            raise EOFError(f"member cut short at byte {pos + total_in} (end of file)")
-        total_in += len(chunk)
-        while chunk and not d.eof:
-            out = d.decompress(chunk, _INFLATE_STEP)
-            chunk = d.unconsumed_tail
-            take = out[:max(limit - kept, 0)]
-            if take:
-                parts.append(take)
-                kept += len(take)
-            over = over or len(take) < len(out)
-    return total_in - len(d.unused_data), b"".join(parts), over
 
 
 def _mime(content_type: str | None) -> str | None:
