@@ -16,32 +16,13 @@ import pytest
 from pydantic import ValidationError
 
 from curator_stages.io import JsonlReader
-from curator_stages.pipeline import Pipeline
-from curator_stages.tasks import DOCUMENTS_QUARANTINED, DOCUMENTS_READ, EmptyTask
+from curator_stages.tasks import DOCUMENTS_QUARANTINED, DOCUMENTS_READ
 from flows.text_curation import TextCurationParams
+from tests.test_reader_damage import docs, metric, quarantine, run_reader
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 MiB = 1 << 20
-
-
-def run_reader(reader) -> list:
-    tasks = [EmptyTask()]
-    for stage in Pipeline("t", [reader]).execution_stages():
-        tasks = stage.run(tasks)
-    return tasks
-
-
-def docs(batches) -> list[tuple[int, str]]:
-    return [(r["source_line"], r["text"]) for b in batches for r in b.to_pyarrow().to_pylist()]
-
-
-def quarantine(batches) -> list[dict]:
-    return [r for b in batches for r in b._metadata.get("quarantine", [])]
-
-
-def metric(batches, key) -> int:
-    return int(sum(b._stage_perf[-1].custom_metrics.get(key, 0) for b in batches))
 
 
 def accounted(batches) -> bool:
