@@ -135,6 +135,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def fresh_s3_filesystems():
+    """fsspec caches an S3 filesystem per set of arguments, with the endpoint it read from the
+    environment when it was made: a test that points S3 at a proxy or a dead endpoint would
+    leave that filesystem to every later test. Drop them after each test that made one."""
+    yield
+    s3fs = sys.modules.get("s3fs")
+    if s3fs is not None:
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
 @pytest.fixture()
 def cluster_left_free():
     """After the test, wait until every CPU of the session cluster is free again.

@@ -62,17 +62,7 @@ def test_auto_means_this_state_dirs_warm_ray_only(tmp_path, monkeypatch):
     assert warm_ray.resolve_auto("10.1.2.3:6379") == "10.1.2.3:6379"  # other addresses as given
 
 
-@pytest.fixture()
-def fresh_s3_filesystems():
-    """fsspec caches an S3 filesystem per set of arguments, with the endpoint it read from the
-    environment then: drop the ones made against the dead endpoint, so later tests use theirs."""
-    yield
-    s3fs = pytest.importorskip("s3fs")
-    s3fs.S3FileSystem.clear_instance_cache()
-
-
-def test_an_s3_endpoint_that_is_down_is_refused_at_validation_naming_it(tmp_path, monkeypatch,
-                                                                         fresh_s3_filesystems):
+def test_an_s3_endpoint_that_is_down_is_refused_at_validation_naming_it(tmp_path, monkeypatch):
     from flows.text_curation import TextCurationParams
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
