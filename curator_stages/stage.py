@@ -328,7 +328,7 @@ class GlobalStage(ABC):
 
     def prepared_part(self, task: Task) -> Any:
         """The part computed for ``task`` in the stream, or None (then compute it)."""
-        return getattr(task, "_metadata", {}).get(self.prepared_key)
+        return getattr(task, "metadata", {}).get(self.prepared_key)
 
     @abstractmethod
     def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:

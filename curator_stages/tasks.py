@@ -11,7 +11,8 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from types import MappingProxyType
+from typing import Any, Generic, Mapping, TypeVar
 
 import pyarrow as pa
 
@@ -155,6 +156,29 @@ class Task(ABC, Generic[T]):
 
     def add_stage_perf(self, stats: StagePerfStats) -> None:
         self._stage_perf.append(stats)
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """This task's metadata (side outputs, file group key, byte range...), read-only.
+
+        Read-only because fan-out siblings may share one metadata dict: a change goes through
+        :meth:`set_metadata`, :meth:`update_metadata` or :meth:`remove_metadata`, which give this
+        task a new dict and leave its siblings' untouched.
+        """
+        return MappingProxyType(self._metadata)
+
+    def set_metadata(self, key: str, value: Any) -> None:
+        """Set one metadata key on this task only (the dict is replaced, never mutated)."""
+        self._metadata = {**self._metadata, key: value}
+
+    def update_metadata(self, items: Mapping[str, Any]) -> None:
+        """Set several metadata keys on this task only (the dict is replaced, never mutated)."""
+        self._metadata = {**self._metadata, **items}
+
+    def remove_metadata(self, key: str) -> None:
+        """Drop ``key`` from this task's metadata if present (the dict is replaced, never mutated)."""
+        if key in self._metadata:
+            self._metadata = {k: v for k, v in self._metadata.items() if k != key}
 
     def derive(self, data: Any, task_id: str | None = None, **metadata: Any) -> "Task":
         """A new task of the same type with new data that keeps this task's history.

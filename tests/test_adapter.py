@@ -287,7 +287,7 @@ class DropAll(ProcessingStage):
 def test_max_calls_per_worker_retires_task_workers(ray_cluster):
     ds = RayDataStageAdapter(OnePerProcess()).process_dataset(
         ray_cluster.data.from_items(_batches(2)))
-    pids = [t._metadata["pid"] for t in ds.to_pandas()["item"]]
+    pids = [t.metadata["pid"] for t in ds.to_pandas()["item"]]
     assert len(pids) == 2 and len(set(pids)) == 2
 
 
@@ -300,13 +300,13 @@ def test_stage_emitting_nothing_gives_empty_dataset(ray_cluster):
 def _tag_batch(batch):
     """A companion map: marks each task (so the test sees it ran on every row)."""
     for task in batch["item"]:
-        task._metadata["tagged"] = True
+        task.set_metadata("tagged", True)
     return batch
 
 
 def _untag_batch(batch):
     for task in batch["item"]:
-        task._metadata["loaded"] = True
+        task.set_metadata("loaded", True)
     return batch
 
 
@@ -324,7 +324,7 @@ def test_companion_maps_fuse_into_the_stage_tasks_where_ray_allows(ray_cluster):
             "->MapBatches(WriteX)") in stats
     tasks = list(done.to_pandas()["item"])
     assert sorted(t.task_id for t in tasks) == ["t0", "t1", "t2", "t3"]
-    assert all(t._metadata.get("loaded") and t._metadata.get("tagged") for t in tasks)
+    assert all(t.metadata.get("loaded") and t.metadata.get("tagged") for t in tasks)
     # After an actor stage Ray cannot fuse a task map: the writer is its own operator, and it
     # holds no CPU, so it never waits behind the CPUs the actor pool holds.
     ds = apply_stages(ray_cluster.data.from_items(_batches(4)), [WithSetup()],
@@ -334,7 +334,7 @@ def test_companion_maps_fuse_into_the_stage_tasks_where_ray_allows(ray_cluster):
     assert "MapBatches(LoadX)->MapBatches(WithSetupActor)" in stats
     assert "MapBatches(WithSetupActor)->MapBatches(WriteX)" not in stats
     assert "MapBatches(WriteX)" in stats
-    assert all(t._metadata.get("tagged") for t in done.to_pandas()["item"])
+    assert all(t.metadata.get("tagged") for t in done.to_pandas()["item"])
 
 
 def test_stage_errors_share_one_base_exported_by_the_package():

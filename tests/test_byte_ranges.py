@@ -34,9 +34,9 @@ def _read(reader: JsonlReader) -> tuple[list[tuple], list[tuple], int, list[dict
         out = reader.read.process(task)
         table = out.to_pyarrow()
         docs += list(zip(*(table.column(c).to_pylist() for c in ("id", "text", "source_line"))))
-        bad += [(q["file"], q["line"], q["reason"]) for q in out._metadata.get(QUARANTINE_KEY, [])]
+        bad += [(q["file"], q["line"], q["reason"]) for q in out.metadata.get(QUARANTINE_KEY, [])]
         read += int(out.__dict__["_pending_metrics"]["documents_read"])
-    return docs, bad, read, [t._metadata for t in tasks]
+    return docs, bad, read, [t.metadata for t in tasks]
 
 
 def test_split_read_equals_whole_read_with_bad_lines_at_range_edges(tmp_path: Path):
@@ -97,9 +97,9 @@ def test_auto_gives_at_least_twice_the_cpus_and_compressed_files_stay_whole(tmp_
         by_file.setdefault(Path(t.data[0]).name, []).append(t)
     assert len(by_file["a.jsonl"]) > 1
     gz = by_file["c.jsonl.gz"]
-    assert len(gz) == 1 and BYTE_RANGE not in gz[0]._metadata
-    assert "gzip-compressed" in gz[0]._metadata[UNSPLIT_REASON]
-    assert len({t._metadata["file_group_key"] for t in tasks}) == len(tasks)
+    assert len(gz) == 1 and BYTE_RANGE not in gz[0].metadata
+    assert "gzip-compressed" in gz[0].metadata[UNSPLIT_REASON]
+    assert len({t.metadata["file_group_key"] for t in tasks}) == len(tasks)
 
 
 def test_bad_split_parameters_are_refused_naming_the_field():

@@ -80,7 +80,7 @@ def test_every_task_type_is_stored_as_parquet_or_json_and_round_trips(tmp_path):
         assert name.endswith((".parquet", ".json")), name
         loaded = read_task(str(tmp_path / name))
         assert type(loaded) is type(task) and loaded.task_id == task.task_id
-        assert loaded._metadata == task._metadata and loaded._stage_perf == task._stage_perf
+        assert loaded.metadata == task.metadata and loaded._stage_perf == task._stage_perf
     assert read_task(str(tmp_path / "part-1.json")) == files
     assert read_task(str(tmp_path / "part-0.parquet")).to_pandas().equals(batch.to_pandas())
 
@@ -183,7 +183,7 @@ def test_a_real_run_writes_no_pickle_anywhere(curated):
     # The quality filter's dropped examples are in its checkpoint, as JSON rows.
     quality = next(d for d in checkpoints(work) if d.name.endswith("-quality_filter"))
     [task] = ckpt.read_tasks(str(quality))
-    examples = task._metadata["dropped_documents"]
+    examples = task.metadata["dropped_documents"]
     assert examples and all("drop_reason" in r and "text" in r for r in examples)
     assert not list((root / "work").glob("_prefect_results*"))
     assert summary["identity"]["holds"]

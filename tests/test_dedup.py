@@ -269,4 +269,4 @@ def test_exact_hashes_in_the_streaming_pass_same_answer_no_leftover_parts(ray_cl
     ids = list(corpus.docs)
     local = stage.fit_local(tasks).remove  # the in-process fit, hashing every text itself
     assert removed == {i for i, gone in zip(ids, local.contains(ids)) if gone}
-    assert all(stage.prepared_key not in t._metadata for t in out)
+    assert all(stage.prepared_key not in t.metadata for t in out)

@@ -81,7 +81,7 @@ def test_shared_id_keeps_unique_text_and_quarantines_the_later_record(ray_cluste
     assert ("b", UNIQUE) in kept and ("a", SHARED) in kept  # before: ("b", UNIQUE) was dropped
     assert drops(out) == {"exact_duplicate": 1}             # only d, the copy of c
     assert ("d", "plain copy") not in kept
-    records = [r for t in out for r in t._metadata.get("quarantine", [])]
+    records = [r for t in out for r in t.metadata.get("quarantine", [])]
     assert [(r["file"], r["line"], r["reason"]) for r in records] == [
         (str(path), 3, f"duplicate id b (first at {path}:1)")]
     assert records[0]["raw"] == SHARED
@@ -123,7 +123,7 @@ def test_duplicate_id_check_alone_quarantines_without_dedup(ray_cluster, tmp_pat
                  DuplicateIdCheck().fit_local(tasks)):
         out = filt.run(tasks)
         assert sum(t.num_items for t in out) == 4 and not drops(out)
-        assert [(r["line"], r["reason"]) for t in out for r in t._metadata["quarantine"]] == [
+        assert [(r["line"], r["reason"]) for t in out for r in t.metadata["quarantine"]] == [
             (3, f"duplicate id b (first at {path}:1)")]
 
 

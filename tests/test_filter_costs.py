@@ -70,7 +70,7 @@ def _run(rules, mode: str, skip: bool, keep_dropped: bool | int, texts, langs):
                       "text": pa.array(texts, pa.string()),
                       "language": pa.array(langs, pa.string())})
     [out] = stage.run([DocumentBatch(task_id="t", dataset_name="costs", data=table)])
-    dropped = out._metadata.get(DROPPED_DOCUMENTS_KEY)
+    dropped = out.metadata.get(DROPPED_DOCUMENTS_KEY)
     return out.to_pyarrow(), out._stage_perf[-1].dropped_by_reason(), dropped
 
 

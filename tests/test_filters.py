@@ -268,7 +268,7 @@ def test_keep_dropped_puts_rows_with_reason_in_metadata_and_accumulates():
     first = HeuristicFilter([WordCountRule()], keep_dropped=True)
     second = HeuristicFilter([CurlyBracketRule()], keep_dropped=True)
     out = second.run(first.run([_batch(MIXED)]))[0]
-    dropped = out._metadata[DROPPED_DOCUMENTS_KEY]
+    dropped = out.metadata[DROPPED_DOCUMENTS_KEY]
     json.dumps(dropped)  # JSON rows: checkpoints store metadata as JSON, never pickled
     assert [r["id"] for r in dropped] == ["d1", "d3", "d2"]
     assert [r[DROP_REASON_COLUMN] for r in dropped] == [
@@ -280,7 +280,7 @@ def test_keep_dropped_count_keeps_at_most_n_examples_per_rule():
     texts = ["", "x", "Too short.", "tiny {", "{ also short"]
     stage = HeuristicFilter([WordCountRule(), CurlyBracketRule()], keep_dropped=2)
     out = stage.run([_batch(texts)])[0]
-    dropped = out._metadata[DROPPED_DOCUMENTS_KEY]
+    dropped = out.metadata[DROPPED_DOCUMENTS_KEY]
     reasons = [r[DROP_REASON_COLUMN] for r in dropped]
     # every text fails word count first: 5 dropped, only 2 kept as examples
     assert reasons == ["gopher_word_count", "gopher_word_count"]
@@ -291,7 +291,7 @@ def test_keep_dropped_count_keeps_at_most_n_examples_per_rule():
 
 def test_default_off_keep_dropped():
     out = _run(c4_quality(), MIXED)
-    assert DROPPED_DOCUMENTS_KEY not in out._metadata
+    assert DROPPED_DOCUMENTS_KEY not in out.metadata
 
 
 # ------------------------------------------------------------------ identity and validation

@@ -40,7 +40,7 @@ def german_and_french():
 
 def extract_records(task: DocumentBatch) -> list[dict]:
     """The quarantine records of the extraction (the reader's ride on the same task)."""
-    return [q for q in task._metadata.get("quarantine", []) if q["stage"] == "html_extract"]
+    return [q for q in task.metadata.get("quarantine", []) if q["stage"] == "html_extract"]
 
 
 def run(stage: HtmlExtractor, batch: DocumentBatch) -> DocumentBatch:

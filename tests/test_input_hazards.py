@@ -182,11 +182,11 @@ def test_write_dropped_keeps_the_documents_dedup_removes(tmp_path):
                               quarantine={keys[3]: "duplicate id"})
     out = stage.process(batch)
     assert out.to_pyarrow().column("id").to_pylist() == ["a", "c"]
-    dropped = out._metadata[DROPPED_DOCUMENTS_KEY]
+    dropped = out.metadata[DROPPED_DOCUMENTS_KEY]
     assert [(r["id"], r[DROP_REASON_COLUMN]) for r in dropped] == [
         ("z", "rule"), ("b", "exact_duplicate")]
     quiet = DuplicateIdFilter(IdSet([keys[1]]), "exact_duplicate").process(batch)
-    assert [r["id"] for r in quiet._metadata[DROPPED_DOCUMENTS_KEY]] == ["z"]
+    assert [r["id"] for r in quiet.metadata[DROPPED_DOCUMENTS_KEY]] == ["z"]
 
     params = TextCurationParams(input=str(SAMPLE), output=str(tmp_path / "o"),
                                 work_dir=str(tmp_path / "w"), write_dropped=True)
@@ -213,7 +213,7 @@ def test_a_checkpoint_part_with_a_large_header_reads_back(tmp_path):
     name = write_task(task, str(tmp_path / "part"))
     del task
     back = read_task(str(tmp_path / name))
-    assert len(back._metadata[DROPPED_DOCUMENTS_KEY][0]["text"]) == 110 * MiB
+    assert len(back.metadata[DROPPED_DOCUMENTS_KEY][0]["text"]) == 110 * MiB
     assert back.to_pyarrow().column("text").to_pylist() == ["kept"]
 
 

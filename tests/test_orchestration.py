@@ -197,7 +197,7 @@ def test_checkpoint_round_trip_is_atomic_and_keeps_history(tmp_path):
     assert manifest["num_documents"] == 2
     loaded = ckpt.read_tasks(path)
     assert loaded[0].to_pandas().equals(batch.to_pandas())
-    assert loaded[0]._metadata == {"source": "s.jsonl"} and loaded[0].task_id == "t1"
+    assert loaded[0].metadata == {"source": "s.jsonl"} and loaded[0].task_id == "t1"
     assert loaded[0]._stage_perf == batch._stage_perf
     assert loaded[0]._stage_perf[0].stats_id == batch._stage_perf[0].stats_id
     assert sorted(os.listdir(path)) == ["manifest.json", "part-000000.parquet", "part-000001.json"]

@@ -46,7 +46,7 @@ def _stage(out: Path, snapshot: str, tasks: list[str]) -> list[str]:
     writer.stage_into(str(out), attempt_root(str(out), snapshot), snapshot)
     files: list[str] = []
     for t in writer.run([_batch(t, quarantine=(i == 0)) for i, t in enumerate(tasks)]):
-        files += [*t.data, *t._metadata.get("quarantine_files", [])]
+        files += [*t.data, *t.metadata.get("quarantine_files", [])]
     return files
 
 

@@ -43,7 +43,7 @@ def docs(batches) -> list[tuple[int, str]]:
 
 
 def quarantine(batches) -> list[dict]:
-    return [r for b in batches for r in b._metadata.get("quarantine", [])]
+    return [r for b in batches for r in b.metadata.get("quarantine", [])]
 
 
 def metric(batches, key) -> int:

@@ -87,7 +87,7 @@ def test_each_malformed_line_is_quarantined_with_file_line_reason(tmp_path: Path
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     batches = run_reader(JsonlReader(str(tmp_path)))
-    records = batches[0]._metadata["quarantine"]
+    records = batches[0].metadata["quarantine"]
     assert [r["line"] for r in records] == list(range(2, 2 + len(MALFORMED)))
     for record, (raw, reason) in zip(records, MALFORMED):
         assert record["file"] == str(path)
@@ -108,8 +108,8 @@ def test_quarantine_dir_gets_an_atomic_deterministic_file(tmp_path: Path):
     first = run_reader(JsonlReader(str(src), quarantine_dir=str(qdir)))
     files = sorted(p.name for p in qdir.iterdir())
     assert len(files) == 1 and files[0].startswith("quarantine-") and files[0].endswith(".jsonl")
-    assert "quarantine" not in first[0]._metadata
-    assert first[0]._metadata["quarantine_files"] == [str(qdir / files[0])]
+    assert "quarantine" not in first[0].metadata
+    assert first[0].metadata["quarantine_files"] == [str(qdir / files[0])]
     records = read_quarantine(str(qdir / files[0]))
     assert [(r["line"], r["reason"].split(":")[0]) for r in records] == [
         (2, "invalid JSON"), (3, "invalid JSON")]
@@ -135,7 +135,7 @@ def test_truncated_gzip_salvages_lines_before_damage_into_quarantine(tmp_path: P
     (tmp_path / "t.jsonl.gz").write_bytes(blob[: len(blob) // 2])
     batches = run_reader(JsonlReader(str(tmp_path)))
     assert rows(batches) == []
-    records = batches[0]._metadata["quarantine"]
+    records = batches[0].metadata["quarantine"]
     salvaged = [r for r in records if r["reason"].startswith("unverified:")]
     assert 0 < len(salvaged) < 5000
     assert [json.loads(r["raw"])["text"] for r in salvaged] == [
@@ -151,7 +151,7 @@ def test_truncated_zstd_is_reported_not_silently_short(tmp_path: Path):
     blob = zstandard.ZstdCompressor().compress(_lines(docs))
     (tmp_path / "t.jsonl.zst").write_bytes(blob[: len(blob) // 2])
     batches = run_reader(JsonlReader(str(tmp_path)))
-    reasons = [r["reason"] for r in batches[0]._metadata["quarantine"]]
+    reasons = [r["reason"] for r in batches[0].metadata["quarantine"]]
     assert reasons[-1].startswith("truncated/corrupt compressed stream")
     assert len(reasons) > 1 and all(r.startswith("unverified:") for r in reasons[:-1])
 
@@ -186,7 +186,7 @@ def test_id_field_used_and_missing_id_quarantined(tmp_path: Path):
         '{"id": "abc", "text": "one"}\n{"id": 7, "text": "two"}\n{"text": "three"}\n')
     batches = run_reader(JsonlReader(str(tmp_path), id_field="id"))
     assert [r["id"] for r in rows(batches)] == ["abc", "7"]
-    assert batches[0]._metadata["quarantine"][0]["line"] == 3
+    assert batches[0].metadata["quarantine"][0]["line"] == 3
 
 
 def test_custom_text_field(tmp_path: Path):
@@ -267,7 +267,7 @@ def test_parquet_reader_columns_row_groups_and_null_text(tmp_path: Path):
     assert [r["text"] for r in got] == [f"t{i}" for i in range(10) if i != 3]
     assert got[0]["id"] == "a.parquet:1" and got[3]["source_line"] == 5
     assert batches[0].columns == ["id", "text", "source_file", "source_line", "lang"]
-    assert batches[0]._metadata["quarantine"][0]["line"] == 4
+    assert batches[0].metadata["quarantine"][0]["line"] == 4
     assert metric(batches, DOCUMENTS_READ) == 10 and metric(batches, DOCUMENTS_QUARANTINED) == 1
     second = rows(run_reader(ParquetReader(str(tmp_path), row_groups=[1])))
     assert [r["source_line"] for r in second] == [5, 6, 7, 8]
@@ -285,7 +285,7 @@ def test_corrupt_parquet_file_is_quarantined(tmp_path: Path):
     (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
     batches = run_reader(ParquetReader(str(tmp_path)))
     assert batches[0].num_items == 0
-    assert batches[0]._metadata["quarantine"][0]["reason"].startswith("not a readable Parquet")
+    assert batches[0].metadata["quarantine"][0]["reason"].startswith("not a readable Parquet")
 
 
 def test_sample_data_accounting(repo_root: Path):
@@ -295,7 +295,7 @@ def test_sample_data_accounting(repo_root: Path):
     assert metric(batches, DOCUMENTS_QUARANTINED) == len(manifest["malformed_lines"])
     assert metric(batches, DOCUMENTS_READ) == manifest["documents"] + len(manifest["malformed_lines"])
     quarantined = {(Path(r["file"]).name, r["line"]) for b in batches
-                   for r in b._metadata.get("quarantine", [])}
+                   for r in b.metadata.get("quarantine", [])}
     assert quarantined == {(m["file"], m["line"]) for m in manifest["malformed_lines"]}
 
 

@@ -88,8 +88,8 @@ def test_partition_given_the_runs_listing_does_not_list_again(tmp_path):
     moved = inp.rename(tmp_path / "elsewhere")  # a listing now would find nothing
     assert not inp.exists() and moved.exists()
     tasks = stage.process(EmptyTask(task_id="t", dataset_name="d"))
-    assert [(t.task_id, t.data, t.reader_options, t._metadata) for t in tasks] == \
-        [(t.task_id, t.data, t.reader_options, t._metadata) for t in listed_by_itself]
+    assert [(t.task_id, t.data, t.reader_options, t.metadata) for t in tasks] == \
+        [(t.task_id, t.data, t.reader_options, t.metadata) for t in listed_by_itself]
 
 
 def test_the_listing_is_no_part_of_the_stage_identity_or_its_printed_form(tmp_path):

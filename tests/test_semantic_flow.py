@@ -159,7 +159,7 @@ def test_one_plain_input_file_is_read_as_several_tasks_for_the_embedding_actors(
 
     assert len(read_tasks()) == 1  # cheap stages only: one task is cheaper
     tasks = read_tasks(semantic_dedup=True)
-    assert len(tasks) >= 4 and all("byte_range" in t._metadata for t in tasks)
+    assert len(tasks) >= 4 and all("byte_range" in t.metadata for t in tasks)
 
 
 def test_plan_refuses_a_gpu_request_naming_the_flag(tmp_path, capsys):

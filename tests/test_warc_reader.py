@@ -51,7 +51,7 @@ def metrics(tasks) -> dict:
 
 
 def quarantined(tasks) -> list[dict]:
-    return sorted((q for t in tasks for q in t._metadata.get("quarantine", [])),
+    return sorted((q for t in tasks for q in t.metadata.get("quarantine", [])),
                   key=lambda q: (q["file"], q["offset"]))
 
 
@@ -225,7 +225,7 @@ def test_ranges_are_capped_by_max_range_bytes():
                         max_range_bytes=200_000)
     part, stage = reader.decompose()
     tasks = part.process(EmptyTask(task_id="t", dataset_name="web", data=None))
-    spans = [t._metadata["byte_range"] for t in tasks]
+    spans = [t.metadata["byte_range"] for t in tasks]
     assert len(tasks) == -(-size // 200_000)
     assert all(end - start <= 200_000 for start, end, _ in spans)
     assert rows([stage.run([t])[0] for t in tasks]) == rows(read(str(SAMPLE / "web-00000.warc.gz"),

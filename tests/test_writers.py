@@ -161,7 +161,7 @@ def test_dropped_documents_and_quarantine_side_outputs(tmp_path: Path):
     b = batch(**{DROPPED_DOCUMENTS_KEY: dropped, "quarantine": quarantine})
     out = JsonlWriter(str(tmp_path / "kept"), dropped_output=str(tmp_path / "dropped"),
                       quarantine_output=str(tmp_path / "quarantine")).run([b])
-    meta = out[0]._metadata
+    meta = out[0].metadata
     assert DROPPED_DOCUMENTS_KEY not in meta and "quarantine" not in meta
     assert read_jsonl(meta["dropped_files"][0]) == [{"id": "d1", "text": "junk", "drop_reason": "word_count"}]
     assert read_jsonl(meta["quarantine_files"][0])[0]["line"] == 9

@@ -85,9 +85,9 @@ def _stage_of(task: Task, label: str | None) -> str:
 
 
 def check_metadata(task: Task, label: str | None = None) -> None:
-    """Raise :class:`UnsafeTaskError` naming the stage and the key when ``task._metadata`` is
+    """Raise :class:`UnsafeTaskError` naming the stage and the key when ``task.metadata`` is
     not JSON data."""
-    for key, value in task._metadata.items():
+    for key, value in task.metadata.items():
         problem = (f"_metadata (a key of type {type(key).__name__})"
                    if type(key) is not str else _json_problem(value, f"_metadata[{key!r}]"))
         if problem:
@@ -106,7 +106,7 @@ def _header(task: Task, type_name: str) -> dict[str, Any]:
         "task_type": type_name,
         "task_id": task.task_id,
         "dataset_name": task.dataset_name,
-        "_metadata": task._metadata,
+        "_metadata": dict(task.metadata),
         "_stage_perf": [s.to_dict() for s in task._stage_perf],
     }
 

@@ -62,19 +62,19 @@ class FileReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
         return [], ["id", "text", "source_file", "source_line", *self.fields]
 
     def process(self, task: FileGroupTask) -> DocumentBatch:
-        root = task.reader_options.get(INPUT_ROOT) or task._metadata.get(INPUT_ROOT)
+        root = task.reader_options.get(INPUT_ROOT) or task.metadata.get(INPUT_ROOT)
         rels = [relative_to_root(p, root) for p in task.data]
-        key = task._metadata.get(FILE_GROUP_KEY) or file_group_key(rels)
+        key = task.metadata.get(FILE_GROUP_KEY) or file_group_key(rels)
         builder = BatchBuilder(self.fields)
         quarantine: list[dict[str, Any]] = []
         read = 0
-        byte_range = task._metadata.get(BYTE_RANGE)
+        byte_range = task.metadata.get(BYTE_RANGE)
         part = ByteRange.from_list(byte_range) if byte_range is not None else None
         if part is not None and len(task.data) != 1:
             raise ValueError(f"stage {self.stage_name!r}: task {task.task_id!r} has a byte range "
                              f"but {len(task.data)} files; a range belongs to exactly one file")
         for path, rel in zip(task.data, rels):
-            if task._metadata.get(BAD_FILE_NAME):
+            if task.metadata.get(BAD_FILE_NAME):
                 read += 1  # the file counts as one record read, and quarantined
                 self._bad(quarantine, path, 0, "the file name is not valid UTF-8 (shown with its "
                           "bytes escaped); rename the file to read it", None)
@@ -84,11 +84,11 @@ class FileReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
             n = (self.read_file(path, rel, builder, quarantine) if part is None
                  else self.read_file(path, rel, builder, quarantine, part))
             self.check_file_counts(path, n, len(builder) - emitted, len(quarantine) - quarantined)
-            if (n and len(builder) == emitted and task._metadata.get("file_group_index") == 0
+            if (n and len(builder) == emitted and task.metadata.get("file_group_index") == 0
                     and path == task.data[0] and (part is None or part.start == 0)):
                 self.refuse_first_file(path, quarantine[quarantined:])
             read += n
-        meta = {**task._metadata, FILE_GROUP_KEY: key, INPUT_ROOT: root}
+        meta = {**task.metadata, FILE_GROUP_KEY: key, INPUT_ROOT: root}
         attach_quarantine(meta, quarantine, key, self.quarantine_dir, stage_name=self.stage_name,
                           storage_options=self.storage_options)
         out = DocumentBatch(task_id=task.task_id, dataset_name=task.dataset_name,

@@ -362,7 +362,7 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
             if byte_range is not None:
                 rels = [f"{rels[0]}@{byte_range.start}-{byte_range.end}"]
             key = file_group_key(rels)
-            meta = {**task._metadata, INPUT_ROOT: root, FILE_GROUP_KEY: key,
+            meta = {**task.metadata, INPUT_ROOT: root, FILE_GROUP_KEY: key,
                     "file_group_index": index, "num_file_groups": len(groups)}
             if byte_range is not None:
                 meta[BYTE_RANGE] = byte_range.to_list()

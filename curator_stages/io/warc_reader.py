@@ -117,10 +117,10 @@ class WarcReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
         return [], list(SCHEMA.names)
 
     def process(self, task: FileGroupTask) -> DocumentBatch:
-        root = task.reader_options.get(INPUT_ROOT) or task._metadata.get(INPUT_ROOT)
+        root = task.reader_options.get(INPUT_ROOT) or task.metadata.get(INPUT_ROOT)
         rels = [relative_to_root(p, root) for p in task.data]
-        key = task._metadata.get(FILE_GROUP_KEY) or file_group_key(rels)
-        byte_range = task._metadata.get(BYTE_RANGE)
+        key = task.metadata.get(FILE_GROUP_KEY) or file_group_key(rels)
+        byte_range = task.metadata.get(BYTE_RANGE)
         part = ByteRange.from_list(byte_range) if byte_range is not None else None
         if part is not None and len(task.data) != 1:
             raise ValueError(f"stage {self.stage_name!r}: task {task.task_id!r} has a byte range "
@@ -140,7 +140,7 @@ class WarcReadStage(ProcessingStage[FileGroupTask, DocumentBatch]):
                     f"quarantined {got[1]} and skipped {got[2]}; a record was lost inside the "
                     "reader (a bug: report it with this file)")
             read += n
-        meta = {**task._metadata, FILE_GROUP_KEY: key, INPUT_ROOT: root}
+        meta = {**task.metadata, FILE_GROUP_KEY: key, INPUT_ROOT: root}
         attach_quarantine(meta, quarantine, key, self.quarantine_dir, stage_name=self.stage_name,
                           storage_options=self.storage_options)
         table = pa.Table.from_pylist(rows, schema=SCHEMA)

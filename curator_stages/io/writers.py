@@ -58,7 +58,7 @@ MODES = ("error", "overwrite", "ignore")
 
 def output_key(task: DocumentBatch) -> str:
     """The stable part of a task's output file names."""
-    basis = f"{task._metadata.get(FILE_GROUP_KEY, '')}|{task.task_id}"
+    basis = f"{task.metadata.get(FILE_GROUP_KEY, '')}|{task.task_id}"
     return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:16]
 
 
@@ -134,7 +134,7 @@ class _Writer(ProcessingStage[DocumentBatch, FileGroupTask]):
             target = self._place(self.path, self.file_name(key))
             skipped += self._write(target, lambda h, t=table: self.encode(t, h))
             written.append(target)
-        meta = dict(task._metadata)
+        meta = dict(task.metadata)
         dropped = meta.pop(DROPPED_DOCUMENTS_KEY, None)
         if isinstance(dropped, list):  # JSON rows (how filters keep them: metadata is JSON)
             dropped = rows_table(dropped) if dropped else None

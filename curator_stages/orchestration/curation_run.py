@@ -213,8 +213,8 @@ def written_outputs(final: Any) -> list[str]:
     for task in read_tasks(final.path):
         files.extend(p for p in (task.data if isinstance(task.data, list) else [])
                      if isinstance(p, str))
-        files.extend(task._metadata.get("quarantine_files", []))
-        files.extend(task._metadata.get("dropped_files", []))
+        files.extend(task.metadata.get("quarantine_files", []))
+        files.extend(task.metadata.get("dropped_files", []))
     return files
 
 

@@ -184,7 +184,7 @@ def _quarantine_reasons(final: DatasetRef) -> dict[str, int]:
 
     records: list[dict[str, Any]] = []
     for task in ckpt.read_tasks(final.path):
-        for path in task._metadata.get("quarantine_files", []):
+        for path in task.metadata.get("quarantine_files", []):
             records.extend(read_quarantine(path))
-        records.extend(task._metadata.get("quarantine", []))
+        records.extend(task.metadata.get("quarantine", []))
     return reason_counts(records)

@@ -262,10 +262,10 @@ class HtmlExtractor(ProcessingStage[DocumentBatch, DocumentBatch]):
     def _quarantine_meta(self, task: DocumentBatch, records: list[dict]) -> dict[str, Any]:
         """Beside the reader's quarantine file when it wrote one, else with the task for the
         writer's ``quarantine_output``."""
-        written = task._metadata.get(QUARANTINE_FILES_KEY) or []
+        written = task.metadata.get(QUARANTINE_FILES_KEY) or []
         if not written:
-            return {QUARANTINE_KEY: [*task._metadata.get(QUARANTINE_KEY, []), *records]}
-        key = f"{task._metadata.get(FILE_GROUP_KEY) or task.task_id}-{self.stage_name}"
+            return {QUARANTINE_KEY: [*task.metadata.get(QUARANTINE_KEY, []), *records]}
+        key = f"{task.metadata.get(FILE_GROUP_KEY) or task.task_id}-{self.stage_name}"
         path = write_quarantine(os.path.dirname(written[0]) if "://" not in written[0]
                                 else written[0].rsplit("/", 1)[0], key, records,
                                 stage_name=self.stage_name)

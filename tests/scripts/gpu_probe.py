@@ -34,8 +34,8 @@ if __name__ == "__main__":
     out = executor.execute([GpuProbe()], tasks)
     plan = executor.plans[0]
     print(json.dumps({
-        "gpu_ids": [t._metadata["gpu_ids"] for t in out],
-        "cuda_visible_devices": [t._metadata["cuda"] for t in out],
+        "gpu_ids": [t.metadata["gpu_ids"] for t in out],
+        "cuda_visible_devices": [t.metadata["cuda"] for t in out],
         "mode": plan.mode,
         "batch_size": plan.batch_size,
         "ray_initialized_after": ray.is_initialized(),

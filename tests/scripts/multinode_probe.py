@@ -58,7 +58,7 @@ def main():
     marker_dir = tempfile.mkdtemp()
     executor = RayDataExecutor(ignore_head_node=True)
     out = executor.execute([WhereAmI(marker_dir)], tasks(12))
-    result["off_head_nodes"] = sorted({t._metadata["node"] for t in out})
+    result["off_head_nodes"] = sorted({t.metadata["node"] for t in out})
     result["off_head_pool_max"] = executor.plans[0].pool_max
     result["setup_on_node_nodes"] = sorted(p.name.split("-")[0] for p in Path(marker_dir).iterdir())
 
@@ -68,7 +68,7 @@ def main():
 
     gpu_exec = RayDataExecutor()
     out = gpu_exec.execute([GpuWhereAmI()], tasks(6))
-    result["gpu_nodes"] = sorted({t._metadata["node"] for t in out})
+    result["gpu_nodes"] = sorted({t.metadata["node"] for t in out})
     result["gpu_pool_max"] = gpu_exec.plans[0].pool_max
     result["ray_still_up"] = ray.is_initialized()
 

@@ -249,8 +249,9 @@ def prepare_parts_fn(stage: GlobalStage) -> BatchFn:
     def prepare(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for task in batch["item"]:
             if isinstance(task, DocumentBatch):
-                # A new dict: fan-out siblings may share their parent's metadata object.
-                task._metadata = {**task._metadata, key: stage.map_local(task)}
+                # set_metadata gives the task a new dict: fan-out siblings may share their
+                # parent's metadata object.
+                task.set_metadata(key, stage.map_local(task))
         return batch
 
     prepare.__name__ = prepare.__qualname__ = f"{type(stage).__name__}Prepare"
@@ -262,9 +263,8 @@ def strip_parts_fn(key: str) -> BatchFn:
 
     def strip(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for task in batch["item"]:
-            meta = getattr(task, "_metadata", None)
-            if meta and key in meta:
-                task._metadata = {k: v for k, v in meta.items() if k != key}
+            if isinstance(task, Task):
+                task.remove_metadata(key)
         return batch
 
     strip.__name__ = strip.__qualname__ = "DropPreparedParts"

@@ -73,7 +73,7 @@ def _exact_hash_batch(batch: dict[str, np.ndarray], text_field: str, id_field: s
     parts: list[pa.Table] = []
     to_hash = []
     for task in batch["item"]:
-        prepared = task._metadata.get(prepared_key) if prepared_key else None
+        prepared = task.metadata.get(prepared_key) if prepared_key else None
         if prepared is not None:
             parts.append(prepared)
         else:

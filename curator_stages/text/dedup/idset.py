@@ -131,7 +131,7 @@ class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
             dropped = table.filter(pa.array(removed))
             dropped = dropped.append_column(DROP_REASON_COLUMN, pa.array(
                 [self.reason] * dropped.num_rows, pa.string()))
-            previous = task._metadata.get(DROPPED_DOCUMENTS_KEY)
+            previous = task.metadata.get(DROPPED_DOCUMENTS_KEY)
             if isinstance(previous, pa.Table):
                 previous = json_rows(previous)
             meta[DROPPED_DOCUMENTS_KEY] = [*(previous or []), *json_rows(dropped)]
@@ -144,10 +144,10 @@ class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         """Where the records go: beside the reader's quarantine file when it wrote one (a
         writer's ``quarantine-<key>.jsonl`` there would replace the reader's), else with the
         task for the writer's ``quarantine_output``."""
-        written = task._metadata.get(QUARANTINE_FILES_KEY) or []
+        written = task.metadata.get(QUARANTINE_FILES_KEY) or []
         if not written:
-            return {QUARANTINE_KEY: [*task._metadata.get(QUARANTINE_KEY, []), *records]}
-        key = f"{task._metadata.get(FILE_GROUP_KEY) or task.task_id}-{self.stage_name}"
+            return {QUARANTINE_KEY: [*task.metadata.get(QUARANTINE_KEY, []), *records]}
+        key = f"{task.metadata.get(FILE_GROUP_KEY) or task.task_id}-{self.stage_name}"
         path = write_quarantine(posixpath.dirname(written[0]), key, records,
                                 stage_name=self.stage_name)
         return {QUARANTINE_FILES_KEY: [*written, path]}

@@ -69,7 +69,7 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
 
     Drops are recorded per rule (``dropped.<rule name>``) on the returned batch, first failing
     rule wins. With ``keep_dropped=True`` the dropped rows, plus a ``drop_reason`` column, are
-    appended to ``task._metadata["dropped_documents"]`` (JSON rows, see ``tasks.json_rows``) for a
+    appended to ``task.metadata["dropped_documents"]`` (JSON rows, see ``tasks.json_rows``) for a
     writer to save;
     with ``keep_dropped=N`` only the first N rows per rule and batch are kept: examples that let
     a person judge a threshold, at a cost that does not grow with the corpus.
@@ -204,7 +204,7 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
                 DROP_REASON_COLUMN, pa.array(reasons.tolist(), type=pa.string()))
             # JSON rows, not a table: task metadata is stored as JSON in checkpoints (never
             # pickled), and the writer turns the rows back into a table.
-            previous = task._metadata.get(DROPPED_DOCUMENTS_KEY)
+            previous = task.metadata.get(DROPPED_DOCUMENTS_KEY)
             if isinstance(previous, pa.Table):
                 previous = json_rows(previous)
             metadata[DROPPED_DOCUMENTS_KEY] = [*(previous or []), *json_rows(dropped)]
