@@ -89,7 +89,7 @@ def stage_rate(texts: list[str]) -> float:
     """One whole Ray Data execution of EmbeddingStage (actor start and weight load included)."""
     import ray
 
-    from curator_stages.backends.ray_data.adapter import apply_stages
+    from curator_stages.backends.ray_data import apply_stages
     from curator_stages.models import EmbeddingStage
 
     ds = ray.data.from_items(doc_tasks(texts))

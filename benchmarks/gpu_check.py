@@ -76,7 +76,7 @@ class ProbedEmbedding(EmbeddingStage):
 def _run(stages: list, tasks: list[DocumentBatch]) -> tuple[list[DocumentBatch], list, float]:
     import ray
 
-    from curator_stages.backends.ray_data.adapter import apply_stages, surfaced_stage_errors
+    from curator_stages.backends.ray_data import apply_stages, surfaced_stage_errors
 
     plans: list = []
     start = time.perf_counter()

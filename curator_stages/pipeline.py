@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from curator_stages.stage import CompositeStage, GlobalStage, ProcessingStage
+from curator_stages.plan import PipelinePlan, plan_pipeline
+from curator_stages.stage import CompositeStage, GlobalStage, ProcessingStage, decompose
 
 AnyStage = ProcessingStage | CompositeStage | GlobalStage
 
@@ -49,15 +50,13 @@ class Pipeline:
         return "\n".join(lines)
 
     def plan(self, cluster: Any = None, ignore_head_node: bool = False,
-             stage_task_groups: list[list[str]] | None = None) -> Any:
+             stage_task_groups: list[list[str]] | None = None) -> PipelinePlan:
         """How this pipeline will run (modes, pools, fusion, barriers, checkpoints), without data.
 
         ``cluster``: None (live Ray, else this machine), a ClusterResources, or a text such as
         ``"2 nodes x 16 cpus, 1 node x 8 cpus 2 gpus"``. Returns a
         :class:`curator_stages.plan.PipelinePlan`; see that module.
         """
-        from curator_stages.plan import plan_pipeline
-
         return plan_pipeline(self, cluster=cluster, ignore_head_node=ignore_head_node,
                              stage_task_groups=stage_task_groups)
 
@@ -69,16 +68,6 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, {[s.stage_name for s in self.stages]})"
-
-
-def decompose(stages: Iterable[Any]) -> list[ProcessingStage | GlobalStage]:
-    out: list[ProcessingStage | GlobalStage] = []
-    for stage in stages:
-        if isinstance(stage, CompositeStage):
-            out.extend(decompose(stage.decompose()))
-        else:
-            out.append(stage)
-    return out
 
 
 def _describe_one(stage: ProcessingStage | GlobalStage) -> str:

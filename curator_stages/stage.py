@@ -15,7 +15,7 @@ import json
 import re
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Iterable, TypeVar
 
 import pyarrow as pa
 
@@ -381,3 +381,15 @@ def batch_table(tasks: list[DocumentBatch]) -> pa.Table:
     """Concatenate the tables of several document tasks (schemas unified)."""
     tables = [t.to_pyarrow() for t in tasks]
     return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+
+def decompose(stages: Iterable[Any]) -> list[ProcessingStage | GlobalStage]:
+    """Composite stages replaced by their parts, recursively: the execution stages that backends
+    run and the plan shows (here, not in ``pipeline``, so that the plan needs no pipeline)."""
+    out: list[ProcessingStage | GlobalStage] = []
+    for stage in stages:
+        if isinstance(stage, CompositeStage):
+            out.extend(decompose(stage.decompose()))
+        else:
+            out.append(stage)
+    return out

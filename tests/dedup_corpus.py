@@ -127,7 +127,7 @@ def _bench(num_docs: int) -> None:
 
     import ray
 
-    from curator_stages.backends.ray_data.adapter import apply_stages
+    from curator_stages.backends.ray_data import apply_stages
     from curator_stages.text.dedup import ExactDuplicateRemover, FuzzyDuplicateRemover
     from curator_stages.text.language import LanguageIdentifier
 

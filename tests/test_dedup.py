@@ -231,7 +231,7 @@ def test_fuzzy_word_ngrams_and_empty_texts(ray_cluster):
 
 
 def test_exact_then_fuzzy_through_apply_stages_accounts_for_every_document(ray_cluster, corpus):
-    from curator_stages.backends.ray_data.adapter import apply_stages
+    from curator_stages.backends.ray_data import apply_stages
 
     tasks = corpus.tasks(docs_per_task=128)
     ds = ray_cluster.data.from_items(tasks)
@@ -257,7 +257,7 @@ class _Passthrough(ProcessingStage):
 def test_exact_hashes_in_the_streaming_pass_same_answer_no_leftover_parts(ray_cluster, corpus):
     """Texts are hashed inside the upstream stage's tasks (before the barrier); the fit reads
     those parts, removes the same ids as an in-process fit, and no part leaves the stage."""
-    from curator_stages.backends.ray_data.adapter import apply_stages
+    from curator_stages.backends.ray_data import apply_stages
 
     tasks = corpus.tasks(docs_per_task=64)
     stage = ExactDuplicateRemover()

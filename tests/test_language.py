@@ -35,7 +35,7 @@ def test_model_ships_in_wheel_and_stage_runs_as_tasks():
     # the warm workers instead of a freshly started actor pool.
     assert overrides_setup(stage)
     from curator_stages.backends.ray_data.adapter import RayDataStageAdapter
-    from curator_stages.backends.ray_data.cluster import ClusterResources
+    from curator_stages.plan.cluster_resources import ClusterResources
 
     plan = RayDataStageAdapter(stage).plan_for(ClusterResources.parse("1 node x 4 cpus"))
     assert plan.mode == "task"
@@ -83,7 +83,7 @@ def test_missing_model_error_names_path_and_fix(tmp_path):
 
 
 def test_runs_through_the_ray_data_adapter_as_tasks(ray_cluster):
-    from curator_stages.backends.ray_data.adapter import apply_stages
+    from curator_stages.backends.ray_data import apply_stages
 
     plans: list = []
     ds = ray_cluster.data.from_items([_batch(SAMPLES), _batch(SAMPLES)])

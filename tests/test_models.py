@@ -112,7 +112,7 @@ def test_plan_places_the_stage_on_gpu_where_the_cluster_has_one_else_cpu():
 
 def test_bad_model_path_on_ray_fails_the_run_with_a_stage_setup_error(ray_cluster, tmp_path):
     from curator_stages.backends.ray_data import StageSetupError
-    from curator_stages.backends.ray_data.adapter import apply_stages, surfaced_stage_errors
+    from curator_stages.backends.ray_data import apply_stages, surfaced_stage_errors
 
     task = DocumentBatch(task_id="t", dataset_name="d",
                          data=pa.table({"id": ["a"], "text": ["hello"]}))

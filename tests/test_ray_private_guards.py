@@ -136,7 +136,7 @@ def test_will_fuse_matches_the_operators_ray_fuses(ray_cluster, label, up, down)
 
 # --------------------------------------------------------------------------- head node label
 def test_head_node_carries_the_internal_head_resource(ray_cluster):
-    from curator_stages.backends.ray_data.cluster import HEAD_NODE_RESOURCE
+    from curator_stages.plan.cluster_resources import HEAD_NODE_RESOURCE
 
     [head] = [n for n in ray.nodes() if n["Alive"]]  # the session cluster is one (head) node
     assert HEAD_NODE_RESOURCE in head["Resources"], sorted(head["Resources"])

@@ -16,7 +16,7 @@ import pytest
 from curator_stages import DocumentBatch, Pipeline, processing_stage
 from curator_stages.backends.ray_data import RayDataExecutor
 from curator_stages.io import JsonlReader, JsonlWriter
-from curator_stages.orchestration.run_summary import HistoryAggregator, summarise
+from curator_stages.reporting.run_summary import HistoryAggregator, summarise
 from curator_stages.reporting import (
     FUNNEL_FILE,
     REPORT_FILE,

@@ -134,7 +134,7 @@ def test_ray_pipeline_embeds_dedups_and_accounts_like_the_local_fit(ray_cluster)
     """EmbeddingStage (a CPU actor: no GPU here) -> SemanticDuplicateRemover on Ray: the actor's
     vectors equal the in-process ones, the same rows go as in the in-process fit, and every
     document is kept or counted as a semantic duplicate."""
-    from curator_stages.backends.ray_data.adapter import apply_stages
+    from curator_stages.backends.ray_data import apply_stages
     from tests.paraphrase_corpus import embedded_test_corpus
 
     _, all_tasks, _ = embedded_test_corpus()

@@ -17,7 +17,7 @@ import pytest
 from curator_stages.backends.local import LocalExecutor
 from curator_stages.io import JsonlReader, ParquetWriter
 from curator_stages.orchestration.artifacts import summary_markdown
-from curator_stages.orchestration.run_summary import HistoryAggregator, RunSummary, summarise
+from curator_stages.reporting.run_summary import HistoryAggregator, RunSummary, summarise
 from curator_stages.reporting import write_run_report
 from curator_stages.tasks import DocumentBatch
 from curator_stages.text import TextNormalizer

@@ -211,7 +211,7 @@ def test_a_linked_lock_file_is_refused(tmp_path):
 def test_report_files_are_never_written_through_links_planted_in_the_output(tmp_path):
     """The same attack on the output: the report and its context went through fixed temporary
     names (``report.md.tmp``, ``.report_context.json.tmp``) opened following links."""
-    from curator_stages.orchestration.run_summary import summarise
+    from curator_stages.reporting.run_summary import summarise
     from curator_stages.reporting import write_run_report
 
     victim = tmp_path / "victim"

@@ -36,7 +36,7 @@ from curator_stages.stage import ProcessingStage
 from curator_stages.tasks import DocumentBatch
 
 if TYPE_CHECKING:  # pragma: no cover
-    from curator_stages.backends.ray_data.cluster import ClusterResources
+    from curator_stages.plan.cluster_resources import ClusterResources
 
 Device = Literal["auto", "cuda", "cpu"]
 DType = Literal["auto", "float16", "bfloat16", "float32"]

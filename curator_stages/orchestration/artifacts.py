@@ -6,16 +6,10 @@ unconditionally (a script, a test, a notebook).
 
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
-from curator_stages.orchestration.run_summary import RunSummary, StageCounts
-
-
-def artifact_key(text: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    key = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")
-    return key[:100] or "artifact"
+from curator_stages.reporting import artifact_key
+from curator_stages.reporting.run_summary import RunSummary, StageCounts
 
 
 def _in_run() -> bool:

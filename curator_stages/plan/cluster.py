@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 
-from curator_stages.backends.ray_data.cluster import ClusterResources, NodeResources
+from curator_stages.plan.cluster_resources import ClusterResources, NodeResources
 
 def local_cluster() -> ClusterResources:
     """The one node an embedded ``ray.init()`` would start here: all CPUs, visible GPUs.

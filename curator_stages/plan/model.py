@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from curator_stages.backends.ray_data.cluster import ClusterResources
+from curator_stages.plan.cluster_resources import ClusterResources
 
 @dataclass(frozen=True)
 class PlannedStage:

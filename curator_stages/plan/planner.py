@@ -3,43 +3,40 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from curator_stages.backends.ray_data.cluster import ClusterResources, max_workers
-from curator_stages.backends.ray_data.planning import (
+from curator_stages.plan.cluster_resources import ClusterResources, max_workers
+from curator_stages.plan.stage_plan import (
     StagePlan,
     UnschedulableStageError,
     gpu_request,
     plan_stage,
     will_fuse,
 )
-from curator_stages.pipeline import decompose
 from curator_stages.plan.cluster import resolve_cluster
 from curator_stages.plan.model import PipelinePlan, PlannedStage
-from curator_stages.stage import CompositeStage, GlobalStage, ProcessingStage
-
-if TYPE_CHECKING:  # pragma: no cover
-    from curator_stages.pipeline import Pipeline
+from curator_stages.stage import CompositeStage, GlobalStage, ProcessingStage, decompose
 
 
 def plan_pipeline(
-    pipeline: "Pipeline | Iterable[Any]",
+    pipeline: Iterable[Any],
     cluster: ClusterResources | str | None = None,
     ignore_head_node: bool = False,
     stage_task_groups: Sequence[Sequence[str]] | None = None,
     name: str | None = None,
 ) -> PipelinePlan:
-    """Plan ``pipeline`` on ``cluster`` without processing any data.
+    """Plan ``pipeline`` (a :class:`curator_stages.pipeline.Pipeline` or a list of stages) on
+    ``cluster`` without processing any data.
 
     ``stage_task_groups`` lists the execution-stage names each Prefect stage task runs, in order,
     as the flow groups them; each group's end is a checkpoint, and Ray Data never fuses across it
     (each stage task is its own Ray Data plan). Raises :class:`UnschedulableStageError` naming the
     stage, its request and the cluster when a stage could never run.
     """
-    from curator_stages.pipeline import Pipeline
-
     resolved, source = resolve_cluster(cluster)
-    if isinstance(pipeline, Pipeline):
+    # A Pipeline by its attributes, not isinstance: the pipeline imports the plan (Pipeline.plan),
+    # so the plan must not import the pipeline.
+    if hasattr(pipeline, "stages"):
         top = list(pipeline.stages)
         pipeline_name = name or pipeline.name
     else:

@@ -9,11 +9,11 @@ from the output directory alone.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
 from curator_stages.io.filesystem import put_bytes
-from curator_stages.orchestration.run_summary import RUN_SUMMARY_FILE, RunSummary
 from curator_stages.reporting.context import (
     LIBRARY_DROPPED_HINT,
     REPORT_CONTEXT_FILE,
@@ -31,6 +31,7 @@ from curator_stages.reporting.data import (
 )
 from curator_stages.reporting.funnel import render_funnel_png
 from curator_stages.reporting.markdown import render_report_markdown
+from curator_stages.reporting.run_summary import RUN_SUMMARY_FILE, RunSummary
 
 #: File names a report writes into the output directory.
 REPORT_FILE = "report.md"
@@ -47,6 +48,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "SUMMARY_FILE",
     "StageRow",
+    "artifact_key",
     "build_report_data",
     "load_report_context",
     "load_run_summary",
@@ -143,6 +145,13 @@ def _write_remote_report(output_url: str, summary: RunSummary | dict[str, Any] |
         return f"{output_url.rstrip('/')}/{report.name}"
 
 
+def artifact_key(text: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only (here, below the
+    orchestration layer, because the report publishes its own artifact)."""
+    key = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")
+    return key[:100] or "artifact"
+
+
 def publish_report_artifact(markdown: str, title: str) -> str | None:
     """Publish the report as a markdown artifact of the current flow run (None outside one)."""
     from prefect.context import FlowRunContext, TaskRunContext
@@ -150,8 +159,6 @@ def publish_report_artifact(markdown: str, title: str) -> str | None:
     if FlowRunContext.get() is None and TaskRunContext.get() is None:
         return None
     from prefect.artifacts import create_markdown_artifact
-
-    from curator_stages.orchestration.artifacts import artifact_key
 
     result = create_markdown_artifact(markdown=markdown, key=artifact_key(f"report-{title}"),
                                       description=f"Run report of {title}")

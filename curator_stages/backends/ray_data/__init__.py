@@ -1,6 +1,7 @@
 """The Ray Data backend: plan a stage on a cluster, adapt it to Ray Data, execute pipelines.
 
-``planning`` is pure (usable against a declared cluster); ``adapter`` turns one stage into a
+The per-stage arithmetic (mode, pool, fusion) is the core's :mod:`curator_stages.plan.stage_plan`,
+shared with ``Pipeline.plan()`` and re-exported here; ``adapter`` turns one stage into a
 ``map_batches`` call; ``workers`` is what runs inside Ray's workers; ``errors`` brings a
 worker's error back to the driver as itself; ``executor`` assembles and runs a whole pipeline
 as one streaming plan and returns an ``ExecutionResult`` (``result``); ``plan_context`` holds
@@ -13,7 +14,7 @@ from curator_stages.backends.ray_data.adapter import (
     create_actor_from_stage,
     create_task_from_stage,
 )
-from curator_stages.backends.ray_data.cluster import ClusterResources, NodeResources
+from curator_stages.plan.cluster_resources import ClusterResources, NodeResources
 from curator_stages.backends.ray_data.errors import (
     StageRunError,
     StageSetupError,
@@ -21,7 +22,7 @@ from curator_stages.backends.ray_data.errors import (
 )
 from curator_stages.backends.ray_data.executor import RayDataExecutor, apply_stages, streamed_tasks
 from curator_stages.backends.ray_data.plan_context import data_context_for_plan
-from curator_stages.backends.ray_data.planning import (
+from curator_stages.plan.stage_plan import (
     StagePlan,
     UnschedulableStageError,
     plan_stage,

@@ -1,17 +1,18 @@
 """Turn one stage into Ray Data work: a task function or an actor class, with resources and pool.
 
 Read with :mod:`.workers` (what runs inside the workers), :mod:`.errors` (how a worker's error
-comes back to the driver) and :mod:`.planning` (how big the pool is). Why each choice is made:
+comes back to the driver) and :mod:`curator_stages.plan.stage_plan` (how big the pool is). Why
+each choice is made:
 
 - Ray Data wraps our actor class in its own ``_MapWorker`` and never calls a
   ``__ray_shutdown__`` of ours; on a normal finish it deletes our instance, so teardown hangs
   off ``weakref.finalize``. On an aborted plan Ray kills the actor and nothing runs: teardown is
   best effort, and runs at most once.
 - Ray Data waits forever on a request no node can satisfy, so the plan is checked against the
-  live cluster's totals before ``map_batches`` is called (see :mod:`.planning`). The pool is
-  sized from totals, not from what is free at that moment: Ray Data's actor pool already grows
-  into resources as they free up, and a plan that depends on the moment's load would differ
-  from run to run.
+  live cluster's totals before ``map_batches`` is called (see
+  :mod:`curator_stages.plan.stage_plan`). The pool is sized from totals, not from what is free
+  at that moment: Ray Data's actor pool already grows into resources as they free up, and a
+  plan that depends on the moment's load would differ from run to run.
 - A worker whose ``setup``/``setup_on_node`` raises fails the plan at once with a
   :class:`StageSetupError` naming the stage, the node and the cause. Ray Data 2.60 does not
   restart an actor whose constructor raised and does not retry a task's user exception, so
@@ -32,8 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from curator_stages.backends.ray_data.cluster import ClusterResources
-# Re-exported: these lived here before errors.py, workers.py and executor.py took them over.
+# Re-exported: these lived here before errors.py and workers.py took them over.
 from curator_stages.backends.ray_data.errors import (  # noqa: F401
     StageRunError,
     StageSetupError,
@@ -41,18 +41,6 @@ from curator_stages.backends.ray_data.errors import (  # noqa: F401
     stage_error_from,
     stage_setup_error_from,
     surfaced_stage_errors,
-)
-from curator_stages.backends.ray_data.executor import (  # noqa: F401
-    BatchFn,
-    apply_stages,
-    prepare_parts_fn,
-    strip_parts_fn,
-)
-from curator_stages.backends.ray_data.planning import (
-    StagePlan,
-    effective_batch_size,
-    plan_stage,
-    validate_spec,
 )
 from curator_stages.backends.ray_data.workers import (  # noqa: F401
     _PROCESS_SETUP_ERRORS,
@@ -66,12 +54,22 @@ from curator_stages.backends.ray_data.workers import (  # noqa: F401
     to_output_batch,
     worker_metadata,
 )
+from curator_stages.plan.cluster_resources import ClusterResources
+from curator_stages.plan.stage_plan import (
+    StagePlan,
+    effective_batch_size,
+    plan_stage,
+    validate_spec,
+)
 from curator_stages.stage import ProcessingStage
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
 
 logger = logging.getLogger(__name__)
+
+#: A batch function over task rows: ``{"item": object array}`` in, the same shape out.
+BatchFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 # --------------------------------------------------------------------------- actor / task

@@ -17,17 +17,21 @@ import gc
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
-from curator_stages.backends.ray_data.cluster import ClusterResources, workers_fitting
+from curator_stages.backends.ray_data.adapter import (
+    BatchFn,
+    RayDataStageAdapter,
+    companion_map,
+    fuses_after,
+)
 from curator_stages.backends.ray_data.errors import surfaced_stage_errors
 from curator_stages.backends.ray_data.plan_context import (
     data_context_for_plan,
     default_progress_bars,
 )
-from curator_stages.backends.ray_data.planning import StagePlan, gpu_request
 from curator_stages.backends.ray_data.result import ExecutionResult
 from curator_stages.backends.ray_data.workers import (
     ensure_setup_on_node,
@@ -35,6 +39,8 @@ from curator_stages.backends.ray_data.workers import (
     worker_metadata,
 )
 from curator_stages.pipeline import Pipeline, decompose
+from curator_stages.plan.cluster_resources import ClusterResources, workers_fitting
+from curator_stages.plan.stage_plan import StagePlan, gpu_request
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.tasks import EmptyTask, Task
 
@@ -236,10 +242,6 @@ def _join_executor_threads() -> None:
             thread.join(timeout=EXECUTOR_JOIN_S)
 
 
-#: A batch function over task rows: ``{"item": object array}`` in, the same shape out.
-BatchFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-
-
 def prepare_parts_fn(stage: GlobalStage) -> BatchFn:
     """Batch function: ``stage.map_local`` of each document task, kept in its metadata."""
     from curator_stages.tasks import DocumentBatch
@@ -298,13 +300,6 @@ def apply_stages(dataset: "ray.data.Dataset",
     ``after`` on every output row of the last, each fused into that stage's Ray tasks where
     Ray Data allows it.
     """
-    # Imported here: adapter.py re-exports this module's names (its old import paths).
-    from curator_stages.backends.ray_data.adapter import (
-        RayDataStageAdapter,
-        companion_map,
-        fuses_after,
-    )
-
     # Tasks travel as pickled Python objects by design. Said on this plan's own copy of the
     # context (a public DeveloperAPI property), not the process-wide one: it stops Ray Data's
     # "Failed to convert column 'item'" warning in the workers (see plan_context).

@@ -4,6 +4,9 @@ Planning needs no live Ray, so the same arithmetic serves the adapter (against t
 cluster) and a ``plan`` report against a *declared* cluster. It is also where the fail-fast
 rule lives: Ray Data waits forever on a request that no node can satisfy, so an impossible
 stage must be refused here, before anything runs, with a message a user can act on.
+
+It lives with the plan, in the core, so that the plan never imports a backend; the Ray Data
+backend imports it from here.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from curator_stages.backends.ray_data.cluster import ClusterResources, max_workers, workers_fitting
+from curator_stages.plan.cluster_resources import ClusterResources, max_workers, workers_fitting
 from curator_stages.stage import ProcessingStage, RayStageSpecKeys, overrides_setup
 
 logger = logging.getLogger(__name__)
