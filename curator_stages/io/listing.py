@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 #: Object-store metadata that changes whenever an object's bytes do (first found wins).
 VERSION_KEYS = ("VersionId", "version_id", "generation", "ETag", "etag", "md5Hash", "md5")
@@ -94,23 +94,6 @@ class InputListing:
                    skipped=tuple(skipped), bad_names=tuple(bad[p] for p in sorted(bad)))
 
 
-def list_run_input(stages: Iterable[Any]) -> InputListing | None:
-    """List the input of every file partitioner among ``stages`` once, hand each its listing,
-    and return them together (None when no stage lists files).
-
-    The run's fingerprint is then computed from what the partitioners will read, and their
-    stage tasks do not list again. Raises the partitioner's ``NoInputFilesError`` on an empty
-    input, before any work starts.
-    """
-    from curator_stages.io.partition import FilePartitioningStage
-
-    listings = []
-    for stage in stages:
-        if isinstance(stage, FilePartitioningStage):
-            listings.append(stage.use_listing(stage.list_input()))
-    return InputListing.merged(listings) if listings else None
-
-
 def common_root(roots: list[str]) -> str:
     """The deepest directory (or URL prefix) above every one of ``roots``."""
     if any("://" in r for r in roots):
@@ -121,5 +104,4 @@ def common_root(roots: list[str]) -> str:
     return os.path.commonpath(roots)
 
 
-__all__ = ["InputListing", "ListedFile", "VERSION_KEYS", "common_root", "list_run_input",
-           "listed_file"]
+__all__ = ["InputListing", "ListedFile", "VERSION_KEYS", "common_root", "listed_file"]

@@ -113,9 +113,9 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
     Files and directories whose name starts with ``_`` or ``.`` below the listed directory are
     skipped (``_SUCCESS``, writers' ``_tmp.*`` files, ``_ground_truth.jsonl`` sidecars).
 
-    A run lists the input once, at start (:func:`~curator_stages.io.listing.list_run_input`),
-    and hands the listing over with :meth:`use_listing`; used on its own, the stage lists in
-    :meth:`process`.
+    A run lists the input once, at start
+    (:func:`~curator_stages.orchestration.fingerprint.list_run_input`), and hands the listing over
+    with :meth:`use_listing`; used on its own, the stage lists in :meth:`process`.
 
     Each task gets ``reader_options["input_root"]`` (and the same in ``_metadata``): the directory
     readers make document ids relative to, so ids do not depend on where the data is mounted.

@@ -81,7 +81,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
     from prefect import get_run_logger
 
     from curator_stages.checkpoints.dataset_ref import DatasetRef
-    from curator_stages.io.listing import list_run_input
+    from curator_stages.orchestration.fingerprint import list_run_input
     from curator_stages.io.output_commit import attempt_root, clean_unfinished, verify
     from curator_stages.orchestration.fingerprint import input_fingerprint
     from curator_stages.orchestration.pipeline_run import (

@@ -18,8 +18,24 @@ import fsspec
 
 from curator_stages.io.filesystem import resolve
 from curator_stages.io.listing import VERSION_KEYS, InputListing, listed_file
+from curator_stages.io.partition import FilePartitioningStage
 
 FINGERPRINT_VERSION = "1"
+
+
+def list_run_input(stages: Iterable[Any]) -> InputListing | None:
+    """List the input of every file partitioner among ``stages`` once, hand each its listing,
+    and return them together (None when no stage lists files).
+
+    The run's fingerprint is then computed from what the partitioners will read, and their
+    stage tasks do not list again. Raises the partitioner's ``NoInputFilesError`` on an empty
+    input, before any work starts.
+    """
+    listings = []
+    for stage in stages:
+        if isinstance(stage, FilePartitioningStage):
+            listings.append(stage.use_listing(stage.list_input()))
+    return InputListing.merged(listings) if listings else None
 
 
 def _sha(parts: Iterable[str]) -> str:

@@ -121,7 +121,7 @@ def run_stage_groups(groups: Sequence[Sequence[Any]], seed: DatasetRef, work_dir
 def _listed_files(groups: Sequence[Sequence[Any]]) -> frozenset[str] | None:
     """The files the file partitioners among ``groups`` partition (listing those not yet
     listed, once: they then partition that listing); None when there is none."""
-    from curator_stages.io.listing import list_run_input
+    from curator_stages.orchestration.fingerprint import list_run_input
     from curator_stages.io.partition import FilePartitioningStage
 
     parts = [s for g in groups for s in g if isinstance(s, FilePartitioningStage)]

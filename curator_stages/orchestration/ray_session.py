@@ -101,11 +101,6 @@ def quiet_ray_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-# The task runner and the API pinning are the Prefect <-> Ray seam; they live in ray_seam and
-# stay importable from here.
-from curator_stages.orchestration.ray_seam import (  # noqa: E402
-    SessionRayTaskRunner,
-    worker_api_settings,
-)
-
-__all__ = ["RaySession", "SessionRayTaskRunner", "quiet_ray_data", "worker_api_settings"]
+# The task runner and the API pinning, the Prefect <-> Ray seam, are in ray_seam (which imports
+# this module, so this one must not import it).
+__all__ = ["RaySession", "quiet_ray_data"]
