@@ -176,7 +176,7 @@ class Task(ABC, Generic[T]):
         self._metadata = {**self._metadata, **items}
 
     def remove_metadata(self, key: str) -> None:
-        """Drop ``key`` from this task's metadata if present (the dict is replaced, never mutated)."""
+        """Drop ``key`` (if there) from this task's metadata; the dict is replaced, not mutated."""
         if key in self._metadata:
             self._metadata = {k: v for k, v in self._metadata.items() if k != key}
 

@@ -18,11 +18,13 @@ import pytest
 pytest.importorskip("importlinter")
 
 ROOT = Path(__file__).resolve().parent.parent
-_CLI = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+_CLI = ("import sys; from importlinter.cli import lint_imports_command; "
+        "sys.exit(lint_imports_command())")
 
 
 def _lint(config: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(cwd), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
     return subprocess.run([sys.executable, "-c", _CLI, "--config", str(config), "--no-cache"],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 

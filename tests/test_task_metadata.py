@@ -21,9 +21,9 @@ def test_metadata_is_a_read_only_view():
 
 
 def test_writes_replace_the_dict_so_siblings_sharing_it_are_untouched():
-    shared = {"file_group_key": "k"}
-    a = DocumentBatch(task_id="a", dataset_name="ds", data=pa.table({"id": ["a"]}), _metadata=shared)
-    b = DocumentBatch(task_id="b", dataset_name="ds", data=pa.table({"id": ["b"]}), _metadata=shared)
+    shared = {"file_group_key": "k"}  # as fan-out siblings may share their parent's dict
+    a, b = (DocumentBatch(task_id=i, dataset_name="ds", data=pa.table({"id": [i]}),
+                          _metadata=shared) for i in "ab")
     a.set_metadata("x", 1)
     a.update_metadata({"y": 2, "z:with colon": 3})
     b.remove_metadata("file_group_key")

@@ -13,20 +13,22 @@ The cluster is the live one (per-node totals of ``ray.nodes()`` when Ray is init
 with neither, the local machine an embedded Ray would start on. Declaring a cluster never starts
 Ray.
 
-The plan belongs to the core: it imports neither a backend nor Prefect. A flow publishes it
-as an artifact with :func:`curator_stages.orchestration.plan_artifact.publish_plan_artifact`.
+The plan belongs to the core: it never imports Prefect, and a backend only to join the live
+cluster that ``RAY_ADDRESS`` names (``resolve_cluster``). A flow publishes it as an artifact with
+:func:`curator_stages.orchestration.plan_artifact.publish_plan_artifact`.
 
 - :mod:`.model`: :class:`PlannedStage`, :class:`PipelinePlan` and their renderings;
 - :mod:`.cluster_resources`: a cluster as pure data (nodes and their totals) and pool sizing;
-- :mod:`.stage_plan`: how one stage runs on a cluster (mode, pool, fusion), shared with the backend;
+- :mod:`.stage_plan`: how one stage runs on a cluster (mode, pool, fusion), shared with the
+  backend;
 - :mod:`.cluster`: which cluster a plan is for (declared, live, or this machine);
 - :mod:`.planner`: :func:`plan_pipeline`, the arithmetic.
 """
 
-from curator_stages.plan.stage_plan import UnschedulableStageError
 from curator_stages.plan.cluster import local_cluster, resolve_cluster
 from curator_stages.plan.model import PipelinePlan, PlannedStage
 from curator_stages.plan.planner import plan_pipeline
+from curator_stages.plan.stage_plan import UnschedulableStageError
 
 __all__ = [
     "PipelinePlan",
