@@ -11,7 +11,6 @@ a run is taken with ``python -m benchmarks.table --promote X.json --as KEY``.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,5 +127,10 @@ def _label(variant: str) -> str:
 
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1])
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report",
+                                     description="Print every table of one harness result file.")
+    parser.add_argument("result", type=Path, help="a python -m benchmarks.run result JSON")
+    path = parser.parse_args().result
     print(render(json.loads(path.read_text()), path.resolve()))
