@@ -21,7 +21,8 @@ def test_every_table_row_names_a_source_with_its_command():
 
 
 def test_repeated_figures_are_shown_as_min_median_max():
-    assert table.fmt({"min": 1.2, "median": 1.29, "max": 1.31, "n": 3}, unit="x") == "1.2 / 1.29 / 1.31x"
+    stats = {"min": 1.2, "median": 1.29, "max": 1.31, "n": 3}
+    assert table.fmt(stats, unit="x") == "1.2 / 1.29 / 1.31x"
     assert table.fmt({"min": 5.0, "median": 5.0, "max": 5.0, "n": 1}, unit="s") == "5 s"
 
 
