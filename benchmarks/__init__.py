@@ -2,5 +2,6 @@
 
     python -m benchmarks.run --sizes 10000 200000 1000000 --repeats 3 --repeats-for 1000000=1
 
-See ``benchmarks/BENCHMARKS.md`` for what is measured, how, and the latest results.
+``benchmarks/README.md`` has every benchmark's command; ``benchmarks/BENCHMARKS.md`` what is
+measured, how, and the table of latest results (generated from ``results/latest.json``).
 """

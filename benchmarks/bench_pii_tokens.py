@@ -57,7 +57,7 @@ def main() -> None:
         corpora[args.html_dir] = html_texts(args.html_dir)
     stages = {"pii (emails, ips)": PiiRedactor(), "pii (+ phones)": PiiRedactor(phones=True),
               "tokens cl100k_base": TokenCounter()}
-    stages["tokens cl100k_base"].setup()  # the 0.5 s load is per worker, not per batch
+    stages["tokens cl100k_base"].setup()  # the load is per worker, not per batch
     for corpus, texts in corpora.items():
         mb = sum(len(t.encode()) for t in texts) / 1e6
         batch = DocumentBatch("bench", "bench", pa.table({"text": texts}))

@@ -17,8 +17,8 @@ member), then measures, each as a process tree (wall, peak PSS: benchmarks/monit
 
 It checks the outputs are equal (same pages, same text), and times both extractors on every
 page in this one process (docs/s per core) with their agreement: the share of pages whose
-extracted word sets have a Jaccard similarity >= 0.8. Results: a markdown table on stdout and
-``<out>/bench_web.json``.
+extracted word sets have a Jaccard similarity >= 0.8. Results: JSON on stdout, in
+``<out>/bench_web.json`` and in ``benchmarks/results/bench_web-<stamp>.json`` (ignored by git).
 """
 
 from __future__ import annotations
@@ -227,6 +227,9 @@ def main() -> int:
                                 "same_text": sum(ours.get(u) == t for u, t in theirs.items())}
     results["extractors"] = extractor_speed(warcs)
     (out / "bench_web.json").write_text(json.dumps(results, indent=1))
+    kept = REPO / "benchmarks" / "results" / time.strftime("bench_web-%Y%m%d-%H%M%S.json")
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps(results, indent=1))  # beside the harness's results (not in git)
     print(json.dumps(results, indent=1))
     return 0
 

@@ -1,17 +1,19 @@
-"""Write the results section of BENCHMARKS.md from a result JSON (between fixed markers).
+"""Every table of one harness run, as markdown, from its result JSON.
 
-The hand-written parts of BENCHMARKS.md (method, analysis) stay as they are; only the text
-between ``<!-- results:start -->`` and ``<!-- results:end -->`` is regenerated.
+    python -m benchmarks.report benchmarks/results/X.json      # prints the tables
+
+``benchmarks.run`` writes this next to its result file (``X.md``, ignored by git). Why a
+separate view: a run's full tables (every measure, every size, scaling) are for reading one
+run; BENCHMARKS.md shows only the table of latest results (:mod:`benchmarks.table`), into which
+a run is taken with ``python -m benchmarks.table --promote X.json --as KEY``.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 ORDER = ["local", "ray", "prefect_per_stage", "prefect_fused", "mp", "datatrove", "flow_cli"]
 
 
@@ -32,7 +34,7 @@ def render(result: dict[str, Any], json_path: Path | None = None) -> str:
         ("" if result.get("complete", True) else "**Partial results (run interrupted or in "
                                                  "progress).** ") +
         f"Run `{result['command']}` started {result['started']} ({result['duration_s']:.0f} s), "
-        f"git {m['git_head']}" + (f", raw data `{json_path.relative_to(json_path.parents[2])}`"
+        f"git {m['git_head']}" + (f", raw data `{json_path.name}`"
                                   if json_path else "") + ".",
         "",
         f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['memory_gib']} GiB; "
@@ -95,8 +97,7 @@ def render(result: dict[str, Any], json_path: Path | None = None) -> str:
 def _scaling(summary: dict[str, Any]) -> list[str]:
     """How wall time and the driver's memory grow with corpus size (medians), per variant.
 
-    The issue's linearity target reads off the last column: 1M documents within 5.5x the time
-    of 200k (5x the documents).
+    The linearity target (time proportional to the documents) reads off the ratio columns.
     """
     sizes = sorted((int(s) for s in summary if int(s) >= 10_000))
     if len(sizes) < 2:
@@ -125,17 +126,11 @@ def _label(variant: str) -> str:
     return LABELS.get(variant, variant)
 
 
-def update_markdown(md_path: Path, result: dict[str, Any], json_path: Path | None = None) -> None:
-    body = render(result, json_path)
-    text = md_path.read_text() if md_path.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
-    if START not in text or END not in text:
-        text = text.rstrip() + f"\n\n## Latest results\n\n{START}\n{END}\n"
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    md_path.write_text(f"{head}{START}\n{body}\n{END}{tail}")
+if __name__ == "__main__":
+    import argparse
 
-
-if __name__ == "__main__":  # python -m benchmarks.report results/X.json
-    path = Path(sys.argv[1])
-    update_markdown(Path(__file__).resolve().parent / "BENCHMARKS.md",
-                    json.loads(path.read_text()), path.resolve())
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report",
+                                     description="Print every table of one harness result file.")
+    parser.add_argument("result", type=Path, help="a python -m benchmarks.run result JSON")
+    path = parser.parse_args().result
+    print(render(json.loads(path.read_text()), path.resolve()))

@@ -5,8 +5,10 @@
 For each corpus size (generated once by ``python -m curator_stages.corpus`` under
 ``--corpus-root`` and reused), each repeat runs every variant once, interleaved (so a change in
 machine load hits all variants alike), each in a fresh interpreter measured from outside
-(:mod:`benchmarks.monitor`). Then writes ``benchmarks/results/<stamp>.json`` and the results
-section of ``benchmarks/BENCHMARKS.md``.
+(:mod:`benchmarks.monitor`). Writes ``benchmarks/results/<name or stamp>.json`` (every run and
+the summary) and ``.md`` beside it (:mod:`benchmarks.report`); both are ignored by git. A run
+becomes the docs' figures only through ``python -m benchmarks.table --promote`` (see
+``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -240,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-outputs", action="store_true")
     parser.add_argument("--results-dir", default=str(HERE / "results"))
     parser.add_argument("--name", default=None, help="result file name (default: timestamp)")
-    parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument("--no-markdown", action="store_true",
+                        help="do not write the run's tables (.md) beside its result file")
     args = parser.parse_args(argv)
 
     root = Path(args.corpus_root)
@@ -295,9 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         path.write_text(json.dumps(result, indent=1))
         if not args.no_markdown:
-            from benchmarks.report import update_markdown
+            from benchmarks.report import render
 
-            update_markdown(HERE / "BENCHMARKS.md", result, path)
+            path.with_suffix(".md").write_text(render(result, path) + "\n")
 
     for size, variants, repeats in plan:
         corpus, facts = prepare_corpus(root, size, args.docs_per_shard)
@@ -312,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[digest] {size} documents: {verdict}: "
               + ", ".join(f"{v}={','.join(d[:12] for d in ds)}" for v, ds in check["digests"].items()))
     print(f"[done] results: {path}  (logs: {log_dir})"
-          + ("" if args.no_markdown else f"; updated {HERE / 'BENCHMARKS.md'}"))
+          + ("" if args.no_markdown else f"; tables: {path.with_suffix('.md')}"))
     return 0
 
 

@@ -123,24 +123,7 @@ def run(args: argparse.Namespace) -> dict:
         import sys
 
         sys.path.insert(0, REPO_ROOT)
-        import flows.text_curation as flow_module
         from flows.text_curation import TextCurationParams, text_curation
-
-        if args.fuse_writer:
-            # Experiment: the writer joins the last group (no checkpoint of dedup's full output).
-            build = flow_module.build_stage_groups
-
-            def fused_writer_groups(p):  # noqa: ANN001
-                groups = build(p)
-                if len(groups) > 1:
-                    groups = [*groups[:-2], [*groups[-2], *groups[-1]]]
-                return groups
-
-            import dataclasses
-
-            # The flow runs the groups its SPEC names (looked up at call time).
-            flow_module.SPEC = dataclasses.replace(flow_module.SPEC,
-                                                   build_stage_groups=fused_writer_groups)
 
         params = TextCurationParams(**flow_params(
             args.input, args.output, args.work_dir, fused=args.variant == "prefect_fused",
@@ -187,8 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
     parser.add_argument("--driver", choices=("in_flow", "in_cluster"), default=None,
                         help="Prefect variants: where stage tasks run (default: the flow's)")
-    parser.add_argument("--fuse-writer", action="store_true",
-                        help="Prefect variants: run the writer in the last dedup's stage task")
     args = parser.parse_args(argv)
     result = run(args)
     with open(args.result, "w") as f:

@@ -5,6 +5,7 @@ The public API is the stage model; backends, I/O and text stages live in their o
 ``curator_stages.orchestration``) so importing the core stays cheap.
 """
 
+from curator_stages.execution import ExecutionResult, ExecutionSummary, Executor
 from curator_stages.function_stage import processing_stage
 from curator_stages.identity import StageIdentityError
 from curator_stages.pipeline import Pipeline
@@ -27,6 +28,9 @@ __all__ = [
     "CompositeStage",
     "DocumentBatch",
     "EmptyTask",
+    "ExecutionResult",
+    "ExecutionSummary",
+    "Executor",
     "FileGroupTask",
     "GlobalStage",
     "Pipeline",

@@ -202,17 +202,21 @@ def test_plain_ray_task_keeps_the_original_exception(ray_cluster):
     assert type(original) is StageSetupError and original.stage_name == "remote"
 
 
-def test_the_streaming_executor_runs_as_a_thread_named_as_the_executor_expects(ray_cluster):
-    """executor._join_executor_threads finds a failed execution's still-ending executor by its
-    thread name: if Ray Data renames the thread (or stops running one), this fails."""
+def test_the_streaming_executor_runs_as_a_thread_named_after_its_dataset(ray_cluster):
+    """executor._join_executor_threads finds an ended plan's still-stopping executor by its
+    thread name (prefix + the dataset's id): if Ray Data renames the thread (or stops running
+    one), this fails."""
     import threading
 
-    from curator_stages.backends.ray_data.executor import EXECUTOR_THREAD_PREFIX
+    from curator_stages.backends.ray_data.executor import executor_thread_prefix
 
-    batches = iter(ray.data.range(64, override_num_blocks=8).iter_batches(batch_size=8))
+    dataset = ray.data.range(64, override_num_blocks=8)
+    other = ray.data.range(8)
+    batches = iter(dataset.iter_batches(batch_size=8))
     try:
         next(batches)
         names = [t.name for t in threading.enumerate()]
-        assert any(n.startswith(EXECUTOR_THREAD_PREFIX) for n in names), names
+        assert any(n.startswith(executor_thread_prefix(dataset)) for n in names), names
+        assert not any(n.startswith(executor_thread_prefix(other)) for n in names), names
     finally:
         batches.close()

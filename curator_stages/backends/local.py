@@ -31,6 +31,7 @@ import tempfile
 import uuid
 from typing import Any, Iterable, Iterator, Sequence
 
+from curator_stages.execution import ExecutionResult
 from curator_stages.function_stage import FunctionStage
 from curator_stages.pipeline import Pipeline, decompose
 from curator_stages.stage import GlobalStage, ProcessingStage
@@ -105,9 +106,8 @@ def _run_stage(tasks: Iterable[Task], stage: ProcessingStage) -> Iterator[Task]:
 class LocalExecutor:
     """Executes stages in the calling process and returns the tasks the last stage emits.
 
-    Same contract as :class:`~curator_stages.backends.ray_data.RayDataExecutor`:
-    ``execute(stages, initial_tasks=None)``; composite stages are decomposed, global stages
-    fit in process (``GlobalStage.fit_local``).
+    Meets :class:`~curator_stages.execution.Executor`, as ``RayDataExecutor`` does: composite
+    stages are decomposed, global stages fit in process (``GlobalStage.fit_local``).
     """
 
     def __init__(self) -> None:
@@ -115,7 +115,7 @@ class LocalExecutor:
         self.fitted: list[ProcessingStage] = []
 
     def execute(self, stages: Pipeline | Iterable[Any],
-                initial_tasks: Iterable[Task] | None = None) -> list[Task]:
+                initial_tasks: Iterable[Task] | None = None) -> ExecutionResult:
         execution = _execution_stages(stages)
         seeds: list[Task] = list(initial_tasks) if initial_tasks is not None else []
         tasks: Iterable[Task] = seeds or [EmptyTask()]
@@ -127,7 +127,7 @@ class LocalExecutor:
                 ready.extend(processing)
                 stream = _stream(tasks, processing)
                 if global_stage is None:
-                    return list(stream)
+                    return ExecutionResult(stream)
                 upstream = list(stream)  # the barrier: the fit must see every task
                 per_task = global_stage.fit_local(upstream)
                 _check_fitted(global_stage, per_task)
@@ -135,7 +135,7 @@ class LocalExecutor:
                 _setup([per_task], "local")
                 ready.append(per_task)
                 tasks = _stream(upstream, [per_task])
-            return list(tasks)  # pragma: no cover - the loop always returns
+            return ExecutionResult(tasks)  # pragma: no cover - the loop always returns
         finally:
             _teardown(ready)
 
@@ -253,7 +253,7 @@ class MultiprocessExecutor:
         self.start_method = start_method
 
     def execute(self, stages: Pipeline | Iterable[Any],
-                initial_tasks: Iterable[Task] | None = None) -> list[Task]:
+                initial_tasks: Iterable[Task] | None = None) -> ExecutionResult:
         execution = _execution_stages(stages)
         seeds: list[Task] = list(initial_tasks) if initial_tasks is not None else []
         tasks: list[Task] = seeds or [EmptyTask()]
@@ -284,7 +284,7 @@ class MultiprocessExecutor:
                             for p in payloads]
                     results = pool.imap(_worker_run, jobs, chunksize=1)
                     if global_stage is None:
-                        done = [t for out in results for t in out]
+                        done = ExecutionResult(t for out in results for t in out)
                         _close_gracefully(pool)
                         return done
                     spills, parts = [], []
@@ -294,7 +294,7 @@ class MultiprocessExecutor:
                     per_task = global_stage.reduce_local(parts)
                     _check_fitted(global_stage, per_task)
                     fitted = [per_task]
-                return []  # pragma: no cover - the last segment has no global stage
+                return ExecutionResult()  # pragma: no cover - the last segment has none
         finally:
             _teardown(driver_ready)
             shutil.rmtree(spill_root, ignore_errors=True)

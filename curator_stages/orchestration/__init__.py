@@ -1,8 +1,12 @@
 """The Prefect layer: stage tasks over checkpoints, the Ray session, artifacts and accounting.
 
-Flows in ``flows/`` build stages, group them, and call :func:`run_stage_groups` then
-:func:`finish_run`; everything between Prefect tasks is a :class:`DatasetRef`. Checkpoints
-themselves live in :mod:`curator_stages.checkpoints`, which Ray workers import without Prefect.
+A flow in ``flows/`` declares its parameters and stage groups in a
+:class:`~curator_stages.orchestration.curation_run.CurationFlowSpec`; its ``@flow`` function
+calls :func:`~curator_stages.orchestration.curation_run.run_curation` (which runs the groups
+with :func:`run_stage_groups`, then :func:`finish_run`), and its ``main`` calls
+:func:`~curator_stages.orchestration.flow_cli.flow_main` (the command line). Everything between
+Prefect tasks is a :class:`DatasetRef`. Checkpoints themselves live in
+:mod:`curator_stages.checkpoints`, which Ray workers import without Prefect.
 
 The names below load on first use, not with the package: a flow script imports
 :mod:`.api_server` (standard library only) before Prefect, to start the temporary API while

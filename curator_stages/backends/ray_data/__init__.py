@@ -4,7 +4,7 @@ The per-stage arithmetic (mode, pool, fusion) is the core's :mod:`curator_stages
 shared with ``Pipeline.plan()`` and re-exported here; ``adapter`` turns one stage into a
 ``map_batches`` call; ``workers`` is what runs inside Ray's workers; ``errors`` brings a
 worker's error back to the driver as itself; ``executor`` assembles and runs a whole pipeline
-as one streaming plan and returns an ``ExecutionResult`` (``result``); ``plan_context`` holds
+as one streaming plan and returns the core's ``ExecutionResult``; ``plan_context`` holds
 the Ray Data settings of one plan, restored after it. The environment defaults for a Ray this
 package starts are the core's one table (``curator_stages.env_defaults``).
 """
@@ -28,7 +28,7 @@ from curator_stages.plan.stage_plan import (
     plan_stage,
     will_fuse,
 )
-from curator_stages.backends.ray_data.result import ExecutionResult, ExecutionSummary
+from curator_stages.execution import ExecutionResult, ExecutionSummary
 
 __all__ = [
     "ClusterResources",

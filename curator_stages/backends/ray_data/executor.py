@@ -32,12 +32,12 @@ from curator_stages.backends.ray_data.plan_context import (
     data_context_for_plan,
     default_progress_bars,
 )
-from curator_stages.backends.ray_data.result import ExecutionResult
 from curator_stages.backends.ray_data.workers import (
     ensure_setup_on_node,
     stage_key,
     worker_metadata,
 )
+from curator_stages.execution import ExecutionResult
 from curator_stages.pipeline import Pipeline, decompose
 from curator_stages.plan.cluster_resources import ClusterResources, workers_fitting
 from curator_stages.plan.stage_plan import StagePlan, gpu_request
@@ -200,6 +200,7 @@ def streamed_tasks(dataset: "ray.data.Dataset") -> Iterator[Iterator[Any]]:
     Stage errors come out as themselves (:func:`surfaced_stage_errors`).
     """
     run = copy.copy(dataset)  # Dataset's own pickling state: the same plan, no executor
+    thread_prefix = executor_thread_prefix(run)
     batches = iter(run.iter_batches(batch_size=None, batch_format="numpy"))
 
     def items() -> Iterator[Any]:
@@ -207,38 +208,44 @@ def streamed_tasks(dataset: "ray.data.Dataset") -> Iterator[Iterator[Any]]:
             yield from batch["item"]
 
     tasks = items()
-    failed = True
     try:
         with surfaced_stage_errors():
             yield tasks
-        failed = False
     finally:
         tasks.close()
         close = getattr(batches, "close", None)
         if close is not None:
             close()  # an abandoned iteration: Ray Data shuts the executor down (force=True)
         del run, batches, tasks
-        if failed:
-            _join_executor_threads()
-            gc.collect()  # the executor sits in reference cycles; free the actors now
+        # Finished or failed, the executor sits in reference cycles with the pool's actor
+        # handles: free them now, so the next plan (or the retry) gets the CPUs.
+        _join_executor_threads(thread_prefix)
+        gc.collect()
 
 
 #: Name prefix of Ray Data's streaming executor thread (guarded in test_ray_private_guards).
 EXECUTOR_THREAD_PREFIX = "StreamingExecutor-"
-#: How long a failed execution's executor thread may take to end before the collection.
-EXECUTOR_JOIN_S = 10.0
+#: How long an ended execution's executor thread may take to stop before the collection (it
+#: stops within a scheduling step; a loaded machine stretches that step).
+EXECUTOR_JOIN_S = 60.0
 
 
-def _join_executor_threads() -> None:
-    """Wait (bounded) for the streaming executor threads still ending after a failure.
+def executor_thread_prefix(dataset: "ray.data.Dataset") -> str:
+    """The name prefix of the executor threads that run ``dataset`` (any run index)."""
+    return f"{EXECUTOR_THREAD_PREFIX}{dataset.get_dataset_id().rsplit('_', 1)[0]}_"
+
+
+def _join_executor_threads(prefix: str) -> None:
+    """Wait (bounded) for the executor threads of one dataset still ending after its plan ended.
 
     The executor is a thread, and while it runs its frames hold the executor and its actor
     handles; a collection made before it ended freed nothing, and nothing collected again while
-    the caller only waited, so the failed attempt's actors kept their CPUs.
+    the caller only waited, so the ended plan's actors kept their CPUs. Only this dataset's
+    threads are joined: a plan running beside it is not waited for.
     """
     me = threading.current_thread()
     for thread in threading.enumerate():
-        if thread is not me and thread.name.startswith(EXECUTOR_THREAD_PREFIX):
+        if thread is not me and thread.name.startswith(prefix):
             thread.join(timeout=EXECUTOR_JOIN_S)
 
 

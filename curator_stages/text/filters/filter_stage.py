@@ -242,7 +242,7 @@ class HeuristicFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
 
 #: Text (UTF-8 bytes) one chunk of rows is scored with. The shared features cost many times the
 #: text they describe, so a whole task's batch scored at once held far more memory, and ran
-#: slower, than the same batch in chunks (benchmarks/BENCHMARKS.md, "Issue 14 on a quiet machine").
+#: slower, than the same batch in chunks (benchmarks/BENCHMARKS.md, the "quality filter" row).
 MAX_TEXT_BYTES_PER_CHUNK = 1_000_000
 
 

@@ -1,6 +1,7 @@
-"""What :meth:`RayDataExecutor.execute` returns: the output tasks, and a summary of the run.
+"""What every executor's ``execute()`` returns, and the protocol the executors meet.
 
-The result is a ``list`` of the tasks the last stage emitted, so code that iterates, indexes or
+:class:`LocalExecutor`, :class:`MultiprocessExecutor` and :class:`RayDataExecutor` run the same
+stages in different places; a caller swaps one for another and reads the same result. The result is a ``list`` of the tasks the last stage emitted, so code that iterates, indexes or
 ``len()``s the return value keeps working; ``.summary`` adds the run's counts (documents read,
 written, dropped by reason, quarantined) read from the tasks' public ``stage_history``, so a
 library user never reaches into a task's internals for them.
@@ -13,14 +14,18 @@ on many tasks; each record is counted once, by its ``stats_id``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, runtime_checkable
 
 from curator_stages.tasks import (
     DOCUMENTS_QUARANTINED,
     DOCUMENTS_READ,
+    DOCUMENTS_SKIPPED,
     DOCUMENTS_WRITTEN,
     Task,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curator_stages.pipeline import Pipeline
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class ExecutionSummary:
 
     ``documents_out`` is what the writers wrote (``documents_written``) or, in a pipeline
     without a writer, the documents in the output tasks (``out_source`` says which).
+    ``documents_skipped`` are records a reader set aside as not documents (a WARC request).
     """
 
     documents_read: int
@@ -38,6 +44,7 @@ class ExecutionSummary:
     dropped_by_stage: dict[str, int] = field(default_factory=dict)
     output_tasks: int = 0
     out_source: str = DOCUMENTS_WRITTEN
+    documents_skipped: int = 0
 
     @property
     def documents_dropped(self) -> int:
@@ -45,9 +52,10 @@ class ExecutionSummary:
 
     @property
     def balanced(self) -> bool:
-        """read = out + dropped + quarantined (true for a pipeline that reads its documents)."""
+        """read = out + dropped + quarantined + skipped (true for a pipeline that reads its
+        documents)."""
         return self.documents_read == (self.documents_out + self.documents_dropped
-                                       + self.documents_quarantined)
+                                       + self.documents_quarantined + self.documents_skipped)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +63,7 @@ class ExecutionSummary:
             "documents_out": self.documents_out,
             "documents_dropped": self.documents_dropped,
             "documents_quarantined": self.documents_quarantined,
+            "documents_skipped": self.documents_skipped,
             "dropped_by_reason": dict(self.dropped_by_reason),
             "dropped_by_stage": dict(self.dropped_by_stage),
             "output_tasks": self.output_tasks,
@@ -65,8 +74,9 @@ class ExecutionSummary:
     def to_text(self) -> str:
         """A few lines for a console: the identity, then the drops, largest first."""
         sign = "=" if self.balanced else "!="
+        skipped = f" + skipped {self.documents_skipped}" if self.documents_skipped else ""
         lines = [f"read {self.documents_read} {sign} out {self.documents_out} + dropped "
-                 f"{self.documents_dropped} + quarantined {self.documents_quarantined}"]
+                 f"{self.documents_dropped} + quarantined {self.documents_quarantined}{skipped}"]
         for reason, n in sorted(self.dropped_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"  dropped {n:>7}  {reason}")
         return "\n".join(lines)
@@ -77,7 +87,7 @@ class ExecutionSummary:
     @classmethod
     def from_tasks(cls, tasks: Iterable[Any]) -> "ExecutionSummary":
         seen: set[str] = set()
-        read = quarantined = written = final_docs = n_tasks = 0
+        read = quarantined = written = skipped = final_docs = n_tasks = 0
         has_writer = False
         by_reason: dict[str, int] = {}
         by_stage: dict[str, int] = {}
@@ -94,6 +104,7 @@ class ExecutionSummary:
                 metrics = stats.custom_metrics
                 read += int(metrics.get(DOCUMENTS_READ, 0))
                 quarantined += int(metrics.get(DOCUMENTS_QUARANTINED, 0))
+                skipped += int(metrics.get(DOCUMENTS_SKIPPED, 0))
                 if DOCUMENTS_WRITTEN in metrics:
                     has_writer = True
                     written += int(metrics[DOCUMENTS_WRITTEN])
@@ -101,9 +112,11 @@ class ExecutionSummary:
                     by_reason[reason] = by_reason.get(reason, 0) + n
                     by_stage[stats.stage_name] = by_stage.get(stats.stage_name, 0) + n
         if has_writer:
-            return cls(read, written, quarantined, by_reason, by_stage, n_tasks)
+            return cls(read, written, quarantined, by_reason, by_stage, n_tasks,
+                       documents_skipped=skipped)
         return cls(read, final_docs, quarantined, by_reason, by_stage, n_tasks,
-                   out_source="documents in the output tasks (no writer stage)")
+                   out_source="documents in the output tasks (no writer stage)",
+                   documents_skipped=skipped)
 
 
 class ExecutionResult(list):
@@ -118,3 +131,16 @@ class ExecutionResult(list):
     def tasks(self) -> list[Any]:
         """The output tasks as a plain list."""
         return list(self)
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs stages and returns the tasks the last stage emits, with their summary.
+
+    Composite stages are decomposed and global stages fitted by the executor; with no
+    ``initial_tasks`` the run starts from one :class:`~curator_stages.tasks.EmptyTask`.
+    """
+
+    def execute(self, stages: "Pipeline | Iterable[Any]",
+                initial_tasks: Iterable[Task] | None = None) -> ExecutionResult:
+        ...  # pragma: no cover - a protocol
