@@ -117,7 +117,7 @@ class FilePartitioningStage(ProcessingStage[EmptyTask, FileGroupTask]):
     (:func:`~curator_stages.orchestration.fingerprint.list_run_input`), and hands the listing over
     with :meth:`use_listing`; used on its own, the stage lists in :meth:`process`.
 
-    Each task gets ``reader_options["input_root"]`` (and the same in ``_metadata``): the directory
+    Each task gets ``reader_options["input_root"]`` (and the same in ``metadata``): the directory
     readers make document ids relative to, so ids do not depend on where the data is mounted.
     """
 

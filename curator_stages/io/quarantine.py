@@ -9,7 +9,7 @@ A quarantine record is a plain dict::
 Where records go (the simple, robust choice): a reader given ``quarantine_dir`` writes each file
 group's records to ``<quarantine_dir>/quarantine-<file_group_key>.jsonl`` atomically (the name is
 deterministic, so a re-run replaces rather than duplicates it). Without ``quarantine_dir`` the
-records ride on the output task in ``_metadata["quarantine"]`` and a writer given
+records ride on the output task in ``metadata["quarantine"]`` and a writer given
 ``quarantine_output`` writes them. Either way the count is in the ``documents_quarantined`` metric.
 """
 

@@ -13,9 +13,9 @@ Re-running a pipeline therefore targets the same files, which is what makes the 
 Every file is written through :func:`~curator_stages.io.filesystem.atomic_write`, so a failure
 leaves no file that looks complete (on object stores: one upload per file, no temporary object
 and no rename). An empty batch writes no file but still emits a task with its
-stats. Side outputs: a batch's ``_metadata["dropped_documents"]`` (a table with a ``drop_reason``
+stats. Side outputs: a batch's ``metadata["dropped_documents"]`` (a table with a ``drop_reason``
 column, put there by filters that keep what they drop) goes to ``dropped_output``, and
-``_metadata["quarantine"]`` records (from a reader without ``quarantine_dir``) go to
+``metadata["quarantine"]`` records (from a reader without ``quarantine_dir``) go to
 ``quarantine_output``. A ``tokens`` column (from a token counter) is summed into the
 ``tokens_written`` metric: the tokens of exactly the rows written.
 """
@@ -142,7 +142,7 @@ class _Writer(ProcessingStage[DocumentBatch, FileGroupTask]):
         if self.dropped_output and dropped is not None and dropped.num_rows:
             if DROP_REASON_COLUMN not in dropped.column_names:
                 raise ValueError(
-                    f"stage {self.stage_name!r}: _metadata[{DROPPED_DOCUMENTS_KEY!r}] of task "
+                    f"stage {self.stage_name!r}: metadata[{DROPPED_DOCUMENTS_KEY!r}] of task "
                     f"{task.task_id!r} lacks a {DROP_REASON_COLUMN!r} column; the stage that "
                     "dropped the rows must say why"
                 )
