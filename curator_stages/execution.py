@@ -1,14 +1,12 @@
 """What every executor's ``execute()`` returns, and the protocol the executors meet.
 
 :class:`LocalExecutor`, :class:`MultiprocessExecutor` and :class:`RayDataExecutor` run the same
-stages in different places; a caller swaps one for another and reads the same result. The result is a ``list`` of the tasks the last stage emitted, so code that iterates, indexes or
+stages in different places; a caller swaps one for another and reads the same result. The
+result is a ``list`` of the tasks the last stage emitted, so code that iterates, indexes or
 ``len()``s the return value keeps working; ``.summary`` adds the run's counts (documents read,
 written, dropped by reason, quarantined) read from the tasks' public ``stage_history``, so a
-library user never reaches into a task's internals for them.
-
-Counting rule (the same as the flows' run summary): every stage call appends one record to the
-tasks it emits and fan-out children copy their parent's history, so one record can reach the end
-on many tasks; each record is counted once, by its ``stats_id``.
+library user never reaches into a task's internals for them. The counting is the flows' own
+(:mod:`curator_stages.accounting`).
 """
 
 from __future__ import annotations
@@ -16,13 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, runtime_checkable
 
-from curator_stages.tasks import (
-    DOCUMENTS_QUARANTINED,
-    DOCUMENTS_READ,
-    DOCUMENTS_SKIPPED,
-    DOCUMENTS_WRITTEN,
-    Task,
-)
+from curator_stages.accounting import HistoryAggregator, summarise
+from curator_stages.tasks import DOCUMENTS_WRITTEN, Task
 
 if TYPE_CHECKING:  # pragma: no cover
     from curator_stages.pipeline import Pipeline
@@ -33,7 +26,7 @@ class ExecutionSummary:
     """The counts of one ``execute()``; ``balanced`` is the accounting identity.
 
     ``documents_out`` is what the writers wrote (``documents_written``) or, in a pipeline
-    without a writer, the documents in the output tasks (``out_source`` says which).
+    without a writer, the documents in the final output (``out_source`` says which).
     ``documents_skipped`` are records a reader set aside as not documents (a WARC request).
     """
 
@@ -86,37 +79,16 @@ class ExecutionSummary:
 
     @classmethod
     def from_tasks(cls, tasks: Iterable[Any]) -> "ExecutionSummary":
-        seen: set[str] = set()
-        read = quarantined = written = skipped = final_docs = n_tasks = 0
-        has_writer = False
-        by_reason: dict[str, int] = {}
-        by_stage: dict[str, int] = {}
-        for task in tasks:
-            n_tasks += 1
-            if not isinstance(task, Task):
-                continue
-            final_docs += int(task.num_items)
-            for stats in task.stage_history:
-                sid = stats.stats_id
-                if sid in seen:
-                    continue
-                seen.add(sid)
-                metrics = stats.custom_metrics
-                read += int(metrics.get(DOCUMENTS_READ, 0))
-                quarantined += int(metrics.get(DOCUMENTS_QUARANTINED, 0))
-                skipped += int(metrics.get(DOCUMENTS_SKIPPED, 0))
-                if DOCUMENTS_WRITTEN in metrics:
-                    has_writer = True
-                    written += int(metrics[DOCUMENTS_WRITTEN])
-                for reason, n in stats.dropped_by_reason().items():
-                    by_reason[reason] = by_reason.get(reason, 0) + n
-                    by_stage[stats.stage_name] = by_stage.get(stats.stage_name, 0) + n
-        if has_writer:
-            return cls(read, written, quarantined, by_reason, by_stage, n_tasks,
-                       documents_skipped=skipped)
-        return cls(read, final_docs, quarantined, by_reason, by_stage, n_tasks,
-                   out_source="documents in the output tasks (no writer stage)",
-                   documents_skipped=skipped)
+        """The counts of ``tasks``' stage histories, by the rules a flow's run summary uses
+        (:func:`curator_stages.accounting.summarise`): the accounting is written once."""
+        tasks = list(tasks)
+        documents = [t for t in tasks if isinstance(t, Task)]
+        history = HistoryAggregator().add_tasks(documents)
+        run = summarise(history.stages, final_documents=history.num_items)
+        by_stage = {s.stage: s.dropped_total for s in run.stages if s.dropped_total}
+        return cls(run.documents_read, run.documents_written, run.documents_quarantined,
+                   run.dropped_by_reason, by_stage, len(tasks),
+                   out_source=run.written_source, documents_skipped=run.documents_skipped)
 
 
 class ExecutionResult(list):

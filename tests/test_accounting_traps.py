@@ -17,7 +17,7 @@ import ray
 from curator_stages import DocumentBatch, FileGroupTask, ProcessingStage, record_drops
 from curator_stages.backends.local import LocalExecutor
 from curator_stages.io import JsonlReader, ParquetWriter
-from curator_stages.reporting.run_summary import HistoryAggregator, summarise
+from curator_stages.accounting import HistoryAggregator, summarise
 
 # Ray workers cannot import this test module by name: ship its stage classes by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -12,7 +12,7 @@ from rich.cells import cell_len
 
 from curator_stages.backends.ray_data.plan_context import default_progress_bars
 from curator_stages.orchestration.flow_cli import print_summary
-from curator_stages.reporting.run_summary import StageCounts, summarise
+from curator_stages.accounting import StageCounts, summarise
 from flows import text_curation as flow
 
 
@@ -151,7 +151,7 @@ def test_files_are_counted_as_files_when_one_is_read_as_byte_ranges(tmp_path):
     and a large file cut into byte ranges makes several."""
     from curator_stages.backends.local import LocalExecutor
     from curator_stages.io import JsonlReader
-    from curator_stages.reporting.run_summary import HistoryAggregator
+    from curator_stages.accounting import HistoryAggregator
     from curator_stages.reporting.data import stage_rows
 
     (tmp_path / "in").mkdir()

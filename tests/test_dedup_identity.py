@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from curator_stages.io import JsonlReader, JsonlWriter, read_quarantine
-from curator_stages.reporting.run_summary import HistoryAggregator, summarise
+from curator_stages.accounting import HistoryAggregator, summarise
 from curator_stages.pipeline import Pipeline
 from curator_stages.tasks import DOCUMENTS_QUARANTINED, DocumentBatch, EmptyTask
 from curator_stages.text.dedup import (

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from curator_stages.backends.local import LocalExecutor
 from curator_stages.io import JsonlReader
 from curator_stages.io.input_check import InputFormatError, missing_text_field, sniff
-from curator_stages.reporting.run_summary import NothingKeptError, StageCounts, summarise
+from curator_stages.accounting import NothingKeptError, StageCounts, summarise
 from curator_stages.text.language import LanguageIdentifier, check_language_codes
 
 from flows import text_curation as flow

@@ -114,7 +114,7 @@ def test_invalid_parameter_fails_the_flow_naming_the_field(prefect_harness, tmp_
 def test_stage_progress_lines_are_throttled_and_name_each_stage():
     """One line when the first part arrives, then at most one per interval, each with the
     documents each stage has processed and its rate."""
-    from curator_stages.reporting.run_summary import StageCounts
+    from curator_stages.accounting import StageCounts
     from curator_stages.orchestration.stage_progress import StageProgress
 
     now = [100.0]
@@ -166,7 +166,7 @@ def test_progress_counts_a_readers_documents_and_a_listings_file_groups():
     """A reader's tasks are file groups: its progress is the documents it read (it said
     "jsonl_read 1 docs (0 docs/s)" beside "text_normalizer 750 docs"), and the partitioner
     lists files, not documents (a file read as byte ranges makes several tasks)."""
-    from curator_stages.reporting.run_summary import StageCounts
+    from curator_stages.accounting import StageCounts
     from curator_stages.orchestration.stage_progress import StageProgress
 
     now = [0.0]

@@ -177,7 +177,7 @@ def test_the_report_reads_only_the_files_of_the_snapshot_its_summary_names(tmp_p
     """`curator-stages report` trusts the manifest: a file in data/ that the published snapshot
     does not list (another run's leftover) is not counted, and a summary naming a snapshot that
     is not published gets no file-based numbers at all."""
-    from curator_stages.reporting.run_summary import RunSummary
+    from curator_stages.accounting import RunSummary
     from curator_stages.reporting.data import build_report_data
 
     out = tmp_path / "out"

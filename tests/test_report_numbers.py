@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from curator_stages.cli import main as cli_main
-from curator_stages.reporting.run_summary import RunSummary
+from curator_stages.accounting import RunSummary
 from curator_stages.reporting import REPORT_CONTEXT_FILE, REPORT_FILE, write_run_report
 
 REPO = Path(__file__).resolve().parents[1]

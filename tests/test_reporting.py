@@ -16,7 +16,8 @@ import pytest
 from curator_stages import DocumentBatch, Pipeline, processing_stage
 from curator_stages.backends.ray_data import RayDataExecutor
 from curator_stages.io import JsonlReader, JsonlWriter
-from curator_stages.reporting.run_summary import HistoryAggregator, summarise
+from curator_stages.accounting import HistoryAggregator, summarise
+from curator_stages.reporting.run_summary import write_run_summary
 from curator_stages.reporting import (
     FUNNEL_FILE,
     REPORT_FILE,
@@ -63,7 +64,7 @@ def finished_run(tmp_path_factory, ray_cluster):
     counts = HistoryAggregator().add_tasks(tasks).to_dict()
     summary = summarise(counts, output=str(out))
     summary.check()
-    summary.write(str(out))
+    write_run_summary(summary, str(out))
     return out, summary.to_dict()
 
 

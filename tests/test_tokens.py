@@ -17,7 +17,8 @@ import pytest
 from curator_stages.backends.local import LocalExecutor
 from curator_stages.io import JsonlReader, ParquetWriter
 from curator_stages.orchestration.artifacts import summary_markdown
-from curator_stages.reporting.run_summary import HistoryAggregator, RunSummary, summarise
+from curator_stages.accounting import HistoryAggregator, RunSummary, summarise
+from curator_stages.reporting.run_summary import write_run_summary
 from curator_stages.reporting import write_run_report
 from curator_stages.tasks import DocumentBatch
 from curator_stages.text import TextNormalizer
@@ -108,7 +109,7 @@ def local_run(tmp_path_factory):
     tasks = LocalExecutor().execute(stages)
     summary = summarise(HistoryAggregator().add_tasks(tasks).to_dict(), output=str(out))
     summary.check()
-    summary.write(str(out))
+    write_run_summary(summary, str(out))
     write_run_report(out, summary, title="tokens test", publish_artifact=False)
     table = pa.concat_tables(pq.read_table(f) for f in sorted((out / "data").glob("*.parquet")))
     return out, summary, table

@@ -16,7 +16,7 @@ import pytest
 from curator_stages.io.charset import decode_html
 from curator_stages.io.quarantine import MalformedRecordError
 from curator_stages.io.warc_reader import WarcReader, WarcReadStage
-from curator_stages.reporting.run_summary import HistoryAggregator, summarise
+from curator_stages.accounting import HistoryAggregator, summarise
 from curator_stages.tasks import EmptyTask, FileGroupTask
 
 REPO = Path(__file__).resolve().parents[1]

@@ -211,7 +211,8 @@ def test_a_linked_lock_file_is_refused(tmp_path):
 def test_report_files_are_never_written_through_links_planted_in_the_output(tmp_path):
     """The same attack on the output: the report and its context went through fixed temporary
     names (``report.md.tmp``, ``.report_context.json.tmp``) opened following links."""
-    from curator_stages.reporting.run_summary import summarise
+    from curator_stages.accounting import summarise
+    from curator_stages.reporting.run_summary import write_run_summary
     from curator_stages.reporting import write_run_report
 
     victim = tmp_path / "victim"
@@ -221,7 +222,7 @@ def test_report_files_are_never_written_through_links_planted_in_the_output(tmp_
     for name in ("report.md.tmp", ".report_context.json.tmp", "report.md", "funnel.png"):
         (out / name).symlink_to(victim)
     summary = summarise({}, final_documents=0)
-    summary.write(str(out))
+    write_run_summary(summary, str(out))
     write_run_report(out, summary, title="t")
     assert victim.read_text() == "precious"
     assert not (out / "report.md").is_symlink() and (out / "report.md").read_text()

@@ -28,7 +28,7 @@ class DatasetRef:
     #: Stage names that produced this output (the last fused group), for reports.
     stages: tuple[str, ...] = ()
     #: Per-stage counts of this stage task as JSON (a string keeps the reference hashable);
-    #: see :mod:`curator_stages.reporting.run_summary`.
+    #: see :mod:`curator_stages.accounting`.
     stats_json: str = field(default="{}", compare=False)
 
     @classmethod

@@ -30,7 +30,7 @@ _EXPORTS = {
                     "curator_stages.orchestration.ray_seam"),
     "RetryPolicy": "curator_stages.orchestration.retry_policy",
     **dict.fromkeys(("AccountingError", "HistoryAggregator", "RunSummary", "StageCounts",
-                     "summarise"), "curator_stages.reporting.run_summary"),
+                     "summarise"), "curator_stages.accounting"),
     **dict.fromkeys(("output_location", "run_stages", "stage_task"),
                     "curator_stages.orchestration.stage_task"),
     **dict.fromkeys(("OutputBusyError", "WorkDirBusyError", "output_lock", "work_dir_lock"),

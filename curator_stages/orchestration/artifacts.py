@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from curator_stages.reporting import artifact_key
-from curator_stages.reporting.run_summary import RunSummary, StageCounts
+from curator_stages.accounting import RunSummary, StageCounts
 
 
 def _in_run() -> bool:

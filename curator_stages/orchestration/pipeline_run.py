@@ -25,7 +25,8 @@ from curator_stages.orchestration.artifacts import Progress, publish_run_summary
 from curator_stages.checkpoints.dataset_ref import DatasetRef
 from curator_stages.orchestration.ray_seam import DEFAULT_DRIVER, Driver, submit_stage_task
 from curator_stages.orchestration.retry_policy import DEFAULT_RETRY_MAX_TOTAL_S
-from curator_stages.reporting.run_summary import RunSummary, summarise
+from curator_stages.accounting import RunSummary, summarise
+from curator_stages.reporting.run_summary import write_run_summary
 from curator_stages.orchestration.stage_task import output_location, stage_names, stage_task
 from curator_stages.orchestration.work_dir_lock import work_dir_lock
 
@@ -158,11 +159,11 @@ def finish_run(result: GroupsResult, output: str, title: str, artifact_key: str,
     publish_run_summary(summary, artifact_key, title)
     get_run_logger().info("accounting: %s", summary.identity_text())
     if not summary.identity_holds:
-        summary.write(failed_dir or output)
+        write_run_summary(summary, failed_dir or output)
         summary.check()
     if commit is not None:
         commit(summary)
-    summary.write(output)
+    write_run_summary(summary, output)
     return summary
 
 
@@ -180,7 +181,7 @@ def check_kept(result: GroupsResult, flag_for: Callable[[str], str | None] | Non
 def _quarantine_reasons(final: DatasetRef) -> dict[str, int]:
     """{reason: records} over the quarantine files the run's writer listed."""
     from curator_stages.io.quarantine import read_quarantine
-    from curator_stages.reporting.run_summary import reason_counts
+    from curator_stages.accounting import reason_counts
 
     records: list[dict[str, Any]] = []
     for task in ckpt.read_tasks(final.path):

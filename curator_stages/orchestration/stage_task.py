@@ -36,7 +36,7 @@ from curator_stages.orchestration.retry_policy import (
     RetryPolicy,
     note_attempt_start,
 )
-from curator_stages.reporting.run_summary import HistoryAggregator, StageCounts
+from curator_stages.accounting import HistoryAggregator, StageCounts
 from curator_stages.orchestration.stage_progress import StageProgress
 from curator_stages.tasks import DOCUMENTS_READ, DOCUMENTS_WRITTEN, EmptyTask
 

@@ -31,7 +31,7 @@ from curator_stages.reporting.data import (
 )
 from curator_stages.reporting.funnel import render_funnel_png
 from curator_stages.reporting.markdown import render_report_markdown
-from curator_stages.reporting.run_summary import RUN_SUMMARY_FILE, RunSummary
+from curator_stages.accounting import RUN_SUMMARY_FILE, RunSummary
 
 #: File names a report writes into the output directory.
 REPORT_FILE = "report.md"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from curator_stages.io.filesystem import put_bytes
-from curator_stages.reporting.run_summary import RunSummary
+from curator_stages.accounting import RunSummary
 
 #: File name of the context, beside ``run_summary.json``.
 REPORT_CONTEXT_FILE = "report_context.json"

