@@ -120,6 +120,8 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
                                timeout_seconds=params.timeout_seconds, tags=(spec.name,),
                                driver=resolve_driver(params.driver, params.ray_address))
     session = RaySession(params.ray_address, num_cpus=params.num_cpus,
+                         object_store_memory=params.object_store_memory,
+                         spill_dir=params.spill_dir,
                          log_to_driver=params.log_to_driver, runtime_env=spec.runtime_env(params))
     with work_dir_lock(params.work_dir), output_lock(params.output), session:
         left = clean_unfinished(params.output)
