@@ -53,6 +53,14 @@ class RaySession:
         self.started_local = False
         self.address: str | None = None
 
+    @classmethod
+    def for_params(cls, params: Any, **kwargs: Any) -> "RaySession":
+        """The session a curation flow's parameters (``CurationParams``) ask for: the one place
+        their Ray fields (address, CPUs, object store, spill directory, logs) reach Ray."""
+        return cls(params.ray_address, num_cpus=params.num_cpus,
+                   object_store_memory=params.object_store_memory, spill_dir=params.spill_dir,
+                   log_to_driver=params.log_to_driver, **kwargs)
+
     def __enter__(self) -> "RaySession":
         import ray
 
