@@ -3,7 +3,8 @@
     curator-stages plan flows/text_curation.py [--cluster "2 nodes x 16 cpus"] [--ignore-head-node]
     curator-stages plan my_package.pipelines:build_pipeline --param input=data/ --format markdown
     curator-stages report <output dir>
-    curator-stages ray start [--num-cpus N] | ray status | ray stop
+    curator-stages ray start [--num-cpus N] [--object-store-memory SIZE] [--spill-dir DIR]
+    curator-stages ray status | ray stop
 
 A curation flow module exposes ``SPEC``, its
 :class:`~curator_stages.orchestration.curation_run.CurationFlowSpec` (parameter model and stage
@@ -186,17 +187,39 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_options(size: str | None, spill_dir: str | None) -> tuple[int | None, str | None]:
+    """The warm Ray's object store and spill directory, checked as a flow checks its own
+    (``object_store_memory``, ``spill_dir``): the warm Ray is embedded, so no address applies."""
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    from curator_stages.orchestration.params import check_object_store_memory, check_spill_dir
+
+    embedded = {"ray_address": "local"}
+    try:
+        size_bytes = None if size is None else int(TypeAdapter(ByteSize).validate_python(size))
+    except ValidationError as exc:
+        raise ValueError(f"--object-store-memory {size!r}: {exc.errors()[0]['msg']}; give bytes "
+                         "or a size such as 512MB, 2GiB, 2G") from None
+    return (check_object_store_memory(size_bytes, embedded), check_spill_dir(spill_dir, embedded))
+
+
 def cmd_ray(args: argparse.Namespace) -> int:
     from curator_stages.backends.ray_data import warm_ray
 
     if args.ray_command == "start":
         try:
-            warm = warm_ray.start(args.num_cpus)
+            store, spill = _store_options(args.object_store_memory, args.spill_dir)
+        except ValueError as exc:
+            print(f"curator-stages: {exc}", file=sys.stderr)
+            return 2
+        try:
+            warm = warm_ray.start(args.num_cpus, object_store_memory=store, spill_dir=spill)
         except warm_ray.WarmRayError as exc:
             print(f"curator-stages: {exc}", file=sys.stderr)
             return 1
-        print(f"started a warm local Ray at {warm.address} ({warm.num_cpus:g} CPUs; 127.0.0.1 "
-              f"only, token authentication; holder pid {warm.pid})")
+        print(f"started a warm local Ray at {warm.address} ({warm.num_cpus:g} CPUs, object "
+              f"store {warm.object_store_memory / 1e6:.0f} MB; 127.0.0.1 only, token "
+              f"authentication; holder pid {warm.pid})")
         print("runs of this shell join it after:")
         print(f"export RAY_ADDRESS={warm.address} RAY_AUTH_TOKEN_PATH={warm.token_path}")
         print("(flows find the token by the address alone; stop it with: curator-stages ray stop)")
@@ -206,8 +229,9 @@ def cmd_ray(args: argparse.Namespace) -> int:
         if warm is None:
             print("no warm Ray is running (start one with: curator-stages ray start)")
             return 3
-        print(f"warm Ray running at {warm.address}: {warm.num_cpus:g} CPUs, holder pid "
-              f"{warm.pid}, token file {warm.token_path}")
+        print(f"warm Ray running at {warm.address}: {warm.num_cpus:g} CPUs, object store "
+              f"{warm.object_store_memory / 1e6:.0f} MB, holder pid {warm.pid}, token file "
+              f"{warm.token_path}")
         return 0
     stopped = warm_ray.stop()
     if stopped is None:
@@ -240,6 +264,11 @@ def _parser() -> argparse.ArgumentParser:
     ws = wsub.add_parser("start", help="start it (127.0.0.1 only, token auth); prints the "
                                         "export line for RAY_ADDRESS")
     ws.add_argument("--num-cpus", type=int, default=None, help="CPUs (default: all)")
+    ws.add_argument("--object-store-memory", default=None, metavar="SIZE",
+                    help="object store: bytes or 512MB, 2GiB, 2G (default: Ray's, 30%% of the "
+                         "memory); flows joining it cannot change it")
+    ws.add_argument("--spill-dir", default=None, metavar="DIR",
+                    help="local directory for objects spilled from the store (default: Ray's)")
     wsub.add_parser("status", help="whether it runs, its address and CPUs (exit 3: not running)")
     wsub.add_parser("stop", help="stop it (only the cluster `ray start` started)")
     w.set_defaults(func=cmd_ray)

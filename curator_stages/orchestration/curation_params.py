@@ -13,13 +13,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ByteSize, ConfigDict, Field, PrivateAttr, ValidationInfo,
+                      field_validator, model_validator)
 
 from curator_stages.orchestration.params import (
     check_input_files,
     check_num_cpus,
+    check_object_store_memory,
     check_output_location,
+    check_spill_dir,
 )
 from curator_stages.orchestration.ray_seam import DEFAULT_DRIVER, Driver
 
@@ -71,6 +73,16 @@ class CurationParams(BaseModel):
                                  "Ray (default: all; at most this machine's CPU count, since "
                                  "each CPU gets a worker process; not bounded when joining a "
                                  "cluster)")
+    object_store_memory: ByteSize | None = Field(
+        None, description="Object store of an embedded local Ray: bytes or a size such as "
+        "512MB, 2GiB, 2G (MB/GB: powers of 1000; MiB/GiB: of 1024); at least 75MiB, at most "
+        "this machine's memory (default: Ray's, 30% of the memory). A joined cluster's is "
+        "set on its nodes (`ray start --object-store-memory`)")
+    spill_dir: str | None = Field(
+        None, description="Local directory where an embedded Ray spills objects that do not "
+        "fit its object store (default: Ray's session directory under /tmp); not inside the "
+        "input, output or work dir. A joined cluster's is set on its nodes (`ray start "
+        "--object-spilling-directory`)")
     ignore_head_node: bool = Field(False, description="Keep stage workers off the Ray head node")
     log_to_driver: bool = Field(False, description="Show Ray worker logs on this console")
     #: The format of the input's files (one of :attr:`input_formats`), found by validation.
@@ -190,6 +202,16 @@ class CurationParams(BaseModel):
     @classmethod
     def _within_machine(cls, value: int | None, info: ValidationInfo) -> int | None:
         return check_num_cpus(value, info.data)
+
+    @field_validator("object_store_memory")
+    @classmethod
+    def _store_within_machine(cls, value: int | None, info: ValidationInfo) -> int | None:
+        return check_object_store_memory(value, info.data)
+
+    @field_validator("spill_dir")
+    @classmethod
+    def _spill_apart(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_spill_dir(value, info.data)
 
     @model_validator(mode="after")
     def _ranges(self) -> "CurationParams":

@@ -119,8 +119,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
                                retry_jitter_factor=0.2 if params.retry_delay_seconds else None,
                                timeout_seconds=params.timeout_seconds, tags=(spec.name,),
                                driver=resolve_driver(params.driver, params.ray_address))
-    session = RaySession(params.ray_address, num_cpus=params.num_cpus,
-                         log_to_driver=params.log_to_driver, runtime_env=spec.runtime_env(params))
+    session = RaySession.for_params(params, runtime_env=spec.runtime_env(params))
     with work_dir_lock(params.work_dir), output_lock(params.output), session:
         left = clean_unfinished(params.output)
         if left:

@@ -81,9 +81,8 @@ def flow_main(spec: CurationFlowSpec[Any], flow_fn: Callable[..., Any],
         # own RaySession then reuses this one.
         session = contextlib.ExitStack()
         try:
-            session.enter_context(RaySession(
-                params.ray_address, num_cpus=params.num_cpus, log_to_driver=params.log_to_driver,
-                runtime_env=spec.runtime_env(params), announce=run.announce))
+            session.enter_context(RaySession.for_params(
+                params, runtime_env=spec.runtime_env(params), announce=run.announce))
         except ClusterConnectError as exc:  # one line naming the address and the fix
             print(f"{spec.title} failed: {exc}", file=sys.stderr)
             return 1

@@ -187,9 +187,77 @@ def check_num_cpus(value: int | None, earlier: dict[str, Any]) -> int | None:
     return value
 
 
+#: Ray's smallest object store (``ray_constants.OBJECT_STORE_MINIMUM_MEMORY_BYTES``, 75 MiB);
+#: repeated here so validation imports no Ray.
+OBJECT_STORE_MINIMUM_BYTES = 75 * 1024 * 1024
+
+
+def joined_address(earlier: dict[str, Any]) -> str:
+    """The cluster a run joins (its ``ray_address``, else ``RAY_ADDRESS``); "" for an embedded
+    Ray, which ``"local"`` also names."""
+    address = earlier.get("ray_address") or os.environ.get("RAY_ADDRESS") or ""
+    return "" if address == "local" else address
+
+
+def _refuse_on_cluster(field: str, earlier: dict[str, Any]) -> None:
+    """Memory and spilling are the node's settings, fixed when its Ray started: a run that joins
+    a cluster cannot change them, so asking is an error rather than a silent no-op."""
+    address = joined_address(earlier)
+    if address:
+        raise ValueError(
+            f"{field} applies to an embedded Ray only; this run joins the Ray cluster at "
+            f"{address}, whose object store and spill directory were fixed by whoever started "
+            "it. Fix: set them on each node of that cluster (`ray start --object-store-memory "
+            "BYTES --object-spilling-directory DIR`; for the warm local Ray, `curator-stages ray "
+            f"start --object-store-memory SIZE --spill-dir DIR`), or drop {field}, or unset "
+            "ray_address and RAY_ADDRESS for an embedded Ray")
+
+
+def check_object_store_memory(value: int | None, earlier: dict[str, Any]) -> int | None:
+    """An embedded Ray's object store: at least Ray's minimum (Ray refuses less, after starting
+    its processes) and at most this machine's memory (Ray would start, then fail or thrash)."""
+    if value is None or "ray_address" not in earlier:
+        return value
+    _refuse_on_cluster("object_store_memory", earlier)
+    import psutil
+
+    total = psutil.virtual_memory().total
+    if value < OBJECT_STORE_MINIMUM_BYTES:
+        raise ValueError(f"object_store_memory {value} bytes is below Ray's minimum of "
+                         f"{OBJECT_STORE_MINIMUM_BYTES} bytes (75 MiB); give at least 75MiB, or "
+                         "leave it unset (Ray's default: 30% of the memory)")
+    if value > total:
+        raise ValueError(f"object_store_memory {value} bytes ({value / 1e9:.1f} GB) exceeds "
+                         f"this machine's memory ({total / 1e9:.1f} GB); lower it (objects "
+                         "beyond the store spill to disk: see spill_dir), or leave it unset "
+                         "(Ray's default: 30% of the memory)")
+    return int(value)
+
+
+def check_spill_dir(value: str | None, earlier: dict[str, Any]) -> str | None:
+    """A local directory the embedded Ray's raylet can create and write, apart from the input,
+    the output and the work dir (spilled objects are Ray's files, deleted as objects are freed:
+    among the run's own files they would be read back, published or pruned). Returns it
+    absolute: Ray's processes do not share this process's working directory."""
+    if value is None or "ray_address" not in earlier:
+        return value
+    _refuse_on_cluster("spill_dir", earlier)
+    if "://" in value and not value.startswith("file://"):
+        raise ValueError(f"spill_dir {value!r} is not a local directory; Ray spills to the "
+                         "node's own filesystem: give a local path (a fast disk with room)")
+    path = os.path.abspath(os.path.expanduser(value.removeprefix("file://")))
+    for other in ("input", "output", "work_dir"):
+        if earlier.get(other):
+            refuse_overlap("spill_dir", path, other, earlier[other],
+                           "Ray's spilled objects must not mix with the run's own files")
+    probe_writable("spill_dir", path)
+    return path
+
+
 def params_json(params: BaseModel) -> str:
     return json.dumps(params.model_dump(mode="json"), indent=2)
 
 
-__all__ = ["build_parser", "check_input_files", "check_num_cpus", "check_output_location",
-           "format_validation_error", "parse_params", "params_json"]
+__all__ = ["build_parser", "check_input_files", "check_num_cpus", "check_object_store_memory",
+           "check_output_location", "check_spill_dir", "format_validation_error",
+           "joined_address", "parse_params", "params_json"]

@@ -26,16 +26,21 @@ class RaySession:
     """Context manager: the process's Ray connection, started or joined only if needed.
 
     ``address``: a cluster to join ("auto", "ip:port", "ray://host:10001"); default
-    ``RAY_ADDRESS``; with neither, an embedded local Ray with ``num_cpus`` CPUs (default: all).
+    ``RAY_ADDRESS``; with neither, an embedded local Ray with ``num_cpus`` CPUs (default: all),
+    an object store of ``object_store_memory`` bytes and ``spill_dir`` for its spilled objects
+    (default: Ray's). Those three are an embedded Ray's only: a joined cluster's are its nodes'.
     """
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
+                 object_store_memory: int | None = None, spill_dir: str | None = None,
                  log_to_driver: bool = True, runtime_env: dict[str, Any] | None = None,
                  include_dashboard: bool = False, configure_data_context: bool = True,
                  warm_workers: bool = True,
                  announce: Callable[[str], None] | None = None) -> None:
         self.requested_address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
+        self.object_store_memory = object_store_memory
+        self.spill_dir = spill_dir
         self.log_to_driver = log_to_driver
         self.runtime_env = runtime_env
         self.include_dashboard = include_dashboard
@@ -47,6 +52,14 @@ class RaySession:
         self.owns_connection = False
         self.started_local = False
         self.address: str | None = None
+
+    @classmethod
+    def for_params(cls, params: Any, **kwargs: Any) -> "RaySession":
+        """The session a curation flow's parameters (``CurationParams``) ask for: the one place
+        their Ray fields (address, CPUs, object store, spill directory, logs) reach Ray."""
+        return cls(params.ray_address, num_cpus=params.num_cpus,
+                   object_store_memory=params.object_store_memory, spill_dir=params.spill_dir,
+                   log_to_driver=params.log_to_driver, **kwargs)
 
     def __enter__(self) -> "RaySession":
         import ray
@@ -65,10 +78,14 @@ class RaySession:
         else:
             if self.announce:
                 cpus = self.num_cpus or os.cpu_count() or 1
-                self.announce(f"starting Ray (embedded, local only, {cpus} CPUs)")
+                store = (f", object store {self.object_store_memory / 1e6:.0f} MB"
+                         if self.object_store_memory else "")
+                spill = f", spilling to {self.spill_dir}" if self.spill_dir else ""
+                self.announce(f"starting Ray (embedded, local only, {cpus} CPUs{store}{spill})")
             start_local_ray(self.num_cpus, log_to_driver=self.log_to_driver,
                             runtime_env=self.runtime_env, include_dashboard=self.include_dashboard,
-                            warm=self.warm_workers)
+                            warm=self.warm_workers, object_store_memory=self.object_store_memory,
+                            object_spilling_directory=self.spill_dir)  # Ray 2.60's documented
             self.owns_connection = True
             self.started_local = True
         self.address = ray.get_runtime_context().gcs_address

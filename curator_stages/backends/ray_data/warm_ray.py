@@ -7,6 +7,9 @@ a developer iterating on a flow, or a deployment worker running many, pays it on
     curator-stages ray status
     curator-stages ray stop
 
+(``ray start`` also takes ``--object-store-memory SIZE`` and ``--spill-dir DIR``: a run that
+joins cannot change them.)
+
 How, and why this way:
 
 * **The same Ray as an embedded run.** A small holder process (``python -m`` this module) calls
@@ -74,6 +77,8 @@ class WarmRay:
     token_path: str
     #: The holder's PYTHONPATH: what every worker of the cluster imports from.
     pythonpath: str = ""
+    #: Bytes of its object store (``--object-store-memory``, else Ray's default).
+    object_store_memory: float = 0.0
 
 
 def state_dir() -> Path:
@@ -167,8 +172,12 @@ def _holder(warm: WarmRay) -> Any:
 
 
 # ----------------------------------------------------------------------------- start
-def start(num_cpus: int | None = None, *, timeout_s: float = START_TIMEOUT_S) -> WarmRay:
-    """Start the warm Ray (refused when one is running); returns what was recorded."""
+def start(num_cpus: int | None = None, *, timeout_s: float = START_TIMEOUT_S,
+          object_store_memory: int | None = None, spill_dir: str | None = None) -> WarmRay:
+    """Start the warm Ray (refused when one is running); returns what was recorded.
+
+    ``object_store_memory`` (bytes) and ``spill_dir`` are the embedded start's: a run joining
+    the warm Ray cannot change them, so they are given here (checked by the caller)."""
     running = recorded()
     if running is not None:
         raise WarmRayError(
@@ -196,6 +205,10 @@ def start(num_cpus: int | None = None, *, timeout_s: float = START_TIMEOUT_S) ->
     cmd = [sys.executable, "-m", __name__, "--hold"]
     if num_cpus is not None:
         cmd += ["--num-cpus", str(num_cpus)]
+    if object_store_memory is not None:
+        cmd += ["--object-store-memory", str(int(object_store_memory))]
+    if spill_dir is not None:
+        cmd += ["--spill-dir", os.path.abspath(spill_dir)]
     with open(folder / LOG_FILE, "wb") as log:
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
@@ -257,7 +270,8 @@ def _stop_tree(pid: int, timeout_s: float = 30.0) -> None:
 
 
 # ----------------------------------------------------------------------------- holder
-def _hold(num_cpus: int | None) -> int:
+def _hold(num_cpus: int | None, object_store_memory: int | None = None,
+          spill_dir: str | None = None) -> int:
     """Body of the holder process: start the embedded Ray, record it, wait for SIGTERM."""
     import ray
 
@@ -271,13 +285,16 @@ def _hold(num_cpus: int | None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     # Workers are per job: warming the holder's own workers would help no later run.
-    start_local_ray(num_cpus, log_to_driver=False, warm=False)
+    start_local_ray(num_cpus, log_to_driver=False, warm=False,
+                    object_store_memory=object_store_memory, object_spilling_directory=spill_dir)
     address = ray.get_runtime_context().gcs_address
     me = __import__("psutil").Process()
     warm = WarmRay(pid=os.getpid(), create_time=me.create_time(), address=address,
                    num_cpus=float(ray.cluster_resources().get("CPU", 0)),
                    token_path=os.environ["RAY_AUTH_TOKEN_PATH"],
-                   pythonpath=os.environ.get("PYTHONPATH", ""))
+                   pythonpath=os.environ.get("PYTHONPATH", ""),
+                   object_store_memory=float(
+                       ray.cluster_resources().get("object_store_memory", 0)))
     path = state_dir() / STATE_FILE
     tmp = path.with_suffix(".tmp")
     with contextlib.suppress(FileNotFoundError):
@@ -297,11 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="holder process of the warm local Ray")
     parser.add_argument("--hold", action="store_true", required=True)
     parser.add_argument("--num-cpus", type=int, default=None)
+    parser.add_argument("--object-store-memory", type=int, default=None)
+    parser.add_argument("--spill-dir", default=None)
     args = parser.parse_args(argv)
     from curator_stages.env_defaults import apply_local_run_defaults
 
     apply_local_run_defaults()
-    return _hold(args.num_cpus)
+    return _hold(args.num_cpus, args.object_store_memory, args.spill_dir)
 
 
 if __name__ == "__main__":
