@@ -245,7 +245,10 @@ def main() -> int:
 
         forced = {"is_actor_stage": known.langid_mode == "actor"}
         LanguageIdentifier.ray_stage_spec = lambda self: dict(forced)  # type: ignore[method-assign]
-    code = module.main(rest)
+    from curator_stages.orchestration.flow_cli import flow_main
+
+    flow_fn = next(v for v in vars(module).values() if type(v).__name__ == "Flow")
+    code = flow_main(module.SPEC, flow_fn, rest)
     mark("main returned")
     events = sorted(EVENTS, key=lambda e: e["start"])
     print("\n# timed calls (seconds since process start)", file=sys.stderr)

@@ -21,31 +21,18 @@ the previous run's, only when it succeeds.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from curator_stages.env_defaults import apply_local_run_defaults
+# First, before Prefect or Ray is imported (see flow_script).
+from curator_stages.orchestration.flow_script import curation_flow, run_flow_script
 
-apply_local_run_defaults()  # quiet defaults for a local run, before Prefect is imported
-if __name__ == "__main__":  # Prefect's temporary API imports its server while we import Prefect
-    from curator_stages.orchestration.api_server import start_early
+from pydantic import Field
 
-    start_early(sys.argv[1:])
-
-from prefect import flow  # noqa: E402
-from pydantic import Field  # noqa: E402
-
-if __package__ in (None, ""):  # `python flows/convert_to_parquet.py` from anywhere
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from curator_stages.io.input_check import JSONL, extensions  # noqa: E402
-from curator_stages.io.jsonl_reader import DEFAULT_MAX_DOCUMENT_BYTES  # noqa: E402
-from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
-from curator_stages.orchestration.curation_run import CurationFlowSpec, run_curation  # noqa: E402
-from curator_stages.orchestration.flow_cli import flow_main  # noqa: E402
-from curator_stages.orchestration.params import parse_params  # noqa: E402
-from curator_stages.orchestration.ray_seam import SessionRayTaskRunner, ship_by_value  # noqa: E402
+from curator_stages.io.input_check import JSONL, extensions
+from curator_stages.io.jsonl_reader import DEFAULT_MAX_DOCUMENT_BYTES
+from curator_stages.orchestration.curation_params import CurationParams
+from curator_stages.orchestration.curation_run import CurationFlowSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOW_NAME = "convert-to-parquet"
@@ -108,23 +95,7 @@ SPEC = CurationFlowSpec(
     runtime_env=lambda p: {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
 
 
-@flow(name=FLOW_NAME, task_runner=SessionRayTaskRunner(), log_prints=True)
-def convert_to_parquet(params: ConvertParams = ConvertParams.model_construct()) -> dict[str, Any]:
-    """Convert ``params.input`` to Parquet shards in ``params.output``; returns the summary."""
-    return run_curation(SPEC, params)
-
-
-ship_by_value(__name__)  # for driver="in_cluster" under a deployment (see ray_seam)
-
-
-def parse_args(argv: list[str] | None = None) -> ConvertParams:
-    """The parameters from a command line (the parser generated from :class:`ConvertParams`)."""
-    return parse_params(ConvertParams, argv, prog="python flows/convert_to_parquet.py")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return flow_main(SPEC, convert_to_parquet, argv)
-
+convert_to_parquet = curation_flow(SPEC, log_prints=True)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_flow_script(SPEC, convert_to_parquet)

@@ -15,27 +15,18 @@ stage task with a checkpoint in work_dir; run_curation does the rest.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from curator_stages.env_defaults import apply_local_run_defaults
+# First, before Prefect or Ray is imported (see flow_script).
+from curator_stages.orchestration.flow_script import curation_flow, run_flow_script
 
-apply_local_run_defaults()  # quiet defaults for a local run, before Prefect is imported
-if __name__ == "__main__":  # Prefect's temporary API imports its server while we import Prefect
-    from curator_stages.orchestration.api_server import start_early
+from pydantic import Field as F
+from pydantic import ValidationInfo, field_validator
 
-    start_early(sys.argv[1:])
-
-from prefect import flow  # noqa: E402
-from pydantic import Field as F  # noqa: E402
-from pydantic import ValidationInfo, field_validator  # noqa: E402
-
-from curator_stages.io.warc_reader import WARC_EXTENSIONS  # noqa: E402
-from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
-from curator_stages.orchestration.curation_run import CurationFlowSpec, run_curation  # noqa: E402
-from curator_stages.orchestration.flow_cli import flow_main  # noqa: E402
-from curator_stages.orchestration.ray_seam import SessionRayTaskRunner, ship_by_value  # noqa: E402
+from curator_stages.io.warc_reader import WARC_EXTENSIONS
+from curator_stages.orchestration.curation_params import CurationParams
+from curator_stages.orchestration.curation_run import CurationFlowSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOW_NAME = "web-curation"
@@ -191,19 +182,8 @@ SPEC = CurationFlowSpec(
                  "--dropped-examples-per-rule N to keep N per rule")
 
 
-@flow(name=FLOW_NAME, task_runner=SessionRayTaskRunner(),
-      description="Read WARC, extract text, filter, dedup, write; resumable.")
-def web_curation(params: WebCurationParams = WebCurationParams.model_construct()) -> dict:
-    """Curate web archives; returns the run summary (also written to output/run_summary.json)."""
-    return run_curation(SPEC, params)
-
-
-ship_by_value(__name__)  # for driver="in_cluster" under a deployment (see ray_seam)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return flow_main(SPEC, web_curation, argv)
-
+web_curation = curation_flow(
+    SPEC, description="Read WARC, extract text, filter, dedup, write; resumable.")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_flow_script(SPEC, web_curation)

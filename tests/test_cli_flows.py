@@ -78,7 +78,10 @@ def test_flow_plan_flag_says_a_single_file_runs_as_one_task(tmp_path, capsys):
     module = _load(REPO / "flows" / "convert_to_parquet.py")
     one = tmp_path / "one.jsonl"
     one.write_text('{"text": "x"}\n')
-    code = module.main(["--plan", "--cluster", "1 node x 4 cpus", "--input", str(one),
-                        "--output", str(tmp_path / "o"), "--work-dir", str(tmp_path / "w")])
+    from curator_stages.orchestration.flow_cli import flow_main
+
+    code = flow_main(module.SPEC, module.convert_to_parquet,
+                     ["--plan", "--cluster", "1 node x 4 cpus", "--input", str(one),
+                      "--output", str(tmp_path / "o"), "--work-dir", str(tmp_path / "w")])
     assert code == 0
     assert "one input file: it is read as one task" in capsys.readouterr().out

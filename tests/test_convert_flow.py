@@ -13,6 +13,19 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+
+def _main(module, argv):
+    """The flow script's command line, as ``python flows/convert_to_parquet.py ARGV``."""
+    from curator_stages.orchestration.flow_cli import flow_main
+
+    return flow_main(module.SPEC, module.convert_to_parquet, argv)
+
+
+def _parse(module, argv):
+    from curator_stages.orchestration.params import parse_params
+
+    return parse_params(module.ConvertParams, argv)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -94,7 +107,7 @@ def test_convert_flow_writes_parquet_with_stable_ids(tmp_path, flow_module, ray_
 
 def test_plan_flag_prints_plan_without_running(tmp_path, flow_module, capsys):
     corpus = _corpus(tmp_path)
-    code = flow_module.main(["--input", str(corpus), "--output", str(tmp_path / "o"),
+    code = _main(flow_module, ["--input", str(corpus), "--output", str(tmp_path / "o"),
                              "--plan", "--cluster", "2 nodes x 16 cpus"])
     assert code == 0
     text = capsys.readouterr().out
@@ -117,12 +130,12 @@ def test_cli_turns_a_boolean_off_and_refuses_bad_values_naming_the_flag(flow_mod
     corpus, out = str(_corpus(tmp_path)), str(tmp_path / "out")
     base = ["--input", corpus, "--output", out, "--work-dir", str(tmp_path / "w")]
     assert flow_module.ConvertParams.model_fields["write_report"].default is True
-    params = flow_module.parse_args([*base, "--no-write-report", "--no-strict"])
+    params = _parse(flow_module, [*base, "--no-write-report", "--no-strict"])
     assert params.write_report is False and params.strict is False
-    assert flow_module.parse_args([*base, "--strict"]).strict is True
-    assert flow_module.parse_args([*base, "--verify-input", "content"]).verify_input == "content"
+    assert _parse(flow_module, [*base, "--strict"]).strict is True
+    assert _parse(flow_module, [*base, "--verify-input", "content"]).verify_input == "content"
     with pytest.raises(SystemExit) as exit_:
-        flow_module.main([*base, "--files-per-group", "0"])
+        _main(flow_module, [*base, "--files-per-group", "0"])
     assert exit_.value.code == 2
     assert "--files-per-group" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()

@@ -1,16 +1,17 @@
 """The Prefect layer: stage tasks over checkpoints, the Ray session, artifacts and accounting.
 
 A flow in ``flows/`` declares its parameters and stage groups in a
-:class:`~curator_stages.orchestration.curation_run.CurationFlowSpec`; its ``@flow`` function
+:class:`~curator_stages.orchestration.curation_run.CurationFlowSpec`;
+:func:`~curator_stages.orchestration.flow_script.curation_flow` makes it a Prefect flow that
 calls :func:`~curator_stages.orchestration.curation_run.run_curation` (which runs the groups
-with :func:`run_stage_groups`, then :func:`finish_run`), and its ``main`` calls
-:func:`~curator_stages.orchestration.flow_cli.flow_main` (the command line). Everything between
-Prefect tasks is a :class:`DatasetRef`. Checkpoints themselves live in
+with :func:`run_stage_groups`, then :func:`finish_run`), and
+:func:`~curator_stages.orchestration.flow_script.run_flow_script` is its command line.
+Everything between Prefect tasks is a :class:`DatasetRef`. Checkpoints themselves live in
 :mod:`curator_stages.checkpoints`, which Ray workers import without Prefect.
 
 The names below load on first use, not with the package: a flow script imports
-:mod:`.api_server` (standard library only) before Prefect, to start the temporary API while
-Prefect itself is still being imported.
+:mod:`.flow_script` (standard library only until it is called) before Prefect, to start the
+temporary API while Prefect itself is still being imported.
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ If the server does not answer, the fallback is Prefect's public path: a client h
 (under the same lock) makes Prefect start its own temporary server.
 
 **Early start.** Importing Prefect's server modules is most of the server's start, and importing
-Prefect itself is most of the flow script's. :func:`start_early`, called by a flow
-script run as ``__main__`` before it imports Prefect, spawns the server at once, so both imports
+Prefect itself is most of the flow script's. :func:`start_early`, called when a flow
+script run as ``__main__`` imports :mod:`.flow_script` (before Prefect), spawns the server at once, so both imports
 run side by side; :func:`start_temporary_api` then adopts it only where Prefect's resolved
 settings agree (no API URL, ephemeral mode allowed, same ``PREFECT_HOME``) and stops it
 otherwise. Without Prefect's settings the guess is conservative (:func:`early_start_refusal`):
