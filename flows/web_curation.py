@@ -27,12 +27,13 @@ from pydantic import ValidationInfo, field_validator
 from curator_stages.io.warc_reader import WARC_EXTENSIONS
 from curator_stages.orchestration.curation_params import CurationParams
 from curator_stages.orchestration.curation_run import CurationFlowSpec
+from curator_stages.orchestration.token_params import TokenCountParams
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOW_NAME = "web-curation"
 
 
-class WebCurationParams(CurationParams):
+class WebCurationParams(TokenCountParams, CurationParams):
     """Parameters of the web curation flow (the Prefect UI shows them as a form)."""
 
     input_extensions, input_root = WARC_EXTENSIONS, REPO_ROOT
@@ -83,22 +84,8 @@ class WebCurationParams(CurationParams):
     pii_phones: bool = F(False, description="Replace phone numbers too (pii on)")
     count_tokens: bool = F(True, description="Count tokens (offline BPE): of every extracted "
                            "page (tokens read) and a tokens column in the output (written)")
-    token_encoding: Literal["cl100k_base", "o200k_base"] = F(
-        "cl100k_base", description="BPE encoding of count_tokens (o200k_base needs the "
-        "bpe-openai package)")
     fuse_cheap_stages: bool = F(True, description="One stage task for read+extract+language "
                                 "id, and the writer in the last stage task (fewer checkpoints)")
-
-    @field_validator("token_encoding")
-    @classmethod
-    def _encoding_installed(cls, value: str, info: ValidationInfo) -> str:
-        if info.data.get("count_tokens"):
-            from curator_stages.text.tokens import encoding_problem
-
-            problem = encoding_problem(value)
-            if problem:
-                raise ValueError(f"{problem} (or set count_tokens to false)")
-        return value
 
     @field_validator("url_blocklist")
     @classmethod
