@@ -269,24 +269,14 @@ def summarise(stage_counts: dict[str, dict[str, Any]] | dict[str, StageCounts],
     if not has_writer and final_documents is not None:
         written, source = int(final_documents), "documents in the final output (no writer stage)"
     skipped = sum(int(s.metrics.get(DOCUMENTS_SKIPPED, 0)) for s in stages)
-    by_kind: dict[str, int] = {}
-    for s in stages:
-        for key, n in s.metrics.items():
-            if key.startswith(SKIPPED_PREFIX):
-                kind = key[len(SKIPPED_PREFIX):]
-                by_kind[kind] = by_kind.get(kind, 0) + int(n)
+    by_kind = _sums_by_suffix(stages, SKIPPED_PREFIX)
     by_reason: dict[str, int] = {}
     for s in stages:
         for reason, n in s.dropped.items():
             key = reason if reason not in by_reason else f"{s.stage}.{reason}"
             by_reason[key] = by_reason.get(key, 0) + n
     counters = [s for s in stages if TOKENS_COUNTED in s.metrics]
-    pii: dict[str, int] = {}
-    for s in stages:
-        for key, n in s.metrics.items():
-            if key.startswith(PII_REDACTED_PREFIX):
-                kind = key[len(PII_REDACTED_PREFIX):]
-                pii[kind] = pii.get(kind, 0) + int(n)
+    pii = _sums_by_suffix(stages, PII_REDACTED_PREFIX)
     return RunSummary(
         tokens_read=int(counters[0].metrics[TOKENS_COUNTED]) if counters else None,
         tokens_read_stage=counters[0].stage if counters else None,
@@ -298,3 +288,13 @@ def summarise(stage_counts: dict[str, dict[str, Any]] | dict[str, StageCounts],
         documents_quarantined=quarantined, dropped_by_reason=by_reason, output=output,
         written_source=source, documents_skipped=skipped, skipped_by_kind=by_kind,
     )
+
+
+def _sums_by_suffix(stages: list[StageCounts], prefix: str) -> dict[str, int]:
+    """{what follows ``prefix``: its sum over the stages} of the metrics named ``prefix...``."""
+    sums: dict[str, int] = {}
+    for s in stages:
+        for key, n in s.metrics.items():
+            if key.startswith(prefix):
+                sums[key[len(prefix):]] = sums.get(key[len(prefix):], 0) + int(n)
+    return sums

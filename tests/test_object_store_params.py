@@ -19,11 +19,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from pydantic import ValidationError
 
 from curator_stages.cli import main as cli_main
 from curator_stages.orchestration.params import build_parser, parse_params
 from flows.text_curation import TextCurationParams
+from tests.test_params_bounds import params, refused
 from tests.test_warm_ray import cli, warm_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,17 +35,6 @@ PROBE = REPO / "tests" / "scripts" / "object_store_probe.py"
 def embedded(monkeypatch):
     """No cluster address from the environment (the session cluster's may be there)."""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-
-
-def params(tmp_path: Path, **kw) -> TextCurationParams:
-    base = dict(input=str(SAMPLE), output=str(tmp_path / "out"), work_dir=str(tmp_path / "w"))
-    return TextCurationParams(**{**base, **kw})
-
-
-def refused(tmp_path: Path, **kw) -> tuple[list[str], str]:
-    with pytest.raises(ValidationError) as err:
-        params(tmp_path, **kw)
-    return [str(e["loc"][0]) for e in err.value.errors()], str(err.value)
 
 
 @pytest.mark.parametrize("given, size", [
