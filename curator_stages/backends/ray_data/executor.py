@@ -291,6 +291,14 @@ def _then(first: BatchFn | None, second: BatchFn) -> BatchFn:
     return both
 
 
+def _fitted(stage: GlobalStage, dataset: "ray.data.Dataset") -> ProcessingStage:
+    per_task = stage.fit(dataset)
+    if not isinstance(per_task, ProcessingStage):
+        raise TypeError(f"global stage {stage.stage_name!r}: fit() must return a ProcessingStage, "
+                        f"got {type(per_task).__name__}")
+    return per_task
+
+
 def apply_stages(dataset: "ray.data.Dataset",
                  stages: Iterable[ProcessingStage | GlobalStage | Any],
                  ignore_head_node: bool = False,
@@ -299,13 +307,15 @@ def apply_stages(dataset: "ray.data.Dataset",
                  after: BatchFn | None = None) -> "ray.data.Dataset":
     """Add a sequence of execution stages (composites decomposed) to ``dataset``'s plan.
 
-    A :class:`GlobalStage` cuts the stream: the upstream dataset is materialised, ``fit`` is
-    called once on it, and the per-task stage it returns is applied like any other. A global
-    stage that ``prepare_in_stream`` gets its per-task parts computed before the cut, inside
-    the upstream stage's tasks. When ``plans`` is given, each stage's :class:`StagePlan` is
-    appended to it, in order. ``before`` runs on every input row ahead of the first stage and
-    ``after`` on every output row of the last, each fused into that stage's Ray tasks where
-    Ray Data allows it.
+    A :class:`GlobalStage` cuts the stream: ``fit`` is called once on the upstream dataset, and
+    the per-task stage it returns is applied like any other. When the global stage is the
+    plan's first (a flow's dedup stage task, which reads a checkpoint), the upstream is read
+    twice, streaming: once by the fit, once by the per-task stage. After other stages, their
+    output is materialised once, and a global stage that ``prepare_in_stream`` gets its
+    per-task parts computed before the cut, inside the upstream stage's tasks. When ``plans``
+    is given, each stage's :class:`StagePlan` is appended to it, in order. ``before`` runs on
+    every input row ahead of the first stage and ``after`` on every output row of the last,
+    each fused into that stage's Ray tasks where Ray Data allows it.
     """
     # Tasks travel as pickled Python objects by design. Said on this plan's own copy of the
     # context (a public DeveloperAPI property), not the process-wide one: it stops Ray Data's
@@ -316,7 +326,16 @@ def apply_stages(dataset: "ray.data.Dataset",
     pending_before = before
     last: RayDataStageAdapter | None = None
     for i, stage in enumerate(execution):
-        if isinstance(stage, GlobalStage):
+        if isinstance(stage, GlobalStage) and last is None:
+            # Nothing runs ahead of the barrier in this plan: the upstream is the plan's source
+            # (a checkpoint's files and their loader, or the seed tasks), cheap to read twice.
+            # The fit reads it once and keeps only its compact columns (row keys, hashes,
+            # signatures, embeddings); the per-task stage reads it again, streaming, with the
+            # loader fused into its tasks. No copy of the documents is ever held.
+            upstream = ds if pending_before is None else ds.map_batches(
+                pending_before, batch_size=1, batch_format="numpy", zero_copy_batch=True)
+            stage = _fitted(stage, upstream)
+        elif isinstance(stage, GlobalStage):
             if stage.prepare_in_stream:
                 prepare = prepare_parts_fn(stage)
                 if last is not None and last.plan is not None:
@@ -328,13 +347,8 @@ def apply_stages(dataset: "ray.data.Dataset",
                 ds = ds.map_batches(pending_before, batch_size=1, batch_format="numpy",
                                     zero_copy_batch=True)
                 pending_before = None
-            ds = ds.materialize()
-            per_task = stage.fit(ds)
-            if not isinstance(per_task, ProcessingStage):
-                raise TypeError(
-                    f"global stage {stage.stage_name!r}: fit() must return a ProcessingStage, "
-                    f"got {type(per_task).__name__}"
-                )
+            ds = ds.materialize()  # the stages ahead run once: their output is read twice
+            per_task = _fitted(stage, ds)
             if stage.prepare_in_stream:
                 pending_before = strip_parts_fn(stage.prepared_key)
             stage = per_task
