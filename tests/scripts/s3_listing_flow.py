@@ -22,6 +22,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import flows.text_curation as reference  # noqa: E402
+from curator_stages.orchestration.flow_script import curation_flow, run_flow_script  # noqa: E402
 
 _runtime_env = reference.SPEC.runtime_env
 
@@ -32,8 +33,8 @@ def _with_endpoint(params):
     return env
 
 
-# run_curation and flow_main look SPEC up when called, so the flow runs with this spec.
-reference.SPEC = dataclasses.replace(reference.SPEC, runtime_env=_with_endpoint)
+SPEC = dataclasses.replace(reference.SPEC, runtime_env=_with_endpoint)
+text_curation = curation_flow(SPEC)
 
 if __name__ == "__main__":
-    sys.exit(reference.main())
+    run_flow_script(SPEC, text_curation)
