@@ -132,6 +132,18 @@ def wait_for_run_started(proc: subprocess.Popen, tree: RunTree, tmp_path: Path) 
     tree.collect()
 
 
+def stop_and_check(proc, tree, tmp_path, signum: int) -> None:
+    """Send ``signum``: the run exits 128 + signum, says it stopped by that signal, and none of
+    its processes outlives it."""
+    proc.send_signal(signum)
+    proc.wait(timeout=180)
+    log = (tmp_path / "flow.log").read_text()
+    assert proc.returncode == 128 + signum, log[-3000:]
+    assert f"stopped by {signal.Signals(signum).name}" in log
+    wait_until(lambda: not tree.alive(), GRACE_S,
+               f"the run's processes to exit: {[p.name() for p in tree.alive()]}")
+
+
 @pytest.mark.slow
 def test_local_run_listens_on_loopback_only_and_stops_cleanly_on_sigterm(tmp_path):
     """Item 8: every socket of the run (Ray's GCS, raylet, agents, workers, metrics; the
@@ -149,13 +161,7 @@ def test_local_run_listens_on_loopback_only_and_stops_cleanly_on_sigterm(tmp_pat
         raylet_env = tree.find("raylet")[0].environ()
         assert raylet_env.get("RAY_AUTH_MODE", "token") == "token"  # Ray's default kept
         assert raylet_env.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=180)
-        log = (tmp_path / "flow.log").read_text()
-        assert proc.returncode == 128 + signal.SIGTERM, log[-3000:]
-        assert "stopped by SIGTERM" in log
-        wait_until(lambda: not tree.alive(), GRACE_S,
-                   f"the run's processes to exit: {[p.name() for p in tree.alive()]}")
+        stop_and_check(proc, tree, tmp_path, signal.SIGTERM)
     finally:
         tree.kill_all()
         if proc.poll() is None:
@@ -174,13 +180,7 @@ def test_a_stop_right_after_ray_starts_ends_with_the_documented_code(tmp_path, s
         wait_until(lambda: "Started a local Ray instance" in log_path.read_text(), 400,
                    "the embedded Ray to start")
         time.sleep(delay)
-        proc.send_signal(signum)
-        proc.wait(timeout=180)
-        log = log_path.read_text()
-        assert proc.returncode == 128 + signum, log[-3000:]
-        assert f"stopped by {signal.Signals(signum).name}" in log
-        wait_until(lambda: not tree.alive(), GRACE_S,
-                   f"the run's processes to exit: {[p.name() for p in tree.alive()]}")
+        stop_and_check(proc, tree, tmp_path, signum)
     finally:
         tree.kill_all()
         if proc.poll() is None:
