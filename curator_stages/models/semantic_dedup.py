@@ -358,7 +358,8 @@ class SemanticDuplicateRemover(GlobalStage):
         return _removed_keys(outs), quarantine
 
     def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:
-        return self._filter(*self.find_duplicates(dataset))
+        remove, quarantine = self.find_duplicates(dataset)
+        return self._filter(remove.in_object_store(), quarantine)  # workers fetch their buckets
 
     # ------------------------------------------------------------------ in-process fit
     def map_local(self, task: DocumentBatch) -> pa.Table:

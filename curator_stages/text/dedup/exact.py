@@ -7,7 +7,9 @@ unique by construction, see :mod:`.rows`), never by the user's id alone. Two has
 reduces (see :mod:`.shuffle`) run over it: one by id hash finds ids that several rows share
 (all but the first go to quarantine and take no part in the decision), one by text hash sorts
 each partition by (hash, row key) and emits every row key that is not the first of its hash.
-Only those keys come back to the driver, inside the returned :class:`DuplicateIdFilter`.
+Those keys stay in Ray's object store: a second reduce splits them by source file into the
+buckets of the returned :class:`DuplicateIdFilter`'s set (see :mod:`.removal`), so the driver
+fetches only counts, and each filter task only the buckets of its own files.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import ray
 import xxhash
 
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.tasks import DocumentBatch
 from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet
+from curator_stages.text.dedup.removal import removal_rows, store_id_set
 from curator_stages.text.dedup.rows import (
     document_tables,
     duplicate_ids_local,
@@ -108,6 +112,13 @@ def _exact_reduce(table: pa.Table | None, exclude: pa.Array | None = None) -> pa
     return pa.table({"key": t.column("key").filter(pa.array(same_as_previous))})
 
 
+def _exact_reduce_removal(table: pa.Table | None,
+                          exclude: pa.Array | None = None) -> tuple[pa.Table, int]:
+    """:func:`_exact_reduce` as removal rows (left in the object store) and their count."""
+    keys = _exact_reduce(table, exclude).column("key")
+    return removal_rows(keys), len(keys)
+
+
 class ExactDuplicateRemover(GlobalStage):
     """Removes documents whose normalised text equals that of a document with a smaller id.
 
@@ -147,10 +158,12 @@ class ExactDuplicateRemover(GlobalStage):
         refs = compact.to_arrow_refs()
         quarantine = find_duplicate_ids(refs, self.stage_name, total)
         exclude = pa.array(sorted(quarantine), pa.string()) if quarantine else None
-        outs = partition_reduce(refs, "h0", _exact_reduce, reduce_kwargs={"exclude": exclude},
-                                num_partitions=choose_num_partitions(total))
-        removed = [c for t in outs for c in t.column("key").chunks]
-        return IdSet(pa.chunked_array(removed, pa.string()) if removed else []), quarantine
+        outs = partition_reduce(refs, "h0", _exact_reduce_removal,
+                                reduce_kwargs={"exclude": exclude},
+                                num_partitions=choose_num_partitions(total),
+                                gather=False, reduce_returns=2)
+        counts = ray.get([count for _, count in outs])
+        return store_id_set([rows for rows, _ in outs], counts), quarantine
 
     def _filter(self, remove: IdSet, quarantine: dict[str, str]) -> ProcessingStage:
         return DuplicateIdFilter(remove, EXACT_DUPLICATE, id_field=self.id_field,

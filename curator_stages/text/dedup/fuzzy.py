@@ -293,6 +293,7 @@ class FuzzyDuplicateRemover(GlobalStage):
 
     def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:
         result = self.find_duplicates(dataset)
-        return DuplicateIdFilter(IdSet(result.remove), FUZZY_DUPLICATE, id_field=self.id_field,
+        remove = IdSet(result.remove).in_object_store()  # workers fetch their buckets only
+        return DuplicateIdFilter(remove, FUZZY_DUPLICATE, id_field=self.id_field,
                                  quarantine=result.quarantine, text_field=self.text_field,
                                  name=self.stage_name, keep_dropped=self.keep_dropped)

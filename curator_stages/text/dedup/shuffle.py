@@ -53,7 +53,7 @@ def _split(num_partitions: int, key_column: str, explode: Callable[..., pa.Table
     return out if num_partitions > 1 else out[0]
 
 
-def _reduce(fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any], *parts: pa.Table) -> pa.Table:
+def _reduce(fn: Callable[..., Any], fn_kwargs: dict[str, Any], *parts: pa.Table) -> Any:
     non_empty = [p for p in parts if p.num_rows > 0]
     if not non_empty:
         return fn(None, **fn_kwargs)
@@ -70,20 +70,25 @@ def partition_reduce(
     explode_kwargs: dict[str, Any] | None = None,
     reduce_kwargs: dict[str, Any] | None = None,
     blocks_per_split_task: int | None = None,
-) -> list[pa.Table]:
+    gather: bool = True,
+    reduce_returns: int = 1,
+) -> list[Any]:
     """Group rows of ``block_refs`` by ``key_column % num_partitions`` and reduce each group.
 
     ``explode(table)`` (optional) runs inside the split tasks, so an exploded form (one row per
     LSH band, say) is never materialised as a whole. ``reduce_fn(table | None)`` gets all rows of
     one partition (None when the partition is empty) and returns a table; the list of reduce
-    outputs comes back to the driver.
+    outputs comes back to the driver. With ``gather=False`` the outputs stay in the object store
+    and their refs come back instead (a large result never passes through the driver); a
+    ``reduce_fn`` that returns a tuple of ``reduce_returns`` values then gives a list of refs
+    per partition, so a small part (a count) can be fetched without the large one.
     """
     if not block_refs:
         return []
     if blocks_per_split_task is None:
         blocks_per_split_task = max(1, math.ceil(len(block_refs) / max(4 * num_partitions, 1)))
     split = ray.remote(_split).options(num_returns=num_partitions)
-    reduce = ray.remote(_reduce)
+    reduce = ray.remote(_reduce).options(num_returns=reduce_returns)
     split_outputs = []
     for i in range(0, len(block_refs), blocks_per_split_task):
         group = block_refs[i: i + blocks_per_split_task]
@@ -93,7 +98,7 @@ def partition_reduce(
         reduce.remote(reduce_fn, reduce_kwargs or {}, *[outs[p] for outs in split_outputs])
         for p in range(num_partitions)
     ]
-    return ray.get(reduce_refs)
+    return ray.get(reduce_refs) if gather else reduce_refs
 
 
 def map_blocks(block_refs: list["ray.ObjectRef"], fn: Callable[..., pa.Table],
