@@ -120,7 +120,10 @@ class IdSet:
             arrays = [unique]
         else:
             number = bucket_numbers(ids, buckets)
-            arrays = [np.unique(digests[number == b]) for b in range(buckets)]
+            order = np.argsort(number, kind="stable")
+            bounds = np.searchsorted(number[order], np.arange(buckets + 1))
+            grouped = digests[order]
+            arrays = [np.unique(grouped[bounds[b]:bounds[b + 1]]) for b in range(buckets)]
         self._setup(arrays, None, [digest_stats(a) for a in arrays])
 
     @classmethod
