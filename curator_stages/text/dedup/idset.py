@@ -177,13 +177,13 @@ class IdSet:
         import ray
 
         keep = {int(b) for b in wanted}
-        self._held = {b: a for b, a in self._held.items() if b in keep}
-        missing = sorted(keep - set(self._held))
+        held = {b: a for b, a in self._held.items() if b in keep}
+        missing = sorted(keep - set(held))
         if missing:
-            for b, array in zip(missing, ray.get([self._refs[b] for b in missing])):
-                self._held[b] = array
+            held.update(zip(missing, ray.get([self._refs[b] for b in missing])))
             self.fetches += len(missing)
-        return self._held
+        self._held = held  # replaced, never mutated: a concurrent caller keeps its own dict
+        return held
 
     def contains(self, ids: Iterable[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Boolean mask: which of ``ids`` are in the set."""
@@ -221,7 +221,8 @@ class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
     With ``keep_dropped`` the removed documents ride on the task for the writer's
     ``dropped_output`` (reason column ``<reason>``), as a filter's dropped documents do.
 
-    Built by a dedup ``fit``; a stateless task-mode stage (no ``setup``), cheap per batch. Row
+    Built by a dedup ``fit``; a task-mode stage (no ``setup``), cheap per batch, whose only
+    state is the set's per-process copy of the current batch's buckets (see :class:`IdSet`). Row
     keys, not ids, name the documents (see :mod:`.rows`): two records that share an id are two
     rows, and removing one never removes the other.
     """
