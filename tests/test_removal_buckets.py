@@ -70,17 +70,18 @@ def test_a_filter_task_fetches_only_its_own_files_bucket(ray_cluster, small_buck
     remove = filt.remove
     assert remove.identity() == expected.remove.identity()
     assert remove.size == FILES * ROWS_PER_FILE - 60 and remove.buckets > 1
+
     @ray_cluster.remote
     def filter_task(stage, task):  # what a worker does with its copy of the stage
         out = stage.process(task)
         return kept_ids([out]), stage.remove.held_buckets, stage.remove.fetches
 
-    for task in (tasks[0], tasks[7]):
+    for task in (tasks[0], tasks[7]):  # file 0 keeps all its rows, file 7 none
         keys = row_keys(task.to_pyarrow(), "id", "t").to_pylist()
         own = sorted(set(bucket_numbers(keys, remove.buckets).tolist()))
         kept, held, fetches = ray_cluster.get(filter_task.remote(filt, task))
         assert len(own) == 1 and held == own and fetches == 1
-        assert kept == kept_ids([expected.process(task)])
+        assert kept == kept_ids([expected.process(task)]) and len(kept) in (0, ROWS_PER_FILE)
     # the driver's copy fetched nothing for those tasks
     assert remove.held_buckets == [] and remove.fetches == 0
 
