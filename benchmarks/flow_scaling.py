@@ -142,7 +142,8 @@ def one_run(kind: str, docs: int, corpus: Path, root: Path, env: dict[str, str],
                                                    "documents_dropped", "documents_quarantined")},
         "identity_holds": (summary.get("identity") or {}).get("holds"),
         "spill": {"spill_dir": str(spill), "watched_total_mb": watch.total_mb,
-                  "watched_files": watch.files, **raylet_spill_counters(ray_tmp)},
+                  "watched_files": watch.files, **raylet_spill_counters(
+                      *([ray_tmp, cluster.worker_temp_dir] if cluster else [ray_tmp]))},
         "stage_tasks": spill_by_stage_task(timeline, stage_windows(log_text, started)),
         "output": output_digest(work / "out" / "data"),
         "timeline": downsample(timeline, step_s),
@@ -315,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         with LocalCluster(cpus_per_node=1, object_store_memory=known.object_store_memory,
                           spill_dir=spill) as cluster:
             run("two-node", docs, Path(result["corpora"][str(docs)]["path"]), cluster)
-        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+        for temp in (cluster.temp_dir, cluster.worker_temp_dir):
+            shutil.rmtree(temp, ignore_errors=True)
     text = markdown(result)
     out_json.with_suffix(".md").write_text(text)
     print(text)

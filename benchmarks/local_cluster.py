@@ -65,6 +65,8 @@ class LocalCluster:
         self.spill_dir = spill_dir
         #: Short (Ray's socket paths have a length limit); holds the session's raylet logs.
         self.temp_dir = temp_dir or tempfile.mkdtemp(prefix="bc-", dir="/tmp")
+        #: The worker node's own (Ray's default, /tmp/ray, would mix in other sessions).
+        self.worker_temp_dir = tempfile.mkdtemp(prefix="bcw-", dir="/tmp")
         self.timeout = start_timeout_s
         self.marker = uuid.uuid4().hex
         self.token = secrets.token_hex(32)
@@ -111,7 +113,8 @@ class LocalCluster:
                          "--include-dashboard=false", f"--temp-dir={self.temp_dir}"],
                         {**self.env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
             self._start([sys.executable, str(LOOPBACK_START), "start",
-                         f"--address={self.address}"], self.env)
+                         f"--address={self.address}", f"--temp-dir={self.worker_temp_dir}"],
+                        self.env)
             deadline = time.monotonic() + self.timeout
             while self.alive_nodes() < 2:
                 if time.monotonic() > deadline:

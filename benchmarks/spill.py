@@ -69,13 +69,13 @@ class SpillWatch:
         return len(self.largest)
 
 
-def raylet_spill_counters(ray_tmpdir: str | Path) -> dict[str, Any]:
-    """Spill counters from the raylet logs of every Ray session under ``ray_tmpdir`` (a run
-    whose first Ray start failed and was retried has two): MiB and objects of the last
-    ``Spilled`` line of each, summed, the largest ``cumulative spill requests``, and the
-    number of fallback-allocation lines."""
-    sessions = sorted(Path(ray_tmpdir).glob("ray/session_2*/logs/raylet.out")) + sorted(
-        Path(ray_tmpdir).glob("ray/session_2*/logs/raylet.*.out"))
+def raylet_spill_counters(*ray_tmpdirs: str | Path) -> dict[str, Any]:
+    """Spill counters from the raylet logs of every Ray session under each ``ray_tmpdir`` (one
+    per node; a run whose first Ray start failed and was retried has two sessions): MiB and
+    objects of the last ``Spilled`` line of each log, summed, the largest ``cumulative spill
+    requests`` of each, summed, and the number of fallback-allocation lines."""
+    sessions = [log for d in ray_tmpdirs for pattern in ("raylet.out", "raylet.*.out")
+                for log in sorted(Path(d).glob(f"ray/session_2*/logs/{pattern}"))]
     out: dict[str, Any] = {"raylet_logs": len(sessions), "spilled_mib": 0.0,
                            "spilled_objects": 0, "spill_requests": 0, "fallback_lines": 0}
     for log in sessions:
