@@ -188,7 +188,8 @@ def markdown(result: dict[str, Any]) -> str:
               + " |" for r in runs]
     lines += ["", "Stage tasks (seconds from the run's start; spilled: growth of the spill "
               "directory during the task):", "",
-              "| docs | run | stage task | status | start-end s | spilled MB |", "|---|---|---|---|---|---|"]
+              "| docs | run | stage task | status | start-end s | spilled MB |",
+              "|---|---|---|---|---|---|"]
     lines += [f"| {r['docs']:,} | {r['kind']} | {t['stages']} | {t['status']} | "
               f"{t['start_s']:.0f}-{t['end_s']:.0f} | {t['spilled_mb']:g} |"
               for r in runs for t in r["stage_tasks"]]
