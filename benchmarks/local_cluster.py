@@ -12,6 +12,7 @@ an environment marker; :meth:`LocalCluster.stop` kills exactly those, by pid, ne
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import signal
@@ -28,6 +29,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 LOOPBACK_START = REPO / "tests" / "scripts" / "loopback_ray_start.py"
 MARKER = "CURATOR_BENCH_CLUSTER"
+PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 
 
 def free_port() -> int:
@@ -50,6 +52,18 @@ def pids_with_env(key: str, value: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def _set_subreaper(on: bool) -> bool:
+    """Set this process's child-subreaper flag (Linux); return what it was."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        flag = ctypes.c_int(0)
+        libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
+        return bool(flag.value)
+    except (OSError, AttributeError):  # not Linux: nothing is adopted either
+        return False
 
 
 class LocalCluster:
@@ -90,8 +104,16 @@ class LocalCluster:
         return args
 
     def _start(self, cmd: list[str], env: dict[str, str]) -> None:
-        res = subprocess.run([*cmd, *self._node_args()], env=env, capture_output=True,
-                             text=True, timeout=self.timeout, start_new_session=True)
+        # `ray start` leaves its node's processes behind and exits. A benchmark process that is
+        # a child subreaper (benchmarks.monitor) would adopt them: they would count as the
+        # measured flow's own processes and be killed after its run. Not a subreaper meanwhile,
+        # they go to this process's nearest subreaper ancestor or init, like a separate host's.
+        was = _set_subreaper(False)
+        try:
+            res = subprocess.run([*cmd, *self._node_args()], env=env, capture_output=True,
+                                 text=True, timeout=self.timeout, start_new_session=True)
+        finally:
+            _set_subreaper(was)
         if res.returncode != 0:
             raise RuntimeError(f"{cmd[:3]} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
 

@@ -33,7 +33,8 @@ _REQUESTS = re.compile(r"cumulative spill requests: (\d+)")
 _FALLBACK = re.compile(r"fallback allocating ")
 _LOG_TIME = r"^(\d\d:\d\d:\d\d\.\d+) \| \w+\s+\| "
 _TASK_START = re.compile(_LOG_TIME + r"Task run 'stages:([^']+)' - stages \2: started", re.M)
-_TASK_END = re.compile(_LOG_TIME + r"Flow run '[^']*' - \[\d+/\d+\] (\S+): (\w+)", re.M)
+_TASK_END = re.compile(_LOG_TIME + r"Flow run '[^']*' - \[\d+/\d+\] (\S+): (\w+)"
+                       r"(?:[^(\n]*\((\d+(?:\.\d+)?)s, )?", re.M)
 
 
 class SpillWatch:
@@ -75,7 +76,8 @@ def raylet_spill_counters(*ray_tmpdirs: str | Path) -> dict[str, Any]:
     objects of the last ``Spilled`` line of each log, summed, the largest ``cumulative spill
     requests`` of each, summed, and the number of fallback-allocation lines."""
     sessions = [log for d in ray_tmpdirs for pattern in ("raylet.out", "raylet.*.out")
-                for log in sorted(Path(d).glob(f"ray/session_2*/logs/{pattern}"))]
+                for session in ("ray/session_2*", "session_2*")  # RAY_TMPDIR, --temp-dir
+                for log in sorted(Path(d).glob(f"{session}/logs/{pattern}"))]
     out: dict[str, Any] = {"raylet_logs": len(sessions), "spilled_mib": 0.0,
                            "spilled_objects": 0, "spill_requests": 0, "fallback_lines": 0}
     for log in sessions:
@@ -105,7 +107,9 @@ def stage_windows(flow_log: str, started_epoch: float) -> list[dict[str, Any]]:
     windows = []
     for m in _TASK_END.finditer(flow_log):
         end = _epoch(m.group(1), started_epoch)
-        start = starts.get(m.group(2), end)
+        # A stage task run in the cluster (a run joining one) logs no start line on the flow's
+        # console; its end line gives its duration.
+        start = starts.get(m.group(2), end - float(m.group(4) or 0))
         windows.append({"stages": m.group(2), "status": m.group(3),
                         "start_s": round(start - started_epoch, 2),
                         "end_s": round(end - started_epoch, 2)})

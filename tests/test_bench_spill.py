@@ -23,9 +23,10 @@ directory /dev/shm, fallback /tmp/x/spill, and huge page support disabled
 
 
 def test_raylet_counters_take_each_sessions_last_spill_line(tmp_path: Path):
-    for session, text in (("session_2026-12-06_08-03-20_1", RAYLET),
+    # under RAY_TMPDIR (an embedded Ray) and under `ray start --temp-dir` (a cluster's node)
+    for session, text in (("ray/session_2026-12-06_08-03-20_1", RAYLET),
                           ("session_2026-12-06_08-04-00_2", RAYLET.split("[state-dump]")[0])):
-        logs = tmp_path / "ray" / session / "logs"
+        logs = tmp_path / session / "logs"
         logs.mkdir(parents=True)
         (logs / "raylet.out").write_text(text)
     counters = raylet_spill_counters(tmp_path)
@@ -39,17 +40,21 @@ def test_stage_windows_and_spill_per_stage_task(tmp_path: Path):
     started = time.mktime(time.strptime(f"{day} 08:01:00", "%Y-%m-%d %H:%M:%S"))
     log = """\
 08:01:09.898 | INFO    | Task run 'stages:a+b' - stages a+b: started on the input files; x
-08:02:17.447 | INFO    | Flow run 'e' - [1/2] a+b: Completed, 4197 documents in 7 tasks
+08:02:17.447 | INFO    | Flow run 'e' - [1/3] a+b: Completed, 4197 documents in 7 tasks (67.6s, 33% done)
 08:02:17.557 | INFO    | Task run 'stages:exact_dedup' - stages exact_dedup: started on 4197
-08:02:22.708 | INFO    | Flow run 'e' - [2/2] exact_dedup: Cached, 4041 documents in 7 tasks
+08:02:22.708 | INFO    | Flow run 'e' - [2/3] exact_dedup: Cached, 4041 documents in 7 tasks
+08:02:32.437 | INFO    | Flow run 'e' - [3/3] fuzzy_dedup+parquet_writer: Completed, wrote 3862 documents (9.7s, 100% done)
 """
     windows = stage_windows(log, started)
     assert windows == [
         {"stages": "a+b", "status": "Completed", "start_s": 9.9, "end_s": 77.45},
-        {"stages": "exact_dedup", "status": "Cached", "start_s": 77.56, "end_s": 82.71}]
+        {"stages": "exact_dedup", "status": "Cached", "start_s": 77.56, "end_s": 82.71},
+        # no start line (a stage task run in the cluster): its duration from the end line
+        {"stages": "fuzzy_dedup+parquet_writer", "status": "Completed", "start_s": 82.74,
+         "end_s": 92.44}]
     timeline = [{"t": 0.0, "spill_total_mb": 0.0}, {"t": 50.0, "spill_total_mb": 30.0},
                 {"t": 78.0, "spill_total_mb": 30.0}, {"t": 83.0, "spill_total_mb": 30.0}]
-    assert [w["spilled_mb"] for w in spill_by_stage_task(timeline, windows)] == [30.0, 0.0]
+    assert [w["spilled_mb"] for w in spill_by_stage_task(timeline, windows)] == [30.0, 0.0, 0.0]
     spill = tmp_path / "spill"
     watch = SpillWatch(spill)
     assert watch()["spill_total_mb"] == 0.0
