@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import psutil
 
@@ -67,11 +67,13 @@ class TreeUsage:
 
 
 class _Sampler(threading.Thread):
-    def __init__(self, root_pid: int, interval: float, usage: TreeUsage) -> None:
+    def __init__(self, root_pid: int, interval: float, usage: TreeUsage,
+                 extra: Callable[[], dict] | None = None) -> None:
         super().__init__(daemon=True)
         self.root_pid = root_pid
         self.interval = interval
         self.usage = usage
+        self.extra = extra
         self.stop = threading.Event()
         self.names: set[str] = set()
         self.kind_of: dict[int, str] = {}
@@ -110,7 +112,8 @@ class _Sampler(threading.Thread):
         u = self.usage
         u.timeline.append({"t": round(time.perf_counter() - self.started, 2),
                            "pss_mb": round(pss / 2**20, 1), "processes": len(procs),
-                           **{k: round(v / 2**20, 1) for k, v in kinds.items()}})
+                           **{k: round(v / 2**20, 1) for k, v in kinds.items()},
+                           **(self.extra() if self.extra else {})})
         for kind, value in kinds.items():
             mb = round(value / 2**20, 1)
             if mb > u.peak_pss_by_kind_mb.get(kind, 0.0):
@@ -160,8 +163,12 @@ def _reap() -> None:
 
 def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None,
                  interval: float = 0.2, timeout_s: float = 3600, grace_s: float = 15.0,
-                 stdout=None, stderr=None, cwd: str | None = None) -> TreeUsage:
+                 stdout=None, stderr=None, cwd: str | None = None,
+                 extra: Callable[[], dict] | None = None) -> TreeUsage:
     """Run ``cmd`` to completion and return its tree's usage.
+
+    ``extra``, when given, is called at every sample and its keys are added to that timeline
+    row (e.g. the bytes in a spill directory, next to the memory of the same instant).
 
     After the command exits, leftover descendants (Ray processes shutting down) are still
     sampled for up to ``grace_s`` seconds, then killed by pid: they are ours.
@@ -172,7 +179,7 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None,
     usage = TreeUsage()
     start = time.perf_counter()
     proc = subprocess.Popen(list(cmd), env=env, stdout=stdout, stderr=stderr, cwd=cwd)
-    sampler = _Sampler(proc.pid, interval, usage)
+    sampler = _Sampler(proc.pid, interval, usage, extra)
     sampler.start()
     try:
         usage.returncode = proc.wait(timeout=timeout_s)

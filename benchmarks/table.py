@@ -129,8 +129,16 @@ def update(md_path: Path = MARKDOWN, latest_path: Path = LATEST) -> bool:
 
 
 def promote(result_path: Path, key: str, latest_path: Path = LATEST) -> None:
-    """Replace harness source ``key`` of latest.json with the summary of a run's result file."""
+    """Replace source ``key`` of latest.json with a result file: a harness run's summary, or
+    a ``benchmarks.flow_scaling`` result's rows (:func:`benchmarks.flow_scaling.promote`)."""
     run = json.loads(result_path.read_text())
+    if run.get("benchmark") == "flow_scaling":
+        from benchmarks.flow_scaling import promote as promote_scaling
+
+        latest = json.loads(latest_path.read_text())
+        promote_scaling(run, key, latest)
+        latest_path.write_text(json.dumps(latest, indent=1) + "\n")
+        return
     m = run["machine"]
     loads = [e["load_avg_1m_before"][x] for entry in run["summary"].values()
              for e in entry.values() for x in ("min", "max")]
@@ -151,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.table",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report whether it is stale")
-    parser.add_argument("--promote", type=Path, help="a python -m benchmarks.run result file")
+    parser.add_argument("--promote", type=Path, help="a python -m benchmarks.run or "
+                        "benchmarks.flow_scaling result file")
     parser.add_argument("--as", dest="key", help="the harness source --promote replaces")
     args = parser.parse_args(argv)
     if args.promote:
