@@ -104,7 +104,7 @@ def one_run(kind: str, docs: int, corpus: Path, root: Path, env: dict[str, str],
     cmd = [sys.executable, str(FLOW), "--input", str(corpus), "--output", str(work / "out"),
            "--work-dir", str(work / "w"), *flow_args]
     if cluster:
-        cmd += ["--ray-address", cluster.client_address]
+        cmd += ["--ray-address", cluster.address]
         env = cluster.flow_env(env)
     else:
         env = {**env, "RAY_TMPDIR": ray_tmp}

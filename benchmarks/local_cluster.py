@@ -68,7 +68,7 @@ def _set_subreaper(on: bool) -> bool:
 
 class LocalCluster:
     """``with LocalCluster(cpus_per_node=1, object_store_memory=512_000_000, ...) as c:``
-    ``c.client_address`` for ``--ray-address``, ``c.flow_env(env)`` for the flow's environment,
+    ``c.address`` for ``--ray-address`` (the GCS address: the flow joins as a driver), ``c.flow_env(env)`` for the flow's environment,
     ``c.pss_mb()`` for the memory of every process of the cluster."""
 
     def __init__(self, cpus_per_node: int = 1, object_store_memory: int | None = None,
@@ -84,9 +84,8 @@ class LocalCluster:
         self.timeout = start_timeout_s
         self.marker = uuid.uuid4().hex
         self.token = secrets.token_hex(32)
-        self.port, self.client_port = free_port(), free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.client_address = f"ray://127.0.0.1:{self.client_port}"
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("RAY_ADDRESS", "RAY_AUTH_", "PYTEST_"))}
         self.env = {**base, MARKER: self.marker, "RAY_USAGE_STATS_ENABLED": "0",
@@ -131,7 +130,6 @@ class LocalCluster:
             # The head stays on loopback in Ray's single-machine mode; the worker node needs
             # multi-node mode, where only the wrapper keeps its explicit 127.0.0.1.
             self._start(["ray", "start", "--head", f"--port={self.port}",
-                         f"--ray-client-server-port={self.client_port}",
                          "--include-dashboard=false", f"--temp-dir={self.temp_dir}"],
                         {**self.env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
             self._start([sys.executable, str(LOOPBACK_START), "start",
