@@ -3,25 +3,30 @@
 Plan, and why it scales with the number of documents rather than with their text:
 1. ``map_batches`` over the tasks computes per document a MinHash signature (``num_perm``
    uint32) and its LSH band keys; only (id, signature, band keys) rows are materialised.
-2. A hash-partitioned reduce (:mod:`.shuffle`) explodes rows into (band, key, id) inside the
-   split tasks, groups each partition's buckets by sorting, and emits candidate pairs (all pairs
-   of small buckets; star + chain for large ones). Pairs come back to the driver: their number
-   follows the number of duplicates, not the corpus size.
-3. Verification of candidates:
-   - ``"signature"`` (default): fetch the signatures of the documents in candidate pairs only
-     (a filtered pass over the materialised signatures) and keep pairs whose estimated Jaccard
-     (share of equal signature positions) is >= threshold. Bounded by num_perm*4 bytes per
-     candidate document; no text is reread.
+2. A hash-partitioned reduce (:mod:`.shuffle`) explodes rows into (band int32, key uint64,
+   doc int64) inside the split tasks, where ``doc`` is a document number (block index and row,
+   :data:`.lsh.ROW_BITS`), never a row key string: ~20 bytes per band instead of ~110, so a
+   reduce worker stays near its base memory. Each partition sorts its buckets and returns integer
+   pairs of small buckets and the member sets of large ones. Their number follows the number of
+   duplicates, not the corpus size.
+3. The driver fetches the row keys (and, for ``"signature"``, the signatures) of the candidate
+   documents only, by number, and ranks them by row key; from then on a document is its rank, so
+   large buckets get their star on the smallest row key and components keep the smallest row key.
+   Verification of candidates:
+   - ``"signature"`` (default): keep pairs whose estimated Jaccard (share of equal signature
+     positions) is >= threshold. Bounded by num_perm*4 bytes per candidate document; no text is
+     reread.
    - ``"jaccard"``: reread the texts of candidate documents only and compute the exact Jaccard
      of their shingle-hash sets. Exact, but holds candidate documents' shingles on the driver.
    - ``"none"``: every LSH candidate is a duplicate (fastest, most false positives).
 4. Connected components (scipy) over verified pairs; every member of a component except the
-   smallest id is removed, recorded as ``dropped.fuzzy_duplicate``.
+   smallest row key is removed, recorded as ``dropped.fuzzy_duplicate``.
 
 Documents are named by row key (id + source location, unique by construction; see :mod:`.rows`)
 wherever the plan above says "id": two records sharing an id are two documents, sorted by id
 and then by location. Before step 2 a reduce by id hash finds ids that several rows share: all
-but the first go to quarantine and take no part in any pair.
+but the first go to quarantine and are left out of the LSH buckets, so they take no part in any
+pair.
 """
 
 from __future__ import annotations
@@ -270,6 +275,7 @@ class FuzzyDuplicateRemover(GlobalStage):
         buckets = merge_buckets(partition_reduce(
             refs, "key", bucket_pairs, explode=explode_bands, explode_kwargs={"exclude": exclude},
             explode_block_index=True, num_partitions=choose_num_partitions(num_docs * bands)))
+        lap("lsh")
         docs = candidate_docs(buckets)
         # Row keys (and signatures) of the candidate documents only, sorted by row key: a
         # document's rank is its row-key order, so "smallest rank" is "smallest row key".
@@ -278,7 +284,6 @@ class FuzzyDuplicateRemover(GlobalStage):
         rank_of_doc[np.searchsorted(docs, got.column("doc").to_numpy())] = np.arange(got.num_rows)
         ca, cb = ranked_pairs(buckets, docs, rank_of_doc)
         del buckets, docs, rank_of_doc
-        lap("lsh")
         sim = self._verify(ca, cb, got, dataset)
         keep = sim >= self.threshold if self.verify != "none" else np.ones(ca.size, bool)
         va, vb = ca[keep], cb[keep]

@@ -1,5 +1,6 @@
 """LSH banding: choose (bands, rows) for a threshold, hash band slices, and turn buckets into
-candidate pairs inside hash partitions."""
+candidate pairs inside hash partitions, on integer document numbers only (the driver maps the
+candidates' numbers to row keys; see :mod:`.fuzzy`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 #: Buckets up to this size give all their pairs; larger ones (boilerplate, exact copies) give a
-#: star on the smallest id plus a chain, so a bucket of m documents costs O(m), not O(m^2).
+#: star on the smallest row key plus a chain, so a bucket of m documents costs O(m), not O(m^2).
 ALL_PAIRS_MAX_BUCKET = 8
 
 
