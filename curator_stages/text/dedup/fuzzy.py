@@ -3,25 +3,30 @@
 Plan, and why it scales with the number of documents rather than with their text:
 1. ``map_batches`` over the tasks computes per document a MinHash signature (``num_perm``
    uint32) and its LSH band keys; only (id, signature, band keys) rows are materialised.
-2. A hash-partitioned reduce (:mod:`.shuffle`) explodes rows into (band, key, id) inside the
-   split tasks, groups each partition's buckets by sorting, and emits candidate pairs (all pairs
-   of small buckets; star + chain for large ones). Pairs come back to the driver: their number
-   follows the number of duplicates, not the corpus size.
-3. Verification of candidates:
-   - ``"signature"`` (default): fetch the signatures of the documents in candidate pairs only
-     (a filtered pass over the materialised signatures) and keep pairs whose estimated Jaccard
-     (share of equal signature positions) is >= threshold. Bounded by num_perm*4 bytes per
-     candidate document; no text is reread.
+2. A hash-partitioned reduce (:mod:`.shuffle`) explodes rows into (band int32, key uint64,
+   doc int64) inside the split tasks, where ``doc`` is a document number (block index and row,
+   :data:`.lsh.ROW_BITS`), never a row key string: ~20 bytes per band instead of ~110, so a
+   reduce worker stays near its base memory. Each partition sorts its buckets and returns integer
+   pairs of small buckets and the member sets of large ones. Their number follows the number of
+   duplicates, not the corpus size.
+3. The driver fetches the row keys (and, for ``"signature"``, the signatures) of the candidate
+   documents only, by number, and ranks them by row key; from then on a document is its rank, so
+   large buckets get their star on the smallest row key and components keep the smallest row key.
+   Verification of candidates:
+   - ``"signature"`` (default): keep pairs whose estimated Jaccard (share of equal signature
+     positions) is >= threshold. Bounded by num_perm*4 bytes per candidate document; no text is
+     reread.
    - ``"jaccard"``: reread the texts of candidate documents only and compute the exact Jaccard
      of their shingle-hash sets. Exact, but holds candidate documents' shingles on the driver.
    - ``"none"``: every LSH candidate is a duplicate (fastest, most false positives).
 4. Connected components (scipy) over verified pairs; every member of a component except the
-   smallest id is removed, recorded as ``dropped.fuzzy_duplicate``.
+   smallest row key is removed, recorded as ``dropped.fuzzy_duplicate``.
 
 Documents are named by row key (id + source location, unique by construction; see :mod:`.rows`)
 wherever the plan above says "id": two records sharing an id are two documents, sorted by id
 and then by location. Before step 2 a reduce by id hash finds ids that several rows share: all
-but the first go to quarantine and take no part in any pair.
+but the first go to quarantine and are left out of the LSH buckets, so they take no part in any
+pair.
 """
 
 from __future__ import annotations
@@ -39,7 +44,16 @@ from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.text.dedup.components import duplicate_components, ids_to_remove
 from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet
 from curator_stages.text.dedup.rows import document_tables, find_duplicate_ids, key_table, row_keys
-from curator_stages.text.dedup.lsh import band_keys, bucket_pairs, explode_bands, optimal_bands
+from curator_stages.text.dedup.lsh import (
+    ROW_BITS,
+    band_keys,
+    bucket_pairs,
+    candidate_docs,
+    explode_bands,
+    merge_buckets,
+    optimal_bands,
+    ranked_pairs,
+)
 from curator_stages.text.dedup.minhash import (
     minhash_signatures,
     normalize_for_shingles,
@@ -138,8 +152,27 @@ def _signature_batch(batch: dict[str, np.ndarray], *, text_field: str, id_field:
     })
 
 
-def _select_signatures(table: pa.Table, wanted: pa.Array) -> pa.Table:
-    return table.select(["id", "signature"]).filter(pc.is_in(table.column("id"), value_set=wanted))
+def _select_rows(table: pa.Table, block_index: int, docs: np.ndarray,
+                 with_signature: bool) -> pa.Table:
+    """(doc, id[, signature]) of the documents of ``docs`` (sorted numbers) in this block."""
+    first = np.int64(block_index) << np.int64(ROW_BITS)
+    lo, hi = np.searchsorted(docs, [first, first + (np.int64(1) << np.int64(ROW_BITS))])
+    wanted = docs[lo:hi]
+    rows = pa.array(wanted - first)
+    out = {"doc": pa.array(wanted, pa.int64()), "id": table.column("id").take(rows)}
+    if with_signature:
+        out["signature"] = table.column("signature").take(rows)
+    return pa.table(out)
+
+
+def _candidate_rows(refs: list, docs: np.ndarray, with_signature: bool) -> pa.Table:
+    """:func:`_select_rows` over every block, sorted by row key (row i has rank i)."""
+    if docs.size == 0:
+        fields = {"doc": pa.array([], pa.int64()), "id": pa.array([], pa.string())}
+        return pa.table(fields)
+    got = pa.concat_tables(map_blocks(refs, _select_rows, block_index=True, docs=docs,
+                                      with_signature=with_signature))
+    return got.take(pc.sort_indices(got, sort_keys=[("id", "ascending")]))
 
 
 def _shingle_sets_batch(batch: dict[str, np.ndarray], *, text_field: str, id_field: str,
@@ -238,58 +271,64 @@ class FuzzyDuplicateRemover(GlobalStage):
         lap("signatures")
         quarantine = find_duplicate_ids(refs, self.stage_name, num_docs, key_column="id")
         lap("duplicate_ids")
-        parts = partition_reduce(refs, "key", bucket_pairs, explode=explode_bands,
-                                 num_partitions=choose_num_partitions(num_docs * bands))
-        parts = [p for p in parts if p.num_rows]
+        exclude = pa.array(sorted(quarantine), pa.string()) if quarantine else None
+        buckets = merge_buckets(partition_reduce(
+            refs, "key", bucket_pairs, explode=explode_bands, explode_kwargs={"exclude": exclude},
+            explode_block_index=True, num_partitions=choose_num_partitions(num_docs * bands)))
         lap("lsh")
-        if parts:
-            cand = pa.concat_tables(parts).group_by(["a", "b"]).aggregate([])
-        else:
-            cand = pa.table({"a": pa.array([], pa.string()), "b": pa.array([], pa.string())})
-        if quarantine and cand.num_rows:
-            out = pa.array(sorted(quarantine), pa.string())
-            cand = cand.filter(pc.invert(pc.or_(pc.is_in(cand.column("a"), value_set=out),
-                                                pc.is_in(cand.column("b"), value_set=out))))
-        pairs = self._verify(cand, dataset, refs)
+        docs = candidate_docs(buckets)
+        # Row keys (and signatures) of the candidate documents only, sorted by row key: a
+        # document's rank is its row-key order, so "smallest rank" is "smallest row key".
+        got = _candidate_rows(refs, docs, with_signature=self.verify == "signature")
+        rank_of_doc = np.empty(docs.size, np.int64)
+        rank_of_doc[np.searchsorted(docs, got.column("doc").to_numpy())] = np.arange(got.num_rows)
+        ca, cb = ranked_pairs(buckets, docs, rank_of_doc)
+        del buckets, docs, rank_of_doc
+        sim = self._verify(ca, cb, got, dataset)
+        keep = sim >= self.threshold if self.verify != "none" else np.ones(ca.size, bool)
+        va, vb = ca[keep], cb[keep]
+        keys = got.column("id")
+        pairs = pa.table({"a": keys.take(pa.array(va)), "b": keys.take(pa.array(vb)),
+                          "similarity": pa.array(sim[keep])})
         lap("verify")
-        ids, labels = duplicate_components(pairs.column("a"), pairs.column("b"))
+        ranks, labels = duplicate_components(pa.array(va), pa.array(vb))
+        ids = keys.take(ranks).combine_chunks() if len(ranks) else pa.array([], pa.string())
         remove = ids_to_remove(ids, labels)
         lap("components")
-        return FuzzyDedupResult(bands, rows, num_docs, cand.num_rows, pairs, ids, labels,
+        return FuzzyDedupResult(bands, rows, num_docs, int(ca.size), pairs, ids, labels,
                                 remove, quarantine, timings)
 
-    def _verify(self, cand: pa.Table, dataset: "ray.data.Dataset", refs: list) -> pa.Table:
-        n = cand.num_rows
+    def _verify(self, ca: np.ndarray, cb: np.ndarray, got: pa.Table,
+                dataset: "ray.data.Dataset") -> np.ndarray:
+        """Similarity of every candidate pair of ranks (NaN with ``verify="none"``)."""
+        n = ca.size
         if n == 0 or self.verify == "none":
-            return cand.append_column("similarity", pa.array(np.full(n, np.nan)))
-        wanted = pc.unique(pa.chunked_array([cand.column("a"), cand.column("b")]).combine_chunks())
+            return np.full(n, np.nan)
+        sim = np.empty(n)
         if self.verify == "signature":
-            got = pa.concat_tables(map_blocks(refs, _select_signatures, wanted=wanted))
-            got = got.take(pc.sort_indices(got, sort_keys=[("id", "ascending")]))
-            matrix = got.column("signature").combine_chunks().values.to_numpy().reshape(-1, self.num_perm)
-            ia = pc.index_in(cand.column("a"), value_set=got.column("id")).to_numpy()
-            ib = pc.index_in(cand.column("b"), value_set=got.column("id")).to_numpy()
-            sim = np.empty(n)
+            matrix = got.column("signature").combine_chunks().flatten().to_numpy(
+                zero_copy_only=False).reshape(-1, self.num_perm)
             step = max(1, 4_000_000 // self.num_perm)
             for i in range(0, n, step):
-                sim[i:i + step] = (matrix[ia[i:i + step]] == matrix[ib[i:i + step]]).mean(axis=1)
-        else:
-            sets_ds = dataset.map_batches(
-                _shingle_sets_batch, batch_format="numpy", batch_size=None,
-                fn_kwargs={"text_field": self.text_field, "id_field": self.id_field,
-                           "ngram_size": self.ngram_size, "word_ngrams": self.word_ngrams,
-                           "wanted": wanted, "stage_name": self.stage_name})
-            table = pa.concat_tables(ray.get(sets_ds.to_arrow_refs()))
-            shingles = dict(zip(table.column("id").to_pylist(),
-                                (np.asarray(s, dtype=np.uint64) for s in table.column("shingles").to_pylist())))
-            sim = np.empty(n)
-            for i, (x, y) in enumerate(zip(cand.column("a").to_pylist(), cand.column("b").to_pylist())):
-                sx, sy = shingles[x], shingles[y]
-                inter = np.intersect1d(sx, sy, assume_unique=True).size
-                union = sx.size + sy.size - inter
-                sim[i] = inter / union if union else 1.0
-        keep = sim >= self.threshold
-        return cand.append_column("similarity", pa.array(sim)).filter(pa.array(keep))
+                sim[i:i + step] = (matrix[ca[i:i + step]] == matrix[cb[i:i + step]]).mean(axis=1)
+            return sim
+        keys = got.column("id").combine_chunks()
+        sets_ds = dataset.map_batches(
+            _shingle_sets_batch, batch_format="numpy", batch_size=None,
+            fn_kwargs={"text_field": self.text_field, "id_field": self.id_field,
+                       "ngram_size": self.ngram_size, "word_ngrams": self.word_ngrams,
+                       "wanted": keys, "stage_name": self.stage_name})
+        table = pa.concat_tables(ray.get(sets_ds.to_arrow_refs()))
+        shingles: list[np.ndarray | None] = [None] * len(keys)
+        for r, s in zip(pc.index_in(table.column("id"), value_set=keys).to_numpy().tolist(),
+                        table.column("shingles").to_pylist()):
+            shingles[r] = np.asarray(s, dtype=np.uint64)
+        for i, (x, y) in enumerate(zip(ca.tolist(), cb.tolist())):
+            sx, sy = shingles[x], shingles[y]
+            inter = np.intersect1d(sx, sy, assume_unique=True).size
+            union = sx.size + sy.size - inter
+            sim[i] = inter / union if union else 1.0
+        return sim
 
     def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:
         result = self.find_duplicates(dataset)

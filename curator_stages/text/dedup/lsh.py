@@ -1,17 +1,19 @@
 """LSH banding: choose (bands, rows) for a threshold, hash band slices, and turn buckets into
-candidate pairs inside hash partitions."""
+candidate pairs inside hash partitions, on integer document numbers only (the driver maps the
+candidates' numbers to row keys; see :mod:`.fuzzy`)."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from itertools import combinations
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 #: Buckets up to this size give all their pairs; larger ones (boilerplate, exact copies) give a
-#: star on the smallest id plus a chain, so a bucket of m documents costs O(m), not O(m^2).
+#: star on the smallest row key plus a chain, so a bucket of m documents costs O(m), not O(m^2).
 ALL_PAIRS_MAX_BUCKET = 8
 
 
@@ -61,39 +63,57 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def explode_bands(table: pa.Table) -> pa.Table:
-    """Signature rows -> one (band, key, id) row per band of each document with a signature."""
-    table = table.filter(table.column("has_signature"))
-    keys_col = table.column("band_keys").combine_chunks()
-    n = table.num_rows
-    if n == 0:
+#: A document number is ``block_index << ROW_BITS | row``: exact, known where the row is read
+#: (no pass to count rows), and 8 bytes where a row key string is ~100.
+ROW_BITS = 32
+
+
+class Buckets(NamedTuple):
+    """What one LSH partition found, in document numbers (see :data:`ROW_BITS`).
+
+    ``pairs`` (a < b, int64, no repeats) are all pairs of the buckets of up to
+    :data:`ALL_PAIRS_MAX_BUCKET` documents. Larger buckets come as ``groups`` (group, doc), one
+    row per member and one group per distinct member set: their star + chain must follow row-key
+    order (the "smallest id" of the star), which only the driver knows, for these documents only.
+    """
+
+    pairs: pa.Table
+    groups: pa.Table
+
+
+def _int_table(**columns: np.ndarray) -> pa.Table:
+    return pa.table({k: pa.array(v, pa.int64()) for k, v in columns.items()})
+
+
+def explode_bands(table: pa.Table, block_index: int = 0,
+                  exclude: pa.Array | None = None) -> pa.Table:
+    """Signature rows of block ``block_index`` -> one (band, key, doc) row per band of each
+    document with a signature; ``doc`` is the document number. Rows whose key is in ``exclude``
+    (quarantined for a repeated id) are left out, so they take part in no bucket."""
+    keep = table.column("has_signature").to_numpy().astype(bool, copy=True)
+    if exclude is not None and len(exclude):
+        keep &= ~pc.is_in(table.column("id"), value_set=exclude).to_numpy(zero_copy_only=False)
+    rows = np.nonzero(keep)[0]
+    if rows.size == 0:
         return pa.table({"band": pa.array([], pa.int32()), "key": pa.array([], pa.uint64()),
-                         "id": pa.array([], pa.string())})
+                         "doc": pa.array([], pa.int64())})
+    keys_col = table.column("band_keys").combine_chunks()
     bands = keys_col.type.list_size
-    keys = keys_col.values.to_numpy(zero_copy_only=False)
+    keys = keys_col.flatten().to_numpy(zero_copy_only=False).reshape(-1, bands)[rows]
+    docs = (np.int64(block_index) << np.int64(ROW_BITS)) | rows.astype(np.int64)
     return pa.table({
-        "band": pa.array(np.tile(np.arange(bands, dtype=np.int32), n)),
-        "key": pa.array(keys),
-        "id": table.column("id").take(pa.array(np.repeat(np.arange(n), bands))),
+        "band": pa.array(np.tile(np.arange(bands, dtype=np.int32), rows.size)),
+        "key": pa.array(keys.ravel()),
+        "doc": pa.array(np.repeat(docs, bands)),
     })
 
 
-def bucket_pairs(table: pa.Table | None) -> pa.Table:
-    """Candidate pairs (a < b) from the buckets of one partition, without repeats."""
-    empty = pa.table({"a": pa.array([], pa.string()), "b": pa.array([], pa.string())})
-    if table is None or table.num_rows < 2:
-        return empty
-    order = pc.sort_indices(table, sort_keys=[("band", "ascending"), ("key", "ascending"),
-                                              ("id", "ascending")])
-    t = table.take(order)
-    band = t.column("band").to_numpy()
-    key = t.column("key").to_numpy()
-    boundary = np.ones(t.num_rows, dtype=bool)
-    boundary[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
-    run_start = np.nonzero(boundary)[0]
-    run_len = np.diff(np.append(run_start, t.num_rows))
-    left: list[np.ndarray] = []
-    right: list[np.ndarray] = []
+def run_pairs(run_start: np.ndarray, run_len: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right) positions of the candidate pairs of sorted runs: all pairs of a run of up to
+    :data:`ALL_PAIRS_MAX_BUCKET` rows; for a larger one a star on its first row plus a chain
+    between neighbours, so a run of m rows costs O(m), not O(m^2)."""
+    left: list[np.ndarray] = [np.zeros(0, np.int64)]
+    right: list[np.ndarray] = [np.zeros(0, np.int64)]
     for m in range(2, ALL_PAIRS_MAX_BUCKET + 1):
         s = run_start[run_len == m]
         if s.size:
@@ -107,14 +127,99 @@ def bucket_pairs(table: pa.Table | None) -> pa.Table:
         first = np.repeat(starts, per_run)
         within = np.arange(int(per_run.sum())) - np.repeat(np.cumsum(per_run) - per_run, per_run)
         member = first + within + 1                      # s+1 .. s+m-1 for each run
-        left.append(first)                               # star on the smallest id
+        left.append(first)                               # star on the first (smallest) row
         right.append(member)
         chain = member + 1 < np.repeat(starts + lens, per_run)
         left.append(member[chain])                       # chain between neighbours
         right.append(member[chain] + 1)
-    if not left:
+    return np.concatenate(left).astype(np.int64), np.concatenate(right).astype(np.int64)
+
+
+def runs(*sorted_columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) of the runs of equal values over rows sorted by ``sorted_columns``."""
+    n = sorted_columns[0].size
+    boundary = np.ones(n, dtype=bool)
+    if n > 1:
+        boundary[1:] = False
+        for col in sorted_columns:
+            boundary[1:] |= col[1:] != col[:-1]
+    start = np.nonzero(boundary)[0]
+    return start, np.diff(np.append(start, n))
+
+
+def bucket_pairs(table: pa.Table | None) -> Buckets:
+    """Candidates of one partition's (band, key, doc) rows: integer pairs of small buckets and the
+    member sets of large ones (see :class:`Buckets`); no string is sorted or copied."""
+    empty = Buckets(_int_table(a=np.zeros(0), b=np.zeros(0)),
+                    _int_table(group=np.zeros(0), doc=np.zeros(0)))
+    if table is None or table.num_rows < 2:
         return empty
-    li, ri = np.concatenate(left), np.concatenate(right)
-    ids = t.column("id")
-    pairs = pa.table({"a": ids.take(pa.array(li)), "b": ids.take(pa.array(ri))})
-    return pairs.group_by(["a", "b"]).aggregate([])
+    band = table.column("band").to_numpy()
+    key = table.column("key").to_numpy()
+    doc = table.column("doc").to_numpy()
+    order = np.lexsort((doc, key, band))
+    band, key, doc = band[order], key[order], doc[order]
+    del order
+    start, length = runs(band, key)
+    del band, key
+    small = (length >= 2) & (length <= ALL_PAIRS_MAX_BUCKET)
+    li, ri = run_pairs(start[small], length[small])
+    pairs = _int_table(a=doc[li], b=doc[ri]).group_by(["a", "b"]).aggregate([])
+    seen: set[bytes] = set()
+    members: list[np.ndarray] = []
+    for s, m in zip(start[length > ALL_PAIRS_MAX_BUCKET].tolist(),
+                    length[length > ALL_PAIRS_MAX_BUCKET].tolist()):
+        run = doc[s:s + m]
+        signature = run.tobytes()
+        if signature not in seen:  # the same cluster, bucketed again in another band
+            seen.add(signature)
+            members.append(run)
+    if not members:
+        return Buckets(pairs, empty.groups)
+    group = np.repeat(np.arange(len(members), dtype=np.int64), [r.size for r in members])
+    return Buckets(pairs, _int_table(group=group, doc=np.concatenate(members)))
+
+
+def merge_buckets(parts: list[Buckets]) -> Buckets:
+    """The partitions' :class:`Buckets` as one (group numbers made distinct across partitions)."""
+    pairs = [p.pairs for p in parts if p.pairs.num_rows]
+    groups: list[pa.Table] = []
+    offset = 0
+    for p in parts:
+        if p.groups.num_rows:
+            g = p.groups.column("group").to_numpy()
+            groups.append(_int_table(group=g + offset, doc=p.groups.column("doc").to_numpy()))
+            offset += int(g.max()) + 1
+    return Buckets(
+        pa.concat_tables(pairs) if pairs else _int_table(a=np.zeros(0), b=np.zeros(0)),
+        pa.concat_tables(groups) if groups else _int_table(group=np.zeros(0), doc=np.zeros(0)))
+
+
+def candidate_docs(buckets: Buckets) -> np.ndarray:
+    """Sorted document numbers of every document in a candidate pair or a large bucket."""
+    cols = [buckets.pairs.column("a"), buckets.pairs.column("b"), buckets.groups.column("doc")]
+    return np.unique(np.concatenate([c.to_numpy() for c in cols]))
+
+
+def ranked_pairs(buckets: Buckets, docs: np.ndarray, rank_of_doc: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (a < b, no repeats, sorted) as ranks, where ``rank_of_doc[i]`` is the rank
+    (row-key order) of document ``docs[i]``. Large buckets get their star on the member with the
+    smallest row key and their chain in row-key order, as if the reduce had sorted row keys."""
+    def rank(col: pa.ChunkedArray) -> np.ndarray:
+        return rank_of_doc[np.searchsorted(docs, col.to_numpy())]
+
+    ra, rb = rank(buckets.pairs.column("a")), rank(buckets.pairs.column("b"))
+    lo, hi = [np.minimum(ra, rb)], [np.maximum(ra, rb)]
+    if buckets.groups.num_rows:
+        group, member = buckets.groups.column("group").to_numpy(), rank(buckets.groups.column("doc"))
+        order = np.lexsort((member, group))
+        group, member = group[order], member[order]
+        start, length = runs(group)
+        li, ri = run_pairs(start, length)
+        lo.append(member[li])
+        hi.append(member[ri])
+    a, b = np.concatenate(lo).astype(np.int64), np.concatenate(hi).astype(np.int64)
+    n = np.int64(max(docs.size, 1))
+    code = np.unique(a * n + b)
+    return code // n, code % n

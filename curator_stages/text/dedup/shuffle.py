@@ -32,11 +32,14 @@ def choose_num_partitions(total_rows: int, rows_per_partition: int = ROWS_PER_PA
 
 
 def _split(num_partitions: int, key_column: str, explode: Callable[..., pa.Table] | None,
-           explode_kwargs: dict[str, Any], *tables: pa.Table):
+           explode_kwargs: dict[str, Any], first_block: int | None, *tables: pa.Table):
     parts: list[list[pa.Table]] = [[] for _ in range(num_partitions)]
-    for table in tables:
+    for j, table in enumerate(tables):
         if explode is not None:
-            table = explode(table, **explode_kwargs)
+            if first_block is not None:
+                table = explode(table, block_index=first_block + j, **explode_kwargs)
+            else:
+                table = explode(table, **explode_kwargs)
         if table.num_rows == 0:
             continue
         keys = table.column(key_column).to_numpy()
@@ -63,7 +66,7 @@ def _reduce(fn: Callable[..., Any], fn_kwargs: dict[str, Any], *parts: pa.Table)
 def partition_reduce(
     block_refs: list["ray.ObjectRef"],
     key_column: str,
-    reduce_fn: Callable[..., pa.Table],
+    reduce_fn: Callable[..., Any],
     *,
     num_partitions: int,
     explode: Callable[..., pa.Table] | None = None,
@@ -72,16 +75,19 @@ def partition_reduce(
     blocks_per_split_task: int | None = None,
     gather: bool = True,
     reduce_returns: int = 1,
+    explode_block_index: bool = False,
 ) -> list[Any]:
     """Group rows of ``block_refs`` by ``key_column % num_partitions`` and reduce each group.
 
     ``explode(table)`` (optional) runs inside the split tasks, so an exploded form (one row per
     LSH band, say) is never materialised as a whole. ``reduce_fn(table | None)`` gets all rows of
-    one partition (None when the partition is empty) and returns a table; the list of reduce
-    outputs comes back to the driver. With ``gather=False`` the outputs stay in the object store
-    and their refs come back instead (a large result never passes through the driver); a
-    ``reduce_fn`` that returns a tuple of ``reduce_returns`` values then gives a list of refs
-    per partition, so a small part (a count) can be fetched without the large one.
+    one partition (None when the partition is empty) and returns a table (or any small value);
+    the list of reduce outputs comes back to the driver. With ``gather=False`` the outputs stay in
+    the object store and their refs come back instead (a large result never passes through the
+    driver); a ``reduce_fn`` that returns a tuple of ``reduce_returns`` values then gives a list
+    of refs per partition, so a small part (a count) can be fetched without the large one. With
+    ``explode_block_index`` the explode also gets ``block_index=`` (the block's position in
+    ``block_refs``), so it can number rows exactly without a pass to count them.
     """
     if not block_refs:
         return []
@@ -92,7 +98,8 @@ def partition_reduce(
     split_outputs = []
     for i in range(0, len(block_refs), blocks_per_split_task):
         group = block_refs[i: i + blocks_per_split_task]
-        refs = split.remote(num_partitions, key_column, explode, explode_kwargs or {}, *group)
+        refs = split.remote(num_partitions, key_column, explode, explode_kwargs or {},
+                            i if explode_block_index else None, *group)
         split_outputs.append(refs if num_partitions > 1 else [refs])
     reduce_refs = [
         reduce.remote(reduce_fn, reduce_kwargs or {}, *[outs[p] for outs in split_outputs])
@@ -102,9 +109,13 @@ def partition_reduce(
 
 
 def map_blocks(block_refs: list["ray.ObjectRef"], fn: Callable[..., pa.Table],
-               **fn_kwargs: Any) -> list[pa.Table]:
-    """Run ``fn(table, **fn_kwargs)`` on every block in a Ray task; gather the (small) results."""
+               block_index: bool = False, **fn_kwargs: Any) -> list[pa.Table]:
+    """Run ``fn(table, **fn_kwargs)`` on every block in a Ray task; gather the (small) results.
+
+    With ``block_index`` fn also gets ``block_index=`` (the block's position in ``block_refs``),
+    the same number :func:`partition_reduce` gives its explode."""
     remote = ray.remote(fn)
     kwargs_ref = {k: (ray.put(v) if isinstance(v, (pa.Array, pa.ChunkedArray, np.ndarray)) else v)
                   for k, v in fn_kwargs.items()}
-    return ray.get([remote.remote(ref, **kwargs_ref) for ref in block_refs])
+    return ray.get([remote.remote(ref, **({"block_index": i} if block_index else {}), **kwargs_ref)
+                    for i, ref in enumerate(block_refs)])
