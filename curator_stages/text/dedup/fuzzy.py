@@ -2,20 +2,22 @@
 
 Plan, and why it scales with the number of documents rather than with their text:
 1. ``map_batches`` over the tasks computes per document a MinHash signature (``num_perm``
-   uint32) and its LSH band keys; only (id, signature, band keys) rows are materialised.
+   uint32) and its LSH band keys; only (row key, band keys) rows are materialised (~150 bytes
+   a document), not the signatures.
 2. A hash-partitioned reduce (:mod:`.shuffle`) explodes rows into (band int32, key uint64,
    doc int64) inside the split tasks, where ``doc`` is a document number (block index and row,
    :data:`.lsh.ROW_BITS`), never a row key string: ~20 bytes per band instead of ~110, so a
    reduce worker stays near its base memory. Each partition sorts its buckets and returns integer
    pairs of small buckets and the member sets of large ones. Their number follows the number of
    duplicates, not the corpus size.
-3. The driver fetches the row keys (and, for ``"signature"``, the signatures) of the candidate
-   documents only, by number, and ranks them by row key; from then on a document is its rank, so
-   large buckets get their star on the smallest row key and components keep the smallest row key.
+3. The driver fetches the row keys of the candidate documents only, by number, and ranks them
+   by row key; from then on a document is its rank, so large buckets get their star on the
+   smallest row key and components keep the smallest row key.
    Verification of candidates:
    - ``"signature"`` (default): keep pairs whose estimated Jaccard (share of equal signature
-     positions) is >= threshold. Bounded by num_perm*4 bytes per candidate document; no text is
-     reread.
+     positions) is >= threshold. A second streaming read of the input recomputes the signatures
+     of the candidate documents only: num_perm*4 bytes per candidate reach the driver, and no
+     signature of a non-candidate is ever held.
    - ``"jaccard"``: reread the texts of candidate documents only and compute the exact Jaccard
      of their shingle-hash sets. Exact, but holds candidate documents' shingles on the driver.
    - ``"none"``: every LSH candidate is a duplicate (fastest, most false positives).
@@ -120,7 +122,7 @@ def _chunks_by_chars(texts: list[str], max_chars: int) -> list[list[str]]:
 def _signature_batch(batch: dict[str, np.ndarray], *, text_field: str, id_field: str,
                      ngram_size: int, word_ngrams: bool, a: np.ndarray, b: np.ndarray,
                      bands: int, rows: int, stage_name: str) -> pa.Table:
-    ids_parts, ih_parts, sigs, keys, has = [], [], [], [], []
+    ids_parts, ih_parts, keys, has = [], [], [], []
     for table in document_tables(batch["item"], text_field, stage_name):
         texts = [normalize_for_shingles(t) for t in table.column(text_field).to_pylist()]
         row = key_table(table, id_field, stage_name)
@@ -128,51 +130,68 @@ def _signature_batch(batch: dict[str, np.ndarray], *, text_field: str, id_field:
         ih_parts.append(row.column("ih"))
         for chunk in _chunks_by_chars(texts, MAX_CHARS_PER_CHUNK):
             hashes, counts = shingle_hashes(chunk, ngram_size, word_ngrams)
-            sig = minhash_signatures(hashes, counts, a, b)
-            sigs.append(sig)
-            keys.append(band_keys(sig, bands, rows))
+            keys.append(band_keys(minhash_signatures(hashes, counts, a, b), bands, rows))
             has.append(counts > 0)
-    k = a.size
-    if not sigs:
-        sig_all = np.zeros((0, k), np.uint32)
+    if not keys:
         key_all = np.zeros((0, bands), np.uint64)
         has_all = np.zeros(0, bool)
         ids = pa.chunked_array([], pa.string())
         ih = pa.chunked_array([], pa.uint64())
     else:
-        sig_all, key_all, has_all = np.concatenate(sigs), np.concatenate(keys), np.concatenate(has)
+        key_all, has_all = np.concatenate(keys), np.concatenate(has)
         ids = pa.chunked_array([c for col in ids_parts for c in col.chunks], pa.string())
         ih = pa.chunked_array([c for col in ih_parts for c in col.chunks], pa.uint64())
+    # The signatures themselves are not kept: verification recomputes those of the candidate
+    # documents only (:func:`_candidate_signatures_batch`), so what the fit holds for every
+    # document is its row key and band keys (~150 bytes, not num_perm * 4 more).
     return pa.table({
         "id": ids,  # the row key (named "id" for the LSH buckets and pair tables)
         "ih": ih,
-        "signature": pa.FixedSizeListArray.from_arrays(pa.array(sig_all.ravel()), k),
         "band_keys": pa.FixedSizeListArray.from_arrays(pa.array(key_all.ravel()), bands),
         "has_signature": pa.array(has_all),
     })
 
 
-def _select_rows(table: pa.Table, block_index: int, docs: np.ndarray,
-                 with_signature: bool) -> pa.Table:
-    """(doc, id[, signature]) of the documents of ``docs`` (sorted numbers) in this block."""
+def _select_rows(table: pa.Table, block_index: int, docs: np.ndarray) -> pa.Table:
+    """(doc, id) of the documents of ``docs`` (sorted numbers) in this block."""
     first = np.int64(block_index) << np.int64(ROW_BITS)
     lo, hi = np.searchsorted(docs, [first, first + (np.int64(1) << np.int64(ROW_BITS))])
     wanted = docs[lo:hi]
     rows = pa.array(wanted - first)
-    out = {"doc": pa.array(wanted, pa.int64()), "id": table.column("id").take(rows)}
-    if with_signature:
-        out["signature"] = table.column("signature").take(rows)
-    return pa.table(out)
+    return pa.table({"doc": pa.array(wanted, pa.int64()), "id": table.column("id").take(rows)})
 
 
-def _candidate_rows(refs: list, docs: np.ndarray, with_signature: bool) -> pa.Table:
+def _candidate_rows(refs: list, docs: np.ndarray) -> pa.Table:
     """:func:`_select_rows` over every block, sorted by row key (row i has rank i)."""
     if docs.size == 0:
         fields = {"doc": pa.array([], pa.int64()), "id": pa.array([], pa.string())}
         return pa.table(fields)
-    got = pa.concat_tables(map_blocks(refs, _select_rows, block_index=True, docs=docs,
-                                      with_signature=with_signature))
+    got = pa.concat_tables(map_blocks(refs, _select_rows, block_index=True, docs=docs))
     return got.take(pc.sort_indices(got, sort_keys=[("id", "ascending")]))
+
+
+def _candidate_signatures_batch(batch: dict[str, np.ndarray], *, text_field: str,
+                                id_field: str, ngram_size: int, word_ngrams: bool,
+                                a: np.ndarray, b: np.ndarray, wanted: pa.Array,
+                                stage_name: str) -> pa.Table:
+    """(id, signature) of the documents whose row key is in ``wanted`` (the candidates)."""
+    out_ids, out_sigs = [], []
+    for table in document_tables(batch["item"], text_field, stage_name):
+        keys = row_keys(table, id_field, stage_name)
+        mask = pc.is_in(keys, value_set=wanted)
+        sub = table.filter(mask)
+        if sub.num_rows == 0:
+            continue
+        texts = [normalize_for_shingles(t) for t in sub.column(text_field).to_pylist()]
+        for chunk in _chunks_by_chars(texts, MAX_CHARS_PER_CHUNK):
+            hashes, counts = shingle_hashes(chunk, ngram_size, word_ngrams)
+            out_sigs.append(minhash_signatures(hashes, counts, a, b))
+        picked = keys.filter(mask)
+        out_ids += picked.chunks if isinstance(picked, pa.ChunkedArray) else [picked]
+    sig = np.concatenate(out_sigs) if out_sigs else np.zeros((0, a.size), np.uint32)
+    ids = pa.chunked_array(out_ids, pa.string())
+    return pa.table({"id": ids, "signature": pa.FixedSizeListArray.from_arrays(
+        pa.array(sig.ravel()), a.size)})
 
 
 def _shingle_sets_batch(batch: dict[str, np.ndarray], *, text_field: str, id_field: str,
@@ -279,12 +298,12 @@ class FuzzyDuplicateRemover(GlobalStage):
         docs = candidate_docs(buckets)
         # Row keys (and signatures) of the candidate documents only, sorted by row key: a
         # document's rank is its row-key order, so "smallest rank" is "smallest row key".
-        got = _candidate_rows(refs, docs, with_signature=self.verify == "signature")
+        got = _candidate_rows(refs, docs)
         rank_of_doc = np.empty(docs.size, np.int64)
         rank_of_doc[np.searchsorted(docs, got.column("doc").to_numpy())] = np.arange(got.num_rows)
         ca, cb = ranked_pairs(buckets, docs, rank_of_doc)
         del buckets, docs, rank_of_doc
-        sim = self._verify(ca, cb, got, dataset)
+        sim = self._verify(ca, cb, got, dataset, (a, b))
         keep = sim >= self.threshold if self.verify != "none" else np.ones(ca.size, bool)
         va, vb = ca[keep], cb[keep]
         keys = got.column("id")
@@ -299,25 +318,30 @@ class FuzzyDuplicateRemover(GlobalStage):
                                 remove, quarantine, timings)
 
     def _verify(self, ca: np.ndarray, cb: np.ndarray, got: pa.Table,
-                dataset: "ray.data.Dataset") -> np.ndarray:
+                dataset: "ray.data.Dataset", perms: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """Similarity of every candidate pair of ranks (NaN with ``verify="none"``)."""
         n = ca.size
         if n == 0 or self.verify == "none":
             return np.full(n, np.nan)
         sim = np.empty(n)
+        keys = got.column("id").combine_chunks()
+        common = {"text_field": self.text_field, "id_field": self.id_field,
+                  "ngram_size": self.ngram_size, "word_ngrams": self.word_ngrams,
+                  "wanted": keys, "stage_name": self.stage_name}
         if self.verify == "signature":
-            matrix = got.column("signature").combine_chunks().flatten().to_numpy(
-                zero_copy_only=False).reshape(-1, self.num_perm)
+            # A second streaming read of the input: the candidates' signatures, recomputed.
+            table = pa.concat_tables(ray.get(dataset.map_batches(
+                _candidate_signatures_batch, batch_format="numpy", batch_size=None,
+                fn_kwargs={**common, "a": perms[0], "b": perms[1]}).to_arrow_refs()))
+            order = pc.index_in(keys, value_set=table.column("id")).to_numpy()
+            matrix = table.column("signature").combine_chunks().flatten().to_numpy(
+                zero_copy_only=False).reshape(-1, self.num_perm)[order]
             step = max(1, 4_000_000 // self.num_perm)
             for i in range(0, n, step):
                 sim[i:i + step] = (matrix[ca[i:i + step]] == matrix[cb[i:i + step]]).mean(axis=1)
             return sim
-        keys = got.column("id").combine_chunks()
-        sets_ds = dataset.map_batches(
-            _shingle_sets_batch, batch_format="numpy", batch_size=None,
-            fn_kwargs={"text_field": self.text_field, "id_field": self.id_field,
-                       "ngram_size": self.ngram_size, "word_ngrams": self.word_ngrams,
-                       "wanted": keys, "stage_name": self.stage_name})
+        sets_ds = dataset.map_batches(_shingle_sets_batch, batch_format="numpy",
+                                      batch_size=None, fn_kwargs=common)
         table = pa.concat_tables(ray.get(sets_ds.to_arrow_refs()))
         shingles: list[np.ndarray | None] = [None] * len(keys)
         for r, s in zip(pc.index_in(table.column("id"), value_set=keys).to_numpy().tolist(),
