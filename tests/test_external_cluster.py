@@ -4,9 +4,8 @@ A two-node cluster is started the way an operator would (``ray start --head`` wi
 whose job server takes Ray Jobs, and a worker node joining it), in its own process group, on
 127.0.0.1 only, with token authentication (the token shared through ``RAY_AUTH_TOKEN``, as a
 Kubernetes secret would share it). The flow then runs as the documented Ray Job: ``ray job submit
---address http://127.0.0.1:<dashboard port> --working-dir <checkout> -- python
-flows/text_curation.py ...`` from a process that is no member of the cluster (a Prefect worker
-outside it); the job's flow process runs on the head node and finds the cluster through the
+--address http://127.0.0.1:<dashboard port> -- python <checkout>/flows/text_curation.py ...``
+from a process that is no member of the cluster (a Prefect worker outside it); the job's flow process runs on the head node and finds the cluster through the
 ``RAY_ADDRESS`` the job gives it. (A flow cannot run over the Ray Client, ``ray://``: Ray Data's
 streaming executor fails there, so the flow refuses that address; tests/test_fail_fast.py.)
 Checked: the run is complete and the cluster still has both nodes afterwards; a flow process
@@ -148,15 +147,17 @@ def job_cli(cluster: dict, tmp_path: Path, *args: str, timeout: float = 600,
 
 def submit_flow(cluster: dict, tmp_path: Path, out: Path, work: Path, job_id: str, *,
                 wait: bool, log: Path | None = None) -> subprocess.CompletedProcess:
-    """The documented submission: the checkout as the job's working dir, the flow's own
-    command line as the entrypoint (no --ray-address: the job's RAY_ADDRESS names the
-    cluster); the flow's Prefect home (here: a temporary API's) through runtime_env env_vars."""
+    """The documented submission: the flow's own command line, from the checkout the cluster's
+    nodes have, as the entrypoint (no --ray-address: the job's RAY_ADDRESS names the cluster);
+    the flow's Prefect home (here: a temporary API's) through runtime_env env_vars. PYTHONPATH
+    goes in the entrypoint: the flow's own runtime_env sets it for the workers, and Ray refuses
+    a job and a driver that both set one variable."""
     env_vars = {"PREFECT_HOME": str(tmp_path / "prefect-home"),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", JOB_MARKER: job_id}
-    return job_cli(cluster, tmp_path, "submit", "--submission-id", job_id,
-                   "--working-dir", str(REPO), "--runtime-env-json",
+    return job_cli(cluster, tmp_path, "submit", "--submission-id", job_id, "--runtime-env-json",
                    json.dumps({"env_vars": env_vars}), *([] if wait else ["--no-wait"]), "--",
-                   sys.executable, "flows/text_curation.py", "--input", str(INPUT),
+                   "env", f"PYTHONPATH={REPO}", sys.executable, str(FLOW_SCRIPT),
+                   "--input", str(INPUT),
                    "--output", str(out), "--work-dir", str(work), "--fuzzy-num-perm", "32",
                    "--retries", "0", log=log)
 

@@ -71,14 +71,8 @@ def test_unfused_flow_gives_the_same_output(ray_cluster, prefect_harness, tmp_pa
     common = dict(input=one, **FAST)
     fused = text_curation(TextCurationParams(output=str(tmp_path / "a"),
                                              work_dir=str(tmp_path / "w"), **common))
-    # The split run drives its stage tasks as Ray tasks (driver="in_cluster"), the fused one in
-    # the flow's process (the default): the two drivers give the same output.
-    from curator_stages.orchestration.ray_seam import resolve_driver
-
-    assert resolve_driver(TextCurationParams.model_fields["driver"].default, None) == "in_flow"
-    assert resolve_driver("auto", "ray://head:10001") == "in_cluster"
     split = text_curation(TextCurationParams(output=str(tmp_path / "b"),
-                                             work_dir=str(tmp_path / "w"), driver="in_cluster",
+                                             work_dir=str(tmp_path / "w"),
                                              fuse_cheap_stages=False, **common))
     # Split: every stage alone. Fused: read..normalise+langid, filter, exact, fuzzy+writer.
     assert len(split["stage_tasks"]) == len(fused["stage_tasks"]) + 4

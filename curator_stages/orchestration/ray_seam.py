@@ -32,8 +32,8 @@ from typing import Any, Iterator
 #: How to run a curation flow on a cluster from outside it, for the error that refuses ``ray://``.
 RAY_JOB_FIX = (
     "run the flow inside the cluster instead: submit it as a Ray Job (ray job submit --address "
-    "http://<head>:8265 --working-dir . -- python flows/text_curation.py --input ...; the job "
-    "finds the cluster through its RAY_ADDRESS, so give no --ray-address; pass PREFECT_API_URL "
+    "http://<head>:8265 -- python <checkout>/flows/text_curation.py --input ...; the job finds "
+    "the cluster through its RAY_ADDRESS, so give no --ray-address; pass PREFECT_API_URL "
     "with --runtime-env-json '{\"env_vars\": {\"PREFECT_API_URL\": \"...\"}}'), or run the "
     "Prefect worker on the cluster's head node with --ray-address <head>:6379 (docs/operations.md, "
     "\"On a Ray cluster the flow does not own\")")
