@@ -5,9 +5,10 @@ whose job server takes Ray Jobs, and a worker node joining it), in its own proce
 127.0.0.1 only, with token authentication (the token shared through ``RAY_AUTH_TOKEN``, as a
 Kubernetes secret would share it). The flow then runs as the documented Ray Job: ``ray job submit
 --address http://127.0.0.1:<dashboard port> -- python <checkout>/flows/text_curation.py ...``
-from a process that is no member of the cluster (a Prefect worker outside it); the job's flow process runs on the head node and finds the cluster through the
-``RAY_ADDRESS`` the job gives it. (A flow cannot run over the Ray Client, ``ray://``: Ray Data's
-streaming executor fails there, so the flow refuses that address; tests/test_fail_fast.py.)
+from a process that is no member of the cluster (a Prefect worker outside it); the job's flow
+process runs on the head node and finds the cluster through the ``RAY_ADDRESS`` the job gives
+it. (A flow cannot run over the Ray Client, ``ray://``: Ray Data's streaming executor fails
+there, so the flow refuses that address; tests/test_fail_fast.py.)
 Checked: the run is complete and the cluster still has both nodes afterwards; a flow process
 SIGKILLed mid-run fails its job, and the job submitted again resumes on the same cluster (the
 finished stage task is Cached) and writes the same documents as an uninterrupted run; the
@@ -21,9 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,8 @@ MARKER = "CURATOR_TEST_EXTERNAL_CLUSTER"
 NODE_MARKER = "CURATOR_TEST_EXTERNAL_NODE"
 #: Carried by one submitted job's processes (its flow process and that job's Ray workers).
 JOB_MARKER = "CURATOR_TEST_EXTERNAL_JOB"
+#: The flow run's last line: too late to kill the flow mid-run.
+FLOW_DONE = re.compile(r"Flow run '[^']*' - Finished in state")
 INPUT = SAMPLE / "shard-00003.jsonl.zst"
 
 
@@ -164,8 +167,8 @@ def submit_flow(cluster: dict, tmp_path: Path, out: Path, work: Path, job_id: st
 
 def driver_log(cluster: dict, job_id: str) -> str:
     """What the job's flow process printed so far (the head node's job driver log)."""
-    path = Path(cluster["temp_dir"], "session_latest", "logs", f"job-driver-{job_id}.log")
-    return path.read_text(errors="replace") if path.exists() else ""
+    paths = list(Path(cluster["temp_dir"]).glob(f"session_*/logs/job-driver-{job_id}.log"))
+    return paths[0].read_text(errors="replace") if paths else ""
 
 
 def finish(cluster: dict, tmp_path: Path, out: Path, work: Path, name: str) -> dict:
@@ -177,12 +180,18 @@ def finish(cluster: dict, tmp_path: Path, out: Path, work: Path, name: str) -> d
     return json.loads((out / "run_summary.json").read_text())
 
 
+def command_line(pid: int) -> str:
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return ""
+
+
 def job_status(cluster: dict, tmp_path: Path, job_id: str) -> str:
+    """"succeeded", "failed" or "stopped" once the job has ended, else ""."""
     res = job_cli(cluster, tmp_path, "status", job_id, timeout=120)
-    for status in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING"):
-        if status in res.stdout:
-            return status
-    return ""
+    said = (res.stdout + res.stderr).lower()
+    return next((s for s in ("succeeded", "failed", "stopped") if f"' {s}" in said), "")
 
 
 def test_loopback_ray_start_wraps_a_real_function():
@@ -228,15 +237,15 @@ def test_flow_as_a_ray_job_resumes_after_sigkill_and_leaves_the_cluster_up(clust
     job_id = f"killed-{uuid.uuid4().hex[:8]}"
     res = submit_flow(cluster, tmp_path, out, work, job_id, wait=False)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    fh.wait_for(lambda: "[1/4]" in driver_log(cluster, job_id)
-                or job_status(cluster, tmp_path, job_id) in ("SUCCEEDED", "FAILED"), 600,
-                "the first stage task to finish", interval_s=1.0)
+    fh.wait_for(lambda: (lambda log: "[1/4]" in log or FLOW_DONE.search(log))(
+        driver_log(cluster, job_id)), 600, "the first stage task to finish", interval_s=0.2)
     flow_pids = [pid for pid in fh.pids_with_env(JOB_MARKER, job_id)
-                 if "text_curation.py" in " ".join(psutil.Process(pid).cmdline())]
-    assert flow_pids, driver_log(cluster, job_id)[-4000:]
+                 if "text_curation.py" in command_line(pid)]
+    assert flow_pids and not FLOW_DONE.search(driver_log(cluster, job_id)), \
+        driver_log(cluster, job_id)[-4000:]
     fh.kill_pids(flow_pids)
-    assert fh.wait_for(lambda: job_status(cluster, tmp_path, job_id) == "FAILED", 300,
-                       "the killed flow's job to fail", interval_s=2.0)
+    assert fh.wait_for(lambda: job_status(cluster, tmp_path, job_id), 300,
+                       "the killed flow's job to end", interval_s=2.0) == "failed"
     assert not (out / "run_summary.json").exists()
     assert alive_nodes(cluster) == cluster["nodes"]  # a killed flow takes no node with it
 

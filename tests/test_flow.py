@@ -225,7 +225,7 @@ def test_local_run_without_prefect_server(tmp_path):
     for what in ("starting Prefect's temporary API", "creating Prefect's database",
                  "starting Ray"):
         assert text.count(what) == 1, what
-    # Progress while a stage task runs (stage tasks run in this process: driver in_flow).
+    # Progress while a stage task runs (stage tasks run in this process).
     assert "progress file_partitioning+jsonl_read" in text and "docs/s" in text
     # The stage task that writes says how many documents it wrote.
     assert f"fuzzy_dedup+parquet_writer: Completed, wrote {summary['documents_written']} " \

@@ -3,8 +3,8 @@
 A flow decides *which* stages run and how they are grouped (one cheap chain fused into one stage
 task, or one task per stage); this module runs the groups as stage tasks in the flow's process
 (:mod:`ray_seam`) with the right refresh decision, moves the progress artifact, logs what each
-stage task wrote, and turns the final reference into the run summary (``run_summary.json`` + artifacts), failing the run when
-the accounting identity does not hold.
+stage task wrote, and turns the final reference into the run summary (``run_summary.json`` +
+artifacts), failing the run when the accounting identity does not hold.
 
 The whole sequence holds the work directory's lock (:mod:`work_dir_lock`): a second run on the
 same work directory is refused at once, naming the holder, and stale temporary checkpoints are
