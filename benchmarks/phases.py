@@ -125,7 +125,7 @@ def instrument(flow_module: Any = None) -> None:
     timed(flow_cli, "print_summary", "console summary")
     timed(curation_run, "_publish_plan", "plan: build + publish artifact")
     timed(fingerprint, "input_fingerprint", "input fingerprint (list + stat inputs)")
-    timed(pipeline_run, "submit_stage_task", "stage task (submit -> result)")
+    timed(pipeline_run, "run_stage_task", "stage task (call -> result)")
     timed(pipeline_run, "finish_run", "finish_run (summary + artifacts)")
     timed(stage_task, "publish_stage_table", "stage task: publish stage table artifact")
     timed(ckpt, "read_manifest", "checkpoint: read_manifest")

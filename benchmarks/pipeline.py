@@ -35,12 +35,10 @@ def reference_stages(input_path: str, output_path: str,
 
 
 def flow_params(input_path: str, output_path: str, work_dir: str, fused: bool,
-                files_per_group: int | None = None, num_cpus: int | None = None,
-                driver: str | None = None) -> dict[str, Any]:
-    """Parameters of ``flows/text_curation.py`` for the same pipeline (``driver``: the flow's
-    default unless given, for the in_flow / in_cluster comparison)."""
-    return {**({"driver": driver} if driver else {}),
-            "input": input_path, "output": output_path, "work_dir": work_dir,
+                files_per_group: int | None = None,
+                num_cpus: int | None = None) -> dict[str, Any]:
+    """Parameters of ``flows/text_curation.py`` for the same pipeline."""
+    return {"input": input_path, "output": output_path, "work_dir": work_dir,
             "language_id": False, "fuzzy_dedup": False, "exact_dedup": True,
             "fuse_cheap_stages": fused, "refresh": True, "files_per_group": files_per_group,
             "num_cpus": num_cpus, "retries": 0, "write_dropped": False,

@@ -39,7 +39,7 @@ def render(result: dict[str, Any], json_path: Path | None = None) -> str:
         "",
         f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['memory_gib']} GiB; "
         f"{m['os']}; Python {v['python']}, Ray {v['ray']}, Prefect {v['prefect']}, "
-        f"prefect-ray {v.get('prefect_ray', '?')}, pyarrow {v['pyarrow']}.",
+        f"pyarrow {v['pyarrow']}.",
         "",
         "Cells: median (min-max) over repeats. Speed-up = baseline wall / variant wall, paired by "
         "repeat (run back to back). *steady* excludes start-up (imports, `ray.init`, Prefect's "

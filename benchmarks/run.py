@@ -88,7 +88,7 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     versions = {"python": platform.python_version()}
-    for mod in ("ray", "prefect", "pyarrow", "numpy", "prefect_ray"):
+    for mod in ("ray", "prefect", "pyarrow", "numpy"):
         try:
             versions[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001

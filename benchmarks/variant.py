@@ -127,8 +127,7 @@ def run(args: argparse.Namespace) -> dict:
 
         params = TextCurationParams(**flow_params(
             args.input, args.output, args.work_dir, fused=args.variant == "prefect_fused",
-            files_per_group=args.files_per_group, num_cpus=args.num_cpus,
-            **({"driver": args.driver} if args.driver else {})))
+            files_per_group=args.files_per_group, num_cpus=args.num_cpus))
         # Start what a long-lived worker already has, Ray and Prefect's API, the way
         # `python flows/text_curation.py` does (orchestration.local_run): the API server starts
         # while Ray starts, and use_api() waits until the API answers. No warm-up flow: a
@@ -168,8 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2,
                         help="mp and datatrove variants: worker processes")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
-    parser.add_argument("--driver", choices=("in_flow", "in_cluster"), default=None,
-                        help="Prefect variants: where stage tasks run (default: the flow's)")
     args = parser.parse_args(argv)
     result = run(args)
     with open(args.result, "w") as f:

@@ -27,7 +27,6 @@ from curator_stages.backends.ray_data import (
 from curator_stages.orchestration import (
     DatasetRef,
     RaySession,
-    SessionRayTaskRunner,
     StageTaskOptions,
     run_stage_groups,
 )
@@ -151,7 +150,7 @@ def test_abandoned_iteration_gives_back_its_cpus(ray_cluster, tmp_path):
     assert _cpus_back(), "the abandoned execution's actors still hold CPUs"
 
 
-@flow(name="adapter-faults-retry", task_runner=SessionRayTaskRunner())
+@flow(name="adapter-faults-retry")
 def retry_flow(work_dir: str, marker: str, retries: int = 1):
     with RaySession():
         return run_stage_groups(
@@ -175,7 +174,7 @@ def test_stage_task_retry_completes_and_the_failed_attempt_gives_back_its_cpus(
 
 
 # --------------------------------------------------------------------------- one error, two paths
-@flow(name="adapter-faults-global", task_runner=SessionRayTaskRunner())
+@flow(name="adapter-faults-global")
 def global_flow(work_dir: str):
     with RaySession():
         return run_stage_groups([[MakeDocs(2)], [Explode(), FitAll()]],

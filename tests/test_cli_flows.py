@@ -35,7 +35,7 @@ def test_every_flow_is_a_spec_with_the_shared_vocabulary(path):
     assert isinstance(module.SPEC, CurationFlowSpec)
     model = module.SPEC.params_model
     assert issubclass(model, CurationParams)
-    assert {"input", "output", "work_dir", "driver", "ray_address", "num_cpus",
+    assert {"input", "output", "work_dir", "ray_address", "num_cpus",
             "verify_input", "refresh", "retries"} <= set(model.model_fields)
     assert not {"input_path", "output_path"} & set(model.model_fields)
     assert not hasattr(module, "build_pipeline")

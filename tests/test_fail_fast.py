@@ -75,3 +75,38 @@ def test_an_s3_endpoint_that_is_down_is_refused_at_validation_naming_it(tmp_path
     assert time.monotonic() - start < 30
     [error] = err.value.errors()
     assert error["loc"] == ("input",) and "http://127.0.0.1:1" in error["msg"]
+
+
+def test_a_ray_client_address_is_refused_before_any_work_naming_the_field_and_the_fix(tmp_path):
+    """A flow drives Ray Data from its own process, which does not run over the Ray Client: the
+    command line refuses ``ray://`` at once (exit 2), naming ray_address and the Ray Job fix."""
+    import subprocess
+    import sys
+
+    from tests.test_flow import clean_env
+
+    start = time.monotonic()
+    res = subprocess.run([sys.executable, str(REPO / "flows" / "text_curation.py"),
+                          "--ray-address", "ray://127.0.0.1:1", "--output", str(tmp_path / "o"),
+                          "--work-dir", str(tmp_path / "w")],
+                         env=clean_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "ray_address" in res.stderr and "ray job submit" in res.stderr, res.stderr[-2000:]
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
+
+
+def test_a_ray_client_ray_address_variable_is_refused_before_ray_starts(tmp_path, monkeypatch):
+    """RAY_ADDRESS=ray://... (ray_address unset) is refused by the run itself, before Ray or any
+    file is touched; ``curator-stages plan`` may still read a cluster's resources that way."""
+    import ray
+
+    from curator_stages.orchestration.curation_run import run_curation
+    from flows.text_curation import SPEC, TextCurationParams
+
+    monkeypatch.setenv("RAY_ADDRESS", "ray://127.0.0.1:1")
+    params = TextCurationParams(output=str(tmp_path / "o"), work_dir=str(tmp_path / "w"))
+    connected = ray.is_initialized()
+    with pytest.raises(ValueError, match="RAY_ADDRESS='ray://127.0.0.1:1'.*ray job submit"):
+        run_curation(SPEC, params)
+    assert ray.is_initialized() == connected and not (tmp_path / "w").exists()

@@ -71,14 +71,8 @@ def test_unfused_flow_gives_the_same_output(ray_cluster, prefect_harness, tmp_pa
     common = dict(input=one, **FAST)
     fused = text_curation(TextCurationParams(output=str(tmp_path / "a"),
                                              work_dir=str(tmp_path / "w"), **common))
-    # The split run drives its stage tasks as Ray tasks (driver="in_cluster"), the fused one in
-    # the flow's process (the default): the two drivers give the same output.
-    from curator_stages.orchestration.ray_seam import resolve_driver
-
-    assert resolve_driver(TextCurationParams.model_fields["driver"].default, None) == "in_flow"
-    assert resolve_driver("auto", "ray://head:10001") == "in_cluster"
     split = text_curation(TextCurationParams(output=str(tmp_path / "b"),
-                                             work_dir=str(tmp_path / "w"), driver="in_cluster",
+                                             work_dir=str(tmp_path / "w"),
                                              fuse_cheap_stages=False, **common))
     # Split: every stage alone. Fused: read..normalise+langid, filter, exact, fuzzy+writer.
     assert len(split["stage_tasks"]) == len(fused["stage_tasks"]) + 4
@@ -231,7 +225,7 @@ def test_local_run_without_prefect_server(tmp_path):
     for what in ("starting Prefect's temporary API", "creating Prefect's database",
                  "starting Ray"):
         assert text.count(what) == 1, what
-    # Progress while a stage task runs (stage tasks run in this process: driver in_flow).
+    # Progress while a stage task runs (stage tasks run in this process).
     assert "progress file_partitioning+jsonl_read" in text and "docs/s" in text
     # The stage task that writes says how many documents it wrote.
     assert f"fuzzy_dedup+parquet_writer: Completed, wrote {summary['documents_written']} " \

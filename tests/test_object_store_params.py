@@ -82,8 +82,8 @@ def test_spill_dir_is_a_local_writable_directory_apart_from_the_runs_files(tmp_p
                                           ("spill_dir", "/tmp/curator-spill")])
 def test_a_run_that_joins_a_cluster_refuses_them_and_says_where_they_are_set(
         tmp_path, monkeypatch, field, value):
-    fields, text = refused(tmp_path, ray_address="ray://head:10001", **{field: value})
-    assert fields == [field] and "ray://head:10001" in text
+    fields, text = refused(tmp_path, ray_address="head:6379", **{field: value})
+    assert fields == [field] and "head:6379" in text
     assert "ray start --object-store-memory" in text
     assert "--object-spilling-directory" in text and "curator-stages ray start" in text
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")

@@ -23,7 +23,6 @@ from curator_stages.orchestration import (
     DatasetRef,
     HistoryAggregator,
     RaySession,
-    SessionRayTaskRunner,
     StageTaskOptions,
     finish_run,
     input_fingerprint,
@@ -124,7 +123,7 @@ def pipeline_groups(counter_dir: Path, min_len: int = 5, fail_marker: str = "",
     return [stages[:2], stages[2:]] if fused else [[s] for s in stages]
 
 
-@flow(name="orchestration-test", task_runner=SessionRayTaskRunner())
+@flow(name="orchestration-test")
 def pipeline_flow(counter_dir: str, work_dir: str, output: str, min_len: int = 5,
                   fail_marker: str = "", crash_marker: str = "", retries: int = 0,
                   refresh: bool = False, lose: int = 0, fused: bool = False):

@@ -337,7 +337,6 @@ from curator_stages import ProcessingStage  # noqa: E402
 from curator_stages.io import JSONL_EXTENSIONS, JsonlReader  # noqa: E402
 from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
 from curator_stages.orchestration.curation_run import CurationFlowSpec, run_curation  # noqa: E402
-from curator_stages.orchestration.ray_seam import SessionRayTaskRunner  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -366,7 +365,7 @@ def _trap_groups(p: TrapParams) -> list[list]:
 TRAP = CurationFlowSpec("trap-flow", "Trap flow", TrapParams, _trap_groups, report=False)
 
 
-@flow(name="trap-flow", task_runner=SessionRayTaskRunner())
+@flow(name="trap-flow")
 def trap_flow(params: TrapParams) -> dict:
     return run_curation(TRAP, params)
 

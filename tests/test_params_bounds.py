@@ -40,7 +40,7 @@ def test_num_cpus_is_bounded_by_the_machine_for_an_embedded_ray(tmp_path, monkey
     fields, text = refused(tmp_path, num_cpus=cpus + 1)
     assert fields == ["num_cpus"] and f"{cpus} CPUs" in text
     # A cluster is the user's business: its size is not this machine's.
-    assert params(tmp_path, num_cpus=4096, ray_address="ray://head:10001").num_cpus == 4096
+    assert params(tmp_path, num_cpus=4096, ray_address="head:6379").num_cpus == 4096
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     assert params(tmp_path, num_cpus=4096).num_cpus == 4096
 

@@ -17,7 +17,6 @@ from curator_stages.backends.ray_data.adapter import StageSetupError
 from curator_stages.orchestration import (
     DatasetRef,
     RaySession,
-    SessionRayTaskRunner,
     StageTaskOptions,
     run_stage_groups,
 )
@@ -73,7 +72,7 @@ class Fail(ProcessingStage):
         return task
 
 
-@flow(name="retry-policy-test", task_runner=SessionRayTaskRunner())
+@flow(name="retry-policy-test")
 def retry_flow(kind: str, attempts_dir: str, work_dir: str, times: int = 1000,
                retry_max_total_s: float | None = 3600.0) -> None:
     with RaySession():

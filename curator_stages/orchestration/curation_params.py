@@ -23,7 +23,7 @@ from curator_stages.orchestration.params import (
     check_output_location,
     check_spill_dir,
 )
-from curator_stages.orchestration.ray_seam import DEFAULT_DRIVER, Driver
+from curator_stages.orchestration.ray_seam import refuse_ray_client
 
 if TYPE_CHECKING:
     from curator_stages.io.listing import InputListing
@@ -62,13 +62,11 @@ class CurationParams(BaseModel):
     timeout_seconds: float | None = Field(None, gt=0, allow_inf_nan=False, description="Timeout "
                                           "of one stage task (unset: none)")
     # --- execution
-    driver: Driver = Field(DEFAULT_DRIVER, description="Where each stage task's driver runs: "
-                           "'in_flow' in the flow's process (a local run, or a Prefect worker "
-                           "that is a member of the Ray cluster); 'in_cluster' as a Ray task (a "
-                           "Prefect worker outside the cluster); 'auto': in_cluster over the Ray "
-                           "Client (ray://), else in_flow")
-    ray_address: str | None = Field(None, description="Ray cluster to join (default: "
-                                    "RAY_ADDRESS, else an embedded local Ray)")
+    ray_address: str | None = Field(None, description="Ray cluster to join, as host:port (the "
+                                    "flow's process must be a member of the cluster; a Ray "
+                                    "Client ray:// address is refused: submit the flow as a Ray "
+                                    "Job instead); default: RAY_ADDRESS, else an embedded local "
+                                    "Ray")
     num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs of an embedded local "
                                  "Ray (default: all; at most this machine's CPU count, since "
                                  "each CPU gets a worker process; not bounded when joining a "
@@ -197,6 +195,11 @@ class CurationParams(BaseModel):
         check_output_location(info.field_name, value, info.data)
         _reachable(value)
         return value
+
+    @field_validator("ray_address")
+    @classmethod
+    def _member_of_the_cluster(cls, value: str | None) -> str | None:
+        return refuse_ray_client(value) if value else value
 
     @field_validator("num_cpus")
     @classmethod

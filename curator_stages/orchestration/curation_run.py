@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
 from curator_stages.orchestration.curation_params import CurationParams
-from curator_stages.orchestration.ray_seam import resolve_driver
+from curator_stages.orchestration.ray_seam import refuse_ray_client
 
 P = TypeVar("P", bound=CurationParams)
 
@@ -95,6 +95,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
     # model built without validation, still before Ray starts or any file is touched.
     raw = params.model_dump() if isinstance(params, CurationParams) else dict(params)
     params = spec.params_model.model_validate(raw)
+    refuse_ray_client(params.ray_address)  # RAY_ADDRESS too, before Ray or any file is touched
     logger = get_run_logger()
     started = time.perf_counter()
     groups = spec.build_stage_groups(params)
@@ -103,10 +104,8 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
     listing = list_run_input(s for g in groups for s in g) or params.input_listing(params.input)
     files = listing.paths if listing is not None else []
     allowed = listing.task_paths if listing is not None else []  # what checkpoints may list
-    logger.info("input: %d file(s) under %s; %d stage task(s): %s; drivers %s", len(files),
-                params.input, len(groups),
-                " | ".join("+".join(s.stage_name for s in g) for g in groups),
-                resolve_driver(params.driver, params.ray_address))
+    logger.info("input: %d file(s) under %s; %d stage task(s): %s", len(files), params.input,
+                len(groups), " | ".join("+".join(s.stage_name for s in g) for g in groups))
     if len(files) == 1:
         logger.info(SINGLE_FILE_NOTE)
     if listing is not None and listing.skipped:
@@ -117,8 +116,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
     options = StageTaskOptions(retries=params.retries,
                                retry_delay_seconds=params.retry_delay_seconds,
                                retry_jitter_factor=0.2 if params.retry_delay_seconds else None,
-                               timeout_seconds=params.timeout_seconds, tags=(spec.name,),
-                               driver=resolve_driver(params.driver, params.ray_address))
+                               timeout_seconds=params.timeout_seconds, tags=(spec.name,))
     session = RaySession.for_params(params, runtime_env=spec.runtime_env(params))
     with work_dir_lock(params.work_dir), output_lock(params.output), session:
         left = clean_unfinished(params.output)

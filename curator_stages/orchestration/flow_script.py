@@ -58,7 +58,7 @@ def curation_flow(spec: "CurationFlowSpec[Any]", *, description: str | None = No
     from prefect import flow
 
     from curator_stages.orchestration.curation_run import run_curation
-    from curator_stages.orchestration.ray_seam import SessionRayTaskRunner, ship_by_value
+    from curator_stages.orchestration.ray_seam import ship_by_value
 
     model = spec.params_model
 
@@ -71,8 +71,7 @@ def curation_flow(spec: "CurationFlowSpec[Any]", *, description: str | None = No
     run.__module__ = module
     run.__doc__ = description or spec.title
     ship_by_value(module)
-    return flow(name=spec.name, task_runner=SessionRayTaskRunner(), description=description,
-                log_prints=log_prints)(run)
+    return flow(name=spec.name, description=description, log_prints=log_prints)(run)
 
 
 def run_flow_script(spec: "CurationFlowSpec[Any]", flow_fn: Any,

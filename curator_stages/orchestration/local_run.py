@@ -201,7 +201,7 @@ def run_local(body: Callable[[LocalRun], int], *, what: str = "the run") -> int:
     except KeyboardInterrupt:
         pass
     except BaseException as exc:  # noqa: BLE001 - re-raised unless a stop signal caused it
-        # A stage task running in this process (driver in_flow) meets SIGTERM inside Prefect's
+        # A stage task (it runs in this process) meets SIGTERM inside Prefect's
         # task engine, which turns it into its own TerminationSignal or an exit; the signal
         # itself was recorded, and the outcome is the same clean stop as Ctrl-C.
         if not (holder and holder[0].stop_signal):

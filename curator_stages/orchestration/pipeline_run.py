@@ -1,11 +1,10 @@
 """Driving a pipeline from inside a flow: one stage task per group, in order, then the summary.
 
 A flow decides *which* stages run and how they are grouped (one cheap chain fused into one stage
-task, or one task per stage); this module runs the groups as stage tasks where the flow's
-``driver`` says (:mod:`ray_seam`) with the right refresh decision, moves the progress artifact,
-logs what each stage task wrote, and turns the
-final reference into the run summary (``run_summary.json`` + artifacts), failing the run when
-the accounting identity does not hold.
+task, or one task per stage); this module runs the groups as stage tasks in the flow's process
+(:mod:`ray_seam`) with the right refresh decision, moves the progress artifact, logs what each
+stage task wrote, and turns the final reference into the run summary (``run_summary.json`` +
+artifacts), failing the run when the accounting identity does not hold.
 
 The whole sequence holds the work directory's lock (:mod:`work_dir_lock`): a second run on the
 same work directory is refused at once, naming the holder, and stale temporary checkpoints are
@@ -23,7 +22,7 @@ from prefect.logging import get_run_logger
 from curator_stages import checkpoints as ckpt
 from curator_stages.orchestration.artifacts import Progress, publish_run_summary
 from curator_stages.checkpoints.dataset_ref import DatasetRef
-from curator_stages.orchestration.ray_seam import DEFAULT_DRIVER, Driver, submit_stage_task
+from curator_stages.orchestration.ray_seam import run_stage_task
 from curator_stages.orchestration.retry_policy import DEFAULT_RETRY_MAX_TOTAL_S
 from curator_stages.accounting import RunSummary, summarise
 from curator_stages.reporting.run_summary import write_run_summary
@@ -42,11 +41,6 @@ class StageTaskOptions:
     #: No retry starts once a stage task has spent this long, all attempts together.
     retry_max_total_s: float | None = DEFAULT_RETRY_MAX_TOTAL_S
     tags: tuple[str, ...] = ()
-    #: CPUs the Ray task that drives a stage task holds. 0: the stage's own Ray Data work
-    #: gets every CPU (the driver mostly waits and writes the checkpoint).
-    driver_num_cpus: float = 0.0
-    #: Where the stage task's driver runs (see :mod:`ray_seam`).
-    driver: Driver = DEFAULT_DRIVER
 
 
 @dataclass
@@ -101,10 +95,9 @@ def run_stage_groups(groups: Sequence[Sequence[Any]], seed: DatasetRef, work_dir
                 timeout_seconds=opts.timeout_seconds, tags=opts.tags,
             )
             started = time.perf_counter()
-            ref, status = submit_stage_task(
-                task_fn, opts.driver, opts.driver_num_cpus, input_ref=ref, stages=list(group),
-                work_dir=work_dir, ignore_head_node=ignore_head_node, refresh=refresh,
-                input_files=allowed)
+            ref, status = run_stage_task(
+                task_fn, input_ref=ref, stages=list(group), work_dir=work_dir,
+                ignore_head_node=ignore_head_node, refresh=refresh, input_files=allowed)
             elapsed = time.perf_counter() - started
             refs.append(ref)
             records.append({"stages": "+".join(names), "status": status,

@@ -1,128 +1,82 @@
-"""The Prefect <-> Ray seam: where a stage task's driver runs, and what that costs.
+"""The Prefect <-> Ray seam: a stage task's driver runs in the flow's own process.
 
 A stage task (:func:`~curator_stages.orchestration.stage_task.run_stages`) drives one Ray Data
-plan: it builds the plan, streams the output parts and writes the checkpoint's manifest. That
-driver can run in two places, chosen per run by the flow parameter ``driver``:
+plan: it builds the plan, streams the output parts and writes the checkpoint's manifest. It runs
+as a plain synchronous task call in the flow's process, which is a Ray driver already
+(:class:`~curator_stages.orchestration.ray_session.RaySession`). Nothing crosses a process
+boundary but the Ray Data work itself: no pickled flow module, no Prefect context shipped to a
+worker, and the stage task's logs (progress included) reach the console of a local run directly.
 
-``in_flow``
-    The stage task runs in the flow's own process (a plain synchronous task call), which is a
-    Ray driver already (:class:`~curator_stages.orchestration.ray_session.RaySession`). Nothing
-    crosses a process boundary but the Ray Data work itself: no pickled flow module, no
-    Prefect context shipped to a worker, and the stage task's logs (progress included) reach
-    the console of a local run directly. Right whenever the flow process can reach the Ray
-    cluster, which is every local run and a worker on the cluster's head node.
+That needs the flow's process to be a member of the Ray cluster: a local run, a Prefect worker
+on the cluster's head node, or the flow submitted to the cluster as a Ray Job. A Ray Client
+connection (``ray://``) is refused before any work (:func:`refuse_ray_client`): Ray Data's
+streaming executor does not run over the Ray Client (measured on Ray 2.60: the first stage task
+fails with ``AttributeError: 'Worker' object has no attribute 'core_worker'``; Ray's own docs
+send ML workloads to Ray Jobs instead of the Client, and its streaming generators, which Ray
+Data's map tasks are, are not supported over the Client).
 
-``in_cluster``
-    The stage task runs as a Ray task through prefect-ray's ``RayTaskRunner``. Right for a
-    Prefect worker outside the Ray cluster (the driver then runs next to the data). It needs
-    three workarounds, all kept here:
-
-    1. :class:`SessionRayTaskRunner` skips ``RayTaskRunner.__enter__``, which would call
-       ``ray.init`` when the flow starts, before the flow body has read its ``ray_address``
-       parameter and without our quiet, loopback-only local start. It joins the process's
-       :class:`RaySession` at the first ``submit`` instead.
-    2. :func:`worker_api_settings` pins the API URL of the flow's own client into the Prefect
-       settings serialised into each Ray task. Without ``PREFECT_API_URL`` (a local run on a
-       temporary API) every worker would otherwise start its *own* temporary API server:
-       measured at >20 s per worker, timing out under load.
-    3. :func:`ship_by_value` makes cloudpickle send a flow module by value. Prefect loads a
-       deployment's entrypoint under a generated module name that Ray workers cannot import,
-       and the flow context shipped with each task would then fail to unpickle.
-
-:func:`submit_stage_task` is the one place that dispatches on the choice.
+One workaround stays (``tests/test_ray_private_guards.py`` guards it): :func:`ship_by_value`.
+Prefect loads a deployment's entrypoint file under a module name Ray workers cannot import
+(``text_curation``, or a generated ``__prefect_loader_<hash>__``), so a stage class defined in
+the flow file would fail to unpickle on the workers unless its module travels by value.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import sys
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
-from prefect_ray.task_runners import RayTaskRunner
-
-#: Where a stage task's driver runs (see the module docstring); "auto" is resolved per run by
-#: :func:`resolve_driver`.
-Driver = Literal["auto", "in_flow", "in_cluster"]
-#: The default for every flow. On the sample data in_flow was not slower than in_cluster
-#: (within the noise; benchmarks/BENCHMARKS.md, "Stage-task driver"), shows stage-task progress
-#: on a local run's console and needs none of the in_cluster workarounds, so "auto" picks it,
-#: except over the Ray Client, whose process is no member of the cluster: a Ray Data plan driven
-#: from there would ship every block through the client connection.
-DEFAULT_DRIVER: Driver = "auto"
+#: How to run a curation flow on a cluster from outside it, for the error that refuses ``ray://``.
+RAY_JOB_FIX = (
+    "run the flow inside the cluster instead: submit it as a Ray Job (ray job submit --address "
+    "http://<head>:8265 -- python <checkout>/flows/text_curation.py --input ...; the job finds "
+    "the cluster through its RAY_ADDRESS, so give no --ray-address; pass PREFECT_API_URL "
+    "with --runtime-env-json '{\"env_vars\": {\"PREFECT_API_URL\": \"...\"}}'), or run the "
+    "Prefect worker on the cluster's head node with --ray-address <head>:6379 (docs/operations.md, "
+    "\"On a Ray cluster the flow does not own\")")
 
 
-def resolve_driver(driver: Driver, ray_address: str | None) -> Driver:
-    """``in_cluster`` for "auto" when the run joins a cluster over the Ray Client (``ray://``,
-    from the flow's ``ray_address`` or ``RAY_ADDRESS``), else ``in_flow``; explicit choices win."""
-    if driver != "auto":
-        return driver
-    import os
+def refuse_ray_client(address: str | None) -> str | None:
+    """``address`` unchanged, unless it (or, when it is unset, ``RAY_ADDRESS``) is a Ray Client
+    address (``ray://``): then a ValueError naming where it came from and the fix."""
+    given = address or os.environ.get("RAY_ADDRESS") or ""
+    if not given.startswith("ray://"):
+        return address
+    where = repr(address) if address else f"RAY_ADDRESS={given!r} (ray_address is unset)"
+    raise ValueError(
+        f"{where} is a Ray Client address; a curation flow drives Ray Data plans from its own "
+        "process, and Ray Data does not run over the Ray Client. Fix: " + RAY_JOB_FIX)
 
-    address = ray_address or os.environ.get("RAY_ADDRESS") or ""
-    return "in_cluster" if address.startswith("ray://") else "in_flow"
 
-
-class SessionRayTaskRunner(RayTaskRunner):
-    """A ``RayTaskRunner`` that joins the process's ``RaySession`` instead of owning Ray.
-
-    Used without a session, it opens a default one itself at the first ``submit`` and closes it
-    when the flow ends. With ``driver="in_flow"`` nothing is submitted to it, so Ray is never
-    touched by the runner at all.
-    """
-
-    def __init__(self, address: str | None = None, init_kwargs: dict[str, Any] | None = None):
-        super().__init__(address=address, init_kwargs=init_kwargs)
-        self._own_session: Any = None
-
-    def duplicate(self) -> "SessionRayTaskRunner":
-        return type(self)(address=self.address, init_kwargs=self.init_kwargs)
-
-    def __enter__(self) -> "SessionRayTaskRunner":
-        # Skip RayTaskRunner.__enter__ (it would ray.init now); start the base TaskRunner only.
-        super(RayTaskRunner, self).__enter__()
-        return self
-
-    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None,
-               dependencies: Any = None):
-        import ray
-
-        if not ray.is_initialized():
-            from curator_stages.orchestration.ray_session import RaySession
-
-            self._own_session = RaySession(self.address).__enter__()
-        return super().submit(task, parameters, wait_for=wait_for, dependencies=dependencies)
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._own_session is not None:
-            self._own_session.__exit__(*exc_info)
-            self._own_session = None
-        super(RayTaskRunner, self).__exit__(*exc_info)
+#: DataContext settings a stage task changes for its own plan (``run_stages``); in the flow's
+#: process they are put back afterwards, so a library user's context is left as it was.
+_STAGE_TASK_CONTEXT_FIELDS = ("op_resource_reservation_enabled",)
 
 
 @contextlib.contextmanager
-def worker_api_settings() -> Iterator[str | None]:
-    """Within this block, task runs submitted to Ray report to this flow's Prefect API.
+def _data_context_restored() -> Iterator[None]:
+    from ray.data import DataContext
 
-    With ``PREFECT_API_URL`` set (a server, or the test harness) nothing changes. Without it
-    (temporary API of a local run) the URL of the API this process uses is put into the
-    settings that Prefect serialises into each Ray task. Yields the URL used.
+    ctx = DataContext.get_current()
+    saved = {name: getattr(ctx, name) for name in _STAGE_TASK_CONTEXT_FIELDS if hasattr(ctx, name)}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(ctx, name, value)
+
+
+def run_stage_task(task_fn: Any, **parameters: Any) -> tuple[Any, str]:
+    """Run one configured stage task in this process; returns (output ref, state name).
+
+    A failed stage task raises its exception here.
     """
-    from prefect.context import FlowRunContext
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    configured = PREFECT_API_URL.value()
-    if configured:
-        yield configured
-        return
-    ctx = FlowRunContext.get()
-    client = getattr(ctx, "client", None) if ctx else None
-    url = str(client.api_url) if client is not None else None
-    if not url:
-        yield None
-        return
-    with temporary_settings({PREFECT_API_URL: url}):
-        yield url
+    with _data_context_restored():
+        state = task_fn(**parameters, return_state=True)
+    return state.result(), state.name
 
 
 def ship_by_value(module_name: str) -> None:
@@ -148,46 +102,4 @@ def _importable(name: str, file: str | None) -> bool:
     return spec is not None and spec.origin == file and "." in name
 
 
-#: DataContext settings a stage task changes for its own plan (``run_stages``); in the flow's
-#: process they are put back afterwards, so a library user's context is left as it was.
-_STAGE_TASK_CONTEXT_FIELDS = ("op_resource_reservation_enabled",)
-
-
-@contextlib.contextmanager
-def _data_context_restored() -> Iterator[None]:
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    saved = {name: getattr(ctx, name) for name in _STAGE_TASK_CONTEXT_FIELDS if hasattr(ctx, name)}
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(ctx, name, value)
-
-
-def submit_stage_task(task_fn: Any, driver: Driver, driver_num_cpus: float,
-                      **parameters: Any) -> tuple[Any, str]:
-    """Run one configured stage task where ``driver`` says; returns (output ref, state name).
-
-    A failed stage task raises its exception here, either way.
-    """
-    driver = resolve_driver(driver, None)
-    if driver == "in_flow":
-        with _data_context_restored():
-            state = task_fn(**parameters, return_state=True)
-        return state.result(), state.name
-    if driver != "in_cluster":
-        raise ValueError(f"driver must be 'in_flow' or 'in_cluster', not {driver!r}")
-    from prefect_ray.context import remote_options
-
-    with worker_api_settings():
-        with remote_options(num_cpus=driver_num_cpus):
-            future = task_fn.submit(**parameters)
-        ref = future.result()
-    state = future.state
-    return ref, state.name if state is not None else "Completed"
-
-
-__all__ = ["DEFAULT_DRIVER", "Driver", "SessionRayTaskRunner", "resolve_driver", "ship_by_value",
-           "submit_stage_task", "worker_api_settings"]
+__all__ = ["RAY_JOB_FIX", "refuse_ray_client", "run_stage_task", "ship_by_value"]

@@ -1,4 +1,4 @@
-"""One Ray session per process, and the Prefect task runner that uses it.
+"""One Ray session per process.
 
 Rules: reuse a Ray that is already initialised; connect to the
 address given (the flow's ``ray_address`` parameter) or to ``RAY_ADDRESS``; otherwise start an
@@ -6,8 +6,7 @@ embedded local Ray, quietly. Only a session that started or connected Ray discon
 end, and disconnecting from an existing cluster never shuts that cluster down: ``ray.shutdown()``
 in a driver that joined a cluster only detaches the driver.
 
-Where a stage task's driver runs, and the task runner for running it as a Ray task
-(:class:`SessionRayTaskRunner`, :func:`worker_api_settings`), is :mod:`ray_seam`'s business.
+Why the flow's process must be a member of the cluster (no Ray Client) is :mod:`ray_seam`'s.
 """
 
 from __future__ import annotations
@@ -118,6 +117,4 @@ def quiet_ray_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-# The task runner and the API pinning, the Prefect <-> Ray seam, are in ray_seam (which imports
-# this module, so this one must not import it).
 __all__ = ["RaySession", "quiet_ray_data"]

@@ -3,7 +3,7 @@
 A stage task streams its output parts back as Ray Data produces them (``run_stages``' loop);
 each part carries the per-stage counts of the documents behind it. Every few seconds this logs
 one line per stage task with each stage's documents so far and its rate since the task started.
-The log is Prefect's run logger: on the console of a local run (``driver="in_flow"``) and in the
+The log is Prefect's run logger: on the console of a local run and in the
 flow run's logs in the UI under a deployment. No bar is drawn: lines stay readable in a log file.
 """
 

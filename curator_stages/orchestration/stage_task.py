@@ -70,9 +70,9 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
                input_files: frozenset[str] | None = None) -> DatasetRef | State:
     """Run ``stages`` (one, or a fused chain) on ``input_ref``; write and return the output.
 
-    Runs inside a Ray worker under :class:`SessionRayTaskRunner` (or in-process); the Ray Data
-    plan it builds streams through the cluster, its workers read the input checkpoint and write
-    the output one, and only a small record per output file comes back here. Returns
+    Runs in the flow's process (:mod:`ray_seam`); the Ray Data plan it builds streams through
+    the cluster, its workers read the input checkpoint and write the output one, and only a
+    small record per output file comes back here. Returns
     immediately, in a ``Cached`` state, when the output checkpoint is complete (unless
     ``refresh``). Run it under :func:`run_stage_groups`, which holds the work directory's lock
     and removes stale temporaries first. ``input_files``: the run's input listing, which every

@@ -12,7 +12,7 @@ Four stage tasks, four checkpoints, like the reference flow; the stages record w
   a stage parameter, so the blocked run and the resumed run have the same fingerprints.
 
 Run: ``python tests/scripts/fault_flow.py --input DIR --output DIR --work-dir DIR
---record-dir DIR [--ignore-head-node] [--ray-address ADDR] [--driver in_flow|in_cluster]``
+--record-dir DIR [--ignore-head-node] [--ray-address ADDR]``
 (the CLI every flow has); prints the run summary as JSON. The run is :func:`run_curation`.
 """
 
@@ -46,7 +46,6 @@ from curator_stages.orchestration import (  # noqa: E402
 from curator_stages.orchestration.curation_params import CurationParams  # noqa: E402
 from curator_stages.orchestration.curation_run import CurationFlowSpec, run_curation  # noqa: E402
 from curator_stages.orchestration.params import parse_params  # noqa: E402
-from curator_stages.orchestration.ray_seam import SessionRayTaskRunner, ship_by_value  # noqa: E402
 BLOCK_ENV = "CURATOR_FAULT_BLOCK_DIR"
 BLOCK_FILE = "part-03.jsonl"
 
@@ -145,13 +144,12 @@ SPEC = CurationFlowSpec("fault-test-flow", "fault test", FaultParams, build_grou
                         runtime_env=runtime_env, report=False)
 
 
-@flow(name="fault-test-flow", task_runner=SessionRayTaskRunner())
+@flow(name="fault-test-flow")
 def fault_flow(input_path: str, output: str, work_dir: str, record_dir: str = "",
-               ignore_head_node: bool = False, ray_address: str | None = None,
-               driver: str | None = None) -> dict:
+               ignore_head_node: bool = False, ray_address: str | None = None) -> dict:
     params = FaultParams(input=input_path, output=output, work_dir=work_dir,
                          record_dir=record_dir, ignore_head_node=ignore_head_node,
-                         ray_address=ray_address, **({"driver": driver} if driver else {}))
+                         ray_address=ray_address)
     return run_curation(SPEC, params)
 
 
@@ -172,20 +170,17 @@ class LoadModel(ProcessingStage):
         return task
 
 
-@flow(name="setup-failure-test", task_runner=SessionRayTaskRunner())
+@flow(name="setup-failure-test")
 def setup_failure_flow(attempts_dir: str, work_dir: str, retries: int = 1) -> None:
     with RaySession():
         run_stage_groups([[LoadModel(attempts_dir)]], DatasetRef.seed("setup-failure"), work_dir,
                          options=StageTaskOptions(retries=retries))
 
 
-ship_by_value(__name__)
-
-
 def main(argv: list[str] | None = None) -> int:
     params = parse_params(FaultParams, argv, prog="python tests/scripts/fault_flow.py")
     summary = fault_flow(params.input, params.output, params.work_dir, params.record_dir,
-                         params.ignore_head_node, params.ray_address, params.driver)
+                         params.ignore_head_node, params.ray_address)
     print("SUMMARY " + json.dumps(summary, default=str))
     return 0
 
