@@ -39,7 +39,8 @@ def free_port() -> int:
 
 
 def pids_with_env(key: str, value: str) -> list[int]:
-    """Processes whose environment holds ``key=value`` (what the cluster's nodes started)."""
+    """Processes whose environment holds ``key=value``: everything that processes started with
+    it started (Ray workers and servers inherit the variable), and nothing of anyone else's."""
     needle = f"{key}={value}".encode()
     found = []
     for entry in os.listdir("/proc"):

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from fsspec.implementations.memory import MemoryFileSystem
 
+from benchmarks.local_cluster import pids_with_env  # noqa: F401  (the tests' name for it)
 from curator_stages import DocumentBatch, ProcessingStage
 
 #: How long an injected block waits before giving up on its own (a test that never kills it).
@@ -131,21 +132,6 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def pids_with_env(key: str, value: str) -> list[int]:
-    """Processes whose environment holds ``key=value``: everything a test subprocess started
-    (its Ray workers and servers inherit the variable), and nothing of anyone else's."""
-    needle = f"{key}={value}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 def kill_pids(pids: Iterable[int]) -> None:

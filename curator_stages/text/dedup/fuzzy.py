@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -170,24 +170,31 @@ def _candidate_rows(refs: list, docs: np.ndarray) -> pa.Table:
     return got.take(pc.sort_indices(got, sort_keys=[("id", "ascending")]))
 
 
+def _wanted_texts(batch: dict[str, np.ndarray], text_field: str, id_field: str,
+                  wanted: pa.Array, stage_name: str) -> Iterator[tuple[pa.Array, list[str]]]:
+    """(row keys, normalised texts) of the documents of a batch whose row key is in ``wanted``
+    (the candidates): a verification pass reads the input again but shingles only these."""
+    for table in document_tables(batch["item"], text_field, stage_name):
+        keys = row_keys(table, id_field, stage_name)
+        mask = pc.is_in(keys, value_set=wanted)
+        sub = table.filter(mask)
+        if sub.num_rows:
+            picked = keys.filter(mask)
+            yield (picked.combine_chunks() if isinstance(picked, pa.ChunkedArray) else picked,
+                   [normalize_for_shingles(t) for t in sub.column(text_field).to_pylist()])
+
+
 def _candidate_signatures_batch(batch: dict[str, np.ndarray], *, text_field: str,
                                 id_field: str, ngram_size: int, word_ngrams: bool,
                                 a: np.ndarray, b: np.ndarray, wanted: pa.Array,
                                 stage_name: str) -> pa.Table:
     """(id, signature) of the documents whose row key is in ``wanted`` (the candidates)."""
     out_ids, out_sigs = [], []
-    for table in document_tables(batch["item"], text_field, stage_name):
-        keys = row_keys(table, id_field, stage_name)
-        mask = pc.is_in(keys, value_set=wanted)
-        sub = table.filter(mask)
-        if sub.num_rows == 0:
-            continue
-        texts = [normalize_for_shingles(t) for t in sub.column(text_field).to_pylist()]
+    for keys, texts in _wanted_texts(batch, text_field, id_field, wanted, stage_name):
         for chunk in _chunks_by_chars(texts, MAX_CHARS_PER_CHUNK):
             hashes, counts = shingle_hashes(chunk, ngram_size, word_ngrams)
             out_sigs.append(minhash_signatures(hashes, counts, a, b))
-        picked = keys.filter(mask)
-        out_ids += picked.chunks if isinstance(picked, pa.ChunkedArray) else [picked]
+        out_ids.append(keys)
     sig = np.concatenate(out_sigs) if out_sigs else np.zeros((0, a.size), np.uint32)
     ids = pa.chunked_array(out_ids, pa.string())
     return pa.table({"id": ids, "signature": pa.FixedSizeListArray.from_arrays(
@@ -199,16 +206,10 @@ def _shingle_sets_batch(batch: dict[str, np.ndarray], *, text_field: str, id_fie
                         stage_name: str) -> pa.Table:
     out_ids: list[str] = []
     out_sets: list[np.ndarray] = []
-    for table in document_tables(batch["item"], text_field, stage_name):
-        keys = row_keys(table, id_field, stage_name)
-        mask = pc.is_in(keys, value_set=wanted)
-        sub = table.filter(mask)
-        if sub.num_rows == 0:
-            continue
-        texts = [normalize_for_shingles(t) for t in sub.column(text_field).to_pylist()]
+    for keys, texts in _wanted_texts(batch, text_field, id_field, wanted, stage_name):
         hashes, counts = shingle_hashes(texts, ngram_size, word_ngrams)
         ends = np.cumsum(counts)
-        out_ids += keys.filter(mask).to_pylist()
+        out_ids += keys.to_pylist()
         out_sets += [np.unique(hashes[e - c:e]) for e, c in zip(ends, counts)]
     return pa.table({"id": pa.array(out_ids, pa.string()),
                      "shingles": pa.array(out_sets, pa.list_(pa.uint64()))})
