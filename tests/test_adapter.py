@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -191,13 +193,32 @@ def test_generated_names():
 
 
 # ----------------------------------------------------------------- live Ray
+@contextlib.contextmanager
+def pool_waits_for_its_actors() -> Iterator[None]:
+    """Ray Data starts a pool's actors asynchronously: on a loaded machine the first actor can
+    finish every batch before the second has started, and the second is then killed while it is
+    still being created. Ray 2.60 can drop that kill ("Mismatched ActorID: ignoring KillActor")
+    and the half-made actor's worker keeps its CPU for the rest of the session, so every later
+    plan waits for it. ``wait_for_min_actors_s`` makes the pool wait for all its actors first."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    before = context.wait_for_min_actors_s
+    context.wait_for_min_actors_s = 600
+    try:
+        yield
+    finally:
+        context.wait_for_min_actors_s = before
+
+
 def test_names_appear_in_executed_plan_and_fusion_matches(ray_cluster):
     ds = ray_cluster.data.from_items(_batches(4))
     ds = RayDataStageAdapter(Plain()).process_dataset(ds)
     ds = RayDataStageAdapter(ForcedTask()).process_dataset(ds)
     actor = RayDataStageAdapter(WithSetup())
     ds = actor.process_dataset(ds)
-    done = ds.materialize()
+    with pool_waits_for_its_actors():
+        done = ds.materialize()
     stats = done.stats()
     assert "MapBatches(PlainTask)->MapBatches(ForcedTaskTask)" in stats  # fused, as predicted
     assert "MapBatches(WithSetupActor)" in stats
@@ -206,21 +227,12 @@ def test_names_appear_in_executed_plan_and_fusion_matches(ray_cluster):
 
 
 def test_setup_and_teardown_once_per_actor(ray_cluster, tmp_path):
-    """Ray Data starts a pool's actors asynchronously: on a loaded machine the first actor can
-    finish all 8 batches before the second has started, and the second is then stopped before
-    its setup ran. Ray Data's ``wait_for_min_actors_s`` makes the pool wait for both, so the
-    test counts setups without depending on timing."""
-    from ray.data import DataContext
-
-    context = DataContext.get_current()
-    before = context.wait_for_min_actors_s
-    context.wait_for_min_actors_s = 600
-    try:
+    """Both actors of the pool run (see :func:`pool_waits_for_its_actors`), so the test counts
+    setups without depending on timing."""
+    with pool_waits_for_its_actors():
         adapter = RayDataStageAdapter(Recorder(str(tmp_path)))
         ds = adapter.process_dataset(ray_cluster.data.from_items(_batches(8)))
         assert len(ds.take_all()) == 8
-    finally:
-        context.wait_for_min_actors_s = before
     assert adapter.plan.fixed_pool and adapter.plan.pool_max == 2
 
     def pids(kind):
