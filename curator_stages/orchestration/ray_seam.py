@@ -15,7 +15,7 @@ fails with ``AttributeError: 'Worker' object has no attribute 'core_worker'``; R
 send ML workloads to Ray Jobs instead of the Client, and its streaming generators, which Ray
 Data's map tasks are, are not supported over the Client).
 
-One workaround stays (``tests/test_ray_private_guards.py`` guards it): :func:`ship_by_value`.
+One workaround stays (``tests/test_ray_seam.py`` guards it): :func:`ship_by_value`.
 Prefect loads a deployment's entrypoint file under a module name Ray workers cannot import
 (``text_curation``, or a generated ``__prefect_loader_<hash>__``), so a stage class defined in
 the flow file would fail to unpickle on the workers unless its module travels by value.

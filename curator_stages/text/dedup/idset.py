@@ -248,7 +248,8 @@ class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         if table.num_rows == 0 or (self.remove.size == 0 and not self.quarantine):
             return task
         keys = row_keys(table, self.id_field, self.stage_name)
-        drop = self.remove.contains(keys)
+        removed = self.remove.contains(keys)  # the dropped rows; quarantined ones leave below
+        drop = removed.copy()
         records = []
         if self.quarantine:
             texts = (table.column(self.text_field) if self.text_field in table.column_names
@@ -260,13 +261,12 @@ class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
                 _, file, line = split_key(key)
                 raw = texts[i].as_py() if texts is not None else None
                 records.append(make_record(file or "", line or 0, reason, raw, self.stage_name))
-                drop[i] = True
+                drop[i], removed[i] = True, False
         n_drop = int(drop.sum())
         if n_drop == 0:
             return task
         meta = self._quarantine_meta(task, records) if records else {}
-        if self.keep_dropped and n_drop > len(records):
-            removed = self.remove.contains(keys)  # the dropped rows, not the quarantined ones
+        if self.keep_dropped and removed.any():
             dropped = table.filter(pa.array(removed))
             dropped = dropped.append_column(DROP_REASON_COLUMN, pa.array(
                 [self.reason] * dropped.num_rows, pa.string()))
@@ -277,7 +277,7 @@ class DuplicateIdFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         out = task.derive(table.filter(pa.array(~drop)), **meta)
         if records:
             record_metrics(out, **{DOCUMENTS_QUARANTINED: len(records)})
-        return record_drops(out, {self.reason: n_drop - len(records)})
+        return record_drops(out, {self.reason: int(removed.sum())})
 
     def _quarantine_meta(self, task: DocumentBatch, records: list[dict]) -> dict:
         """Where the records go: beside the reader's quarantine file when it wrote one (a
