@@ -13,6 +13,11 @@ def test_benchmarks_md_holds_the_table_generated_from_latest_json():
     assert expected in table.MARKDOWN.read_text(), "run: python -m benchmarks.table"
 
 
+def test_benchmarks_md_stays_a_table_not_a_diary():
+    lines = table.MARKDOWN.read_text().count("\n")
+    assert lines <= 200, f"BENCHMARKS.md has {lines} lines (at most 200): drop superseded rows"
+
+
 def test_every_table_row_names_a_source_with_its_command():
     latest = json.loads(table.LATEST.read_text())
     used = {r["source"] for r in latest["records"]} | {s["harness"] for s in latest["harness_rows"]}
