@@ -102,3 +102,34 @@ def test_a_plan_with_several_buckets_removes_the_same_rows(ray_cluster, small_bu
     idset_module.IDS_PER_BUCKET = 1_000_000
     assert plan_output(ExactDuplicateRemover(), FuzzyDuplicateRemover()) == split
     assert 0 < len(split) <= 60
+
+
+def test_fuzzy_verification_read_fetches_only_its_own_files_candidates(ray_cluster,
+                                                                      small_buckets):
+    """The signature read of fuzzy verification gets the candidates as a bucketed set: a task
+    on one file fetches that file's bucket only, and recomputes exactly its candidates."""
+    import numpy as np
+
+    from curator_stages.text.dedup.fuzzy import _candidate_signatures_batch
+    from curator_stages.text.dedup.minhash import permutations
+
+    tasks = file_tasks()
+    keys = [k for t in tasks for k in row_keys(t.to_pyarrow(), "id", "t").to_pylist()]
+    candidates = keys[::2]
+    wanted = IdSet(candidates).in_object_store()
+    assert wanted.buckets > 1
+    a, b = permutations(16, 1)
+
+    @ray_cluster.remote
+    def read_task(task, wanted):  # what one task of the verification read does
+        out = _candidate_signatures_batch(
+            {"item": np.array([task], dtype=object)}, text_field="text", id_field="id",
+            ngram_size=5, word_ngrams=False, a=a, b=b, wanted=wanted, stage_name="fuzzy")
+        return out.column("id").to_pylist(), wanted.held_buckets, wanted.fetches
+
+    task = tasks[3]
+    own_keys = row_keys(task.to_pyarrow(), "id", "t").to_pylist()
+    own = sorted(set(bucket_numbers(own_keys, wanted.buckets).tolist()))
+    ids, held, fetches = ray_cluster.get(read_task.remote(task, wanted))
+    assert ids == [k for k in own_keys if k in set(candidates)] and len(ids) == ROWS_PER_FILE // 2
+    assert held == own and len(own) == 1 and fetches == 1

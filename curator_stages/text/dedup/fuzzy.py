@@ -171,12 +171,15 @@ def _candidate_rows(refs: list, docs: np.ndarray) -> pa.Table:
 
 
 def _wanted_texts(batch: dict[str, np.ndarray], text_field: str, id_field: str,
-                  wanted: pa.Array, stage_name: str) -> Iterator[tuple[pa.Array, list[str]]]:
+                  wanted: IdSet, stage_name: str) -> Iterator[tuple[pa.Array, list[str]]]:
     """(row keys, normalised texts) of the documents of a batch whose row key is in ``wanted``
-    (the candidates): a verification pass reads the input again but shingles only these."""
+    (the candidates): a verification pass reads the input again but shingles only these.
+
+    ``wanted`` is bucketed by source file like a removal set, so a task fetches the candidates
+    of its own files only, as 16-byte digests, however many candidates the corpus has."""
     for table in document_tables(batch["item"], text_field, stage_name):
         keys = row_keys(table, id_field, stage_name)
-        mask = pc.is_in(keys, value_set=wanted)
+        mask = pa.array(wanted.contains(keys))
         sub = table.filter(mask)
         if sub.num_rows:
             picked = keys.filter(mask)
@@ -186,7 +189,7 @@ def _wanted_texts(batch: dict[str, np.ndarray], text_field: str, id_field: str,
 
 def _candidate_signatures_batch(batch: dict[str, np.ndarray], *, text_field: str,
                                 id_field: str, ngram_size: int, word_ngrams: bool,
-                                a: np.ndarray, b: np.ndarray, wanted: pa.Array,
+                                a: np.ndarray, b: np.ndarray, wanted: IdSet,
                                 stage_name: str) -> pa.Table:
     """(id, signature) of the documents whose row key is in ``wanted`` (the candidates)."""
     out_ids, out_sigs = [], []
@@ -202,7 +205,7 @@ def _candidate_signatures_batch(batch: dict[str, np.ndarray], *, text_field: str
 
 
 def _shingle_sets_batch(batch: dict[str, np.ndarray], *, text_field: str, id_field: str,
-                        ngram_size: int, word_ngrams: bool, wanted: pa.Array,
+                        ngram_size: int, word_ngrams: bool, wanted: IdSet,
                         stage_name: str) -> pa.Table:
     out_ids: list[str] = []
     out_sets: list[np.ndarray] = []
@@ -328,7 +331,7 @@ class FuzzyDuplicateRemover(GlobalStage):
         keys = got.column("id").combine_chunks()
         common = {"text_field": self.text_field, "id_field": self.id_field,
                   "ngram_size": self.ngram_size, "word_ngrams": self.word_ngrams,
-                  "wanted": keys, "stage_name": self.stage_name}
+                  "wanted": IdSet(keys).in_object_store(), "stage_name": self.stage_name}
         if self.verify == "signature":
             # A second streaming read of the input: the candidates' signatures, recomputed.
             table = pa.concat_tables(ray.get(dataset.map_batches(
