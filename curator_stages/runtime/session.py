@@ -1,22 +1,21 @@
-"""One Ray session per process.
+"""One Ray session per process, and what Ray's workers need of a Prefect-loaded flow file.
 
-Rules: reuse a Ray that is already initialised; connect to the
-address given (the flow's ``ray_address`` parameter) or to ``RAY_ADDRESS``; otherwise start an
-embedded local Ray, quietly. Only a session that started or connected Ray disconnects it at the
-end, and disconnecting from an existing cluster never shuts that cluster down: ``ray.shutdown()``
-in a driver that joined a cluster only detaches the driver.
-
-Why the flow's process must be a member of the cluster (no Ray Client) is :mod:`ray_seam`'s.
+Rules: reuse a Ray already initialised in this process; join the address given (a flow's
+``ray_address``) or ``RAY_ADDRESS``; otherwise start an embedded local Ray. Only a session that
+started or joined Ray disconnects at the end, and a joined cluster is never stopped
+(``ray.shutdown()`` in a joining driver only detaches it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
+import sys
 from typing import Any, Callable
 
-from curator_stages.backends.ray_data.local_ray import QUIET_RAY_ENV, join_cluster, start_local_ray
+from curator_stages.runtime.ray_cluster import join_cluster, start_local_ray
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +23,8 @@ logger = logging.getLogger(__name__)
 class RaySession:
     """Context manager: the process's Ray connection, started or joined only if needed.
 
-    ``address``: a cluster to join ("auto", "ip:port", "ray://host:10001"); default
-    ``RAY_ADDRESS``; with neither, an embedded local Ray with ``num_cpus`` CPUs (default: all),
-    an object store of ``object_store_memory`` bytes and ``spill_dir`` for its spilled objects
-    (default: Ray's). Those three are an embedded Ray's only: a joined cluster's are its nodes'.
+    ``num_cpus`` (default: all), ``object_store_memory`` (bytes) and ``spill_dir`` are an
+    embedded Ray's only: a joined cluster's are its nodes'. ``announce`` is told what starts.
     """
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
@@ -44,9 +41,7 @@ class RaySession:
         self.runtime_env = runtime_env
         self.include_dashboard = include_dashboard
         self.configure_data_context = configure_data_context
-        #: An embedded Ray's workers import the stage modules at once (see local_ray).
         self.warm_workers = warm_workers
-        #: Told what starts, while it starts (a local run prints it on the console).
         self.announce = announce
         self.owns_connection = False
         self.started_local = False
@@ -55,7 +50,7 @@ class RaySession:
     @classmethod
     def for_params(cls, params: Any, **kwargs: Any) -> "RaySession":
         """The session a curation flow's parameters (``CurationParams``) ask for: the one place
-        their Ray fields (address, CPUs, object store, spill directory, logs) reach Ray."""
+        their Ray fields reach Ray."""
         return cls(params.ray_address, num_cpus=params.num_cpus,
                    object_store_memory=params.object_store_memory, spill_dir=params.spill_dir,
                    log_to_driver=params.log_to_driver, **kwargs)
@@ -63,8 +58,6 @@ class RaySession:
     def __enter__(self) -> "RaySession":
         import ray
 
-        for key, value in QUIET_RAY_ENV.items():
-            os.environ.setdefault(key, value)
         if ray.is_initialized():
             logger.debug("reusing the Ray session already initialised in this process")
         elif self.requested_address:
@@ -84,9 +77,8 @@ class RaySession:
             start_local_ray(self.num_cpus, log_to_driver=self.log_to_driver,
                             runtime_env=self.runtime_env, include_dashboard=self.include_dashboard,
                             warm=self.warm_workers, object_store_memory=self.object_store_memory,
-                            object_spilling_directory=self.spill_dir)  # Ray 2.60's documented
-            self.owns_connection = True
-            self.started_local = True
+                            object_spilling_directory=self.spill_dir)
+            self.owns_connection = self.started_local = True
         self.address = ray.get_runtime_context().gcs_address
         if self.configure_data_context:
             quiet_ray_data()
@@ -117,4 +109,28 @@ def quiet_ray_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-__all__ = ["RaySession", "quiet_ray_data"]
+def ship_by_value(module_name: str) -> None:
+    """Pickle module ``module_name`` by value when Ray workers could not import it by name.
+
+    Prefect loads a deployment's entrypoint file under a name no worker can import
+    (``text_curation``, ``__prefect_loader_<hash>__``), and a script is ``__main__``: a stage
+    class defined there would not unpickle on the workers. Guarded by tests/test_ray_seam.py.
+    """
+    module = sys.modules.get(module_name)
+    if module is None or _importable(module_name, getattr(module, "__file__", None)):
+        return
+    import cloudpickle
+    import ray.cloudpickle  # Ray's own (vendored) pickler ships task arguments
+
+    for pickler in (cloudpickle, ray.cloudpickle):
+        pickler.register_pickle_by_value(module)
+
+
+def _importable(name: str, file: str | None) -> bool:
+    if name == "__main__" or not file:
+        return False
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin == file and "." in name
