@@ -351,3 +351,30 @@ def test_auth_token_for_the_embedded_ray(monkeypatch, tmp_path):
     monkeypatch.delenv("RAY_AUTH_TOKEN")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert ensure_auth_token() == "disabled" and "RAY_AUTH_TOKEN" not in os.environ
+
+
+PRELOAD_PROBE = textwrap.dedent("""
+    import json
+    from curator_stages.runtime.ray_cluster import WARM_MODULES, start_local_ray
+    import ray
+
+    start_local_ray(1)
+
+    def preloaded():
+        import sys
+        return [name for name in WARM_MODULES if name not in sys.modules]
+
+    print(json.dumps(ray.get(ray.remote(num_cpus=1)(preloaded).remote())))
+    ray.shutdown()
+""")
+
+
+@pytest.mark.slow
+def test_embedded_ray_workers_preload_the_stage_modules(tmp_path):
+    """Guard for Ray's own worker preload (``RAY_preload_python_modules``, which replaced our
+    warm-up tasks): a worker of an embedded Ray has imported the modules nearly every plan
+    needs before it runs its first task. Fails if Ray drops or renames the setting."""
+    res = subprocess.run([sys.executable, "-c", PRELOAD_PROBE], env=clean_env(tmp_path),
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == []

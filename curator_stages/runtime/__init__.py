@@ -22,7 +22,6 @@ from curator_stages.runtime.ray_cluster import (
     join_cluster,
     refuse_ray_client,
     start_local_ray,
-    warm_workers,
 )
 from curator_stages.runtime.session import RaySession, ship_by_value
 
@@ -36,5 +35,4 @@ __all__ = [
     "refuse_ray_client",
     "ship_by_value",
     "start_local_ray",
-    "warm_workers",
 ]

@@ -23,8 +23,10 @@ No Prefect import: the Ray Data executor and the planner use it too. Safety rule
   'core_worker'``): :func:`refuse_ray_client`.
 
 Speed: a job-level ``runtime_env`` of only ``env_vars`` goes into this process's environment for
-an embedded Ray (else the workers Ray prestarts are never used), and :func:`warm_workers` has
-the prestarted workers import the stage modules at once.
+an embedded Ray (else the workers Ray prestarts are never used), and Ray's own worker preload
+(``RAY_preload_python_modules``: every worker imports them before it accepts work) imports the
+modules nearly every plan needs (``ray.data``, pyarrow, the stage modules: 2-3 CPU-seconds
+each) while the driver builds its plan; tests/test_ray_private_guards.py guards it.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ START_ATTEMPTS = 2
 #: Seconds an address has to accept a TCP connection before ``ray.init`` (which retries an
 #: address where nothing listens for minutes) is tried.
 CONNECT_PROBE_S = 5.0
-#: Modules a curation worker needs for nearly every plan (imported by :func:`warm_workers`).
+#: Modules a curation worker needs for nearly every plan (preloaded by every worker).
+PRELOAD_ENV = "RAY_preload_python_modules"
 WARM_MODULES = ("ray.data", "pyarrow.parquet", "curator_stages.backends.ray_data.adapter",
                 "curator_stages.io", "curator_stages.text")
 RAY_JOB_FIX = (
@@ -122,25 +125,6 @@ def env_vars_into_environ(runtime_env: dict[str, Any] | None) -> dict[str, Any] 
     return None
 
 
-def _import_modules(modules: tuple[str, ...]) -> int:
-    import importlib
-
-    for name in modules:
-        with contextlib.suppress(ImportError):  # a missing extra: the stage itself says so
-            importlib.import_module(name)
-    return os.getpid()
-
-
-def warm_workers(modules: tuple[str, ...] = WARM_MODULES, count: int | None = None) -> list[Any]:
-    """Have ``count`` workers (default: one per CPU) import ``modules`` now; returns the refs."""
-    import ray
-
-    if count is None:
-        count = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    remote = ray.remote(num_cpus=1, max_retries=0)(_import_modules)
-    return [remote.options(name="WarmWorker").remote(modules) for _ in range(count)]
-
-
 class _DropNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(_AUTH_NOTICE)
@@ -210,7 +194,8 @@ def _clean_up_failed_start(before: dict[int, Any]) -> None:
 def start_local_ray(num_cpus: int | None = None, *, log_to_driver: bool = True,
                     runtime_env: dict[str, Any] | None = None, include_dashboard: bool = False,
                     warm: bool = True, **init_kwargs: Any) -> None:
-    """``ray.init`` an embedded local Ray: loopback only, token auth, one retry, quiet, warmed.
+    """``ray.init`` an embedded local Ray: loopback only, token auth, one retry, quiet, and
+    (``warm``) every worker preloading :data:`WARM_MODULES`.
 
     ``address="local"``: a ``RAY_ADDRESS`` set later by a library cannot redirect it. A caller
     passing ``_node_ip_address`` chooses the node's address (and its exposure) itself.
@@ -219,6 +204,8 @@ def start_local_ray(num_cpus: int | None = None, *, log_to_driver: bool = True,
 
     apply_ray_defaults()
     ensure_auth_token()
+    if warm:
+        os.environ.setdefault(PRELOAD_ENV, ",".join(WARM_MODULES))  # read by the raylet
     kwargs: dict[str, Any] = dict(address="local", num_cpus=num_cpus,
                                   include_dashboard=include_dashboard, dashboard_host=LOOPBACK,
                                   log_to_driver=log_to_driver,
@@ -257,8 +244,6 @@ def start_local_ray(num_cpus: int | None = None, *, log_to_driver: bool = True,
             f"the embedded local Ray took the network address {node_ip} instead of "
             f"{LOOPBACK}, and would listen on it; stopped it. Fix: set "
             f"{CLUSTER_SWITCH_ENV}=0 before Python starts, or report this with your Ray version")
-    if warm:
-        warm_workers()
 
 
 def join_cluster(address: str, *, log_to_driver: bool = True,

@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     stopping: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda s, _f: stopping.append(s))
-    # Workers are per job: warming the holder's own workers would help no later run.
-    start_local_ray(args.num_cpus, log_to_driver=False, warm=False,
+    # warm: every worker the raylet starts, for any run that joins, preloads the stage modules.
+    start_local_ray(args.num_cpus, log_to_driver=False,
                     object_store_memory=args.object_store_memory,
                     object_spilling_directory=args.spill_dir)
     resources = ray.cluster_resources()

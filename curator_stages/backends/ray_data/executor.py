@@ -94,19 +94,10 @@ class RayDataExecutor:
             kwargs.pop("warm", None)
             join_cluster(address, **kwargs)
         else:
-            from curator_stages.runtime.ray_cluster import start_local_ray, warm_workers
+            from curator_stages.runtime.ray_cluster import start_local_ray
 
             kwargs.pop("address", None)
-            warm = kwargs.pop("warm", True)
-            start_local_ray(**kwargs, warm=False)
-            if warm:
-                # The warm-up holds every CPU for a few seconds; a plan started meanwhile sees
-                # none free and Ray Data warns that "the Dataset job will hang". Wait for it.
-                try:
-                    ray.get(warm_workers())
-                except BaseException:
-                    ray.shutdown()  # ours: do not leave it running behind the error
-                    raise
+            start_local_ray(**kwargs)
         return True
 
     # ------------------------------------------------------------------ node setup

@@ -62,9 +62,7 @@ class _DropHints(logging.Filter):
 #: just materialised (nothing runs), milliseconds after that plan's own workers were still
 #: returning their CPUs. Inside our plans the warning is therefore about our own finishing
 #: workers; the hang it is meant for (a request no node can ever host) is refused before the
-#: plan starts (:mod:`curator_stages.plan.stage_plan`). The embedded Ray's warm-up, which used
-#: to hold every CPU when the first plan started, is waited for by the executor instead (the
-#: cause, not a filter).
+#: plan starts (:mod:`curator_stages.plan.stage_plan`).
 _DATASET_LOGGER = "ray.data.dataset"
 _NO_CPU_WARNING = ("Warning: The Ray cluster currently does not have any available CPUs.",)
 
