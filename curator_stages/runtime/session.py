@@ -24,27 +24,22 @@ class RaySession:
     """Context manager: the process's Ray connection, started or joined only if needed.
 
     ``num_cpus`` (default: all), ``object_store_memory`` (bytes) and ``spill_dir`` are an
-    embedded Ray's only: a joined cluster's are its nodes'. ``announce`` is told what starts.
+    embedded Ray's only: a joined cluster's are its nodes'. ``announce`` is told what starts;
+    ``warm_workers``: an embedded Ray's workers preload the stage modules.
     """
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
                  object_store_memory: int | None = None, spill_dir: str | None = None,
                  log_to_driver: bool = True, runtime_env: dict[str, Any] | None = None,
-                 include_dashboard: bool = False, configure_data_context: bool = True,
                  warm_workers: bool = True,
                  announce: Callable[[str], None] | None = None) -> None:
         self.requested_address = address or os.environ.get("RAY_ADDRESS") or None
-        self.num_cpus = num_cpus
-        self.object_store_memory = object_store_memory
-        self.spill_dir = spill_dir
-        self.log_to_driver = log_to_driver
-        self.runtime_env = runtime_env
-        self.include_dashboard = include_dashboard
-        self.configure_data_context = configure_data_context
-        self.warm_workers = warm_workers
-        self.announce = announce
+        self.num_cpus, self.object_store_memory, self.spill_dir = (
+            num_cpus, object_store_memory, spill_dir)
+        self.log_to_driver, self.runtime_env, self.warm_workers = (
+            log_to_driver, runtime_env, warm_workers)
+        self.announce = announce or (lambda message: None)
         self.owns_connection = False
-        self.started_local = False
         self.address: str | None = None
 
     @classmethod
@@ -62,26 +57,23 @@ class RaySession:
             logger.debug("reusing the Ray session already initialised in this process")
         elif self.requested_address:
             logger.info("connecting to the Ray cluster at %s", self.requested_address)
-            if self.announce:
-                self.announce(f"connecting to the Ray cluster at {self.requested_address}")
+            self.announce(f"connecting to the Ray cluster at {self.requested_address}")
             join_cluster(self.requested_address, log_to_driver=self.log_to_driver,
                          runtime_env=self.runtime_env)
             self.owns_connection = True
         else:
-            if self.announce:
-                cpus = self.num_cpus or os.cpu_count() or 1
-                store = (f", object store {self.object_store_memory / 1e6:.0f} MB"
-                         if self.object_store_memory else "")
-                spill = f", spilling to {self.spill_dir}" if self.spill_dir else ""
-                self.announce(f"starting Ray (embedded, local only, {cpus} CPUs{store}{spill})")
+            store = (f", object store {self.object_store_memory / 1e6:.0f} MB"
+                     if self.object_store_memory else "")
+            spill = f", spilling to {self.spill_dir}" if self.spill_dir else ""
+            self.announce(f"starting Ray (embedded, local only, "
+                          f"{self.num_cpus or os.cpu_count() or 1} CPUs{store}{spill})")
             start_local_ray(self.num_cpus, log_to_driver=self.log_to_driver,
-                            runtime_env=self.runtime_env, include_dashboard=self.include_dashboard,
-                            warm=self.warm_workers, object_store_memory=self.object_store_memory,
+                            runtime_env=self.runtime_env, warm=self.warm_workers,
+                            object_store_memory=self.object_store_memory,
                             object_spilling_directory=self.spill_dir)
-            self.owns_connection = self.started_local = True
+            self.owns_connection = True
         self.address = ray.get_runtime_context().gcs_address
-        if self.configure_data_context:
-            quiet_ray_data()
+        quiet_ray_data()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -90,12 +82,6 @@ class RaySession:
         if self.owns_connection and ray.is_initialized():
             ray.shutdown()
         self.owns_connection = False
-
-    @property
-    def cluster_cpus(self) -> float:
-        import ray
-
-        return float(ray.cluster_resources().get("CPU", 0))
 
 
 def quiet_ray_data() -> None:
