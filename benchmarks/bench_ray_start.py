@@ -7,10 +7,10 @@ Variants (interleaved per repeat, so machine load hits all alike):
 ``bare``
     ``ray.init(); ray.shutdown()`` as a plain Ray user (or NeMo Curator) does it.
 ``project``
-    ``start_local_ray()`` (loopback, token, the env table's switches, warm workers) and
+    ``start_local_ray()`` (loopback, token, the env table's switches, preloading workers) and
     ``ray.shutdown()``, as every embedded run does.
 ``project_all_on``
-    the same, with the switches of :data:`curator_stages.env_defaults.RAY_LEAN_ENV` put back to
+    the same, with the switches of :data:`curator_stages.runtime.env.RAY_LEAN_ENV` put back to
     Ray's defaults: what they save.
 
 Each child reports: ``init_s`` (``ray.init``/``start_local_ray`` returned), ``first_task_s``

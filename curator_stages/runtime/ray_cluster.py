@@ -191,28 +191,9 @@ def _clean_up_failed_start(before: dict[int, Any]) -> None:
     psutil.wait_procs(alive, timeout=10)
 
 
-def start_local_ray(num_cpus: int | None = None, *, log_to_driver: bool = True,
-                    runtime_env: dict[str, Any] | None = None, include_dashboard: bool = False,
-                    warm: bool = True, **init_kwargs: Any) -> None:
-    """``ray.init`` an embedded local Ray: loopback only, token auth, one retry, quiet, and
-    (``warm``) every worker preloading :data:`WARM_MODULES`.
-
-    ``address="local"``: a ``RAY_ADDRESS`` set later by a library cannot redirect it. A caller
-    passing ``_node_ip_address`` chooses the node's address (and its exposure) itself.
-    """
+def _init_with_retry(kwargs: dict[str, Any], own_address: bool) -> None:
     import ray
 
-    apply_ray_defaults()
-    ensure_auth_token()
-    if warm:
-        os.environ.setdefault(PRELOAD_ENV, ",".join(WARM_MODULES))  # read by the raylet
-    kwargs: dict[str, Any] = dict(address="local", num_cpus=num_cpus,
-                                  include_dashboard=include_dashboard, dashboard_host=LOOPBACK,
-                                  log_to_driver=log_to_driver,
-                                  runtime_env=env_vars_into_environ(runtime_env), **init_kwargs)
-    own_address = "_node_ip_address" not in init_kwargs
-    if own_address:
-        kwargs["_node_ip_address"] = LOOPBACK
     notice, auth_logger = _DropNotice(), logging.getLogger(_AUTH_LOGGER)
     for attempt in range(1, START_ATTEMPTS + 1):
         before, started = _ray_descendants(), time.monotonic()
@@ -220,7 +201,7 @@ def start_local_ray(num_cpus: int | None = None, *, log_to_driver: bool = True,
         try:
             with _loopback_node() if own_address else contextlib.nullcontext():
                 ray.init(**kwargs)
-            break
+            return
         except (TypeError, ValueError):
             raise  # a bad argument: a retry cannot help
         except Exception as exc:  # noqa: BLE001 - cleaned up, retried once, then raised
@@ -237,6 +218,37 @@ def start_local_ray(num_cpus: int | None = None, *, log_to_driver: bool = True,
                 "--ray-address") from exc
         finally:
             auth_logger.removeFilter(notice)
+
+
+def start_local_ray(num_cpus: int | None = None, *, log_to_driver: bool = True,
+                    runtime_env: dict[str, Any] | None = None, include_dashboard: bool = False,
+                    warm: bool = True, **init_kwargs: Any) -> None:
+    """``ray.init`` an embedded local Ray: loopback only, token auth, one retry, quiet, and
+    (``warm``) every worker preloading :data:`WARM_MODULES`.
+
+    ``address="local"``: a ``RAY_ADDRESS`` set later by a library cannot redirect it. A caller
+    passing ``_node_ip_address`` chooses the node's address (and its exposure) itself.
+    """
+    import ray
+
+    apply_ray_defaults()
+    ensure_auth_token()
+    preload = warm and PRELOAD_ENV not in os.environ
+    if preload:  # read by the raylet at its start; not left behind for other Rays
+        os.environ[PRELOAD_ENV] = ",".join(WARM_MODULES)
+    kwargs: dict[str, Any] = dict(address="local", num_cpus=num_cpus,
+                                  include_dashboard=include_dashboard, dashboard_host=LOOPBACK,
+                                  log_to_driver=log_to_driver,
+                                  runtime_env=env_vars_into_environ(runtime_env))
+    kwargs.update(init_kwargs)
+    own_address = "_node_ip_address" not in init_kwargs
+    if own_address:
+        kwargs["_node_ip_address"] = LOOPBACK
+    try:
+        _init_with_retry(kwargs, own_address)
+    finally:
+        if preload:
+            os.environ.pop(PRELOAD_ENV, None)
     node_ip = ray.util.get_node_ip_address()
     if own_address and not is_loopback(node_ip):
         ray.shutdown()
