@@ -24,11 +24,7 @@ import threading
 from types import FrameType
 from typing import Callable, Iterator
 
-from curator_stages.runtime.prefect_api import (
-    TemporaryApiServer,
-    fallback_to_prefect_start,
-    start_temporary_api,
-)
+from curator_stages.runtime.prefect_api import TemporaryApiServer, start_temporary_api
 
 logger = logging.getLogger(__name__)
 #: Seconds to wait for Prefect's queued logs and events before the temporary API stops.
@@ -53,13 +49,10 @@ class LocalRun:
 
     def use_api(self) -> str | None:
         """Wait for the temporary API and point Prefect at it; returns its URL (None: none
-        needed, or Prefect's own start took over)."""
+        needed)."""
         if self.server is None:
             return None
         url = self.server.wait()
-        if url is None:
-            fallback_to_prefect_start(self.server.home)
-            return None
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         self._settings.enter_context(temporary_settings({PREFECT_API_URL: url}))

@@ -14,15 +14,14 @@ Prefect's changes) and adds:
 * **one start at a time per home:** from spawn to the first healthy answer (migrations run
   before it) the start holds an exclusive ``flock`` on ``<PREFECT_HOME>/.curator-api-start.lock``.
 
-The flow then uses it as an ordinary API (``PREFECT_API_URL``). If it does not answer, Prefect's
-public path (a client health check, under the same lock) starts Prefect's own server instead.
+The flow then uses it as an ordinary API (``PREFECT_API_URL``). A server that does not answer
+fails the run, naming why: Prefect's own start (the same command) would only add a server that
+outlives the run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import logging
 import os
 import random
 import socket
@@ -33,8 +32,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO, Any
-
-logger = logging.getLogger(__name__)
 
 #: The server process's environment additions, as Prefect 3.9 sets them for its own.
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
@@ -61,12 +58,6 @@ def server_command(port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
             "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "error", "--lifespan", "on"]
-
-
-def prefect_home() -> Path:
-    from prefect.settings import get_current_settings
-
-    return Path(get_current_settings().home).expanduser()
 
 
 def _lock(home: Path) -> IO[str]:
@@ -110,7 +101,7 @@ class TemporaryApiServer:
 
         self.timeout = float(timeout if timeout is not None
                              else PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
-        self.home = prefect_home()
+        self.home = Path(get_current_settings().home).expanduser()
         self.env = {**os.environ, **SERVER_ENV,
                     **get_current_settings().to_environment_variables(exclude_unset=True)}
         self.process: subprocess.Popen[Any] | None = None
@@ -136,8 +127,8 @@ class TemporaryApiServer:
         self._url = f"http://127.0.0.1:{port}/api"
         self.process = subprocess.Popen(command, env=self.env, stdin=subprocess.DEVNULL)
 
-    def wait(self) -> str | None:
-        """Block until the server answers; returns its API URL, or None if it failed."""
+    def wait(self) -> str:
+        """Block until the server answers; returns its API URL (RuntimeError if it failed)."""
         while self.api_url is None and self.error is None and self.process is not None:
             if _healthy(self._url):
                 self.api_url = self._url
@@ -154,8 +145,10 @@ class TemporaryApiServer:
         self._release()
         if self.api_url is None:
             self._terminate()
-            logger.warning("the temporary Prefect API did not start (%s); using Prefect's own "
-                           "start instead", self.error)
+            raise RuntimeError(
+                f"the temporary Prefect API did not start ({self.error}). Fix: re-run when the "
+                "machine is less loaded, raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, "
+                "or run a server (prefect server start) and set PREFECT_API_URL")
         return self.api_url
 
     def _release(self) -> None:
@@ -177,15 +170,6 @@ class TemporaryApiServer:
     def stop(self) -> None:
         self._terminate()
         self._release()
-
-
-def fallback_to_prefect_start(home: Path | None = None) -> None:
-    """Prefect's public path to its own temporary server, started now under the home's lock."""
-    from prefect.client.orchestration import get_client
-
-    with contextlib.closing(_lock(home or prefect_home())), \
-            get_client(sync_client=True) as client:
-        client.api_healthcheck()
 
 
 def start_temporary_api(timeout: float | None = None) -> TemporaryApiServer | None:
