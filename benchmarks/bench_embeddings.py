@@ -104,7 +104,7 @@ def bench_interleaved(texts: list[str], cpus: int, repeats: int) -> tuple[list[f
     Ray is the product's own (127.0.0.1, token auth); its actors are idle during loop passes."""
     import ray
 
-    from curator_stages.backends.ray_data.local_ray import start_local_ray
+    from curator_stages.runtime.ray_cluster import start_local_ray
 
     model = load_loop_model(cpus)
     start_local_ray(cpus, log_to_driver=False)

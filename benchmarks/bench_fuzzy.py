@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from curator_stages.backends.ray_data.local_ray import start_local_ray
+    from curator_stages.runtime.ray_cluster import start_local_ray
 
     start_local_ray(args.cpus, log_to_driver=False, warm=False)
     try:

@@ -7,10 +7,10 @@ Variants (interleaved per repeat, so machine load hits all alike):
 ``bare``
     ``ray.init(); ray.shutdown()`` as a plain Ray user (or NeMo Curator) does it.
 ``project``
-    ``start_local_ray()`` (loopback, token, the env table's switches, warm workers) and
+    ``start_local_ray()`` (loopback, token, the env table's switches, preloading workers) and
     ``ray.shutdown()``, as every embedded run does.
 ``project_all_on``
-    the same, with the switches of :data:`curator_stages.env_defaults.RAY_LEAN_ENV` put back to
+    the same, with the switches of :data:`curator_stages.runtime.env.RAY_LEAN_ENV` put back to
     Ray's defaults: what they save.
 
 Each child reports: ``init_s`` (``ray.init``/``start_local_ray`` returned), ``first_task_s``
@@ -46,7 +46,7 @@ t_import = time.perf_counter()
 if variant == "bare":
     ray.init()
 else:
-    from curator_stages.backends.ray_data.local_ray import start_local_ray
+    from curator_stages.runtime.ray_cluster import start_local_ray
     start_local_ray()
 t_init = time.perf_counter()
 
@@ -65,7 +65,7 @@ print(json.dumps({"import_s": t_import - t0, "init_s": t_init - t_import,
 
 
 def child_env(variant: str, token: str) -> dict[str, str]:
-    from curator_stages.env_defaults import RAY_ENV_DEFAULTS, RAY_LEAN_ENV
+    from curator_stages.runtime.env import RAY_ENV_DEFAULTS, RAY_LEAN_ENV
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PYTEST_"))}
     env.update(PYTHONPATH=str(REPO), RAY_AUTH_TOKEN=token)

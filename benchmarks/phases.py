@@ -105,12 +105,13 @@ def instrument(flow_module: Any = None) -> None:
     from curator_stages.backends.ray_data import executor
     import curator_stages.backends.ray_data as rd
     mod = importlib.import_module
-    api_server, curation_run, fingerprint, local_run, pipeline_run, ray_session, stage_task = (
+    curation_run, fingerprint, pipeline_run, stage_task = (
         mod(f"curator_stages.orchestration.{m}") for m in (
-            "api_server", "curation_run", "fingerprint", "local_run", "pipeline_run",
-            "ray_session", "stage_task"))
+            "curation_run", "fingerprint", "pipeline_run", "stage_task"))
+    api_server, local_run, ray_session = (
+        mod(f"curator_stages.runtime.{m}") for m in ("prefect_api", "local_run", "session"))
 
-    timed(api_server.TemporaryApiServer, "_start_under_lock", "API server: spawn -> healthy")
+    timed(api_server.TemporaryApiServer, "start", "API server: lock + spawn")
     timed(local_run.LocalRun, "use_api", "API server: wait for it (main thread)")
     timed(ray_session.RaySession, "__enter__", "RaySession enter (Ray start)")
     timed(ray_session, "start_local_ray", "start_local_ray")
@@ -168,10 +169,9 @@ def summary(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
     ray_ev = first("RaySession enter (Ray start)")
     if ray_ev:
         rows.append(("start-up: Ray start (main thread)", ray_ev["end"] - ray_ev["start"]))
-    api = first("API server: spawn -> healthy") or first("API server: early spawn -> healthy")
+    api = first("API server: lock + spawn")
     if api:
-        rows.append(("start-up: API server spawn -> healthy (background)",
-                     api["end"] - api["start"]))
+        rows.append(("start-up: API server lock + spawn (main thread)", api["end"] - api["start"]))
     wait = first("API server: wait for it (main thread)")
     if wait:
         rows.append(("start-up: main thread waits for the API after Ray",
@@ -222,18 +222,9 @@ def main() -> int:
     known, rest = parser.parse_known_args()
     sys.argv = [known.flow, *rest]
     # What the flow script does first when run as __main__ (this loads it under another name).
-    from curator_stages.env_defaults import apply_local_run_defaults
-    from curator_stages.orchestration.api_server import start_early
+    from curator_stages.runtime.env import apply_local_run_defaults
 
     apply_local_run_defaults()
-    started = time.time()
-    early = start_early(rest)
-    if early is not None:
-        def healthy() -> None:
-            early.wait()
-            record("API server: early spawn -> healthy", started, time.time())
-
-        threading.Thread(target=healthy, name="curator-api-server", daemon=True).start()
     spec = importlib.util.spec_from_file_location("phases_flow", known.flow)
     module = importlib.util.module_from_spec(spec)
     sys.modules["phases_flow"] = module

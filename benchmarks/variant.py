@@ -47,12 +47,12 @@ def datatrove_version() -> str | None:
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Environment defaults of a local flow run, applied to every variant alike.
-from curator_stages.env_defaults import LOCAL_RUN_ENV_DEFAULTS as QUIET_ENV  # noqa: E402
+from curator_stages.runtime.env import LOCAL_RUN_ENV_DEFAULTS as QUIET_ENV  # noqa: E402
 
 
 def _ray_init(num_cpus: int | None) -> None:
     """Start the embedded Ray exactly as the flow's RaySession does (so the flow reuses it)."""
-    from curator_stages.backends.ray_data.local_ray import start_local_ray
+    from curator_stages.runtime.ray_cluster import start_local_ray
 
     start_local_ray(num_cpus, log_to_driver=False,
                     runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}},
@@ -129,10 +129,10 @@ def run(args: argparse.Namespace) -> dict:
             args.input, args.output, args.work_dir, fused=args.variant == "prefect_fused",
             files_per_group=args.files_per_group, num_cpus=args.num_cpus))
         # Start what a long-lived worker already has, Ray and Prefect's API, the way
-        # `python flows/text_curation.py` does (orchestration.local_run): the API server starts
+        # `python flows/text_curation.py` does (runtime.local_run): the API server starts
         # while Ray starts, and use_api() waits until the API answers. No warm-up flow: a
         # user's run has none, so the first flow run's own start is part of the steady phase.
-        from curator_stages.orchestration.local_run import local_run
+        from curator_stages.runtime.local_run import local_run
 
         with local_run() as local:
             _ray_init(args.num_cpus)

@@ -12,7 +12,7 @@ groups); ``plan`` reads that. A library module may instead expose ``build_pipeli
 Pipeline`` (with ``stage_task_groups(params) -> list[list[str]]`` when it groups stages), the
 pydantic model of its parameters being that argument's annotation. ``plan`` never processes
 data and never starts Ray for a declared cluster. ``ray`` keeps a warm local Ray for many runs
-(:mod:`curator_stages.backends.ray_data.warm_ray`).
+(:mod:`curator_stages.runtime.warm`).
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def _store_options(size: str | None, spill_dir: str | None) -> tuple[int | None,
 
 
 def cmd_ray(args: argparse.Namespace) -> int:
-    from curator_stages.backends.ray_data import warm_ray
+    from curator_stages.runtime import warm as warm_ray
 
     if args.ray_command == "start":
         try:

@@ -24,7 +24,7 @@ if str(REPO_ROOT) not in sys.path:
 
 # The product's own local-run defaults (one table; imports neither Prefect nor Ray). Ray keeps
 # its default token authentication (no RAY_AUTH_MODE=disabled here).
-from curator_stages.env_defaults import apply_local_run_defaults  # noqa: E402
+from curator_stages.runtime.env import apply_local_run_defaults  # noqa: E402
 
 apply_local_run_defaults()
 # Ray workers import test helpers (tests.*) and flows (flows.*) from the checkout. They inherit
@@ -46,7 +46,7 @@ def ray_cluster():
     import ray
     from ray.data import DataContext
 
-    from curator_stages.backends.ray_data.local_ray import start_local_ray
+    from curator_stages.runtime.ray_cluster import start_local_ray
     from tests import fault_helpers
 
     if not ray.is_initialized():
@@ -68,7 +68,7 @@ def _quiet_port() -> int:
     """Prefect's harness asks the OS for a port, and during its seconds-long start a Ray process
     binding port 0 can take the same one (the health check then talks to Ray's gRPC): use the
     product's own pick outside the ephemeral range and Ray's worker ports instead."""
-    from curator_stages.orchestration.api_server import pick_loopback_port
+    from curator_stages.runtime.prefect_api import pick_loopback_port
 
     return pick_loopback_port()
 

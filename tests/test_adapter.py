@@ -362,11 +362,8 @@ def test_stage_errors_share_one_base_exported_by_the_package():
 
 
 def test_one_environment_default_table():
-    from curator_stages.backends.ray_data import local_ray
-    from curator_stages.env_defaults import RAY_ENV_DEFAULTS
-    from curator_stages.env_defaults import LOCAL_RUN_ENV_DEFAULTS
+    from curator_stages.runtime.env import LOCAL_RUN_ENV_DEFAULTS, RAY_ENV_DEFAULTS
 
-    assert local_ray.QUIET_RAY_ENV is RAY_ENV_DEFAULTS
     assert {k: LOCAL_RUN_ENV_DEFAULTS[k] for k in RAY_ENV_DEFAULTS} == RAY_ENV_DEFAULTS
     # The test session runs with the product's defaults (conftest applies the same table).
     assert all(os.environ.get(k) for k in LOCAL_RUN_ENV_DEFAULTS)

@@ -202,7 +202,7 @@ def test_loopback_ray_start_wraps_a_real_function():
 
 
 def test_ray_token_mode_helper_is_where_we_expect():
-    """Guard for the private Ray helper local_ray.join_cluster uses to switch token mode on."""
+    """Guard for the private Ray helper runtime.ray_cluster.join_cluster uses to switch token mode on."""
     import inspect
 
     from ray._private.authentication import authentication_token_setup as setup

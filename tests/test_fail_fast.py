@@ -37,7 +37,7 @@ def within(seconds: int):
 def test_a_cluster_address_where_nothing_listens_fails_in_seconds(address, monkeypatch):
     import ray
 
-    from curator_stages.backends.ray_data.local_ray import ClusterConnectError, join_cluster
+    from curator_stages.runtime.ray_cluster import ClusterConnectError, join_cluster
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     connected = ray.is_initialized()  # the suite's session cluster may be up: leave it as it is
@@ -50,8 +50,8 @@ def test_a_cluster_address_where_nothing_listens_fails_in_seconds(address, monke
 def test_auto_means_this_state_dirs_warm_ray_only(tmp_path, monkeypatch):
     """Without a warm Ray of this state dir, 'auto' is an error at once: never Ray's own
     search of the machine, which found another state dir's cluster and hung."""
-    from curator_stages.backends.ray_data import warm_ray
-    from curator_stages.backends.ray_data.local_ray import ClusterConnectError, join_cluster
+    from curator_stages.runtime import warm as warm_ray
+    from curator_stages.runtime.ray_cluster import ClusterConnectError, join_cluster
 
     monkeypatch.setenv(warm_ray.STATE_DIR_ENV, str(tmp_path / "no-warm-ray-here"))
     with pytest.raises(warm_ray.WarmRayError, match="no-warm-ray-here"):

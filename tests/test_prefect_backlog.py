@@ -1,4 +1,4 @@
-"""A local run sends Prefect's queued logs before it stops its temporary API (local_run.close).
+"""A local run sends Prefect's queued logs before it stops its temporary API (runtime.local_run.LocalRun.close).
 
 Prefect batches run logs and sends them every few seconds; what is still queued when the run
 ends used to be sent at interpreter exit, after the temporary API had stopped: lost, and the
@@ -11,7 +11,7 @@ import uuid
 
 from prefect import flow, get_run_logger
 
-from curator_stages.orchestration.local_run import send_prefect_backlog
+from curator_stages.runtime.local_run import send_prefect_backlog
 
 
 @flow(name="backlog-probe")

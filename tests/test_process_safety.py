@@ -217,9 +217,9 @@ def test_sigkill_of_a_local_run_takes_its_processes_along(tmp_path):
 
 API_PROBE = textwrap.dedent("""
     import json, urllib.request
-    from curator_stages.env_defaults import apply_local_run_defaults
+    from curator_stages.runtime.env import apply_local_run_defaults
     apply_local_run_defaults()  # as the flow scripts do, before Prefect is imported
-    from curator_stages.orchestration.api_server import start_temporary_api
+    from curator_stages.runtime.prefect_api import start_temporary_api
 
     server = start_temporary_api()
     url = server.wait()
@@ -271,7 +271,7 @@ def test_server_command_matches_prefects_own(monkeypatch):
     runs for its own (``SubprocessASGIServer._run_uvicorn_command``); fails if Prefect changes."""
     import prefect.server.api.server as prefect_server
 
-    from curator_stages.orchestration.api_server import SERVER_ENV, server_command
+    from curator_stages.runtime.prefect_api import SERVER_ENV, server_command
 
     seen = {}
 
@@ -291,7 +291,7 @@ def test_server_command_matches_prefects_own(monkeypatch):
 
 
 def test_ray_loopback_switch_is_where_we_expect():
-    """Guard for local_ray._loopback_node: Ray decides a new node's address from
+    """Guard for runtime.ray_cluster._loopback_node: Ray decides a new node's address from
     ``ray_constants.ENABLE_RAY_CLUSTER`` (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``)."""
     import inspect
 
@@ -300,18 +300,14 @@ def test_ray_loopback_switch_is_where_we_expect():
     assert isinstance(ray_constants.ENABLE_RAY_CLUSTER, bool)
     assert ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
     assert "ray_constants.ENABLE_RAY_CLUSTER" in inspect.getsource(services.get_node_ip_address)
-    # Joining: Ray rewrites a 127.0.0.1 address to the node address unless the switch is off, and
-    # "auto" is read from RAY_ADDRESS or the address file of the newest local cluster.
+    # Joining: Ray rewrites a 127.0.0.1 address to the node address unless the switch is off.
     assert "get_node_ip_address" in inspect.getsource(services.resolve_ip_for_localhost)
-    from ray._private.utils import read_ray_address
-
-    assert read_ray_address.__module__ == "ray._private.utils"
 
 
 FAILED_START = textwrap.dedent("""
     import json, logging
     logging.basicConfig(level=logging.WARNING)
-    from curator_stages.backends.ray_data import local_ray
+    from curator_stages.runtime import ray_cluster as local_ray
 
     try:
         local_ray.start_local_ray(1, warm=False)
@@ -343,7 +339,7 @@ def test_auth_token_for_the_embedded_ray(monkeypatch, tmp_path):
     """Item 8: Ray's token authentication stays on; with no token configured the process gets a
     random one in its environment (nothing written to the home); an explicit
     RAY_AUTH_MODE=disabled is the user's call and is kept."""
-    from curator_stages.backends.ray_data.local_ray import ensure_auth_token
+    from curator_stages.runtime.ray_cluster import ensure_auth_token
 
     for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.delenv(key, raising=False)
@@ -355,3 +351,30 @@ def test_auth_token_for_the_embedded_ray(monkeypatch, tmp_path):
     monkeypatch.delenv("RAY_AUTH_TOKEN")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert ensure_auth_token() == "disabled" and "RAY_AUTH_TOKEN" not in os.environ
+
+
+PRELOAD_PROBE = textwrap.dedent("""
+    import json
+    from curator_stages.runtime.ray_cluster import WARM_MODULES, start_local_ray
+    import ray
+
+    start_local_ray(1)
+
+    def preloaded():
+        import sys
+        return [name for name in WARM_MODULES if name not in sys.modules]
+
+    print(json.dumps(ray.get(ray.remote(num_cpus=1)(preloaded).remote())))
+    ray.shutdown()
+""")
+
+
+@pytest.mark.slow
+def test_embedded_ray_workers_preload_the_stage_modules(tmp_path):
+    """Guard for Ray's own worker preload (``RAY_preload_python_modules``, which replaced our
+    warm-up tasks): a worker of an embedded Ray has imported the modules nearly every plan
+    needs before it runs its first task. Fails if Ray drops or renames the setting."""
+    res = subprocess.run([sys.executable, "-c", PRELOAD_PROBE], env=clean_env(tmp_path),
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == []

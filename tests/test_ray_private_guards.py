@@ -50,15 +50,11 @@ def _batches(n: int) -> list[dict]:
 #: Every private Ray name the package still uses (no public one exists), with the test that
 #: fails loudly when Ray changes it underneath. Anything else private is refused.
 GUARDED_PRIVATE_USES = {
-    ("backends/ray_data/local_ray.py", "ray._private.authentication.authentication_token_setup"):
+    ("runtime/ray_cluster.py", "ray._private.authentication.authentication_token_setup"):
         "tests/test_external_cluster.py::test_ray_token_mode_helper_is_where_we_expect",
-    ("backends/ray_data/local_ray.py", "ray._private.ray_constants"):
-        "tests/test_process_safety.py::test_ray_loopback_switch_is_where_we_expect",
-    ("backends/ray_data/local_ray.py", "ray._private.utils"):
+    ("runtime/ray_cluster.py", "ray._private.ray_constants"):
         "tests/test_process_safety.py::test_ray_loopback_switch_is_where_we_expect",
     ("backends/ray_data/plan_context.py", "ray.data._internal.progress"):
-        "tests/test_ray_private_guards.py::test_the_ray_loggers_we_filter_are_where_we_expect",
-    ("backends/ray_data/plan_context.py", "ray._private.authentication.authentication_token_setup"):
         "tests/test_ray_private_guards.py::test_the_ray_loggers_we_filter_are_where_we_expect",
 }
 _PRIVATE_NAME = re.compile(r"ray(?:\.data)?\._(?:private|internal)(?:\.\w+)*")
@@ -146,15 +142,16 @@ def test_head_node_carries_the_internal_head_resource(ray_cluster):
 
 # --------------------------------------------------------------------------- logger names
 def test_the_ray_loggers_we_filter_are_where_we_expect():
-    """Guard for plan_context: the two Ray logger names it filters one message of each are the
-    loggers of those modules, and each module still logs that message."""
+    """Guard for plan_context and the runtime's Ray start: the Ray logger names they filter one
+    message of each are the loggers of those modules, and each module still logs that message."""
     import importlib
     import inspect
 
     from curator_stages.backends.ray_data import plan_context as pc
+    from curator_stages.runtime import ray_cluster as rc
 
     for name, messages in ((pc._PROGRESS_LOGGER, pc._PROGRESS_HINTS),
-                           (pc._AUTH_LOGGER, pc._AUTH_NOTICE)):
+                           (rc._AUTH_LOGGER, (rc._AUTH_NOTICE,))):
         module = importlib.import_module(name)
         assert module.logger.name == name
         source = inspect.getsource(module)

@@ -1,4 +1,4 @@
-"""Guard for the one Prefect <-> Ray workaround left in ``ray_seam``: ``ship_by_value``.
+"""Guard for the one Prefect <-> Ray workaround left in ``runtime.session``: ``ship_by_value``.
 
 Prefect loads a deployment's entrypoint file as a module named after the file (or a generated
 ``__prefect_loader_<hash>__``), which no Ray worker can import; Ray's cloudpickle pickles a
@@ -17,7 +17,7 @@ from pathlib import Path
 import cloudpickle
 import ray.cloudpickle
 
-from curator_stages.orchestration.ray_seam import ship_by_value
+from curator_stages.runtime.session import ship_by_value
 
 REPO = Path(__file__).resolve().parents[1]
 FLOW_FILE = '''

@@ -167,7 +167,7 @@ def test_warm_ray_serves_runs_privately_outlives_them_and_stops_cleanly(tmp_path
 def test_a_state_file_another_user_could_write_is_not_trusted(tmp_path, monkeypatch):
     """A planted state file would point runs at a cluster and a token of someone else's choosing:
     a state directory or file writable by others is ignored, as if no warm Ray ran."""
-    from curator_stages.backends.ray_data import warm_ray
+    from curator_stages.runtime import warm as warm_ray
 
     folder = tmp_path / "warm-ray"
     folder.mkdir(mode=0o700)

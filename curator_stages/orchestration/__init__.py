@@ -10,8 +10,9 @@ Everything between Prefect tasks is a :class:`DatasetRef`. Checkpoints themselve
 :mod:`curator_stages.checkpoints`, which Ray workers import without Prefect.
 
 The names below load on first use, not with the package: a flow script imports
-:mod:`.flow_script` (standard library only until it is called) before Prefect, to start the
-temporary API while Prefect itself is still being imported.
+:mod:`.flow_script` (standard library only until it is called) before Prefect, to apply the
+environment defaults Ray and Prefect read at import. Ray and the Prefect API themselves are
+:mod:`curator_stages.runtime`'s.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ _EXPORTS = {
                     "curator_stages.orchestration.fingerprint"),
     **dict.fromkeys(("GroupsResult", "StageTaskOptions", "finish_run", "run_stage_groups"),
                     "curator_stages.orchestration.pipeline_run"),
-    "RaySession": "curator_stages.orchestration.ray_session",
+    "RaySession": "curator_stages.runtime.session",
     "RetryPolicy": "curator_stages.orchestration.retry_policy",
     **dict.fromkeys(("AccountingError", "HistoryAggregator", "RunSummary", "StageCounts",
                      "summarise"), "curator_stages.accounting"),

@@ -23,7 +23,7 @@ from curator_stages.orchestration.params import (
     check_output_location,
     check_spill_dir,
 )
-from curator_stages.orchestration.ray_seam import refuse_ray_client
+from curator_stages.runtime.ray_cluster import refuse_ray_client
 
 if TYPE_CHECKING:
     from curator_stages.io.listing import InputListing

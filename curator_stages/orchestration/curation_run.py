@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
 from curator_stages.orchestration.curation_params import CurationParams
-from curator_stages.orchestration.ray_seam import refuse_ray_client
+from curator_stages.runtime.ray_cluster import refuse_ray_client
 
 P = TypeVar("P", bound=CurationParams)
 
@@ -87,7 +87,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
     from curator_stages.orchestration.pipeline_run import (
         StageTaskOptions, check_kept, finish_run, run_stage_groups,
     )
-    from curator_stages.orchestration.ray_session import RaySession
+    from curator_stages.runtime.session import RaySession
     from curator_stages.orchestration.stage_task import CACHED
     from curator_stages.orchestration.work_dir_lock import output_lock, work_dir_lock
 

@@ -3,7 +3,7 @@
 The options are generated from the flow's parameter model (:func:`params.parse_params`): a bad
 value exits 2 naming the option, before Ray or Prefect starts. ``--plan [--cluster ...]`` prints
 the execution plan and processes nothing. Otherwise the flow runs as a local run
-(:func:`local_run.run_local`): the temporary Prefect API starts while Ray starts, each says so
+(:func:`curator_stages.runtime.local_run.run_local`): the temporary Prefect API starts while Ray starts, each says so
 on the console while it starts, and the run ends with the stage table of its report and one
 wall time (the run's, with the start-up stated apart).
 """
@@ -69,9 +69,8 @@ def flow_main(spec: CurationFlowSpec[Any], flow_fn: Callable[..., Any],
     if "--plan" in args:  # print the plan, process nothing
         return plan_main(spec, args, prog)
     params = parse_params(spec.params_model, args, prog=prog, epilog=help_epilog(spec))
-    from curator_stages.backends.ray_data.local_ray import ClusterConnectError
-    from curator_stages.orchestration.local_run import run_local
-    from curator_stages.orchestration.ray_session import RaySession
+    from curator_stages.runtime import ClusterConnectError, RaySession
+    from curator_stages.runtime.local_run import run_local
 
     start = time.perf_counter() - process_age_s()  # the imports count: the user waited
 

@@ -7,10 +7,8 @@
         run_flow_script(SPEC, my_flow)      # `python flows/my_flow.py --help`
 
 Importing this module does what must happen before Prefect or Ray is imported: the local-run
-environment defaults (:mod:`curator_stages.env_defaults`), and, when the importing file runs as
-a script, the spawn of Prefect's temporary API, so that it starts while Prefect's own import is
-still under way (:func:`~curator_stages.orchestration.api_server.start_early`). The module
-imports neither Prefect nor Ray itself until :func:`curation_flow` is called.
+environment defaults (:mod:`curator_stages.runtime.env`). The module imports neither Prefect
+nor Ray itself until :func:`curation_flow` is called.
 """
 
 from __future__ import annotations
@@ -18,32 +16,14 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from curator_stages.env_defaults import apply_local_run_defaults
-from curator_stages.orchestration.api_server import start_early
+from curator_stages.runtime.env import apply_local_run_defaults
 
 if TYPE_CHECKING:  # pragma: no cover
     from prefect import Flow
 
     from curator_stages.orchestration.curation_run import CurationFlowSpec
 
-#: Modules whose frames sit between an ``import`` statement and the module it imports.
-_IMPORT_MACHINERY = ("importlib", "<frozen importlib")
-
-
-def _imported_by_a_running_script() -> bool:
-    """Whether the file whose ``import`` loads this module is the script Python runs."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        name = frame.f_globals.get("__name__", "")
-        if name != __name__ and not name.startswith(_IMPORT_MACHINERY):
-            return name == "__main__"
-        frame = frame.f_back
-    return False
-
-
 apply_local_run_defaults()  # some are read when Prefect or Ray is imported: first
-if _imported_by_a_running_script():
-    start_early(sys.argv[1:])
 
 
 def curation_flow(spec: "CurationFlowSpec[Any]", *, description: str | None = None,
@@ -58,7 +38,7 @@ def curation_flow(spec: "CurationFlowSpec[Any]", *, description: str | None = No
     from prefect import flow
 
     from curator_stages.orchestration.curation_run import run_curation
-    from curator_stages.orchestration.ray_seam import ship_by_value
+    from curator_stages.runtime.session import ship_by_value
 
     model = spec.params_model
 

@@ -2,7 +2,7 @@
 
 A flow decides *which* stages run and how they are grouped (one cheap chain fused into one stage
 task, or one task per stage); this module runs the groups as stage tasks in the flow's process
-(:mod:`ray_seam`) with the right refresh decision, moves the progress artifact, logs what each
+(a Ray driver already: :class:`~curator_stages.runtime.RaySession`) with the right refresh decision, moves the progress artifact, logs what each
 stage task wrote, and turns the final reference into the run summary (``run_summary.json`` +
 artifacts), failing the run when the accounting identity does not hold.
 
@@ -22,7 +22,6 @@ from prefect.logging import get_run_logger
 from curator_stages import checkpoints as ckpt
 from curator_stages.orchestration.artifacts import Progress, publish_run_summary
 from curator_stages.checkpoints.dataset_ref import DatasetRef
-from curator_stages.orchestration.ray_seam import run_stage_task
 from curator_stages.orchestration.retry_policy import DEFAULT_RETRY_MAX_TOTAL_S
 from curator_stages.accounting import RunSummary, summarise
 from curator_stages.reporting.run_summary import write_run_summary
@@ -51,6 +50,13 @@ class GroupsResult:
     @property
     def final(self) -> DatasetRef:
         return self.refs[-1]
+
+
+def run_stage_task(task_fn: Any, **parameters: Any) -> tuple[Any, str]:
+    """Run one configured stage task in this process; returns (output ref, state name). A
+    failed stage task raises its exception here."""
+    state = task_fn(**parameters, return_state=True)
+    return state.result(), state.name
 
 
 def run_stage_groups(groups: Sequence[Sequence[Any]], seed: DatasetRef, work_dir: str,

@@ -70,7 +70,7 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
                input_files: frozenset[str] | None = None) -> DatasetRef | State:
     """Run ``stages`` (one, or a fused chain) on ``input_ref``; write and return the output.
 
-    Runs in the flow's process (:mod:`ray_seam`); the Ray Data plan it builds streams through
+    Runs in the flow's process (a Ray driver, never over the Ray Client); the Ray Data plan it builds streams through
     the cluster, its workers read the input checkpoint and write the output one, and only a
     small record per output file comes back here. Returns
     immediately, in a ``Cached`` state, when the output checkpoint is complete (unless

@@ -58,8 +58,8 @@ def resolve_cluster(cluster: ClusterResources | str | None = None) -> tuple[Clus
     if ray.is_initialized():
         return ClusterResources.from_ray(available=False), "live"
     if os.environ.get("RAY_ADDRESS"):
-        # The one way of joining (loopback clusters, tokens, the warm local Ray).
-        from curator_stages.backends.ray_data.local_ray import join_cluster
+        # The runtime's one way of joining (loopback clusters, tokens, the warm local Ray).
+        from curator_stages.runtime.ray_cluster import join_cluster
 
         join_cluster(os.environ["RAY_ADDRESS"], log_to_driver=False, include_dashboard=False,
                      logging_level="ERROR")

@@ -42,13 +42,13 @@ def fill(spill_dir: str) -> dict:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--join"]:
-        from curator_stages.backends.ray_data.local_ray import join_cluster
+        from curator_stages.runtime.ray_cluster import join_cluster
 
         join_cluster(os.environ["RAY_ADDRESS"], log_to_driver=False)  # finds the warm token
         print(json.dumps(fill(argv[1])))
         return 0
     from curator_stages.orchestration.params import parse_params
-    from curator_stages.orchestration.ray_session import RaySession
+    from curator_stages.runtime.session import RaySession
     from flows.text_curation import TextCurationParams
 
     params = parse_params(TextCurationParams, argv)

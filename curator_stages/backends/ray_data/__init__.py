@@ -5,8 +5,8 @@ shared with ``Pipeline.plan()`` and re-exported here; ``adapter`` turns one stag
 ``map_batches`` call; ``workers`` is what runs inside Ray's workers; ``errors`` brings a
 worker's error back to the driver as itself; ``executor`` assembles and runs a whole pipeline
 as one streaming plan and returns the core's ``ExecutionResult``; ``plan_context`` holds
-the Ray Data settings of one plan, restored after it. The environment defaults for a Ray this
-package starts are the core's one table (``curator_stages.env_defaults``).
+the Ray Data settings of one plan, restored after it. Starting or joining Ray is
+:mod:`curator_stages.runtime`'s.
 """
 
 from curator_stages.backends.ray_data.adapter import (

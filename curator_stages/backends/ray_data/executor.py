@@ -87,27 +87,17 @@ class RayDataExecutor:
         kwargs = dict(self.ray_init_kwargs)
         address = kwargs.pop("address", None) or os.environ.get("RAY_ADDRESS")
         if address and address != "local":
-            # Joining goes the one way local_ray knows: a loopback cluster stays on 127.0.0.1,
-            # a configured (or the warm Ray's) token is sent. A joined cluster is never stopped:
-            # ray.shutdown() in a driver that joined only detaches it.
-            from curator_stages.backends.ray_data.local_ray import join_cluster
+            # Joining goes the runtime's one way (loopback kept, token sent). A joined cluster
+            # is never stopped: ray.shutdown() in a driver that joined only detaches it.
+            from curator_stages.runtime.ray_cluster import join_cluster
 
             kwargs.pop("warm", None)
             join_cluster(address, **kwargs)
         else:
-            from curator_stages.backends.ray_data.local_ray import start_local_ray, warm_workers
+            from curator_stages.runtime.ray_cluster import start_local_ray
 
             kwargs.pop("address", None)
-            warm = kwargs.pop("warm", True)
-            start_local_ray(**kwargs, warm=False)  # drops Ray's token-auth notice itself
-            if warm:
-                # The warm-up holds every CPU for a few seconds; a plan started meanwhile sees
-                # none free and Ray Data warns that "the Dataset job will hang". Wait for it.
-                try:
-                    ray.get(warm_workers())
-                except BaseException:
-                    ray.shutdown()  # ours: do not leave it running behind the error
-                    raise
+            start_local_ray(**kwargs)
         return True
 
     # ------------------------------------------------------------------ node setup

@@ -56,37 +56,13 @@ class _DropHints(logging.Filter):
         return not str(record.msg).startswith(self.prefixes)
 
 
-#: Ray's start-up notice that token authentication is on (Ray 2.60 turns it on by default for a
-#: new local cluster and says so at WARNING, suggesting ``RAY_AUTH_MODE=disabled``). Token auth
-#: is this package's deliberate choice for its embedded Ray, so on a successful start that
-#: notice is not a warning for our user. Only that message is dropped: a warning that auth is
-#: *disabled* still shows. tests/test_library_output.py fails if it comes back, and
-#: tests/test_ray_private_guards.py if the logger or message is renamed.
-_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
-_AUTH_NOTICE = ("Token authentication is enabled for this Ray cluster.",)
-
-
-@contextlib.contextmanager
-def token_auth_notice_dropped() -> Iterator[None]:
-    """Around the start of an embedded Ray: drop Ray's "token authentication is enabled"."""
-    notice = _DropHints(_AUTH_NOTICE)
-    auth_logger = logging.getLogger(_AUTH_LOGGER)
-    auth_logger.addFilter(notice)
-    try:
-        yield
-    finally:
-        auth_logger.removeFilter(notice)
-
-
 #: Ray Data's "no available CPUs: the Dataset job will hang" warning. Ray Data 2.60 logs it from
 #: a snapshot of free CPUs taken when any dataset call starts, before it looks whether anything
 #: has to run: a global stage's fit calls ``count()``/``to_arrow_refs()`` on a dataset it has
 #: just materialised (nothing runs), milliseconds after that plan's own workers were still
 #: returning their CPUs. Inside our plans the warning is therefore about our own finishing
 #: workers; the hang it is meant for (a request no node can ever host) is refused before the
-#: plan starts (:mod:`curator_stages.plan.stage_plan`). The embedded Ray's warm-up, which used
-#: to hold every CPU when the first plan started, is waited for by the executor instead (the
-#: cause, not a filter).
+#: plan starts (:mod:`curator_stages.plan.stage_plan`).
 _DATASET_LOGGER = "ray.data.dataset"
 _NO_CPU_WARNING = ("Warning: The Ray cluster currently does not have any available CPUs.",)
 

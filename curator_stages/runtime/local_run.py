@@ -1,20 +1,13 @@
-"""Process handling of a local flow run (``python flows/x.py``): signals, the temporary API, cleanup.
+"""Process handling of a local flow run (``python flows/x.py``): signals, the temporary API,
+cleanup. None of the run's processes (an embedded Ray, the temporary API server) may outlive it:
 
-A local run owns processes: an embedded Ray (GCS, raylet, workers) and a temporary Prefect API
-server. None of them may outlive the run, whichever way it ends:
-
-* **SIGTERM stops like Ctrl-C.** Python's default for SIGTERM kills the process on the spot:
-  no ``finally``, no ``ray.shutdown()``, no ``atexit``. :func:`run_local` turns SIGTERM into
-  ``KeyboardInterrupt`` for its duration, so a scheduler's or a container's stop unwinds the
-  same way an interrupt does: the flow run is marked crashed, Ray is shut down, the API server
-  is stopped, and the process exits with ``128 + signal``. (During a flow run Prefect installs
-  its own SIGTERM bridge; it hands the signal back to this handler when it is done.)
-* **SIGKILL cannot be handled**, so the children are tied to the process instead: Ray's own
-  processes share its fate (Ray sets ``PR_SET_PDEATHSIG`` on Linux and runs a reaper), and the
-  API server does the same (see :mod:`curator_stages.orchestration.api_server`).
-* **The temporary API** starts in the background while Ray starts (on a home with a database,
-  already while the flow script imports Prefect: ``api_server.start_early``), one at a time per
-  ``PREFECT_HOME``; the flow is pointed at it with Prefect's public ``temporary_settings``.
+* **SIGTERM stops like Ctrl-C.** Python's default SIGTERM kills the process on the spot (no
+  ``finally``, no ``ray.shutdown()``); :func:`run_local` turns it into ``KeyboardInterrupt``, so
+  a scheduler's stop unwinds like an interrupt and exits with ``128 + signal``.
+* **SIGKILL cannot be handled**, so the children die with the process: Ray's by Ray itself
+  (``PR_SET_PDEATHSIG`` and its reaper), the API server by :mod:`.prefect_api`'s launcher.
+* **The temporary API** is spawned before Ray starts, so both start side by side, and the flow
+  is pointed at it with Prefect's public ``temporary_settings``.
 
 Nothing here runs at import; a library user's signal handlers are left alone.
 """
@@ -31,24 +24,21 @@ import threading
 from types import FrameType
 from typing import Callable, Iterator
 
-from curator_stages.orchestration.api_server import (
-    TemporaryApiServer,
-    fallback_to_prefect_start,
-    start_temporary_api,
-)
+from curator_stages.runtime.prefect_api import TemporaryApiServer, start_temporary_api
 
 logger = logging.getLogger(__name__)
+#: Seconds to wait for Prefect's queued logs and events before the temporary API stops.
+BACKLOG_TIMEOUT_S = 30.0
 
 
 def announce(message: str) -> None:
-    """One status line on the console while something slow starts (stderr, so a script's
-    stdout holds only its result)."""
+    """One status line on stderr while something slow starts (stdout holds only the result)."""
     print(f"{message} ...", file=sys.stderr, flush=True)
 
 
 class LocalRun:
     """What a local run's body may use: :meth:`use_api` before the first Prefect call, and
-    :meth:`announce` to say what starts (pass it to ``RaySession(announce=...)``)."""
+    :meth:`announce` to say what starts."""
 
     announce = staticmethod(announce)
 
@@ -59,13 +49,10 @@ class LocalRun:
 
     def use_api(self) -> str | None:
         """Wait for the temporary API and point Prefect at it; returns its URL (None: none
-        needed, or Prefect's own start took over)."""
+        needed)."""
         if self.server is None:
             return None
         url = self.server.wait()
-        if url is None:
-            fallback_to_prefect_start(self.server.home)
-            return None
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         self._settings.enter_context(temporary_settings({PREFECT_API_URL: url}))
@@ -80,23 +67,18 @@ class LocalRun:
             self.server = None
 
 
-#: Seconds to wait for Prefect's queued logs and events before the temporary API stops.
-BACKLOG_TIMEOUT_S = 30.0
-
-
 def send_prefect_backlog(timeout: float = BACKLOG_TIMEOUT_S) -> None:
     """Send the logs and events Prefect still queues (it batches them every few seconds).
 
-    Prefect drains them at interpreter exit, after this run has stopped its temporary API: the
-    last lines of the run were then lost ("Error logging to API") and the exit waited on
-    connection retries. ``drain_all`` is the services' public class method.
+    Prefect drains them at interpreter exit, after the temporary API has stopped: the run's last
+    lines were lost ("Error logging to API"). ``drain_all`` is the services' public method.
     """
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
     for service in (APILogWorker, EventsWorker):
         try:
-            done, pending = service.drain_all(timeout=timeout, at_exit=False)
+            _, pending = service.drain_all(timeout=timeout, at_exit=False)
         except Exception as exc:  # noqa: BLE001 - reported; stopping the API goes on
             logger.warning("could not send Prefect's queued %s before stopping the temporary "
                            "API: %r", service.__name__, exc)
@@ -110,10 +92,9 @@ def send_prefect_backlog(timeout: float = BACKLOG_TIMEOUT_S) -> None:
 def sigterm_as_interrupt(run: LocalRun | None = None) -> Iterator[None]:
     """Within this block (main thread only) SIGTERM raises ``KeyboardInterrupt``, like SIGINT.
 
-    While a flow runs, Prefect swaps in its own SIGTERM handler, and where the signal lands
-    inside ``ray.get`` Ray reports Prefect's exception as a ``SystemError`` that fails the flow
-    (it does stop it). So the signals that arrived are also read from Python's signal wakeup fd,
-    which sees every handled signal whoever's handler runs, and recorded in ``run.stop_signal``.
+    While a flow runs Prefect swaps in its own SIGTERM handler (and inside ``ray.get`` Ray
+    reports Prefect's exception as a ``SystemError``), so the signals that arrived are also read
+    from Python's signal wakeup fd, which sees every handled signal, into ``run.stop_signal``.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -151,12 +132,10 @@ def local_run() -> Iterator[LocalRun]:
     run = LocalRun()
     with sigterm_as_interrupt(run):
         try:
-            # Spawned now, before Ray starts in this thread: both take seconds and overlap.
             first = _first_run_in_home()
             run.server = start_temporary_api()
             if run.server is not None:
-                when = "; spawned at process start" if run.server.spawned_early else ""
-                announce(f"starting Prefect's temporary API (PREFECT_HOME={run.server.home}{when})")
+                announce(f"starting Prefect's temporary API (PREFECT_HOME={run.server.home})")
                 if first:
                     announce("first run in this PREFECT_HOME: creating Prefect's database "
                              "(once; later runs start faster)")
@@ -173,10 +152,7 @@ def _first_run_in_home() -> bool:
         url = PREFECT_API_DATABASE_CONNECTION_URL.value() or ""
         if url and "sqlite" not in url:
             return False
-        if ":///" in url:
-            path = url.split(":///", 1)[1]
-        else:
-            path = str(PREFECT_HOME.value() / "prefect.db")
+        path = url.split(":///", 1)[1] if ":///" in url else str(PREFECT_HOME.value() / "prefect.db")
         return not os.path.exists(os.path.expanduser(path))
     except Exception as exc:  # noqa: BLE001 - only decides whether to print a hint
         logger.debug("could not tell whether Prefect's database exists: %r", exc)
@@ -187,10 +163,9 @@ def run_local(body: Callable[[LocalRun], int], *, what: str = "the run") -> int:
     """Run a flow script's ``main`` body as a local run; returns its exit code.
 
     An interrupt (Ctrl-C or SIGTERM) ends the process with ``128 + signal`` after cleanup, with
-    one line on stderr instead of a traceback: checkpoints of finished stage tasks are kept, so
-    re-running the same command resumes. It ends by ``os._exit`` once Ray and the API are
-    stopped and the output is flushed: Ray's C++ core worker, interrupted mid-start or mid-task,
-    crashed the interpreter's own finalisation (exit 139 after the clean stop).
+    one line on stderr: finished stage tasks keep their checkpoints, so re-running resumes. It
+    ends by ``os._exit``: Ray's C++ core worker, interrupted mid-start or mid-task, crashed the
+    interpreter's own finalisation (exit 139 after the clean stop).
     """
     holder: list[LocalRun] = []
     code: int | None = None
@@ -201,9 +176,8 @@ def run_local(body: Callable[[LocalRun], int], *, what: str = "the run") -> int:
     except KeyboardInterrupt:
         pass
     except BaseException as exc:  # noqa: BLE001 - re-raised unless a stop signal caused it
-        # A stage task (it runs in this process) meets SIGTERM inside Prefect's
-        # task engine, which turns it into its own TerminationSignal or an exit; the signal
-        # itself was recorded, and the outcome is the same clean stop as Ctrl-C.
+        # A stage task meets SIGTERM inside Prefect's task engine, which turns it into its own
+        # TerminationSignal or an exit; the signal was recorded: the same clean stop as Ctrl-C.
         if not (holder and holder[0].stop_signal):
             raise
         logger.debug("the run failed while stopping: %r", exc)
