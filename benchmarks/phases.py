@@ -162,8 +162,12 @@ def summary(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
 
     rows: list[tuple[str, float]] = []
     imports = first("imports done")
-    flow = first("flow body (run_curation)")
-    tasks = all_("stage task (submit -> result)")
+    # The flow function holds its own reference to run_curation (bound when the flow is
+    # defined), so the flow body starts where Prefect's begin_run ends.
+    begun = first("prefect: begin run (Pending -> Running)")
+    flow = first("flow body (run_curation)") or (begun and {
+        "start": begun["end"], "end": max(e["end"] for e in events)})
+    tasks = all_("stage task (call -> result)")
     if imports:
         rows.append(("start-up: interpreter + imports (to flow_main)", imports["end"]))
     ray_ev = first("RaySession enter (Ray start)")
