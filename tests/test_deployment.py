@@ -4,11 +4,11 @@
 Everything runs in subprocesses with their own PREFECT_HOME and API URL, so the session's test
 harness is untouched; servers and workers are stopped even when the test fails.
 
-The worker runs with the session's Ray cluster in its environment (``RAY_ADDRESS`` and token), as
-a worker beside a warm Ray (``curator-stages ray start``) runs: its flow runs join that cluster
-instead of each starting an embedded Ray (the embedded start is checked by the local-run tests).
 Both deployments are run at once on the one worker (``--limit 2``), each watched by its own
-``prefect deployment run --watch``.
+``prefect deployment run --watch``: the text flow's run starts an embedded Ray, as the usage in
+prefect.yaml does; the web flow's run joins the session's Ray cluster through a ``ray_address``
+override (the worker has the cluster's token in its environment, as a worker beside a cluster
+has), which also spares a second embedded Ray.
 """
 
 from __future__ import annotations
@@ -94,10 +94,11 @@ def test_deploy_and_run_through_a_worker(ray_cluster, tmp_path):
         CURATOR_STAGES_HOME=str(REPO), PYTHONPATH=str(REPO),
         PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5",
     )
-    # The worker (and so each flow run it starts) joins the session's Ray cluster, with the
-    # address and token that cluster was started with.
+    # The worker (and so each flow run it starts) has the session cluster's token; no
+    # RAY_ADDRESS: a run joins that cluster only when its parameters say so.
     worker_env = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"}
-    worker_env.update(fh.SESSION_CLUSTER)
+    worker_env.update(RAY_AUTH_MODE=fh.SESSION_CLUSTER["RAY_AUTH_MODE"],
+                      RAY_AUTH_TOKEN=fh.SESSION_CLUSTER["RAY_AUTH_TOKEN"])
     logs = tmp_path / "logs"
     logs.mkdir()
     server = worker = None
@@ -128,17 +129,18 @@ def test_deploy_and_run_through_a_worker(ray_cluster, tmp_path):
         assert "text-curation-daily" in out
         assert worker.poll() is None, (logs / "worker.log").read_text()[-3000:]
 
-        # The text flow's deployment with a parameter override: one sample shard.
+        # The text flow's deployment with a parameter override: one sample shard (embedded Ray).
         output = tmp_path / "out"
         override = {"input": str(SAMPLE / "shard-00002.jsonl.gz"), "output": str(output),
                     "work_dir": str(tmp_path / "work"), "fuzzy_num_perm": 32, "num_cpus": 2}
         watchers.append(watch("text-curation/text-curation-daily", override, env,
                               logs / "text-run.log"))
-        # The web flow's deployment, on the same worker: one sample WARC file.
+        # The web flow's deployment, on the same worker: one sample WARC file, on the session's
+        # Ray cluster.
         web_out = tmp_path / "web-out"
         override = {"input": str(REPO / "data" / "web_sample" / "web-00001.warc.gz"),
                     "output": str(web_out), "work_dir": str(tmp_path / "web-work"),
-                    "fuzzy_num_perm": 32, "num_cpus": 2}
+                    "fuzzy_num_perm": 32, "ray_address": fh.SESSION_CLUSTER["RAY_ADDRESS"]}
         watchers.append(watch("web-curation/web-curation", override, env, logs / "web-run.log"))
 
         watched(watchers[0], logs / "text-run.log", logs / "worker.log")
