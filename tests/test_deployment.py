@@ -5,10 +5,12 @@ Everything runs in subprocesses with their own PREFECT_HOME and API URL, so the 
 harness is untouched; servers and workers are stopped even when the test fails.
 
 Both deployments are run at once on the one worker (``--limit 2``), each watched by its own
-``prefect deployment run --watch``: the text flow's run starts an embedded Ray, as the usage in
-prefect.yaml does; the web flow's run joins the session's Ray cluster through a ``ray_address``
+``prefect deployment run --watch``: the web flow's run starts an embedded Ray, as the usage in
+prefect.yaml does (tests/test_web_flow.py joins the session cluster, so this is the web flow's
+embedded run); the text flow's run joins the session's Ray cluster through a ``ray_address``
 override (the worker has the cluster's token in its environment, as a worker beside a cluster
-has), which also spares a second embedded Ray.
+has), which also spares a second embedded Ray (the text flow's embedded run is tests/test_flow.py's
+local run).
 """
 
 from __future__ import annotations
@@ -129,18 +131,19 @@ def test_deploy_and_run_through_a_worker(ray_cluster, tmp_path):
         assert "text-curation-daily" in out
         assert worker.poll() is None, (logs / "worker.log").read_text()[-3000:]
 
-        # The text flow's deployment with a parameter override: one sample shard (embedded Ray).
+        # The text flow's deployment with a parameter override: one sample shard, on the
+        # session's Ray cluster.
         output = tmp_path / "out"
         override = {"input": str(SAMPLE / "shard-00002.jsonl.gz"), "output": str(output),
-                    "work_dir": str(tmp_path / "work"), "fuzzy_num_perm": 32, "num_cpus": 2}
+                    "work_dir": str(tmp_path / "work"), "fuzzy_num_perm": 32,
+                    "ray_address": fh.SESSION_CLUSTER["RAY_ADDRESS"]}
         watchers.append(watch("text-curation/text-curation-daily", override, env,
                               logs / "text-run.log"))
-        # The web flow's deployment, on the same worker: one sample WARC file, on the session's
-        # Ray cluster.
+        # The web flow's deployment, on the same worker: one sample WARC file (embedded Ray).
         web_out = tmp_path / "web-out"
         override = {"input": str(REPO / "data" / "web_sample" / "web-00001.warc.gz"),
                     "output": str(web_out), "work_dir": str(tmp_path / "web-work"),
-                    "fuzzy_num_perm": 32, "ray_address": fh.SESSION_CLUSTER["RAY_ADDRESS"]}
+                    "fuzzy_num_perm": 32, "num_cpus": 2}
         watchers.append(watch("web-curation/web-curation", override, env, logs / "web-run.log"))
 
         watched(watchers[0], logs / "text-run.log", logs / "worker.log")

@@ -2,8 +2,8 @@
 sample WARC files, as a user runs it (no Prefect server), and its parameter checks.
 
 The run joins the session's Ray cluster through ``RAY_ADDRESS``, as a run beside a warm Ray
-(``curator-stages ray start``) does, rather than starting an embedded Ray of its own (that start
-is checked by tests/test_flow.py's local run)."""
+(``curator-stages ray start``) does, rather than starting an embedded Ray of its own (the web
+flow's embedded run is the web deployment's run in tests/test_deployment.py)."""
 
 from __future__ import annotations
 
