@@ -6,8 +6,7 @@ harness is untouched; servers and workers are stopped even when the test fails.
 
 Both deployments are run at once on the one worker (``--limit 2``), each watched by its own
 ``prefect deployment run --watch``: the web flow's run starts an embedded Ray, as the usage in
-prefect.yaml does (tests/test_web_flow.py joins the session cluster, so this is the web flow's
-embedded run); the text flow's run joins the session's Ray cluster through a ``ray_address``
+prefect.yaml does; the text flow's run joins the session's Ray cluster through a ``ray_address``
 override (the worker has the cluster's token in its environment, as a worker beside a cluster
 has), which also spares a second embedded Ray (the text flow's embedded run is tests/test_flow.py's
 local run).
