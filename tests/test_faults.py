@@ -177,20 +177,20 @@ def fault_flow_module():
     return load_fault_flow()
 
 
-_CLEAN_ROWS: list[list[tuple]] = []
-
-
 def clean_run_rows(tmp_root: Path) -> list[tuple]:
     """The output rows of an uninterrupted fault-flow run on ``make_jsonl_input``'s default
     input, what a resumed run must write. The run is made once per session (in process, on the
     session's Ray and Prefect API; needs both fixtures): the local-disk and the S3 resume tests
-    compare against the same rows (a row's id names its file, not the directory)."""
-    if not _CLEAN_ROWS:
+    compare against the same rows (a row's id names its file, not the directory). The rows are
+    kept in tests.fault_helpers, which every test module shares (pytest imports this file as
+    ``test_faults`` and other modules import it as ``tests.test_faults``: two module objects)."""
+    cache = fh.SESSION_RESULTS
+    if "clean_fault_rows" not in cache:
         clean_out = tmp_root / "clean-out"
         load_fault_flow().fault_flow(str(make_jsonl_input(tmp_root / "in")), str(clean_out),
                                      str(tmp_root / "clean-work"))
-        _CLEAN_ROWS.append(output_rows(clean_out))
-    return _CLEAN_ROWS[0]
+        cache["clean_fault_rows"] = output_rows(clean_out)
+    return cache["clean_fault_rows"]
 
 
 def subprocess_env(ray_cluster, **extra: str) -> dict[str, str]:
