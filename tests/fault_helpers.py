@@ -32,6 +32,10 @@ BLOCK_SAFETY_TIMEOUT_S = 240.0
 #: its address, and the token it was started with.
 SESSION_CLUSTER: dict[str, str] = {}
 
+#: Results that several test modules compare against, made once per test session (this module is
+#: imported once, as ``tests.fault_helpers``, whichever test module asks).
+SESSION_RESULTS: dict[str, Any] = {}
+
 
 def join_env(**extra: str) -> dict[str, str]:
     """This process's environment for a flow subprocess on the session's Ray cluster.

@@ -177,6 +177,22 @@ def fault_flow_module():
     return load_fault_flow()
 
 
+def clean_run_rows(tmp_root: Path) -> list[tuple]:
+    """The output rows of an uninterrupted fault-flow run on ``make_jsonl_input``'s default
+    input, what a resumed run must write. The run is made once per session (in process, on the
+    session's Ray and Prefect API; needs both fixtures): the local-disk and the S3 resume tests
+    compare against the same rows (a row's id names its file, not the directory). The rows are
+    kept in tests.fault_helpers, which every test module shares (pytest imports this file as
+    ``test_faults`` and other modules import it as ``tests.test_faults``: two module objects)."""
+    cache = fh.SESSION_RESULTS
+    if "clean_fault_rows" not in cache:
+        clean_out = tmp_root / "clean-out"
+        load_fault_flow().fault_flow(str(make_jsonl_input(tmp_root / "in")), str(clean_out),
+                                     str(tmp_root / "clean-work"))
+        cache["clean_fault_rows"] = output_rows(clean_out)
+    return cache["clean_fault_rows"]
+
+
 def subprocess_env(ray_cluster, **extra: str) -> dict[str, str]:
     """Environment of a flow subprocess: this session's Ray cluster and Prefect API."""
     from prefect.settings import PREFECT_API_URL
@@ -189,7 +205,7 @@ def records(record_dir: Path, stage: str) -> list[str]:
 
 
 def test_flow_process_killed_mid_run_resumes_from_last_complete_checkpoint(
-        ray_cluster, prefect_harness, fault_flow_module, tmp_path):
+        ray_cluster, prefect_harness, tmp_path):
     inp = make_jsonl_input(tmp_path / "in")
     work, out, rec, block = (tmp_path / n for n in ("work", "out", "rec", "block"))
     rec.mkdir()
@@ -218,11 +234,9 @@ def test_flow_process_killed_mid_run_resumes_from_last_complete_checkpoint(
     assert not list(work.glob("*.tmp-*")), "the half-written checkpoint was not cleaned up"
     assert summary["identity"]["holds"] and summary["documents_written"] == 30
 
-    clean_out = tmp_path / "clean-out"
-    fault_flow_module.fault_flow(str(inp), str(clean_out), str(tmp_path / "clean-work"))
     rows = output_rows(out)
     assert len(rows) == len({r[0] for r in rows}) == 30
-    assert rows == output_rows(clean_out)
+    assert rows == clean_run_rows(tmp_path / "clean")
 
 
 # ----------------------------------------------------------------------------- output fails

