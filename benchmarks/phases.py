@@ -28,6 +28,20 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 EVENTS: list[dict[str, Any]] = []
+
+#: The labels that both the instrumentation records and :func:`summary` reads.
+IMPORTS = "imports done"
+API_SPAWN = "API server: lock + spawn"
+API_WAIT = "API server: wait for it (main thread)"
+RAY_START = "RaySession enter (Ray start)"
+FLOW_BODY = "flow body (run_curation)"
+BEGIN_RUN = "prefect: begin run (Pending -> Running)"
+STAGE_TASK = "stage task (call -> result)"
+TASK_BODY = "stage task body (run_stages.fn)"
+FIRST_PART = "stream: plan start -> first output part"
+WHOLE_STREAM = "stream: whole stream"
+COMMIT = "checkpoint: commit"
+
 _LOCK = threading.Lock()
 
 
@@ -85,10 +99,10 @@ def timed_stream(owner: Any, attr: str) -> None:
                 first = True
                 for part in parts:
                     if first:
-                        record("stream: plan start -> first output part", start, time.time())
+                        record(FIRST_PART, start, time.time())
                         first = False
                     yield part
-                record("stream: whole stream", start, time.time())
+                record(WHOLE_STREAM, start, time.time())
 
             record("stream: enter", start, entered)
             yield items()
@@ -111,27 +125,27 @@ def instrument(flow_module: Any = None) -> None:
     api_server, local_run, ray_session = (
         mod(f"curator_stages.runtime.{m}") for m in ("prefect_api", "local_run", "session"))
 
-    timed(api_server.TemporaryApiServer, "start", "API server: lock + spawn")
-    timed(local_run.LocalRun, "use_api", "API server: wait for it (main thread)")
-    timed(ray_session.RaySession, "__enter__", "RaySession enter (Ray start)")
+    timed(api_server.TemporaryApiServer, "start", API_SPAWN)
+    timed(local_run.LocalRun, "use_api", API_WAIT)
+    timed(ray_session.RaySession, "__enter__", RAY_START)
     timed(ray_session, "start_local_ray", "start_local_ray")
-    timed(curation_run, "run_curation", "flow body (run_curation)")
+    timed(curation_run, "run_curation", FLOW_BODY)
     if flow_module is not None and hasattr(flow_module, "run_curation"):
         # the flow module holds its own reference: time the one its @flow calls
         flow_module.run_curation = curation_run.run_curation
     timed(flow_engine.FlowRunEngine, "create_flow_run", "prefect: create flow run (API)")
-    timed(flow_engine.FlowRunEngine, "begin_run", "prefect: begin run (Pending -> Running)")
+    timed(flow_engine.FlowRunEngine, "begin_run", BEGIN_RUN)
     timed(ray_session.RaySession, "__exit__", "RaySession exit (Ray shutdown)")
     timed(local_run.LocalRun, "close", "API server: stop")
     timed(flow_cli, "print_summary", "console summary")
     timed(curation_run, "_publish_plan", "plan: build + publish artifact")
     timed(fingerprint, "input_fingerprint", "input fingerprint (list + stat inputs)")
-    timed(pipeline_run, "run_stage_task", "stage task (call -> result)")
+    timed(pipeline_run, "run_stage_task", STAGE_TASK)
     timed(pipeline_run, "finish_run", "finish_run (summary + artifacts)")
     timed(stage_task, "publish_stage_table", "stage task: publish stage table artifact")
     timed(ckpt, "read_manifest", "checkpoint: read_manifest")
     timed(ckpt, "file_dataset", "checkpoint: file_dataset")
-    timed(ckpt.CheckpointWriter, "commit", "checkpoint: commit")
+    timed(ckpt.CheckpointWriter, "commit", COMMIT)
     timed(rd, "apply_stages", "ray data: apply_stages (plan build)")
     timed(executor.RayDataExecutor, "setup_nodes", "ray data: setup_nodes")
     timed_stream(rd, "streamed_tasks")
@@ -147,7 +161,7 @@ def instrument(flow_module: Any = None) -> None:
         try:
             return body(*args, **kwargs)
         finally:
-            record("stage task body (run_stages.fn)", start, time.time())
+            record(TASK_BODY, start, time.time())
 
     stage_task.run_stages.fn = run_stages_body
 
@@ -161,22 +175,22 @@ def summary(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
         return [e for e in events if e["label"] == label]
 
     rows: list[tuple[str, float]] = []
-    imports = first("imports done")
+    imports = first(IMPORTS)
     # The flow function holds its own reference to run_curation (bound when the flow is
     # defined), so the flow body starts where Prefect's begin_run ends.
-    begun = first("prefect: begin run (Pending -> Running)")
-    flow = first("flow body (run_curation)") or (begun and {
+    begun = first(BEGIN_RUN)
+    flow = first(FLOW_BODY) or (begun and {
         "start": begun["end"], "end": max(e["end"] for e in events)})
-    tasks = all_("stage task (call -> result)")
+    tasks = all_(STAGE_TASK)
     if imports:
         rows.append(("start-up: interpreter + imports (to flow_main)", imports["end"]))
-    ray_ev = first("RaySession enter (Ray start)")
+    ray_ev = first(RAY_START)
     if ray_ev:
         rows.append(("start-up: Ray start (main thread)", ray_ev["end"] - ray_ev["start"]))
-    api = first("API server: lock + spawn")
+    api = first(API_SPAWN)
     if api:
         rows.append(("start-up: API server lock + spawn (main thread)", api["end"] - api["start"]))
-    wait = first("API server: wait for it (main thread)")
+    wait = first(API_WAIT)
     if wait:
         rows.append(("start-up: main thread waits for the API after Ray",
                      wait["end"] - wait["start"]))
@@ -187,10 +201,10 @@ def summary(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
         rows.append(("start-up: flow body -> first stage task submitted",
                      tasks[0]["start"] - flow["start"]))
         rows.append(("process start -> first stage task submitted", tasks[0]["start"]))
-    bodies = all_("stage task body (run_stages.fn)")
-    firsts = all_("stream: plan start -> first output part")
-    wholes = all_("stream: whole stream")
-    commits = all_("checkpoint: commit")
+    bodies = all_(TASK_BODY)
+    firsts = all_(FIRST_PART)
+    wholes = all_(WHOLE_STREAM)
+    commits = all_(COMMIT)
     for i, t in enumerate(tasks):
         b = bodies[i] if i < len(bodies) else None
         pre = f"stage task {i + 1}"
@@ -233,7 +247,7 @@ def main() -> int:
     module = importlib.util.module_from_spec(spec)
     sys.modules["phases_flow"] = module
     spec.loader.exec_module(module)  # the flow script's own imports
-    mark("imports done")
+    mark(IMPORTS)
     instrument(module)
     if known.langid_mode != "default":
         from curator_stages.text.language import LanguageIdentifier
