@@ -26,7 +26,8 @@ Speed: a job-level ``runtime_env`` of only ``env_vars`` goes into this process's
 an embedded Ray (else the workers Ray prestarts are never used), and Ray's own worker preload
 (``RAY_preload_python_modules``: every worker imports them before it accepts work) imports the
 modules nearly every plan needs (``ray.data``, pyarrow, the stage modules: 2-3 CPU-seconds
-each) while the driver builds its plan; tests/test_ray_private_guards.py guards it.
+each) while the driver builds its plan; guarded by
+tests/test_process_safety.py::test_embedded_ray_workers_preload_the_stage_modules.
 """
 
 from __future__ import annotations
@@ -125,9 +126,15 @@ def env_vars_into_environ(runtime_env: dict[str, Any] | None) -> dict[str, Any] 
     return None
 
 
-class _DropNotice(logging.Filter):
+class DropMessages(logging.Filter):
+    """Drops the records of one logger whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_AUTH_NOTICE)
+        return not str(record.msg).startswith(self.prefixes)
 
 
 @contextlib.contextmanager
@@ -194,7 +201,7 @@ def _clean_up_failed_start(before: dict[int, Any]) -> None:
 def _init_with_retry(kwargs: dict[str, Any], own_address: bool) -> None:
     import ray
 
-    notice, auth_logger = _DropNotice(), logging.getLogger(_AUTH_LOGGER)
+    notice, auth_logger = DropMessages((_AUTH_NOTICE,)), logging.getLogger(_AUTH_LOGGER)
     for attempt in range(1, START_ATTEMPTS + 1):
         before, started = _ray_descendants(), time.monotonic()
         auth_logger.addFilter(notice)

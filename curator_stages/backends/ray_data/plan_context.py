@@ -16,7 +16,8 @@ What is set, and why:
   map ran 1 task while the other CPU idled. 200k docs, 2 CPUs: steady 51.7-51.9 s off vs
   59.3-61.2 s on (3 runs each), 3-7 tasks in flight instead of 1-2.
 - ``enable_progress_bars``: as asked. Off, Ray Data logs a one-time hint on how to turn the
-  bars back on; that one record is dropped (:class:`_DropHints`), since the choice was ours.
+  bars back on; that one record is dropped (:class:`~curator_stages.runtime.ray_cluster.
+  DropMessages`), since the choice was ours.
 - ``quiet``: no bars, no plan banner, and Ray Data's INFO lines off (logs under Prefect).
 - Ray Data's momentary "no available CPUs" warning is dropped inside the block (see
   :data:`_NO_CPU_WARNING` for why it is false there).
@@ -35,6 +36,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Iterator
 
+from curator_stages.runtime.ray_cluster import DropMessages
+
 if TYPE_CHECKING:  # pragma: no cover
     from ray.data import DataContext
 
@@ -43,17 +46,6 @@ if TYPE_CHECKING:  # pragma: no cover
 #: comes back, and tests/test_ray_private_guards.py if the logger or message is renamed.
 _PROGRESS_LOGGER = "ray.data._internal.progress"
 _PROGRESS_HINTS = ("Progress bars disabled.", "Progress bars for operators disabled.")
-
-
-class _DropHints(logging.Filter):
-    """Drops the records of one logger whose message starts with one of ``prefixes``."""
-
-    def __init__(self, prefixes: tuple[str, ...]) -> None:
-        super().__init__()
-        self.prefixes = prefixes
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefixes)
 
 
 #: Ray Data's "no available CPUs: the Dataset job will hang" warning. Ray Data 2.60 logs it from
@@ -107,8 +99,8 @@ def data_context_for_plan(progress_bars: bool | None = None,
     saved_level = data_logger.level
     if quiet:
         data_logger.setLevel(logging.WARNING)
-    filters = [(logging.getLogger(_PROGRESS_LOGGER), _DropHints(_PROGRESS_HINTS)),
-               (logging.getLogger(_DATASET_LOGGER), _DropHints(_NO_CPU_WARNING))]
+    filters = [(logging.getLogger(_PROGRESS_LOGGER), DropMessages(_PROGRESS_HINTS)),
+               (logging.getLogger(_DATASET_LOGGER), DropMessages(_NO_CPU_WARNING))]
     for target, record_filter in filters:
         target.addFilter(record_filter)
     try:
