@@ -95,6 +95,35 @@ def test_shingles_of_short_and_empty_texts():
     assert (sig[0] == 0xFFFFFFFF).all() and not (sig[1] == 0xFFFFFFFF).all()
 
 
+def test_a_document_longer_than_the_chunk_budget_is_signed_in_slices_of_bounded_memory(corpus):
+    """A web page of 200k characters: the same signature as the plain per-document minimum, and
+    no (num_perm x shingles) buffer the length of the page (200k x 256 x 8 bytes = 400 MB)."""
+    import tracemalloc
+
+    docs = [corpus.docs[i] for i in sorted(corpus.docs)]
+    long_text = normalize_for_shingles(" ".join(itertools.islice(itertools.cycle(docs), 400)))
+    assert len(long_text) > 150_000
+    texts = [normalize_for_shingles(docs[0]), long_text, "", normalize_for_shingles(docs[1])]
+    a, b = permutations(256, 3)
+    h, c = shingle_hashes(texts, 5)
+    tracemalloc.start()
+    try:
+        sig = minhash_signatures(h, c, a, b)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, f"minhash of one long page peaked at {peak / 2**20:.0f} MB"
+    ends = np.cumsum(c)
+    with np.errstate(over="ignore"):
+        for d, (end, n) in enumerate(zip(ends, c)):
+            if n == 0:
+                assert (sig[d] == 0xFFFFFFFF).all()
+                continue
+            x = h[end - n:end]
+            direct = ((a[:, None] * x[None, :] + b[:, None]).min(axis=1) >> np.uint64(32))
+            assert np.array_equal(sig[d], direct.astype(np.uint32)), d
+
+
 # ---------------------------------------------------------------- exact dedup
 def _expected_exact_removals(corpus) -> set[str]:
     groups: dict[str, list[str]] = defaultdict(list)

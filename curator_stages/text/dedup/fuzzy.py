@@ -99,8 +99,8 @@ class FuzzyDedupResult:
         return sorted(out.values())
 
 
-#: Characters shingled at once: the token and n-gram arrays cost ~16 bytes per character.
-MAX_CHARS_PER_CHUNK = 1_000_000
+#: Characters shingled at once: the token and n-gram arrays cost ~50 bytes per character.
+MAX_CHARS_PER_CHUNK = 250_000
 
 
 def _chunks_by_chars(texts: list[str], max_chars: int) -> list[list[str]]:

@@ -11,7 +11,8 @@ Permutations: ``h_k(x) = ((a_k * x + b_k) mod 2^64) >> 32`` over 32-bit shingle 
 with random odd 64-bit ``a_k`` and random ``b_k`` - multiply-add-shift, a 2-universal family
 for 32-bit keys (Dietzfelbinger 1996) that needs no 128-bit products. The signature is the
 per-document minimum of each ``h_k`` (uint32). Memory is bounded by processing documents in
-chunks of at most ``MAX_CELLS`` (shingles x permutations) cells.
+chunks of at most ``MAX_CELLS`` (shingles x permutations) cells, a document longer than that in
+slices of it.
 """
 
 from __future__ import annotations
@@ -101,6 +102,20 @@ def shingle_hashes(texts: list[str], ngram_size: int, word_ngrams: bool = False
     return hashes, shingle_counts
 
 
+def _long_document_signature(x: np.ndarray, a_col: np.ndarray, b_col: np.ndarray,
+                             buf: np.ndarray) -> np.ndarray:
+    """The signature of one document with more shingles than ``buf`` holds: the running
+    minimum over slices, so a megabyte-long page costs no more memory than a short one."""
+    low = np.full(a_col.shape[0], np.iinfo(np.uint64).max, dtype=np.uint64)
+    for s in range(0, x.size, buf.shape[1]):
+        part = x[s: s + buf.shape[1]]
+        view = buf[:, : part.size]
+        np.multiply(a_col, part[None, :], out=view)
+        np.add(view, b_col, out=view)
+        np.minimum(low, view.min(axis=1), out=low)
+    return (low >> np.uint64(32)).astype(np.uint32)
+
+
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The (a, b) coefficients of ``num_perm`` multiply-add-shift hash functions."""
     rng = np.random.default_rng(seed)
@@ -123,15 +138,19 @@ def minhash_signatures(hashes: np.ndarray, counts: np.ndarray, a: np.ndarray, b:
     starts = ends - counts
     docs = np.nonzero(counts > 0)[0]
     budget = max(MAX_CELLS // k, 1)
-    buf = np.empty((k, min(int(counts.sum()), max(budget, int(counts.max(initial=0))))), dtype=np.uint64)
+    buf = np.empty((k, min(int(counts.sum()), budget)), dtype=np.uint64)
     a_col, b_col = a[:, None], b[:, None]
     i = 0
     with np.errstate(over="ignore"):
         while i < docs.size:
-            # Whole documents per chunk, at most ``budget`` shingles (or one larger document).
+            # Whole documents per chunk, at most ``budget`` shingles.
             lo = starts[docs[i]]
             j = int(np.searchsorted(ends[docs], lo + budget, side="right"))
-            j = max(j, i + 1)
+            if j <= i:  # one document longer than the budget: its slices, minimum kept
+                doc = docs[i]
+                sig[doc] = _long_document_signature(hashes[lo:ends[doc]], a_col, b_col, buf)
+                i += 1
+                continue
             chunk = docs[i:j]
             hi = ends[chunk[-1]]
             x = hashes[lo:hi]

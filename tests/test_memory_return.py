@@ -1,0 +1,62 @@
+"""A worker hands freed memory back between tasks (Ray workers live through many tasks).
+
+Two parts keep a long-lived worker near its working set: the run's environment sets
+``MIMALLOC_PURGE_DELAY=0`` (Arrow's default allocator, mimalloc, then returns freed pages at
+once), and each checkpoint-loading task first calls ``return_freed_memory``. These tests fail
+if a pyarrow upgrade changes the allocator or stops reading the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curator_stages.runtime.env import RAY_ENV_DEFAULTS
+
+# Reads a Parquet file of text 12 times, as a worker loading one checkpoint file per task
+# does, and prints the memory it kept (USS above the start, MB) once every table is freed.
+_READ_AND_FREE = textwrap.dedent("""
+    import gc, sys, psutil, pyarrow.parquet as pq
+    from curator_stages.checkpoints.loading import return_freed_memory
+    p = psutil.Process()
+    base = p.memory_full_info().uss
+    for _ in range(12):
+        table = pq.read_table(sys.argv[1])
+        del table
+        gc.collect()
+        if sys.argv[2] == "release":
+            return_freed_memory()
+    print((p.memory_full_info().uss - base) / 2**20)
+""")
+
+
+def _kept_mb(path: str, purge: str | None, release: bool) -> float:
+    env = {k: v for k, v in os.environ.items() if k != "MIMALLOC_PURGE_DELAY"}
+    if purge is not None:
+        env["MIMALLOC_PURGE_DELAY"] = purge
+    out = subprocess.run([sys.executable, "-c", _READ_AND_FREE, path,
+                          "release" if release else "keep"],
+                         env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def test_freed_arrow_memory_goes_back_with_the_run_environment(tmp_path):
+    assert pa.default_memory_pool().backend_name == "mimalloc", (
+        "Arrow's default pool is no longer mimalloc: MIMALLOC_PURGE_DELAY in "
+        "runtime/env.py no longer applies; check what the new allocator keeps")
+    assert RAY_ENV_DEFAULTS["MIMALLOC_PURGE_DELAY"] == "0"
+    words = [f"document {i} " + "text of a web page " * (20 + i % 80) for i in range(40_000)]
+    path = str(tmp_path / "part.parquet")
+    pq.write_table(pa.table({"id": [str(i) for i in range(len(words))], "text": words}), path,
+                   row_group_size=4_000)
+    kept_default = _kept_mb(path, None, release=False)
+    kept_ours = _kept_mb(path, "0", release=True)
+    assert kept_default > 40, f"mimalloc kept only {kept_default:.0f} MB: test data too small"
+    assert kept_ours < 0.6 * kept_default, (
+        f"with the run's settings a reader kept {kept_ours:.0f} MB, with mimalloc's defaults "
+        f"{kept_default:.0f} MB: freed memory is no longer handed back")
