@@ -216,7 +216,10 @@ def test_cluster_is_private(cluster):
     """Both nodes on loopback only, and a client without the token is refused."""
     pids = fh.pids_with_env(MARKER, cluster["marker"])
     assert pids and non_loopback_listeners(pids) == []
-    env = {**probe_env(cluster["env"]), "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    # Ray's connect budget for a joining driver (RAY_gcs_server_port_wait_time_s: one try a
+    # second, 20 by default) cut to three tries: every refused try is the same refusal.
+    env = {**probe_env(cluster["env"]), "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "RAY_gcs_server_port_wait_time_s": "3"}
     env.pop(MARKER)
     res = subprocess.run([sys.executable, "-c", "import ray; ray.init(%r)" % cluster["address"]],
                          env=env, capture_output=True, text=True, timeout=180)

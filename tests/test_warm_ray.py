@@ -25,6 +25,8 @@ from tests.test_process_safety import is_loopback
 REPO = Path(__file__).resolve().parents[1]
 FLOW = REPO / "flows" / "text_curation.py"
 SAMPLE = REPO / "data" / "sample"
+#: One shard: each run only has to show it joined the warm Ray and wrote a balanced output.
+SHARD = SAMPLE / "shard-00003.jsonl.zst"
 
 NO_TOKEN_JOIN = """
 import ray
@@ -101,8 +103,11 @@ def test_warm_ray_serves_runs_privately_outlives_them_and_stops_cleanly(tmp_path
         assert not exposed, f"the warm Ray listens beyond loopback: {exposed}"
 
         # Without the token (and with the loopback switch, so the address is really tried),
-        # the GCS refuses the connection.
-        bare = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "CURATOR_STAGES_RAY_DIR": "/nx"}
+        # the GCS refuses the connection. Ray's own connect budget for a joining driver
+        # (RAY_gcs_server_port_wait_time_s: one try a second, 20 by default) is cut to three
+        # tries: each refused try logs the same refusal, so the first one is the proof.
+        bare = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "CURATOR_STAGES_RAY_DIR": "/nx",
+                "RAY_gcs_server_port_wait_time_s": "3"}
         refused = subprocess.run([sys.executable, "-c", NO_TOKEN_JOIN.format(address=address)],
                                  env=bare, capture_output=True, text=True, timeout=300,
                                  cwd=tmp_path)
@@ -112,7 +117,7 @@ def test_warm_ray_serves_runs_privately_outlives_them_and_stops_cleanly(tmp_path
         # The reference flow joins by RAY_ADDRESS alone (the token is found by the address).
         out = tmp_path / "out"
         flow = subprocess.run(
-            [sys.executable, str(FLOW), "--input", str(SAMPLE), "--output", str(out),
+            [sys.executable, str(FLOW), "--input", str(SHARD), "--output", str(out),
              "--work-dir", str(tmp_path / "work"), "--fuzzy-num-perm", "32", "--retries", "0"],
             env={**env, "RAY_ADDRESS": address}, capture_output=True, text=True, timeout=900,
             cwd=tmp_path)
@@ -127,7 +132,7 @@ def test_warm_ray_serves_runs_privately_outlives_them_and_stops_cleanly(tmp_path
 
         # RayDataExecutor joins it through RAY_ADDRESS=auto (this user's warm Ray) and detaches.
         exe = subprocess.run(
-            [sys.executable, "-c", EXECUTOR_JOIN.format(repo=str(REPO), sample=str(SAMPLE),
+            [sys.executable, "-c", EXECUTOR_JOIN.format(repo=str(REPO), sample=str(SHARD),
                                                         out=str(tmp_path / "exe-out"))],
             env={**env, "RAY_ADDRESS": "auto"}, capture_output=True, text=True, timeout=600,
             cwd=tmp_path)
