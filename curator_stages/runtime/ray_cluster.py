@@ -49,6 +49,8 @@ LOOPBACK = "127.0.0.1"
 #: Ray's switch for multi-machine clusters on macOS/Windows; off means a loopback node.
 CLUSTER_SWITCH_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 START_ATTEMPTS = 2
+#: Seconds a failed start's processes get between SIGTERM and SIGKILL.
+FAILED_START_GRACE_S = 2.0
 #: Seconds an address has to accept a TCP connection before ``ray.init`` (which retries an
 #: address where nothing listens for minutes) is tried.
 CONNECT_PROBE_S = 5.0
@@ -179,7 +181,10 @@ def _ray_descendants() -> dict[int, Any]:
 
 
 def _clean_up_failed_start(before: dict[int, Any]) -> None:
-    """Stop what a failed ``ray.init`` left running (its GCS, raylet, agents, reaper)."""
+    """Stop what a failed ``ray.init`` left running (its GCS, raylet, agents, reaper).
+
+    A short grace: a node that never came up holds nothing to save, and a raylet still waiting
+    to register ignores SIGTERM, so a longer wait only delays the retry."""
     import psutil
     import ray
 
@@ -191,7 +196,7 @@ def _clean_up_failed_start(before: dict[int, Any]) -> None:
     for proc in left:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
-    _, alive = psutil.wait_procs(left, timeout=10)
+    _, alive = psutil.wait_procs(left, timeout=FAILED_START_GRACE_S)
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
