@@ -2,8 +2,8 @@
 
 Two parts keep a long-lived worker near its working set: the run's environment sets
 ``MIMALLOC_PURGE_DELAY=0`` (Arrow's default allocator, mimalloc, then returns freed pages at
-once), and each checkpoint-loading task first calls ``return_freed_memory``. These tests fail
-if a pyarrow upgrade changes the allocator or stops reading the setting.
+once), and every stage batch and checkpoint-loading task calls ``return_freed_memory``. These
+tests fail if a pyarrow upgrade changes the allocator or stops reading the setting.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from curator_stages.runtime.env import RAY_ENV_DEFAULTS
 # does, and prints the memory it kept (USS above the start, MB) once every table is freed.
 _READ_AND_FREE = textwrap.dedent("""
     import gc, sys, psutil, pyarrow.parquet as pq
-    from curator_stages.checkpoints.loading import return_freed_memory
+    from curator_stages.runtime.worker_memory import return_freed_memory
     p = psutil.Process()
     base = p.memory_full_info().uss
     for _ in range(12):

@@ -10,15 +10,13 @@ read.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from typing import Any, Callable, Collection, Iterable
 
 import numpy as np
-import pyarrow as pa
 
 from curator_stages.checkpoints.store import MANIFEST, join, read_manifest
 from curator_stages.checkpoints.task_files import UnsafeCheckpointError, read_task
+from curator_stages.runtime.worker_memory import return_freed_memory
 from curator_stages.tasks import FileGroupTask, Task
 
 
@@ -54,20 +52,6 @@ def check_file_list(task: Task, input_files: Collection[str] | None, where: str,
             "run's input listing; a file list may name only the run's own input files, so none "
             f"of its files was read. Someone or something else wrote it: {fix}")
     return task
-
-
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
-
-
-def return_freed_memory() -> None:
-    """Hand the memory the last task freed back to the system before the next task loads.
-
-    A worker's allocators keep what a task freed (Arrow's mimalloc pool, glibc's heap): with
-    tasks of ~10k documents a long-lived worker sat at twice its working set between tasks,
-    and two workers' leftovers were the run's peak. Costs a few milliseconds per task."""
-    pa.default_memory_pool().release_unused()
-    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
 
 
 def tasks_loader(input_files: Collection[str] | None = None, label: str = "load_checkpoint"
