@@ -2,7 +2,7 @@
 
 Two parts keep a long-lived worker near its working set: the run's environment sets
 ``MIMALLOC_PURGE_DELAY=0`` (Arrow's default allocator, mimalloc, then returns freed pages at
-once), and every stage batch and checkpoint-loading task calls ``return_freed_memory``. These
+once), and every checkpoint-loading task first calls ``return_freed_memory``. These
 tests fail if a pyarrow upgrade changes the allocator or stops reading the setting.
 """
 

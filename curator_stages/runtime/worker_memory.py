@@ -4,8 +4,9 @@ A worker lives through many tasks, and its allocators keep what a task freed for
 allocations: Arrow's mimalloc pool and glibc's heap. With tasks of ~10k documents a worker sat
 at about twice its working set between tasks, and the two task workers' leftovers were the
 peak of a whole run. The run's environment makes mimalloc return pages at once
-(``MIMALLOC_PURGE_DELAY`` in :mod:`.env`); this returns the rest when a stage or a
-checkpoint-loading task is done with its batch, for a few milliseconds per call.
+(``MIMALLOC_PURGE_DELAY`` in :mod:`.env`); this returns the rest when a checkpoint-loading
+task starts (every stage task after the first starts so), for a few milliseconds per call.
+Calling it after every stage batch as well cost about 4% of the wall and lowered no peak.
 """
 
 from __future__ import annotations

@@ -55,7 +55,6 @@ from curator_stages.backends.ray_data.workers import (  # noqa: F401
     worker_metadata,
 )
 from curator_stages.plan.cluster_resources import ClusterResources
-from curator_stages.runtime.worker_memory import return_freed_memory
 from curator_stages.plan.stage_plan import (
     StagePlan,
     effective_batch_size,
@@ -95,9 +94,7 @@ def create_actor_from_stage(stage: ProcessingStage) -> type:
             self._finalizer = weakref.finalize(self, _teardown_once, stage, self._teardown_guard)
 
         def __call__(self, batch: dict[str, np.ndarray]) -> Any:
-            out = to_output_batch(self._stage.run(list(batch["item"])))
-            return_freed_memory()
-            return out
+            return to_output_batch(self._stage.run(list(batch["item"])))
 
         def teardown(self) -> None:
             """Release the stage's resources now (also runs when the instance is deleted)."""
@@ -119,9 +116,7 @@ def create_task_from_stage(stage: ProcessingStage) -> Callable[[dict[str, np.nda
 
     def run_stage(batch: dict[str, np.ndarray]) -> Any:
         ready = _task_mode_stage(stage, key)
-        out = to_output_batch(ready.run(list(batch["item"])))
-        return_freed_memory()  # the worker idles, or takes its next task, near its imports
-        return out
+        return to_output_batch(ready.run(list(batch["item"])))
 
     name = f"{type(stage).__name__}Task"
     run_stage.__name__ = name
