@@ -28,8 +28,9 @@ RAY_ENV_DEFAULTS: dict[str, str] = {
     # cleanly then died by SIGABRT (exit 134) instead of 143. Crashes still end the process.
     "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1",
     # Arrow's default allocator (mimalloc) keeps freed pages for later: a worker reading
-    # Parquet task after task held ~100 MB more than it used. 0 returns them at once (tree PSS
-    # of the 200k reference flow -8%, wall within noise; guarded in tests/test_memory_return.py).
+    # Parquet task after task held ~100 MB more than it used. 0 returns them at once (with
+    # runtime/worker_memory.py: the 200k flow's peak 0.86x, BENCHMARKS.md `flow-memory`;
+    # guarded in tests/test_memory_return.py).
     "MIMALLOC_PURGE_DELAY": "0",
     **{name: value for name, (value, _) in RAY_LEAN_ENV.items()},
 }

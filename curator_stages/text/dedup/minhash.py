@@ -108,12 +108,18 @@ def _long_document_signature(x: np.ndarray, a_col: np.ndarray, b_col: np.ndarray
     minimum over slices, so a megabyte-long page costs no more memory than a short one."""
     low = np.full(a_col.shape[0], np.iinfo(np.uint64).max, dtype=np.uint64)
     for s in range(0, x.size, buf.shape[1]):
-        part = x[s: s + buf.shape[1]]
-        view = buf[:, : part.size]
-        np.multiply(a_col, part[None, :], out=view)
-        np.add(view, b_col, out=view)
-        np.minimum(low, view.min(axis=1), out=low)
+        np.minimum(low, _permuted(x[s: s + buf.shape[1]], a_col, b_col, buf).min(axis=1), out=low)
     return (low >> np.uint64(32)).astype(np.uint32)
+
+
+def _permuted(x: np.ndarray, a_col: np.ndarray, b_col: np.ndarray, buf: np.ndarray
+              ) -> np.ndarray:
+    """``(a_k * x + b_k) mod 2^64`` for every permutation k (rows), in the first ``x.size``
+    columns of ``buf``."""
+    view = buf[:, : x.size]
+    np.multiply(a_col, x[None, :], out=view)
+    np.add(view, b_col, out=view)
+    return view
 
 
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,10 +159,7 @@ def minhash_signatures(hashes: np.ndarray, counts: np.ndarray, a: np.ndarray, b:
                 continue
             chunk = docs[i:j]
             hi = ends[chunk[-1]]
-            x = hashes[lo:hi]
-            view = buf[:, : hi - lo]
-            np.multiply(a_col, x[None, :], out=view)
-            np.add(view, b_col, out=view)
+            view = _permuted(hashes[lo:hi], a_col, b_col, buf)
             mins = np.minimum.reduceat(view, starts[chunk] - lo, axis=1)
             sig[chunk] = (mins.T >> np.uint64(32)).astype(np.uint32)
             i = j
