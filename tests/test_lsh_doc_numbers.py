@@ -65,3 +65,25 @@ def test_same_large_bucket_in_several_bands_and_partitions_gives_one_set_of_pair
     docs = candidate_docs(merged)
     a, b = ranked_pairs(merged, docs, np.arange(docs.size))
     assert a.size == (m - 1) + (m - 2)                  # star + chain, no repeats
+
+
+def test_bands_explode_in_rounds_to_the_same_candidates_as_all_at_once():
+    """The fit may shuffle a round of bands at a time (shuffle_rounds): a band range explodes
+    only its bands, numbered as in the whole, and the rounds' merged buckets give the same
+    pairs as one round, each pair once."""
+    rng = np.random.default_rng(7)
+    keys = rng.integers(0, 4, size=(40, 6)).astype(np.uint64)  # many collisions in every band
+    table = _signature_rows(keys, [f"k{i:02d}" for i in range(40)])
+    part = explode_bands(table, bands=range(2, 4))
+    assert set(part.column("band").to_pylist()) == {2, 3}
+    assert part.column("key").to_pylist() == keys[:, 2:4].ravel().tolist()
+    whole = bucket_pairs(explode_bands(table))
+    rounds = merge_buckets([bucket_pairs(explode_bands(table, bands=range(b, min(6, b + 2))))
+                            for b in range(0, 6, 2)])
+    pairs = set(zip(rounds.pairs.column("a").to_pylist(), rounds.pairs.column("b").to_pylist()))
+    assert len(pairs) == rounds.pairs.num_rows            # a pair found in two rounds, kept once
+    docs = candidate_docs(whole)
+    assert np.array_equal(candidate_docs(rounds), docs)
+    expected = ranked_pairs(whole, docs, np.arange(docs.size))
+    got = ranked_pairs(rounds, docs, np.arange(docs.size))
+    assert np.array_equal(expected[0], got[0]) and np.array_equal(expected[1], got[1])

@@ -5,7 +5,9 @@ Why this can fail: a dedup stage task that held the documents themselves in Ray'
 (materialising its input, or shuffling whole rows) would need more than the store holds, and
 Ray would spill the excess to the spill directory. The dedup stage tasks' input text is measured
 from their input checkpoint and must be larger than the store, so keeping the documents cannot
-fit; what the dedup fit may keep (row keys, hashes, MinHash signatures) is a small fraction of it.
+fit. What the dedup fits keep (row keys, hashes, LSH band keys) goes to scratch files inside the
+stage task's temporary checkpoint, not to the store: the watch sees them there during the run, and
+none is left after it.
 
 What is checked: the whole run, in a process of its own with its own embedded Ray (75 MiB store,
 Ray's minimum; the suite's shared Ray stays untouched), spilled nothing: no ``Spilled`` line in
@@ -63,10 +65,13 @@ def test_dedup_stage_tasks_complete_without_spilling_with_a_store_smaller_than_t
            if not k.startswith(("RAY_AUTH_", "PYTEST_"))}
     env["RAY_TMPDIR"] = ray_tmp
     watch, done = SpillWatch(spill), threading.Event()
+    scratch_seen: set[str] = set()
 
     def watching() -> None:
         while not done.wait(0.2):
             watch()
+            # A fit's scratch files live inside its attempt's temporary checkpoint.
+            scratch_seen.update(p.name.rsplit("-", 1)[0] for p in work.glob("*.tmp-*/_scratch-*"))
 
     watcher = threading.Thread(target=watching, daemon=True)
     watcher.start()
@@ -104,3 +109,7 @@ def test_dedup_stage_tasks_complete_without_spilling_with_a_store_smaller_than_t
     assert (counters["spilled_mib"], counters["spilled_objects"], counters["spill_requests"],
             counters["fallback_lines"]) == (0, 0, 0, 0), counters
     assert watch.files == 0, f"{watch.files} spill file(s), {watch.total_mb} MB"
+    # The fits kept their compact columns in scratch files, not in the object store, and took
+    # them away: nothing of them is left in the work directory.
+    assert {"_scratch-exact_dedup", "_scratch-fuzzy_dedup"} <= scratch_seen, scratch_seen
+    assert not list(work.rglob("_scratch-*"))

@@ -117,9 +117,12 @@ def run_stages(input_ref: DatasetRef, stages: list[Any], work_dir: str,
                                              input_files=input_files, label="+".join(names))
         # Workers load the input files and write the output files themselves, inside the
         # first and last stages' own Ray tasks: only small CheckpointPart records come back.
+        # A dedup fit's scratch files go inside this attempt's temporary checkpoint: in the
+        # work directory, which the cluster's workers share, and gone with a failed attempt.
         output = apply_stages(dataset, stages, ignore_head_node=ignore_head_node, plans=plans,
                               before=loader, after=ckpt.parts_writer(writer.tmp_path,
-                                                                     "+".join(names)))
+                                                                     "+".join(names)),
+                              scratch=writer.tmp_path)
         with streamed_tasks(output) as parts:  # a failed run releases its actors
             for part in parts:
                 writer.add_part(part)

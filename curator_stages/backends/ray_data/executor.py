@@ -38,6 +38,8 @@ from curator_stages.backends.ray_data.workers import (
     worker_metadata,
 )
 from curator_stages.execution import ExecutionResult
+from curator_stages.io.scratch import scratch_root
+from curator_stages.runtime.worker_memory import return_freed_memory
 from curator_stages.pipeline import Pipeline, decompose
 from curator_stages.plan.cluster_resources import ClusterResources, workers_fitting
 from curator_stages.plan.stage_plan import StagePlan, gpu_request
@@ -63,12 +65,17 @@ class RayDataExecutor:
 
     ``progress_bars``: ``None`` shows Ray Data's bars on a terminal and none otherwise (off a
     terminal Ray Data would print a progress dump every 10 s); ``True``/``False`` force it.
+    ``scratch_dir``: where dedup fits keep their compact columns; on a cluster of several nodes
+    give a path every node reads and writes (``s3://...``, a shared mount). Default: a local
+    temporary directory.
     """
 
     def __init__(self, ignore_head_node: bool = False,
                  ray_init_kwargs: dict[str, Any] | None = None,
                  progress_bars: bool | None = None,
-                 op_resource_reservation: bool = False) -> None:
+                 op_resource_reservation: bool = False,
+                 scratch_dir: str | None = None) -> None:
+        self.scratch_dir = scratch_dir
         self.ignore_head_node = ignore_head_node
         #: Ray Data's per-operator resource reservation (off by default: see execute()).
         self.op_resource_reservation = op_resource_reservation
@@ -164,7 +171,7 @@ class RayDataExecutor:
                 # the way comes out as itself, as it does in the stage task.
                 with surfaced_stage_errors():
                     dataset = apply_stages(dataset, execution, self.ignore_head_node,
-                                           plans=self.plans)
+                                           plans=self.plans, scratch=self.scratch_dir)
                 with streamed_tasks(dataset) as tasks:
                     result = ExecutionResult(tasks)
             logger.info("pipeline finished: %s", result.summary.to_text())
@@ -281,8 +288,11 @@ def _then(first: BatchFn | None, second: BatchFn) -> BatchFn:
     return both
 
 
-def _fitted(stage: GlobalStage, dataset: "ray.data.Dataset") -> ProcessingStage:
-    per_task = stage.fit(dataset)
+def _fitted(stage: GlobalStage, dataset: "ray.data.Dataset",
+            scratch: str | None) -> ProcessingStage:
+    with scratch_root(scratch):
+        per_task = stage.fit(dataset)
+    return_freed_memory()  # the fit's temporaries: the driver holds on through the next pass
     if not isinstance(per_task, ProcessingStage):
         raise TypeError(f"global stage {stage.stage_name!r}: fit() must return a ProcessingStage, "
                         f"got {type(per_task).__name__}")
@@ -294,7 +304,8 @@ def apply_stages(dataset: "ray.data.Dataset",
                  ignore_head_node: bool = False,
                  plans: list[StagePlan] | None = None,
                  before: BatchFn | None = None,
-                 after: BatchFn | None = None) -> "ray.data.Dataset":
+                 after: BatchFn | None = None,
+                 scratch: str | None = None) -> "ray.data.Dataset":
     """Add a sequence of execution stages (composites decomposed) to ``dataset``'s plan.
 
     A :class:`GlobalStage` cuts the stream: ``fit`` is called once on the upstream dataset, and
@@ -305,7 +316,9 @@ def apply_stages(dataset: "ray.data.Dataset",
     per-task parts computed before the cut, inside the upstream stage's tasks. When ``plans``
     is given, each stage's :class:`StagePlan` is appended to it, in order. ``before`` runs on
     every input row ahead of the first stage and ``after`` on every output row of the last,
-    each fused into that stage's Ray tasks where Ray Data allows it.
+    each fused into that stage's Ray tasks where Ray Data allows it. ``scratch``: where the
+    fits keep their compact columns (a directory every worker reads and writes; default a local
+    temporary one, see :mod:`curator_stages.io.scratch`).
     """
     # Tasks travel as pickled Python objects by design. Said on this plan's own copy of the
     # context (a public DeveloperAPI property), not the process-wide one: it stops Ray Data's
@@ -324,7 +337,7 @@ def apply_stages(dataset: "ray.data.Dataset",
             # loader fused into its tasks. No copy of the documents is ever held.
             upstream = ds if pending_before is None else ds.map_batches(
                 pending_before, batch_size=1, batch_format="numpy", zero_copy_batch=True)
-            stage = _fitted(stage, upstream)
+            stage = _fitted(stage, upstream, scratch)
         elif isinstance(stage, GlobalStage):
             if stage.prepare_in_stream:
                 prepare = prepare_parts_fn(stage)
@@ -338,7 +351,7 @@ def apply_stages(dataset: "ray.data.Dataset",
                                     zero_copy_batch=True)
                 pending_before = None
             ds = ds.materialize()  # the stages ahead run once: their output is read twice
-            per_task = _fitted(stage, ds)
+            per_task = _fitted(stage, ds, scratch)
             if stage.prepare_in_stream:
                 pending_before = strip_parts_fn(stage.prepared_key)
             stage = per_task

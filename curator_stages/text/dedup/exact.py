@@ -2,7 +2,8 @@
 
 Plan (why it scales): a Ray Data ``map_batches`` turns every task into a compact Arrow table
 of (128-bit text hash as two uint64 columns, id hash, row key) - 24 bytes plus the row key per
-document, texts never leave the workers. Documents are named by row key (id + source location,
+document, texts never leave the workers - which the worker writes to a scratch file
+(:mod:`curator_stages.io.scratch`), so the fit holds no per-document memory between its steps. Documents are named by row key (id + source location,
 unique by construction, see :mod:`.rows`), never by the user's id alone. Two hash-partitioned
 reduces (see :mod:`.shuffle`) run over it: one by id hash finds ids that several rows share
 (all but the first go to quarantine and take no part in the decision), one by text hash sorts
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 import ray
 import xxhash
 
+from curator_stages.io.scratch import scratch_directory
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.tasks import DocumentBatch
 from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet
@@ -33,7 +35,12 @@ from curator_stages.text.dedup.rows import (
     find_duplicate_ids,
     key_table,
 )
-from curator_stages.text.dedup.shuffle import choose_num_partitions, partition_reduce
+from curator_stages.text.dedup.shuffle import (
+    choose_num_partitions,
+    partition_reduce,
+    shuffle_rounds,
+    write_blocks,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
@@ -148,21 +155,20 @@ class ExactDuplicateRemover(GlobalStage):
         Removed: all but the smallest row key (smallest id, then location) of every group of
         equal texts, among the rows whose id is not a duplicate.
         """
-        compact = dataset.map_batches(
-            _exact_hash_batch, batch_format="numpy", batch_size=None,
-            fn_kwargs={"text_field": self.text_field, "id_field": self.id_field,
-                       "normalize": self.normalize, "lowercase": self.lowercase,
-                       "stage_name": self.stage_name, "prepared_key": self.prepared_key},
-        ).materialize()
-        total = compact.count()
-        refs = compact.to_arrow_refs()
-        quarantine = find_duplicate_ids(refs, self.stage_name, total)
-        exclude = pa.array(sorted(quarantine), pa.string()) if quarantine else None
-        outs = partition_reduce(refs, "h0", _exact_reduce_removal,
-                                reduce_kwargs={"exclude": exclude},
-                                num_partitions=choose_num_partitions(total),
-                                gather=False, reduce_returns=2)
-        counts = ray.get([count for _, count in outs])
+        with scratch_directory(self.stage_name) as scratch:
+            files, total, nbytes = write_blocks(
+                dataset, _exact_hash_batch,
+                {"text_field": self.text_field, "id_field": self.id_field,
+                 "normalize": self.normalize, "lowercase": self.lowercase,
+                 "stage_name": self.stage_name, "prepared_key": self.prepared_key}, scratch)
+            rounds = shuffle_rounds(nbytes)
+            quarantine = find_duplicate_ids(files, self.stage_name, total, rounds=rounds)
+            exclude = pa.array(sorted(quarantine), pa.string()) if quarantine else None
+            outs = partition_reduce(files, "h0", _exact_reduce_removal,
+                                    reduce_kwargs={"exclude": exclude},
+                                    num_partitions=choose_num_partitions(total),
+                                    gather=False, reduce_returns=2, rounds=rounds)
+            counts = ray.get([count for _, count in outs])
         return store_id_set([rows for rows, _ in outs], counts), quarantine
 
     def _filter(self, remove: IdSet, quarantine: dict[str, str]) -> ProcessingStage:

@@ -2,9 +2,11 @@
 
 Plan, and why it scales with the number of documents rather than with their text:
 1. ``map_batches`` over the tasks computes per document a MinHash signature (``num_perm``
-   uint32) and its LSH band keys; only (row key, band keys) rows are materialised (~150 bytes
-   a document), not the signatures.
-2. A hash-partitioned reduce (:mod:`.shuffle`) explodes rows into (band int32, key uint64,
+   uint32) and its LSH band keys; only (row key, band keys) rows are kept (~200 bytes a
+   document), not the signatures, and the worker writes them to a scratch file
+   (:mod:`curator_stages.io.scratch`): the fit holds no per-document memory between its steps.
+2. A hash-partitioned reduce (:mod:`.shuffle`), over rounds of bands of at most
+   bands whose rows fit a share of the object store (:func:`.shuffle.shuffle_rounds`), explodes rows into (band int32, key uint64,
    doc int64) inside the split tasks, where ``doc`` is a document number (block index and row,
    :data:`.lsh.ROW_BITS`), never a row key string: ~20 bytes per band instead of ~110, so a
    reduce worker stays near its base memory. Each partition sorts its buckets and returns integer
@@ -42,6 +44,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from curator_stages.io.scratch import scratch_directory
+from curator_stages.runtime.worker_memory import return_freed_memory
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.text.dedup.components import duplicate_components, ids_to_remove
 from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet
@@ -51,8 +55,7 @@ from curator_stages.text.dedup.lsh import (
     band_keys,
     bucket_pairs,
     candidate_docs,
-    explode_bands,
-    merge_buckets,
+    lsh_buckets,
     optimal_bands,
     ranked_pairs,
 )
@@ -62,7 +65,7 @@ from curator_stages.text.dedup.minhash import (
     permutations,
     shingle_hashes,
 )
-from curator_stages.text.dedup.shuffle import choose_num_partitions, map_blocks, partition_reduce
+from curator_stages.text.dedup.shuffle import map_blocks, shuffle_rounds, write_blocks
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
@@ -161,12 +164,13 @@ def _select_rows(table: pa.Table, block_index: int, docs: np.ndarray) -> pa.Tabl
     return pa.table({"doc": pa.array(wanted, pa.int64()), "id": table.column("id").take(rows)})
 
 
-def _candidate_rows(refs: list, docs: np.ndarray) -> pa.Table:
+def _candidate_rows(files: list[str], docs: np.ndarray) -> pa.Table:
     """:func:`_select_rows` over every block, sorted by row key (row i has rank i)."""
     if docs.size == 0:
         fields = {"doc": pa.array([], pa.int64()), "id": pa.array([], pa.string())}
         return pa.table(fields)
-    got = pa.concat_tables(map_blocks(refs, _select_rows, block_index=True, docs=docs))
+    got = pa.concat_tables(map_blocks(files, _select_rows, block_index=True, columns=["id"],
+                                      docs=docs))
     return got.take(pc.sort_indices(got, sort_keys=[("id", "ascending")]))
 
 
@@ -278,31 +282,29 @@ class FuzzyDuplicateRemover(GlobalStage):
         clock = [time.perf_counter()]
 
         def lap(step: str) -> None:
+            return_freed_memory()  # a step's temporaries, back before the next step's peak
             now = time.perf_counter()
             timings[step] = now - clock[0]
             clock[0] = now
 
-        sigs = dataset.map_batches(
-            _signature_batch, batch_format="numpy", batch_size=None,
-            fn_kwargs={"text_field": self.text_field, "id_field": self.id_field,
-                       "ngram_size": self.ngram_size, "word_ngrams": self.word_ngrams,
-                       "a": a, "b": b, "bands": bands, "rows": rows,
-                       "stage_name": self.stage_name},
-        ).materialize()
-        num_docs = sigs.count()
-        refs = sigs.to_arrow_refs()
-        lap("signatures")
-        quarantine = find_duplicate_ids(refs, self.stage_name, num_docs, key_column="id")
-        lap("duplicate_ids")
-        exclude = pa.array(sorted(quarantine), pa.string()) if quarantine else None
-        buckets = merge_buckets(partition_reduce(
-            refs, "key", bucket_pairs, explode=explode_bands, explode_kwargs={"exclude": exclude},
-            explode_block_index=True, num_partitions=choose_num_partitions(num_docs * bands)))
-        lap("lsh")
-        docs = candidate_docs(buckets)
-        # Row keys (and signatures) of the candidate documents only, sorted by row key: a
-        # document's rank is its row-key order, so "smallest rank" is "smallest row key".
-        got = _candidate_rows(refs, docs)
+        with scratch_directory(self.stage_name) as scratch:
+            files, num_docs, nbytes = write_blocks(
+                dataset, _signature_batch,
+                {"text_field": self.text_field, "id_field": self.id_field,
+                 "ngram_size": self.ngram_size, "word_ngrams": self.word_ngrams,
+                 "a": a, "b": b, "bands": bands, "rows": rows, "stage_name": self.stage_name},
+                scratch)
+            lap("signatures")
+            quarantine = find_duplicate_ids(files, self.stage_name, num_docs, key_column="id",
+                                            rounds=shuffle_rounds(nbytes))
+            lap("duplicate_ids")
+            exclude = pa.array(sorted(quarantine), pa.string()) if quarantine else None
+            buckets = lsh_buckets(files, num_docs, bands, exclude)
+            lap("lsh")
+            docs = candidate_docs(buckets)
+            # Row keys of the candidate documents only, sorted by row key: a document's rank is
+            # its row-key order, so "smallest rank" is "smallest row key".
+            got = _candidate_rows(files, docs)
         rank_of_doc = np.empty(docs.size, np.int64)
         rank_of_doc[np.searchsorted(docs, got.column("doc").to_numpy())] = np.arange(got.num_rows)
         ca, cb = ranked_pairs(buckets, docs, rank_of_doc)
@@ -333,14 +335,25 @@ class FuzzyDuplicateRemover(GlobalStage):
                   "ngram_size": self.ngram_size, "word_ngrams": self.word_ngrams,
                   "wanted": IdSet(keys).in_object_store(), "stage_name": self.stage_name}
         if self.verify == "signature":
-            # A second streaming read of the input: the candidates' signatures, recomputed.
-            table = pa.concat_tables(ray.get(dataset.map_batches(
-                _candidate_signatures_batch, batch_format="numpy", batch_size=None,
-                fn_kwargs={**common, "a": perms[0], "b": perms[1]}).to_arrow_refs()))
-            order = pc.index_in(keys, value_set=table.column("id")).to_numpy()
-            matrix = table.column("signature").combine_chunks().flatten().to_numpy(
-                zero_copy_only=False).reshape(-1, self.num_perm)[order]
-            step = max(1, 4_000_000 // self.num_perm)
+            # A second streaming read of the input: the candidates' signatures, recomputed,
+            # each batch put in its rank's row as it arrives (one copy, num_perm * 4 bytes a
+            # candidate).
+            matrix = np.empty((len(keys), self.num_perm), np.uint32)
+            found = 0
+            for table in dataset.map_batches(
+                    _candidate_signatures_batch, batch_format="numpy", batch_size=None,
+                    fn_kwargs={**common, "a": perms[0], "b": perms[1]}
+            ).iter_batches(batch_size=None, batch_format="pyarrow"):
+                ranks = pc.index_in(table.column("id"), value_set=keys).to_numpy()
+                matrix[ranks] = table.column("signature").combine_chunks().flatten().to_numpy(
+                    zero_copy_only=False).reshape(-1, self.num_perm)
+                found += table.num_rows
+            if found != len(keys):
+                raise RuntimeError(
+                    f"stage {self.stage_name!r}: the second read of the input found {found} of "
+                    f"the {len(keys)} candidate documents; the input changed during the fit. "
+                    "Run the stage task again")
+            step = max(1, 1_000_000 // self.num_perm)
             for i in range(0, n, step):
                 sim[i:i + step] = (matrix[ca[i:i + step]] == matrix[cb[i:i + step]]).mean(axis=1)
             return sim

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from curator_stages.io.scratch import scratch_directory
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.tasks import DocumentBatch
 from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet
@@ -21,6 +22,7 @@ from curator_stages.text.dedup.rows import (
     find_duplicate_ids,
     key_table,
 )
+from curator_stages.text.dedup.shuffle import shuffle_rounds, write_blocks
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
@@ -54,12 +56,12 @@ class DuplicateIdCheck(GlobalStage):
                                  quarantine=quarantine, name=self.stage_name)
 
     def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:
-        keys = dataset.map_batches(
-            _key_batch, batch_format="numpy", batch_size=None,
-            fn_kwargs={"text_field": self.text_field, "id_field": self.id_field,
-                       "stage_name": self.stage_name},
-        ).materialize()
-        return self._filter(find_duplicate_ids(keys.to_arrow_refs(), self.stage_name, keys.count()))
+        with scratch_directory(self.stage_name) as scratch:
+            files, total, nbytes = write_blocks(
+                dataset, _key_batch, {"text_field": self.text_field, "id_field": self.id_field,
+                                      "stage_name": self.stage_name}, scratch)
+            return self._filter(find_duplicate_ids(files, self.stage_name, total,
+                                                   rounds=shuffle_rounds(nbytes)))
 
     def map_local(self, task: DocumentBatch) -> pa.Table:
         return _key_batch({"item": [task]}, self.text_field, self.id_field, self.stage_name)

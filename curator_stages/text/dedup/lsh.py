@@ -4,6 +4,7 @@ candidates' numbers to row keys; see :mod:`.fuzzy`)."""
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from itertools import combinations
 from typing import NamedTuple
@@ -11,6 +12,8 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from curator_stages.text.dedup.shuffle import choose_num_partitions, partition_reduce, shuffle_rounds
 
 #: Buckets up to this size give all their pairs; larger ones (boilerplate, exact copies) give a
 #: star on the smallest row key plus a chain, so a bucket of m documents costs O(m), not O(m^2).
@@ -85,11 +88,12 @@ def _int_table(**columns: np.ndarray) -> pa.Table:
     return pa.table({k: pa.array(v, pa.int64()) for k, v in columns.items()})
 
 
-def explode_bands(table: pa.Table, block_index: int = 0,
-                  exclude: pa.Array | None = None) -> pa.Table:
-    """Signature rows of block ``block_index`` -> one (band, key, doc) row per band of each
-    document with a signature; ``doc`` is the document number. Rows whose key is in ``exclude``
-    (quarantined for a repeated id) are left out, so they take part in no bucket."""
+def explode_bands(table: pa.Table, block_index: int = 0, exclude: pa.Array | None = None,
+                  bands: range | None = None) -> pa.Table:
+    """Signature rows of block ``block_index`` -> one (band, key, doc) row per band (of
+    ``bands``, default all) of each document with a signature; ``doc`` is the document number.
+    Rows whose key is in ``exclude`` (quarantined for a repeated id) are left out, so they take
+    part in no bucket."""
     keep = table.column("has_signature").to_numpy().astype(bool, copy=True)
     if exclude is not None and len(exclude):
         keep &= ~pc.is_in(table.column("id"), value_set=exclude).to_numpy(zero_copy_only=False)
@@ -98,13 +102,15 @@ def explode_bands(table: pa.Table, block_index: int = 0,
         return pa.table({"band": pa.array([], pa.int32()), "key": pa.array([], pa.uint64()),
                          "doc": pa.array([], pa.int64())})
     keys_col = table.column("band_keys").combine_chunks()
-    bands = keys_col.type.list_size
-    keys = keys_col.flatten().to_numpy(zero_copy_only=False).reshape(-1, bands)[rows]
+    width = keys_col.type.list_size
+    picked = range(width) if bands is None else bands
+    keys = keys_col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)[rows]
+    keys = keys[:, picked.start:picked.stop]
     docs = (np.int64(block_index) << np.int64(ROW_BITS)) | rows.astype(np.int64)
     return pa.table({
-        "band": pa.array(np.tile(np.arange(bands, dtype=np.int32), rows.size)),
+        "band": pa.array(np.tile(np.arange(picked.start, picked.stop, dtype=np.int32), rows.size)),
         "key": pa.array(keys.ravel()),
-        "doc": pa.array(np.repeat(docs, bands)),
+        "doc": pa.array(np.repeat(docs, len(picked))),
     })
 
 
@@ -181,7 +187,8 @@ def bucket_pairs(table: pa.Table | None) -> Buckets:
 
 
 def merge_buckets(parts: list[Buckets]) -> Buckets:
-    """The partitions' :class:`Buckets` as one (group numbers made distinct across partitions)."""
+    """The partitions' :class:`Buckets` as one (group numbers made distinct across partitions,
+    a pair found in several partitions or rounds kept once)."""
     pairs = [p.pairs for p in parts if p.pairs.num_rows]
     groups: list[pa.Table] = []
     offset = 0
@@ -191,7 +198,8 @@ def merge_buckets(parts: list[Buckets]) -> Buckets:
             groups.append(_int_table(group=g + offset, doc=p.groups.column("doc").to_numpy()))
             offset += int(g.max()) + 1
     return Buckets(
-        pa.concat_tables(pairs) if pairs else _int_table(a=np.zeros(0), b=np.zeros(0)),
+        (pa.concat_tables(pairs).group_by(["a", "b"]).aggregate([]) if len(pairs) > 1
+         else pairs[0] if pairs else _int_table(a=np.zeros(0), b=np.zeros(0))),
         pa.concat_tables(groups) if groups else _int_table(group=np.zeros(0), doc=np.zeros(0)))
 
 
@@ -223,3 +231,26 @@ def ranked_pairs(buckets: Buckets, docs: np.ndarray, rank_of_doc: np.ndarray
     n = np.int64(max(docs.size, 1))
     code = np.unique(a * n + b)
     return code // n, code % n
+
+
+#: Bytes of one exploded (band int32, key uint64, doc int64) LSH row.
+LSH_ROW_BYTES = 20
+#: Rows per LSH reduce task: its sort holds about 60 bytes a row at once.
+ROWS_PER_LSH_PARTITION = 1_000_000
+
+
+def lsh_buckets(files: list[str], num_docs: int, bands: int,
+                exclude: pa.Array | None) -> Buckets:
+    """The candidates of every band's buckets, shuffled a round of bands at a time when all
+    bands' rows at once would fill more than a share of the object store (:func:`shuffle_rounds`):
+    a round's split tasks explode only its bands."""
+    per_round = math.ceil(bands / min(bands, shuffle_rounds(num_docs * bands * LSH_ROW_BYTES)))
+    columns = ["band_keys", "has_signature"] + (["id"] if exclude is not None else [])
+    found = merge_buckets([])
+    for first in range(0, bands, per_round):
+        picked = range(first, min(bands, first + per_round))
+        found = merge_buckets([found, *partition_reduce(
+            files, "key", bucket_pairs, explode=explode_bands, columns=columns,
+            explode_kwargs={"exclude": exclude, "bands": picked}, explode_block_index=True,
+            num_partitions=choose_num_partitions(num_docs * len(picked), ROWS_PER_LSH_PARTITION))])
+    return found

@@ -133,11 +133,13 @@ def _key_columns(table: pa.Table, key_column: str) -> pa.Table:
     return pa.table({"ih": table.column("ih"), "key": table.column(key_column)})
 
 
-def find_duplicate_ids(refs: list, stage_name: str, total_rows: int,
-                       key_column: str = "key") -> dict[str, str]:
-    """{row key: quarantine reason} over materialised blocks holding ``ih`` and row keys."""
-    outs = partition_reduce(refs, "ih", duplicate_id_rows, explode=_key_columns,
+def find_duplicate_ids(blocks: list, stage_name: str, total_rows: int,
+                       key_column: str = "key", rounds: int = 1) -> dict[str, str]:
+    """{row key: quarantine reason} over blocks (refs or scratch files) holding ``ih`` and row
+    keys (``rounds``: see :func:`.shuffle.partition_reduce`)."""
+    outs = partition_reduce(blocks, "ih", duplicate_id_rows, explode=_key_columns,
                             explode_kwargs={"key_column": key_column},
+                            columns=["ih", key_column], rounds=rounds,
                             reduce_kwargs={"stage_name": stage_name},
                             num_partitions=choose_num_partitions(total_rows))
     return {k: r for t in outs for k, r in zip(t.column("key").to_pylist(),
