@@ -210,9 +210,9 @@ def table_rows(result: dict[str, Any], key: str) -> list[dict[str, Any]]:
             {"name": "wall (start-up included)", "unit": "s", "value": r["wall_s"]},
             {"name": "per 1k docs", "unit": "s", "value": r["wall_per_1k_docs_s"]},
             {"name": "run only per 1k docs", "unit": "s", "value": r["run_wall_per_1k_docs_s"]},
-            {"name": "tree PSS", "unit": "MB", "value": r["peak_tree_pss_mb"]},
+            {"name": "tree PSS", "unit": "MiB", "value": r["peak_tree_pss_mb"]},
             {"name": "spilled", "text": f"{spilled:g} MiB"},
-            {"name": "PSS MB at each tenth of the wall:",
+            {"name": "PSS MiB at each tenth of the wall:",
              "text": " ".join(str(v) for v in r["pss_at_tenths_mb"])}]
         checks = [] if r["kind"] == "uncapped" else [
             ("same digest as uncapped", r.get("digest_equals_uncapped")),
@@ -225,8 +225,8 @@ def table_rows(result: dict[str, Any], key: str) -> list[dict[str, Any]]:
                      "text": f"PSS {pss_x:.2f}x, run s/doc {wall_x:.2f}x"}
             if r["kind"] == "capped" and r["docs"] == max(c["docs"] for c in capped):
                 checks += [("PSS <= 1.25x", pss_x <= 1.25), ("s/doc <= 1.15x", wall_x <= 1.15)]
-        if r is base:
-            checks.append(("PSS <= 1.5 GB", r["peak_tree_pss_mb"] <= 1536))
+        if r["kind"] == "capped":  # the "<= 1.5 GB at 200k, and keep it there at 1M"
+            checks.append(("PSS <= 1.5 GiB", r["peak_tree_pss_mb"] <= 1536))
         known = [(name, ok) for name, ok in checks if ok is not None]
         rows.append({
             "benchmark": f"reference flow, {store} object store", "source": key,

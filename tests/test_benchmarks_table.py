@@ -73,12 +73,14 @@ def test_a_flow_scaling_result_is_promoted_into_rows_with_its_targets_checked(tm
                                          "1,000,000 docs, capped", "1,000,000 docs, uncapped"]
     smallest, largest = rows[0], rows[2]
     assert smallest["target"] == ("same digest as uncapped: met; nothing spilled: met; "
-                                  "PSS <= 1.5 GB: met")
+                                  "PSS <= 1.5 GiB: met")
     assert smallest["status"] == "all met"
-    # digest differs; spilled; 1,900 / 1,400 MB > 1.25x; 2,100 s / 5 against 400 s: 1.05x
+    # digest differs; spilled; 1,900 / 1,400 MiB > 1.25x; 2,100 s / 5 against 400 s: 1.05x;
+    # 1,900 MiB > 1.5 GiB
     assert largest["target"] == ("same digest as uncapped: NOT met; nothing spilled: NOT met; "
-                                 "PSS <= 1.25x: NOT met; s/doc <= 1.15x: met")
-    assert largest["status"] == "3 not met"
+                                 "PSS <= 1.25x: NOT met; s/doc <= 1.15x: met; "
+                                 "PSS <= 1.5 GiB: NOT met")
+    assert largest["status"] == "4 not met"
     assert rows[1]["target"] == "" and rows[1]["ratio"]["text"].startswith("PSS 1.07x")
     text = table.render(data)
     assert "| reference flow, 512 MB object store | 1,000,000 docs, capped |" in text

@@ -3,7 +3,8 @@
 Plan (why it scales, and where it is exact):
 
 1. Every task becomes a compact table (id hash, row key, unit-length embedding); texts never
-   leave the workers. Documents are named by row key (id + source location, see
+   leave the workers, and the worker writes the table to a scratch file
+   (:mod:`curator_stages.io.scratch`), so the fit holds no embeddings between its steps. Documents are named by row key (id + source location, see
    :mod:`curator_stages.text.dedup.rows`), so two records sharing an id are never removed
    together; a record whose id an earlier record has goes to quarantine, as in the other dedups.
 2. k-means (faiss, spherical) is trained on a deterministic sample: rows whose row-key hash
@@ -36,11 +37,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from curator_stages.io.scratch import scratch_directory
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.tasks import DocumentBatch
 from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet
 from curator_stages.text.dedup.rows import duplicate_ids_local, find_duplicate_ids, key_table
-from curator_stages.text.dedup.shuffle import choose_num_partitions, map_blocks, partition_reduce
+from curator_stages.text.dedup.shuffle import (
+    choose_num_partitions,
+    map_blocks,
+    partition_reduce,
+    shuffle_rounds,
+    write_blocks,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
@@ -337,24 +345,26 @@ class SemanticDuplicateRemover(GlobalStage):
     # ------------------------------------------------------------------ Ray fit
     def find_duplicates(self, dataset: "ray.data.Dataset") -> tuple[IdSet, dict[str, str]]:
         """(row keys to remove, {row key: quarantine reason} for rows with a duplicate id)."""
-        compact = dataset.map_batches(_compact_batch, batch_format="numpy", batch_size=None,
-                                      fn_kwargs=self._kwargs()).materialize()
-        total = compact.count()
-        refs = compact.to_arrow_refs()
-        if total == 0:
-            return IdSet(), {}
-        quarantine = find_duplicate_ids(refs, self.stage_name, total)
-        exclude = pa.array(sorted(quarantine), pa.string()) if quarantine else None
-        k = self.clusters_for(total)
-        samples = map_blocks(refs, _sample_rows, cutoff=self._sample_cutoff(total, k))
-        sample = pa.concat_tables([s for s in samples if s.num_rows] or samples[:1])
-        centroids = train_centroids(sample, k, self.iterations, self.seed, self.stage_name)
-        outs = partition_reduce(
-            refs, "cid", _reduce_clusters, explode=_assign,
-            explode_kwargs={"centroids": centroids, "exclude": exclude,
-                            "assignments": self.assignments},
-            reduce_kwargs={"threshold": self.threshold, "block_size": self.block_size},
-            num_partitions=choose_num_partitions(total * min(self.assignments, k)))
+        with scratch_directory(self.stage_name) as scratch:
+            files, total, nbytes = write_blocks(dataset, _compact_batch, self._kwargs(), scratch)
+            if total == 0:
+                return IdSet(), {}
+            quarantine = find_duplicate_ids(files, self.stage_name, total,
+                                            rounds=shuffle_rounds(nbytes))
+            exclude = pa.array(sorted(quarantine), pa.string()) if quarantine else None
+            k = self.clusters_for(total)
+            samples = map_blocks(files, _sample_rows, columns=["key", "sample", "emb"],
+                                 cutoff=self._sample_cutoff(total, k))
+            sample = pa.concat_tables([s for s in samples if s.num_rows] or samples[:1])
+            centroids = train_centroids(sample, k, self.iterations, self.seed, self.stage_name)
+            copies = min(self.assignments, k)
+            outs = partition_reduce(
+                files, "cid", _reduce_clusters, explode=_assign, columns=["key", "emb"],
+                explode_kwargs={"centroids": centroids, "exclude": exclude,
+                                "assignments": self.assignments},
+                reduce_kwargs={"threshold": self.threshold, "block_size": self.block_size},
+                num_partitions=choose_num_partitions(total * copies),
+                rounds=shuffle_rounds(nbytes * copies))
         return _removed_keys(outs), quarantine
 
     def fit(self, dataset: "ray.data.Dataset") -> ProcessingStage:

@@ -5,8 +5,8 @@ Plan, and why it scales with the number of documents rather than with their text
    uint32) and its LSH band keys; only (row key, band keys) rows are kept (~200 bytes a
    document), not the signatures, and the worker writes them to a scratch file
    (:mod:`curator_stages.io.scratch`): the fit holds no per-document memory between its steps.
-2. A hash-partitioned reduce (:mod:`.shuffle`), over rounds of bands of at most
-   bands whose rows fit a share of the object store (:func:`.shuffle.shuffle_rounds`), explodes rows into (band int32, key uint64,
+2. A hash-partitioned reduce (:mod:`.shuffle`), in rounds of as many bands as a share of the
+   object store holds (:func:`.lsh.lsh_buckets`), explodes rows into (band int32, key uint64,
    doc int64) inside the split tasks, where ``doc`` is a document number (block index and row,
    :data:`.lsh.ROW_BITS`), never a row key string: ~20 bytes per band instead of ~110, so a
    reduce worker stays near its base memory. Each partition sorts its buckets and returns integer
