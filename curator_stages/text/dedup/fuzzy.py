@@ -45,7 +45,6 @@ import pyarrow.compute as pc
 import ray
 
 from curator_stages.io.scratch import scratch_directory
-from curator_stages.runtime.worker_memory import return_freed_memory
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.text.dedup.components import duplicate_components, ids_to_remove
 from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet
@@ -282,7 +281,6 @@ class FuzzyDuplicateRemover(GlobalStage):
         clock = [time.perf_counter()]
 
         def lap(step: str) -> None:
-            return_freed_memory()  # a step's temporaries, back before the next step's peak
             now = time.perf_counter()
             timings[step] = now - clock[0]
             clock[0] = now

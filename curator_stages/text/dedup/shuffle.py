@@ -35,12 +35,17 @@ STORE_SHARE_PER_ROUND = 0.25
 MAX_SHUFFLE_ROUNDS = 16
 
 
+def _cluster_total(resource: str, default: float) -> float:
+    """The cluster's total of ``resource`` (``default`` when Ray is not initialised)."""
+    try:
+        return float(ray.cluster_resources().get(resource, default))
+    except Exception:  # pragma: no cover - Ray not initialised
+        return default
+
+
 def choose_num_partitions(total_rows: int, rows_per_partition: int = ROWS_PER_PARTITION) -> int:
     """Enough partitions to keep each reduce bounded and every CPU busy (not more than needed)."""
-    try:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-    except Exception:  # pragma: no cover - Ray not initialised
-        cpus = 1
+    cpus = int(_cluster_total("CPU", 1))
     by_size = math.ceil(max(total_rows, 1) / rows_per_partition)
     return max(1, min(1024, max(by_size, min(cpus, math.ceil(total_rows / 10_000) or 1))))
 
@@ -86,11 +91,7 @@ def shuffle_rounds(total_bytes: int) -> int:
     """Rounds that keep each round's split outputs within :data:`STORE_SHARE_PER_ROUND` of the
     cluster's object store: a shuffle that would overflow the store runs in shares instead of
     spilling, and the number of rounds stays the same when the cluster grows with the data."""
-    try:
-        store = float(ray.cluster_resources().get("object_store_memory", 0))
-    except Exception:  # pragma: no cover - Ray not initialised
-        store = 0.0
-    budget = max(store * STORE_SHARE_PER_ROUND, 1.0)
+    budget = max(_cluster_total("object_store_memory", 0) * STORE_SHARE_PER_ROUND, 1.0)
     return max(1, min(MAX_SHUFFLE_ROUNDS, math.ceil(total_bytes / budget)))
 
 
