@@ -8,15 +8,23 @@ Parquet files (:mod:`curator_stages.io.scratch`) they cost disk, and a node's me
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import ray.cloudpickle
 
-from curator_stages.io.scratch import read_scratch_table, scratch_directory, scratch_root
+from curator_stages.io.scratch import (
+    read_scratch_table,
+    scratch_directory,
+    scratch_root,
+    write_scratch_table,
+)
+from curator_stages.tasks import DocumentBatch
 from curator_stages.text.dedup import ExactDuplicateRemover, FuzzyDuplicateRemover
 from curator_stages.text.dedup import shuffle as shuffle_module
+from curator_stages.text.dedup.pair_similarity import pair_similarity
 from curator_stages.text.dedup.shuffle import (
     map_blocks,
     partition_reduce,
@@ -109,3 +117,54 @@ def test_shuffles_in_many_rounds_find_the_same_duplicates(ray_cluster, corpus, m
     ids = list(corpus.docs)
     assert exact_many.contains(ids).tolist() == exact_one.contains(ids).tolist()
     assert exact_one.size > 0 and quarantine_many == quarantine_one
+
+
+def test_pairs_are_compared_where_their_signatures_are_read(ray_cluster, tmp_path):
+    """Verification joins each pair's two recomputed signatures in a reduce task (no signature
+    reaches the driver): the same estimate as comparing them side by side, and NaN for a pair
+    whose candidate the second read did not find."""
+    rng = np.random.default_rng(7)
+    num_perm, n = 16, 40
+    keys = pa.array(sorted(f"doc-{i:03d}" for i in range(n)))
+    base = rng.integers(0, 2**32, size=num_perm, dtype=np.uint32)
+    sig = np.tile(base, (n, 1))
+    noise = rng.random((n, num_perm)) < rng.random((n, 1))  # each row shares a different share
+    sig[noise] = rng.integers(0, 2**32, size=int(noise.sum()), dtype=np.uint32)
+    ca = rng.integers(0, n - 1, size=120)
+    cb = np.minimum(ca + rng.integers(1, 5, size=120), n - 1)
+    found = np.arange(n) != n - 1  # the last candidate is missing from the second read
+    files = [write_scratch_table(pa.table({
+        "id": keys.take(pa.array(rows)),
+        "signature": pa.FixedSizeListArray.from_arrays(pa.array(sig[rows].ravel()), num_perm)}),
+        str(tmp_path)) for rows in np.array_split(np.flatnonzero(found), 3)]
+    sim = pair_similarity(files, ca, cb, keys, num_perm)
+    expected = (sig[ca] == sig[cb]).mean(axis=1)
+    complete = found[ca] & found[cb]
+    assert 0 < (~complete).sum() < complete.sum()
+    assert np.array_equal(sim[complete], expected[complete])
+    assert np.isnan(sim[~complete]).all()
+    assert len(set(expected[complete].round(3))) > 5  # the estimates differ pair to pair
+
+
+def _fewer_on_second_read(batch, marks: str):
+    """Each task's documents; on a task's second read, only its first half (the input changed)."""
+    out = []
+    for task in batch["item"]:
+        mark = Path(marks) / task.task_id
+        if mark.exists():
+            task = DocumentBatch(task.task_id, task.dataset_name,
+                                 task.data.slice(0, task.data.num_rows // 2))
+        mark.touch()
+        out.append(task)
+    return {"item": np.array(out, dtype=object)}
+
+
+def test_verification_refuses_an_input_that_changed_between_its_reads(ray_cluster, corpus,
+                                                                      tmp_path):
+    """The verification reads the input a second time; if the candidates it finds there are not
+    the ones the first read found, the fit stops and says so instead of verifying part of them."""
+    tasks = ray_cluster.data.from_items(corpus.tasks(docs_per_task=100)).map_batches(
+        _fewer_on_second_read, batch_format="numpy", batch_size=None,
+        fn_kwargs={"marks": str(tmp_path)})
+    with pytest.raises(RuntimeError, match="the input changed during the fit"):
+        FuzzyDuplicateRemover(name="fuzzy_dedup").find_duplicates(tasks)

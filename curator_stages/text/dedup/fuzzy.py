@@ -18,8 +18,9 @@ Plan, and why it scales with the number of documents rather than with their text
    Verification of candidates:
    - ``"signature"`` (default): keep pairs whose estimated Jaccard (share of equal signature
      positions) is >= threshold. A second streaming read of the input recomputes the signatures
-     of the candidate documents only: num_perm*4 bytes per candidate reach the driver, and no
-     signature of a non-candidate is ever held.
+     of the candidate documents only, into scratch files, and a shuffle keyed by pair number
+     compares each pair in a reduce task (:mod:`.pair_similarity`): no signature reaches the
+     driver, and no signature of a non-candidate is ever held.
    - ``"jaccard"``: reread the texts of candidate documents only and compute the exact Jaccard
      of their shingle-hash sets. Exact, but holds candidate documents' shingles on the driver.
    - ``"none"``: every LSH candidate is a duplicate (fastest, most false positives).
@@ -45,9 +46,11 @@ import pyarrow.compute as pc
 import ray
 
 from curator_stages.io.scratch import scratch_directory
+from curator_stages.runtime.worker_memory import return_freed_memory
 from curator_stages.stage import GlobalStage, ProcessingStage
 from curator_stages.text.dedup.components import duplicate_components, ids_to_remove
 from curator_stages.text.dedup.idset import DuplicateIdFilter, IdSet
+from curator_stages.text.dedup.pair_similarity import pair_similarity
 from curator_stages.text.dedup.rows import document_tables, find_duplicate_ids, key_table, row_keys
 from curator_stages.text.dedup.lsh import (
     ROW_BITS,
@@ -303,58 +306,51 @@ class FuzzyDuplicateRemover(GlobalStage):
             # Row keys of the candidate documents only, sorted by row key: a document's rank is
             # its row-key order, so "smallest rank" is "smallest row key".
             got = _candidate_rows(files, docs)
-        rank_of_doc = np.empty(docs.size, np.int64)
-        rank_of_doc[np.searchsorted(docs, got.column("doc").to_numpy())] = np.arange(got.num_rows)
-        ca, cb = ranked_pairs(buckets, docs, rank_of_doc)
-        del buckets, docs, rank_of_doc
-        sim = self._verify(ca, cb, got, dataset, (a, b))
+            rank_of_doc = np.empty(docs.size, np.int64)
+            rank_of_doc[np.searchsorted(docs, got.column("doc").to_numpy())] = np.arange(
+                got.num_rows)
+            ca, cb = ranked_pairs(buckets, docs, rank_of_doc)
+            keys = got.column("id").combine_chunks()  # rank i's row key
+            del buckets, docs, rank_of_doc, got
+            sim = self._verify(ca, cb, keys, dataset, (a, b), scratch)
         keep = sim >= self.threshold if self.verify != "none" else np.ones(ca.size, bool)
         va, vb = ca[keep], cb[keep]
-        keys = got.column("id")
         pairs = pa.table({"a": keys.take(pa.array(va)), "b": keys.take(pa.array(vb)),
                           "similarity": pa.array(sim[keep])})
         lap("verify")
         ranks, labels = duplicate_components(pa.array(va), pa.array(vb))
-        ids = keys.take(ranks).combine_chunks() if len(ranks) else pa.array([], pa.string())
+        ids = keys.take(ranks) if len(ranks) else pa.array([], pa.string())
         remove = ids_to_remove(ids, labels)
         lap("components")
         return FuzzyDedupResult(bands, rows, num_docs, int(ca.size), pairs, ids, labels,
                                 remove, quarantine, timings)
 
-    def _verify(self, ca: np.ndarray, cb: np.ndarray, got: pa.Table,
-                dataset: "ray.data.Dataset", perms: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    def _verify(self, ca: np.ndarray, cb: np.ndarray, keys: pa.Array,
+                dataset: "ray.data.Dataset", perms: tuple[np.ndarray, np.ndarray],
+                scratch: str) -> np.ndarray:
         """Similarity of every candidate pair of ranks (NaN with ``verify="none"``)."""
         n = ca.size
         if n == 0 or self.verify == "none":
             return np.full(n, np.nan)
-        sim = np.empty(n)
-        keys = got.column("id").combine_chunks()
         common = {"text_field": self.text_field, "id_field": self.id_field,
                   "ngram_size": self.ngram_size, "word_ngrams": self.word_ngrams,
                   "wanted": IdSet(keys).in_object_store(), "stage_name": self.stage_name}
+        # The ranking's and the IdSet's temporaries go back before the read's peak.
+        return_freed_memory()
         if self.verify == "signature":
-            # A second streaming read of the input: the candidates' signatures, recomputed,
-            # each batch put in its rank's row as it arrives (one copy, num_perm * 4 bytes a
-            # candidate).
-            matrix = np.empty((len(keys), self.num_perm), np.uint32)
-            found = 0
-            for table in dataset.map_batches(
-                    _candidate_signatures_batch, batch_format="numpy", batch_size=None,
-                    fn_kwargs={**common, "a": perms[0], "b": perms[1]}
-            ).iter_batches(batch_size=None, batch_format="pyarrow"):
-                ranks = pc.index_in(table.column("id"), value_set=keys).to_numpy()
-                matrix[ranks] = table.column("signature").combine_chunks().flatten().to_numpy(
-                    zero_copy_only=False).reshape(-1, self.num_perm)
-                found += table.num_rows
-            if found != len(keys):
-                raise RuntimeError(
-                    f"stage {self.stage_name!r}: the second read of the input found {found} of "
-                    f"the {len(keys)} candidate documents; the input changed during the fit. "
-                    "Run the stage task again")
-            step = max(1, 1_000_000 // self.num_perm)
-            for i in range(0, n, step):
-                sim[i:i + step] = (matrix[ca[i:i + step]] == matrix[cb[i:i + step]]).mean(axis=1)
-            return sim
+            # A second streaming read of the input recomputes the candidates' signatures into
+            # scratch files; the pairs are compared where those files are read.
+            written = write_blocks(dataset, _candidate_signatures_batch,
+                                   {**common, "a": perms[0], "b": perms[1]}, scratch)
+            if written.rows == len(keys):
+                sim = pair_similarity(written.files, ca, cb, keys, self.num_perm)
+                if not np.isnan(sim).any():
+                    return sim
+            raise RuntimeError(
+                f"stage {self.stage_name!r}: the second read of the input found {written.rows} "
+                f"rows for the {len(keys)} candidate documents; the input changed during the "
+                "fit. Run the stage task again")
+        sim = np.empty(n)
         sets_ds = dataset.map_batches(_shingle_sets_batch, batch_format="numpy",
                                       batch_size=None, fn_kwargs=common)
         table = pa.concat_tables(ray.get(sets_ds.to_arrow_refs()))

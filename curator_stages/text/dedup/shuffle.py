@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Compact rows per reduce partition; bounds the memory of one reduce task.
 ROWS_PER_PARTITION = 2_000_000
 #: Share of the cluster's object store that one shuffle round's split outputs may fill.
-STORE_SHARE_PER_ROUND = 0.25
+STORE_SHARE_PER_ROUND = 0.125
 #: Each round reads every block again: past this many, letting Ray spill costs less.
 MAX_SHUFFLE_ROUNDS = 16
 
@@ -98,6 +98,9 @@ def shuffle_rounds(total_bytes: int) -> int:
 def _split(num_partitions: int, key_column: str, explode: Callable[..., pa.Table] | None,
            explode_kwargs: dict[str, Any], first_block: int | None,
            columns: Sequence[str] | None, round_of: tuple[int, int], *tables: pa.Table | str):
+    # The worker's last task (a checkpoint load, a reduce) may have left pool memory behind:
+    # hand it back before this task's own allocations join it.
+    return_freed_memory()
     parts: list[list[pa.Table]] = [[] for _ in range(num_partitions)]
     for j, block in enumerate(tables):
         table = _block(block, columns)
