@@ -4,7 +4,8 @@ Plan (why it scales, and where it is exact):
 
 1. Every task becomes a compact table (id hash, row key, unit-length embedding); texts never
    leave the workers, and the worker writes the table to a scratch file
-   (:mod:`curator_stages.io.scratch`), so the fit holds no embeddings between its steps. Documents are named by row key (id + source location, see
+   (:mod:`curator_stages.io.scratch`), so the fit holds no embeddings between its steps.
+   Documents are named by row key (id + source location, see
    :mod:`curator_stages.text.dedup.rows`), so two records sharing an id are never removed
    together; a record whose id an earlier record has goes to quarantine, as in the other dedups.
 2. k-means (faiss, spherical) is trained on a deterministic sample: rows whose row-key hash

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from curator_stages.text.dedup.lsh import runs
 from curator_stages.text.dedup.shuffle import (
     choose_num_partitions,
     partition_reduce,
@@ -51,8 +52,8 @@ def _pair_similarity(table: pa.Table | None, *, num_perm: int) -> np.ndarray:
     pair = table.column("pair").to_numpy()
     order = np.argsort(pair, kind="stable")
     pair = pair[order]
-    start = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
-    two = start[np.diff(np.r_[start, pair.size]) == 2]
+    start, length = runs(pair)
+    two = start[length == 2]
     first, second = order[two], order[two + 1]
     sig = table.column("signature").combine_chunks().flatten().to_numpy(
         zero_copy_only=False).reshape(-1, num_perm)
