@@ -108,20 +108,17 @@ class FuzzyDedupResult:
 MAX_CHARS_PER_CHUNK = 250_000
 
 
-def _chunks_by_chars(texts: list[str], max_chars: int) -> list[list[str]]:
-    """Consecutive slices of ``texts`` of at most ``max_chars`` characters (or one long text)."""
-    out: list[list[str]] = []
-    current: list[str] = []
-    size = 0
-    for t in texts:
-        if current and size + len(t) > max_chars:
-            out.append(current)
-            current, size = [], 0
-        current.append(t)
-        size += len(t)
-    if current:
-        out.append(current)
-    return out
+def _text_chunks(texts: pa.Array | pa.ChunkedArray, max_chars: int) -> Iterator[list[str]]:
+    """The normalised texts in consecutive slices of at most ``max_chars`` (UTF-8 bytes, so at
+    most that many characters; or one long text): a task holds one slice's Python strings, not
+    its whole table's (two copies of every text, ~3.5 bytes per character)."""
+    sizes = pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False).tolist()
+    start = size = 0
+    for i, n in enumerate([*sizes, max_chars + 1]):  # the sentinel closes the last slice
+        if i > start and size + n > max_chars:
+            yield [normalize_for_shingles(t) for t in texts.slice(start, i - start).to_pylist()]
+            start, size = i, 0
+        size += n
 
 
 def _signature_batch(batch: dict[str, np.ndarray], *, text_field: str, id_field: str,
@@ -129,11 +126,10 @@ def _signature_batch(batch: dict[str, np.ndarray], *, text_field: str, id_field:
                      bands: int, rows: int, stage_name: str) -> pa.Table:
     ids_parts, ih_parts, keys, has = [], [], [], []
     for table in document_tables(batch["item"], text_field, stage_name):
-        texts = [normalize_for_shingles(t) for t in table.column(text_field).to_pylist()]
         row = key_table(table, id_field, stage_name)
         ids_parts.append(row.column("key"))
         ih_parts.append(row.column("ih"))
-        for chunk in _chunks_by_chars(texts, MAX_CHARS_PER_CHUNK):
+        for chunk in _text_chunks(table.column(text_field), MAX_CHARS_PER_CHUNK):
             hashes, counts = shingle_hashes(chunk, ngram_size, word_ngrams)
             keys.append(band_keys(minhash_signatures(hashes, counts, a, b), bands, rows))
             has.append(counts > 0)
@@ -177,8 +173,8 @@ def _candidate_rows(files: list[str], docs: np.ndarray) -> pa.Table:
 
 
 def _wanted_texts(batch: dict[str, np.ndarray], text_field: str, id_field: str,
-                  wanted: IdSet, stage_name: str) -> Iterator[tuple[pa.Array, list[str]]]:
-    """(row keys, normalised texts) of the documents of a batch whose row key is in ``wanted``
+                  wanted: IdSet, stage_name: str) -> Iterator[tuple[pa.Array, pa.ChunkedArray]]:
+    """(row keys, texts) of the documents of a batch whose row key is in ``wanted``
     (the candidates): a verification pass reads the input again but shingles only these.
 
     ``wanted`` is bucketed by source file like a removal set, so a task fetches the candidates
@@ -190,7 +186,7 @@ def _wanted_texts(batch: dict[str, np.ndarray], text_field: str, id_field: str,
         if sub.num_rows:
             picked = keys.filter(mask)
             yield (picked.combine_chunks() if isinstance(picked, pa.ChunkedArray) else picked,
-                   [normalize_for_shingles(t) for t in sub.column(text_field).to_pylist()])
+                   sub.column(text_field))
 
 
 def _candidate_signatures_batch(batch: dict[str, np.ndarray], *, text_field: str,
@@ -200,7 +196,7 @@ def _candidate_signatures_batch(batch: dict[str, np.ndarray], *, text_field: str
     """(id, signature) of the documents whose row key is in ``wanted`` (the candidates)."""
     out_ids, out_sigs = [], []
     for keys, texts in _wanted_texts(batch, text_field, id_field, wanted, stage_name):
-        for chunk in _chunks_by_chars(texts, MAX_CHARS_PER_CHUNK):
+        for chunk in _text_chunks(texts, MAX_CHARS_PER_CHUNK):
             hashes, counts = shingle_hashes(chunk, ngram_size, word_ngrams)
             out_sigs.append(minhash_signatures(hashes, counts, a, b))
         out_ids.append(keys)
@@ -215,7 +211,8 @@ def _shingle_sets_batch(batch: dict[str, np.ndarray], *, text_field: str, id_fie
                         stage_name: str) -> pa.Table:
     out_ids: list[str] = []
     out_sets: list[np.ndarray] = []
-    for keys, texts in _wanted_texts(batch, text_field, id_field, wanted, stage_name):
+    for keys, column in _wanted_texts(batch, text_field, id_field, wanted, stage_name):
+        texts = [normalize_for_shingles(t) for t in column.to_pylist()]
         hashes, counts = shingle_hashes(texts, ngram_size, word_ngrams)
         ends = np.cumsum(counts)
         out_ids += keys.to_pylist()

@@ -29,8 +29,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Compact rows per reduce partition; bounds the memory of one reduce task.
 ROWS_PER_PARTITION = 2_000_000
-#: Share of the cluster's object store that one shuffle round's split outputs may fill.
-STORE_SHARE_PER_ROUND = 0.125
+#: Share of the cluster's object store that one shuffle round's split outputs may fill. The
+#: store's pages stay resident, and mapped in the workers that wrote them, once touched: this
+#: share is the high-water mark a shuffle adds to a node's memory.
+STORE_SHARE_PER_ROUND = 0.0625
 #: Each round reads every block again: past this many, letting Ray spill costs less.
 MAX_SHUFFLE_ROUNDS = 16
 
