@@ -20,7 +20,6 @@ marker only they carry), never by ``ray stop``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -100,13 +99,10 @@ def cluster():
         # The head stays on loopback in Ray's single-machine mode; the worker node needs
         # multi-node mode, where only the wrapper keeps its explicit 127.0.0.1. The dashboard
         # (on loopback too) runs the job server that takes the flow as a Ray Job.
-        # Ray starts its client server (port 10001 unless told) only with ray[client]
-        # installed, and refuses the port option without it.
-        client = ([f"--ray-client-server-port={client_port}"]
-                  if importlib.util.find_spec("grpc") else [])
-        start_node(["ray", "start", "--head", f"--port={port}", "--num-cpus=2", *client,
-                    "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                    f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}"],
+        start_node(["ray", "start", "--head", f"--port={port}", "--num-cpus=2",
+                    f"--ray-client-server-port={client_port}", "--include-dashboard=true",
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+                    f"--temp-dir={temp_dir}"],
                    {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
         start_node([sys.executable, str(LOOPBACK_START), "start", f"--address={address}",
                     "--num-cpus=2", '--resources={"worker_node": 1}'], env)
