@@ -211,12 +211,12 @@ def _shingle_sets_batch(batch: dict[str, np.ndarray], *, text_field: str, id_fie
                         stage_name: str) -> pa.Table:
     out_ids: list[str] = []
     out_sets: list[np.ndarray] = []
-    for keys, column in _wanted_texts(batch, text_field, id_field, wanted, stage_name):
-        texts = [normalize_for_shingles(t) for t in column.to_pylist()]
-        hashes, counts = shingle_hashes(texts, ngram_size, word_ngrams)
-        ends = np.cumsum(counts)
+    for keys, texts in _wanted_texts(batch, text_field, id_field, wanted, stage_name):
         out_ids += keys.to_pylist()
-        out_sets += [np.unique(hashes[e - c:e]) for e, c in zip(ends, counts)]
+        for chunk in _text_chunks(texts, MAX_CHARS_PER_CHUNK):
+            hashes, counts = shingle_hashes(chunk, ngram_size, word_ngrams)
+            ends = np.cumsum(counts)
+            out_sets += [np.unique(hashes[e - c:e]) for e, c in zip(ends, counts)]
     return pa.table({"id": pa.array(out_ids, pa.string()),
                      "shingles": pa.array(out_sets, pa.list_(pa.uint64()))})
 
