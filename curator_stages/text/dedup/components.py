@@ -1,12 +1,15 @@
-"""Connected components over verified duplicate pairs: which documents form one cluster."""
+"""Connected components over verified duplicate pairs: which documents form one cluster.
+
+Only the fit's driver runs these; scipy is imported there, when they run, not by every Ray worker
+that imports the dedup stages to sign or filter documents (scipy.sparse costs a worker about
+10 MiB of private memory and 220 modules).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 
 def duplicate_components(a: pa.Array | pa.ChunkedArray, b: pa.Array | pa.ChunkedArray
@@ -15,6 +18,9 @@ def duplicate_components(a: pa.Array | pa.ChunkedArray, b: pa.Array | pa.Chunked
 
     Ids are sorted, so within a component the member with the lowest index has the smallest id.
     """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     ids = pc.unique(pa.chunked_array([pa.chunked_array(a).combine_chunks(),
                                       pa.chunked_array(b).combine_chunks()]).combine_chunks())
     ids = ids.take(pc.sort_indices(ids))
