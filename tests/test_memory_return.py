@@ -62,17 +62,6 @@ def test_freed_arrow_memory_goes_back_with_the_run_environment(tmp_path):
         f"{kept_default:.0f} MB: freed memory is no longer handed back")
 
 
-def test_a_run_driver_allocates_arrow_memory_from_glibc_and_restores_the_default():
-    from curator_stages.runtime.worker_memory import system_allocator
-
-    before = pa.default_memory_pool().backend_name
-    with system_allocator():
-        assert pa.default_memory_pool().backend_name == "system"
-        kept = pa.array(range(100_000))  # allocated from glibc, outlives the block
-    assert pa.default_memory_pool().backend_name == before
-    assert kept.sum().as_py() == sum(range(100_000))
-
-
 def test_the_dedup_stages_a_worker_imports_leave_scipy_out():
     # Only the fit's driver computes connected components; a worker that signs or filters
     # documents would otherwise carry scipy.sparse (about 10 MiB private, 220 modules).

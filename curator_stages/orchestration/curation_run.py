@@ -90,7 +90,6 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
     from curator_stages.runtime.session import RaySession
     from curator_stages.orchestration.stage_task import CACHED
     from curator_stages.orchestration.work_dir_lock import output_lock, work_dir_lock
-    from curator_stages.runtime.worker_memory import system_allocator
 
     # Prefect validated the fields it was given; validating again covers the defaults and a
     # model built without validation, still before Ray starts or any file is touched.
@@ -119,8 +118,7 @@ def run_curation(spec: CurationFlowSpec[P], params: P | dict[str, Any]) -> dict[
                                retry_jitter_factor=0.2 if params.retry_delay_seconds else None,
                                timeout_seconds=params.timeout_seconds, tags=(spec.name,))
     session = RaySession.for_params(params, runtime_env=spec.runtime_env(params))
-    # This process is the run's driver: its Arrow memory comes from glibc (system_allocator).
-    with work_dir_lock(params.work_dir), output_lock(params.output), session, system_allocator():
+    with work_dir_lock(params.work_dir), output_lock(params.output), session:
         left = clean_unfinished(params.output)
         if left:
             logger.info("removed %d leftover(s) of an unfinished earlier run from %s",

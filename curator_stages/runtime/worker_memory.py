@@ -1,5 +1,4 @@
-"""Freed memory handed back to the system: a Ray worker's between tasks, a run driver's after
-its fits (:func:`system_allocator`).
+"""A Ray worker's freed memory, handed back to the system between tasks.
 
 A worker lives through many tasks, and its allocators keep what a task freed for later
 allocations: Arrow's mimalloc pool and glibc's heap. With tasks of ~10k documents a worker sat
@@ -12,34 +11,11 @@ Calling it after every stage batch as well cost about 4% of the wall and lowered
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
-from typing import Iterator
 
 _LIBC_NAME = ctypes.util.find_library("c")
 _MALLOC_TRIM = getattr(ctypes.CDLL(_LIBC_NAME), "malloc_trim", None) if _LIBC_NAME else None
-
-
-@contextlib.contextmanager
-def system_allocator() -> Iterator[None]:
-    """Arrow's allocations in this process from glibc instead of mimalloc while inside: for a
-    run's driver. The previous default pool comes back on exit (buffers keep their own pool).
-
-    In the driver, mimalloc kept what the fits freed: 26 MiB after a 500k-document fuzzy fit,
-    though Arrow's pool reported nothing allocated and ``release_unused`` had run; the driver
-    carried it through the rest of the run. With glibc, ``malloc_trim`` hands it back. Workers
-    keep mimalloc: with glibc their long-lived heaps fragmented (the fuzzy stage task's workers
-    grew by 110 MiB).
-    """
-    import pyarrow as pa
-
-    previous = pa.default_memory_pool()
-    pa.set_memory_pool(pa.system_memory_pool())
-    try:
-        yield
-    finally:
-        pa.set_memory_pool(previous)
 
 
 def return_freed_memory() -> None:
@@ -51,4 +27,4 @@ def return_freed_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-__all__ = ["return_freed_memory", "system_allocator"]
+__all__ = ["return_freed_memory"]
