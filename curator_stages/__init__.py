@@ -5,6 +5,11 @@ The public API is the stage model; backends, I/O and text stages live in their o
 ``curator_stages.orchestration``) so importing the core stays cheap.
 """
 
+# First: Arrow chooses its allocator when pyarrow is imported (see runtime/arrow_pool.py).
+from curator_stages.runtime.arrow_pool import use_system_pool_in_driver
+
+use_system_pool_in_driver()
+
 from curator_stages.execution import ExecutionResult, ExecutionSummary, Executor
 from curator_stages.function_stage import processing_stage
 from curator_stages.identity import StageIdentityError

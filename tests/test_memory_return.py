@@ -16,6 +16,7 @@ import textwrap
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curator_stages.runtime.arrow_pool import ARROW_POOL_VARIABLE
 from curator_stages.runtime.env import RAY_ENV_DEFAULTS
 
 # Reads a Parquet file of text 12 times, as a worker loading one checkpoint file per task
@@ -35,6 +36,9 @@ _READ_AND_FREE = textwrap.dedent("""
 """)
 
 
+_PRINT_POOL = "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+
+
 def _kept_mb(path: str, purge: str | None, release: bool) -> float:
     env = {k: v for k, v in os.environ.items() if k != "MIMALLOC_PURGE_DELAY"}
     if purge is not None:
@@ -45,8 +49,16 @@ def _kept_mb(path: str, purge: str | None, release: bool) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def _arrow_pool(code: str, env: dict[str, str] | None = None) -> list[str]:
+    """What a fresh interpreter running ``code`` prints (pool names), word by word."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    return out.stdout.split()
+
+
 def test_freed_arrow_memory_goes_back_with_the_run_environment(tmp_path):
-    assert pa.default_memory_pool().backend_name == "mimalloc", (
+    # A Ray worker's pool: a process that imports pyarrow by itself.
+    assert _arrow_pool(_PRINT_POOL) == ["mimalloc"], (
         "Arrow's default pool is no longer mimalloc: MIMALLOC_PURGE_DELAY in "
         "runtime/env.py no longer applies; check what the new allocator keeps")
     assert RAY_ENV_DEFAULTS["MIMALLOC_PURGE_DELAY"] == "0"
@@ -70,3 +82,34 @@ def test_the_dedup_stages_a_worker_imports_leave_scipy_out():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False", "a dedup module imports scipy at module level again"
+
+
+def test_a_driver_gets_glibcs_arrow_pool_and_the_processes_it_starts_mimalloc():
+    # The driver's fuzzy fit left freed pages in mimalloc that glibc gives back
+    # (runtime/arrow_pool.py); the processes it starts (Ray's workers) must keep mimalloc.
+    code = ("import os, subprocess, sys, curator_stages, pyarrow as pa; "
+            "print(pa.default_memory_pool().backend_name, "
+            "os.environ.get('ARROW_DEFAULT_MEMORY_POOL', '-'), flush=True); "
+            f"subprocess.run([sys.executable, '-c', {_PRINT_POOL!r}], check=True)")
+    env = {k: v for k, v in os.environ.items() if k != ARROW_POOL_VARIABLE}
+    assert _arrow_pool(code, env) == ["system", "-", "mimalloc"]
+    # A pool the user chose is kept.
+    assert _arrow_pool(code, {**env, ARROW_POOL_VARIABLE: "mimalloc"}) == [
+        "mimalloc", "mimalloc", "mimalloc"]
+
+
+def test_a_ray_worker_importing_curator_stages_keeps_mimalloc(ray_cluster):
+    import ray
+
+    # Its own runtime environment gives the task a fresh worker, one without pyarrow yet.
+    @ray.remote(runtime_env={"env_vars": {"CURATOR_STAGES_POOL_CHECK": "1"}})
+    def pool() -> tuple[bool, str]:
+        had_pyarrow = "pyarrow" in sys.modules
+        import curator_stages  # noqa: F401
+        import pyarrow
+
+        return had_pyarrow, pyarrow.default_memory_pool().backend_name
+
+    had_pyarrow, name = ray.get(pool.remote())
+    assert not had_pyarrow, "the worker had imported pyarrow already: this checks nothing"
+    assert name == "mimalloc", f"a Ray worker importing curator_stages got Arrow's {name} pool"
