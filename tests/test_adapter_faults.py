@@ -154,10 +154,11 @@ def test_abandoned_iteration_gives_back_its_cpus(ray_cluster, tmp_path):
 def retry_flow(work_dir: str, marker: str, retries: int = 1):
     with RaySession():
         return run_stage_groups(
-            # One actor, so the retry's actor finds a free CPU at once: Ray can leave the CPU of
-            # an actor killed while still being created held (a pool's second actor, waiting
-            # for the failed attempt's CPU, was killed so at the retry's end in CI). A failed
-            # attempt that kept its actor still fails the last check.
+            # One actor, so the retry's actor finds a free CPU at once. With two, the retry's
+            # second actor could still be starting (waiting for the failed attempt's CPU) when
+            # the retry ended, and once in CI Ray kept a CPU for over a minute after logging
+            # that it failed to kill an actor being created. A failed attempt that kept its
+            # actor still fails the last check.
             [[MakeDocs()], [FailOnceActor(marker, "t0", pause_s=1.0, workers=1)]],
             DatasetRef.seed("adapter-faults"),
             work_dir, options=StageTaskOptions(retries=retries, retry_delay_seconds=0),

@@ -135,10 +135,17 @@ def wait_for_run_started(proc: subprocess.Popen, tree: RunTree, tmp_path: Path) 
 def stop_and_check(proc, tree, tmp_path, signum: int) -> None:
     """Send ``signum``: the run exits 128 + signum, says it stopped by that signal, and none of
     its processes outlives it."""
+    # The signal masks as the run had them (SIGINT=bit 1): an ignored or uncaught signal would
+    # explain a run that did not stop.
+    try:
+        masks = " ".join(line.strip() for line in Path(f"/proc/{proc.pid}/status").read_text()
+                         .splitlines() if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+    except OSError:
+        masks = "(the run had already exited)"
     proc.send_signal(signum)
     proc.wait(timeout=180)
     log = (tmp_path / "flow.log").read_text()
-    assert proc.returncode == 128 + signum, log[-3000:]
+    assert proc.returncode == 128 + signum, f"{masks}\n{log[-3000:]}"
     assert f"stopped by {signal.Signals(signum).name}" in log
     wait_until(lambda: not tree.alive(), GRACE_S,
                f"the run's processes to exit: {[p.name() for p in tree.alive()]}")

@@ -2,11 +2,11 @@
 
 Arrow picks its default memory pool once, when pyarrow is imported, from
 ``ARROW_DEFAULT_MEMORY_POOL``; a pool set later (``pyarrow.set_memory_pool``) does not reach
-Arrow's own C++ allocations. In the driver, the fuzzy dedup fit's bucket step left about 25 MiB
-of freed pages in mimalloc that glibc gives back (a 500k fit alone: 167 against 141 MiB after
-it), and that driver sits beside the workers at a run's memory peak. Ray workers keep mimalloc:
-with glibc in every process the same stage task peaked about 90 MiB higher. The variable is
-removed again at once, so the processes the driver starts (Ray's, Prefect's) choose as before.
+Arrow's own C++ allocations. In the driver, mimalloc kept the pages the fuzzy dedup fit's bucket
+step freed, and glibc gives them back; that driver sits beside the workers at a run's memory
+peak (docs/scaling.md, section 2). Ray workers keep mimalloc: with glibc in every process a
+stage task peaked higher. The variable is removed again at once, so the processes the driver
+starts (Ray's, Prefect's) choose as before.
 """
 
 from __future__ import annotations
