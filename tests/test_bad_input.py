@@ -2,27 +2,24 @@
 counted, never lost (docs/reliability.md has the table).
 
 Reader-level cases one by one (each malformed line, truncated gzip/zstd, empty file, 50 MB line,
-globs) are in tests/test_readers.py; bounds of single CLI/flow parameters in tests/test_flow.py.
-Here: all of them together through the real flow (accounting must hold), wrong *types* at the
-CLI and the flow, and a deployment run's server-side parameter validation.
+globs) are in tests/test_readers.py; bounds of single flow parameters in tests/test_params_bounds.py.
+Here: all of them together through the real flow (accounting must hold), wrong types and bounds
+at the CLI (the script's main) and the flow, and a deployment run's server-side parameter
+validation.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from flows.text_curation import TextCurationParams, text_curation
+from curator_stages.orchestration.flow_cli import flow_main
+from flows.text_curation import SPEC, TextCurationParams, text_curation
 
-REPO = Path(__file__).resolve().parents[1]
-FLOW_SCRIPT = REPO / "flows" / "text_curation.py"
 GOOD = "the quick brown fox jumps over the lazy dog and then it runs back to the river bank"
 
 
@@ -132,26 +129,24 @@ def test_a_run_that_keeps_nothing_fails_and_the_previous_output_survives(ray_clu
 
 
 # ----------------------------------------------------------------------------- parameters
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(REPO))
-    return env
-
-
 @pytest.mark.parametrize("args,flag", [
     (["--min-words", "many"], "--min-words"),
+    (["--min-words", "-5"], "--min-words"),
     (["--retries", "1.5"], "--retries"),
     (["--num-cpus", "0"], "--num-cpus"),
     (["--fuzzy-num-perm", "100000"], "--fuzzy-num-perm"),
+    (["--fuzzy-threshold", "1.5"], "--fuzzy-threshold"),
+    (["--output-format", "csv"], "--output-format"),
     (["--input", "/definitely/not/here/*.jsonl"], "--input"),
 ])
-@pytest.mark.slow
-def test_cli_refuses_wrong_types_and_bounds_naming_the_flag(tmp_path, args, flag):
-    res = subprocess.run([sys.executable, str(FLOW_SCRIPT), *args,
-                          "--output", str(tmp_path / "o"), "--work-dir", str(tmp_path / "w")],
-                         env=cli_env(tmp_path), capture_output=True, text=True, timeout=180)
-    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
-    assert flag in res.stderr and "Traceback" not in res.stderr
+def test_cli_refuses_wrong_types_and_bounds_naming_the_flag(tmp_path, capsys, args, flag):
+    """The script's main, in this process (tests/test_flow.py runs the script itself)."""
+    with pytest.raises(SystemExit) as exited:
+        flow_main(SPEC, text_curation, [*args, "--output", str(tmp_path / "o"),
+                                        "--work-dir", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2, err[-2000:]
+    assert flag in err and "Traceback" not in err
     assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
 
 

@@ -30,6 +30,7 @@ from curator_stages.checkpoints.task_files import (
     write_task,
 )
 from tests import fault_helpers as fh
+from tests.prefect_homes import migrated_home
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -215,10 +216,10 @@ def test_planted_pickle_in_a_checkpoint_is_refused_and_never_run(curated, tmp_pa
 
 # ----------------------------------------------------------------------------- Prefect homes
 def flow_env(tmp_path: Path, home: str, ray_cluster) -> dict[str, str]:
-    """A `python flows/text_curation.py` environment with its own PREFECT_HOME (a temporary
-    API on it, no server), on this session's Ray cluster."""
+    """A `python flows/text_curation.py` environment with its own PREFECT_HOME (migrated; a
+    temporary API on it, no server), on this session's Ray cluster."""
     env = {k: v for k, v in fh.join_env().items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / home), PYTHONPATH=str(REPO),
+    env.update(PREFECT_HOME=str(migrated_home(tmp_path / home)), PYTHONPATH=str(REPO),
                PREFECT_SERVER_ANALYTICS_ENABLED="false")
     return env
 

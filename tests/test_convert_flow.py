@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
+
+from tests.prefect_homes import clean_env
 
 
 def _main(module, argv):
@@ -146,8 +147,7 @@ def test_missing_input_exits_2_before_ray_starts(tmp_path):
     """``python flows/convert_to_parquet.py --input data/raw`` (the old quickstart) with no such
     directory: refused by the shared parameter validation, exit 2 naming --input, no Ray, no
     traceback (it used to start Ray, run for a minute and print two tracebacks)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))}
-    env.update(PREFECT_HOME=str(tmp_path / "ph"), PYTHONPATH=str(REPO))
+    env = clean_env(tmp_path)
     res = subprocess.run([sys.executable, str(REPO / "flows" / "convert_to_parquet.py"),
                           "--input", "data/raw", "--output", str(tmp_path / "o"),
                           "--work-dir", str(tmp_path / "w")],

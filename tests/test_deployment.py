@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import fault_helpers as fh
+from tests.prefect_homes import migrated_home
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -89,7 +90,7 @@ def test_deploy_and_run_through_a_worker(ray_cluster, tmp_path):
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))}
     env.update(
-        PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api,
+        PREFECT_HOME=str(migrated_home(tmp_path / "prefect-home")), PREFECT_API_URL=api,
         PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
         PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port),
         CURATOR_STAGES_HOME=str(REPO), PYTHONPATH=str(REPO),

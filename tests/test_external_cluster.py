@@ -35,7 +35,8 @@ import psutil
 import pytest
 
 from tests import fault_helpers as fh
-from tests.test_flow import FLOW_SCRIPT, SAMPLE, clean_env, read_output
+from tests.prefect_homes import clean_env, migrated_home
+from tests.test_flow import FLOW_SCRIPT, SAMPLE, read_output
 from tests.test_ray_cluster import probe_nodes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,7 +156,7 @@ def submit_flow(cluster: dict, tmp_path: Path, out: Path, work: Path, job_id: st
     the flow's Prefect home (here: a temporary API's) through runtime_env env_vars. PYTHONPATH
     goes in the entrypoint: the flow's own runtime_env sets it for the workers, and Ray refuses
     a job and a driver that both set one variable."""
-    env_vars = {"PREFECT_HOME": str(tmp_path / "prefect-home"),
+    env_vars = {"PREFECT_HOME": str(migrated_home(tmp_path / "prefect-home")),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", JOB_MARKER: job_id}
     return job_cli(cluster, tmp_path, "submit", "--submission-id", job_id, "--runtime-env-json",
                    json.dumps({"env_vars": env_vars}), *([] if wait else ["--no-wait"]), "--",

@@ -83,7 +83,7 @@ def test_a_ray_client_address_is_refused_before_any_work_naming_the_field_and_th
     import subprocess
     import sys
 
-    from tests.test_flow import clean_env
+    from tests.prefect_homes import clean_env
 
     start = time.monotonic()
     res = subprocess.run([sys.executable, str(REPO / "flows" / "text_curation.py"),

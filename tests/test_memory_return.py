@@ -49,8 +49,8 @@ def _kept_mb(path: str, purge: str | None, release: bool) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _arrow_pool(code: str, env: dict[str, str] | None = None) -> list[str]:
-    """What a fresh interpreter running ``code`` prints (pool names), word by word."""
+def _fresh_python(code: str, env: dict[str, str] | None = None) -> list[str]:
+    """What a fresh interpreter running ``code`` prints, word by word."""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env=env)
     return out.stdout.split()
@@ -58,7 +58,7 @@ def _arrow_pool(code: str, env: dict[str, str] | None = None) -> list[str]:
 
 def test_freed_arrow_memory_goes_back_with_the_run_environment(tmp_path):
     # A Ray worker's pool: a process that imports pyarrow by itself.
-    assert _arrow_pool(_PRINT_POOL) == ["mimalloc"], (
+    assert _fresh_python(_PRINT_POOL) == ["mimalloc"], (
         "Arrow's default pool is no longer mimalloc: MIMALLOC_PURGE_DELAY in "
         "runtime/env.py no longer applies; check what the new allocator keeps")
     assert RAY_ENV_DEFAULTS["MIMALLOC_PURGE_DELAY"] == "0"
@@ -79,9 +79,7 @@ def test_the_dedup_stages_a_worker_imports_leave_scipy_out():
     # documents would otherwise carry scipy.sparse (about 10 MiB private, 220 modules).
     code = ("import sys, curator_stages.text.dedup, curator_stages.text.dedup.fuzzy, "
             "curator_stages.text.dedup.exact; print('scipy' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "False", "a dedup module imports scipy at module level again"
+    assert _fresh_python(code) == ["False"], "a dedup module imports scipy at module level again"
 
 
 def test_a_driver_gets_glibcs_arrow_pool_and_the_processes_it_starts_mimalloc():
@@ -92,9 +90,9 @@ def test_a_driver_gets_glibcs_arrow_pool_and_the_processes_it_starts_mimalloc():
             "os.environ.get('ARROW_DEFAULT_MEMORY_POOL', '-'), flush=True); "
             f"subprocess.run([sys.executable, '-c', {_PRINT_POOL!r}], check=True)")
     env = {k: v for k, v in os.environ.items() if k != ARROW_POOL_VARIABLE}
-    assert _arrow_pool(code, env) == ["system", "-", "mimalloc"]
+    assert _fresh_python(code, env) == ["system", "-", "mimalloc"]
     # A pool the user chose is kept.
-    assert _arrow_pool(code, {**env, ARROW_POOL_VARIABLE: "mimalloc"}) == [
+    assert _fresh_python(code, {**env, ARROW_POOL_VARIABLE: "mimalloc"}) == [
         "mimalloc", "mimalloc", "mimalloc"]
 
 

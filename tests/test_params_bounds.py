@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from curator_stages.orchestration.fingerprint import input_fingerprint
 from flows.text_curation import TextCurationParams
+from tests.prefect_homes import clean_env
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -89,8 +90,7 @@ def test_cli_names_a_dangling_link_without_a_traceback(tmp_path):
     corpus.mkdir()
     (corpus / "a.jsonl").write_text('{"text": "x"}\n')
     (corpus / "gone.jsonl").symlink_to(tmp_path / "deleted.jsonl")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))}
-    env.update(PREFECT_HOME=str(tmp_path / "ph"), PYTHONPATH=str(REPO))
+    env = clean_env(tmp_path)
     res = subprocess.run([sys.executable, str(FLOW_SCRIPT), "--input", str(corpus),
                           "--output", str(tmp_path / "o"), "--work-dir", str(tmp_path / "w")],
                          env=env, capture_output=True, text=True, timeout=300)

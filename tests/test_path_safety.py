@@ -8,7 +8,6 @@ a CLI run (exit 2 naming the flag), a Python/flow call and a deployment run alik
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,17 +19,11 @@ from pydantic import ValidationError
 from curator_stages.io.output_manifest import MANIFEST_NAME
 from curator_stages.io.path_safety import location, relation
 from flows.text_curation import TextCurationParams, resolved_files, text_curation
+from tests.prefect_homes import clean_env
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 FLOW_SCRIPT = REPO / "flows" / "text_curation.py"
-
-
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(REPO),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    return env
 
 
 def input_dir(root: Path) -> Path:
@@ -56,7 +49,7 @@ def test_output_containing_the_input_is_refused_by_the_cli_and_the_input_survive
     before = sorted(p.name for p in data.iterdir())
     res = subprocess.run([sys.executable, str(FLOW_SCRIPT), "--input", str(data),
                           "--output", str(tmp_path / "X"), "--work-dir", str(tmp_path / "W")],
-                         env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
+                         env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
     assert "--output (output)" in res.stderr and "contains the input" in res.stderr
     assert "Traceback" not in res.stderr

@@ -19,6 +19,8 @@ from typing import Callable
 import psutil
 import pytest
 
+from tests.prefect_homes import clean_env
+
 REPO = Path(__file__).resolve().parents[1]
 FLOW_SCRIPT = REPO / "flows" / "text_curation.py"
 SHARD = REPO / "data" / "sample" / "shard-00003.jsonl.zst"
@@ -27,14 +29,6 @@ GRACE_S = 30
 #: Ray's agents outlive a SIGKILLed driver until their report to the dead GCS times out (~60 s).
 AGENT_GRACE_S = 150
 RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
-
-
-def clean_env(tmp_path: Path) -> dict[str, str]:
-    """A subprocess environment with no Prefect API and its own PREFECT_HOME."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(REPO),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    return env
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -109,14 +103,21 @@ def is_loopback(ip: str) -> bool:
     return ip.startswith("127.") or ip in ("::1", "localhost") or ip.startswith("::ffff:127.")
 
 
+def interactive_sigint() -> None:
+    """In the run's process, before the flow starts: SIGINT at its default, as Ctrl-C in a
+    terminal finds it. A test runner started in the background (``&`` in a script) ignores
+    SIGINT, and a run rightly keeps a SIGINT it inherits ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_flow(tmp_path: Path) -> tuple[subprocess.Popen, RunTree]:
     log = open(tmp_path / "flow.log", "w")
     proc = subprocess.Popen(
         [sys.executable, str(FLOW_SCRIPT), "--input", str(SHARD), "--output",
          str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"), "--num-cpus", "2",
          "--fuzzy-num-perm", "32", "--retries", "0"],
-        env=clean_env(tmp_path), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-        start_new_session=True)
+        env=clean_env(tmp_path, migrated=True), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+        start_new_session=True, preexec_fn=interactive_sigint)
     return proc, RunTree(proc)
 
 

@@ -31,7 +31,7 @@ def _cli(argv):
 
 
 def _plan(tmp_path: Path, *extra: str) -> dict:
-    from tests.test_flow import clean_env
+    from tests.prefect_homes import clean_env
 
     res = subprocess.run(
         [sys.executable, str(FLOW_SCRIPT), "--plan", "--plan-format", "json", "--semantic-dedup",

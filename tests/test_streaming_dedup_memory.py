@@ -32,7 +32,8 @@ import pytest
 
 from benchmarks.spill import SpillWatch, raylet_spill_counters
 from curator_stages.corpus.generator import generate_corpus
-from tests.test_flow import FLOW_SCRIPT, clean_env
+from tests.prefect_homes import clean_env
+from tests.test_flow import FLOW_SCRIPT
 
 STORE = 75 * 1024**2  # Ray's minimum object store
 #: Long documents (median 1,200 words, ~11 KB): the text outgrows the store with few documents,
@@ -61,7 +62,7 @@ def test_dedup_stage_tasks_complete_without_spilling_with_a_store_smaller_than_t
                     max_words=20_000, junk_fraction=0.0, workers=2)
     out, work, spill = tmp_path / "out", tmp_path / "work", tmp_path / "spill"
     ray_tmp = tempfile.mkdtemp(prefix="sd-", dir="/tmp")  # short: Ray's socket paths
-    env = {k: v for k, v in clean_env(tmp_path).items()
+    env = {k: v for k, v in clean_env(tmp_path, migrated=True).items()
            if not k.startswith(("RAY_AUTH_", "PYTEST_"))}
     env["RAY_TMPDIR"] = ray_tmp
     watch, done = SpillWatch(spill), threading.Event()

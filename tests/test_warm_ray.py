@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.prefect_homes import migrated_home
 from tests.test_process_safety import is_loopback
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +55,8 @@ def warm_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RAY_ADDRESS", "RAY_AUTH_", "PYTEST_", "PREFECT_API_URL"))}
     env.update(CURATOR_STAGES_RAY_DIR=str(tmp_path / "warm-ray"), PYTHONPATH=str(REPO),
-               PREFECT_HOME=str(tmp_path / "prefect-home"), HOME=str(tmp_path / "home"))
+               PREFECT_HOME=str(migrated_home(tmp_path / "prefect-home")),
+               HOME=str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
     return env
 

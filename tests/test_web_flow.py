@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from flows.web_curation import WebCurationParams
-from tests.test_flow import clean_env
+from tests.prefect_homes import clean_env
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "web_sample"
@@ -41,7 +41,7 @@ def test_web_flow_runs_on_the_shipped_sample(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     res = subprocess.run([sys.executable, str(REPO / "flows" / "web_curation.py"), "--output",
                           str(out), "--work-dir", str(work), "--fuzzy-num-perm", "32",
-                          "--num-cpus", "2"], cwd=tmp_path, env=clean_env(tmp_path),
+                          "--num-cpus", "2"], cwd=tmp_path, env=clean_env(tmp_path, migrated=True),
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = json.loads((out / "run_summary.json").read_text())
