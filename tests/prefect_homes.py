@@ -1,7 +1,7 @@
 """Environments and Prefect homes for flow subprocesses.
 
 A local run on a new ``PREFECT_HOME`` migrates that home's database before its temporary API
-answers: about 10 s of a start's 20 s here, paid again by every test whose run gets a home of
+answers: about 7 s of a start's 17 s here, paid again by every test whose run gets a home of
 its own. Tests about the first start on a new home (a first local run, two runs starting on one
 new home) keep a new home. The others ask for a migrated one: a copy of one database that
 ``prefect server database upgrade`` migrated once per test process, so the same schema and no

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import fault_helpers as fh
-from tests.prefect_homes import migrated_home
+from tests.prefect_homes import clean_env
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -88,12 +88,11 @@ def watched(proc: subprocess.Popen, log: Path, worker_log: Path) -> str:
 def test_deploy_and_run_through_a_worker(ray_cluster, tmp_path):
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))}
+    env = clean_env(tmp_path, migrated=True)
     env.update(
-        PREFECT_HOME=str(migrated_home(tmp_path / "prefect-home")), PREFECT_API_URL=api,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
+        PREFECT_API_URL=api, DO_NOT_TRACK="1",
         PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port),
-        CURATOR_STAGES_HOME=str(REPO), PYTHONPATH=str(REPO),
+        CURATOR_STAGES_HOME=str(REPO),
         PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5",
     )
     # The worker (and so each flow run it starts) has the session cluster's token; no
